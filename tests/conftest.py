@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+
+from whitebox import backend
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False,
+                     help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow") or "slow" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow or -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+_BACKENDS = [pytest.param("numpy", id="numpy"),
+             pytest.param("cupy", id="cupy", marks=pytest.mark.gpu)]
+
+
+@pytest.fixture(params=_BACKENDS)
+def xp(request):
+    """The array module of each backend: NumPy always, CuPy where a GPU answers."""
+    if request.param == "cupy" and not backend.gpu_available():
+        pytest.skip("no CuPy/GPU available")
+    return backend.xp_of(request.param)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def requires_gpu():
+    return pytest.mark.skipif(not backend.gpu_available(), reason="no CuPy/GPU available")

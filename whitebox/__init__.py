@@ -1,0 +1,5 @@
+"""whitebox: white-box transformers (CRATE) in NumPy/CuPy with hand-written gradients."""
+from . import backend, functional, losses, nn
+from .backend import get_array_module, gpu_available, to_device, to_numpy
+
+__version__ = "0.1.0"

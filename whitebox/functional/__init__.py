@@ -1,0 +1,14 @@
+"""Pure forward/backward pairs: the source of truth for every operator.
+
+Each ``<op>_forward(...)`` returns ``(out, cache)`` and each
+``<op>_backward(dout, cache)`` returns the input gradients. They take their
+array module from the inputs, so they run on NumPy and CuPy alike.
+"""
+from .activation import gelu_backward, gelu_forward, relu_backward, relu_forward
+from .dropout import dropout_backward, dropout_forward
+from .embedding import embedding_backward, embedding_forward
+from .layernorm import layernorm_backward, layernorm_forward
+from .linear import linear_backward, linear_forward
+from .patches import (patchify_backward, patchify_forward, unpatchify,
+                      unpatchify_backward, unpatchify_forward)
+from .softmax import softmax_backward, softmax_forward

@@ -1,0 +1,37 @@
+"""Layer normalisation over the last axis, as torch.nn.LayerNorm computes it."""
+from ._checks import check_array
+
+
+def layernorm_forward(x, gamma, beta, eps=1e-5):
+    """y = (x - mean) / sqrt(var + eps) * gamma + beta, biased variance.
+
+    Inputs: x (..., d); gamma, beta (d,).
+    Returns: y (..., d), cache.
+    """
+    xp = check_array("x", x, ndim_min=1)
+    if x.shape[-1] != gamma.shape[0]:
+        raise ValueError(f"layernorm: x has last dimension {x.shape[-1]} (shape "
+                         f"{tuple(x.shape)}), expected {gamma.shape[0]} (normalized shape)")
+    mu = x.mean(axis=-1, keepdims=True)                  # (..., 1)
+    xc = x - mu
+    var = (xc * xc).mean(axis=-1, keepdims=True)         # biased, as PyTorch
+    rstd = 1.0 / xp.sqrt(var + eps)                      # (..., 1)
+    xhat = xc * rstd
+    y = xhat * gamma + beta
+    return y, (xhat, rstd, gamma)
+
+
+def layernorm_backward(dout, cache):
+    """g = dout * gamma;  dx = (g - mean(g) - xhat * mean(g * xhat)) / sigma.
+
+    dgamma = sum dout * xhat;  dbeta = sum dout (over all leading axes).
+    Returns: dx (..., d), dgamma (d,), dbeta (d,).
+    """
+    xhat, rstd, gamma = cache
+    d = xhat.shape[-1]
+    g = dout * gamma
+    dx = (g - g.mean(axis=-1, keepdims=True)
+          - xhat * (g * xhat).mean(axis=-1, keepdims=True)) * rstd
+    dgamma = (dout * xhat).reshape(-1, d).sum(axis=0)
+    dbeta = dout.reshape(-1, d).sum(axis=0)
+    return dx, dgamma, dbeta

@@ -1,0 +1,31 @@
+"""Affine map y = x W^T + b over the last axis (PyTorch's F.linear)."""
+from ._checks import check_array
+
+
+def linear_forward(x, W, b=None):
+    """y = x W^T + b.
+
+    Inputs: x (..., d_in); W (d_out, d_in); b (d_out,) or None.
+    Returns: y (..., d_out), cache.
+    """
+    check_array("x", x, ndim_min=1)
+    if x.shape[-1] != W.shape[1]:
+        raise ValueError(f"linear: x has {x.shape[-1]} input features (shape {tuple(x.shape)}), "
+                         f"expected {W.shape[1]} to match weight of shape {tuple(W.shape)}")
+    y = x @ W.T                              # (..., d_out)
+    if b is not None:
+        y += b
+    return y, (x, W, b is not None)
+
+
+def linear_backward(dout, cache):
+    """dx = dout W;  dW = dout^T x (summed over leading axes);  db = sum dout.
+
+    Returns: dx (..., d_in), dW (d_out, d_in), db (d_out,) or None.
+    """
+    x, W, has_bias = cache
+    dx = dout @ W                                        # (..., d_in)
+    d_out, d_in = W.shape
+    dW = dout.reshape(-1, d_out).T @ x.reshape(-1, d_in)  # (d_out, d_in)
+    db = dout.reshape(-1, d_out).sum(axis=0) if has_bias else None
+    return dx, dW, db

@@ -1,0 +1,57 @@
+"""Images to patch tokens and back, in the official CRATE/ViT order.
+
+'b c (h p1) (w p2) -> b (h w) (p1 p2 c)': patches in row-major order over the
+image, and inside a patch the pixels in (row, col, channel) order with the
+channel fastest.
+"""
+from ._checks import check_array
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def patchify_forward(images, patch_size):
+    """Inputs: images (B, C, H, W); patch_size int or (p1, p2).
+
+    Returns: patches (B, n, p1*p2*C) with n = (H/p1)(W/p2), cache.
+    """
+    check_array("images", images, ndim=4)
+    p1, p2 = _pair(patch_size)
+    B, C, H, W = images.shape
+    if H % p1 or W % p2:
+        raise ValueError(f"image size {H}x{W} is not divisible by the patch size {p1}x{p2}")
+    h, w = H // p1, W // p2
+    x = images.reshape(B, C, h, p1, w, p2)       # (B, C, h, p1, w, p2)
+    x = x.transpose(0, 2, 4, 3, 5, 1)            # (B, h, w, p1, p2, C)
+    return x.reshape(B, h * w, p1 * p2 * C), (images.shape, (p1, p2))
+
+
+def unpatchify(patches, image_shape, patch_size):
+    """The inverse map: (B, n, p1*p2*C) -> (B, C, H, W)."""
+    p1, p2 = _pair(patch_size)
+    B, C, H, W = image_shape
+    h, w = H // p1, W // p2
+    if patches.shape != (B, h * w, p1 * p2 * C):
+        raise ValueError(f"patches must have shape {(B, h * w, p1 * p2 * C)} for images "
+                         f"{tuple(image_shape)} and patch {p1}x{p2}, got {tuple(patches.shape)}")
+    x = patches.reshape(B, h, w, p1, p2, C)      # (B, h, w, p1, p2, C)
+    x = x.transpose(0, 5, 1, 3, 2, 4)            # (B, C, h, p1, w, p2)
+    return x.reshape(B, C, H, W)
+
+
+def patchify_backward(dout, cache):
+    """Patchify is a permutation, so its gradient is the inverse permutation."""
+    image_shape, patch = cache
+    return unpatchify(dout, image_shape, patch)
+
+
+def unpatchify_forward(patches, image_shape, patch_size):
+    """Functional pair for unpatchify.  Returns: images, cache."""
+    return unpatchify(patches, image_shape, patch_size), (image_shape, _pair(patch_size))
+
+
+def unpatchify_backward(dout, cache):
+    image_shape, patch = cache
+    out, _ = patchify_forward(dout, patch)
+    return out

@@ -1,0 +1,153 @@
+"""Numerical gradient checking in float64 by central differences.
+
+The checks compare an analytic gradient (from a hand-written backward) with
+a numerical one, for an array-valued function contracted against a random
+upstream gradient ``dout``:  L(x) = sum(f(x) * dout), so dL/dx is exactly
+what ``backward(dout)`` must return.
+"""
+import numpy as np
+
+from .backend import get_array_module, to_numpy
+
+
+class GradientCheckError(AssertionError):
+    """A hand-written gradient disagrees with the numerical one."""
+
+
+def rel_error(a, b, floor=1e-8):
+    """max |a - b| / max(|a| + |b|, floor), elementwise, as a Python float."""
+    a, b = to_numpy(a).astype(np.float64), to_numpy(b).astype(np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"rel_error: shapes differ, {a.shape} vs {b.shape}")
+    if a.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a - b) / np.maximum(floor, np.abs(a) + np.abs(b))))
+
+
+def _entries(x, max_entries, rng):
+    """Indices to perturb: all of them, or a random sample of ``max_entries``."""
+    n = x.size
+    if max_entries is None or n <= max_entries:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=max_entries, replace=False))
+
+
+def numerical_gradient(f, x, dout, h=1e-5, entries=None):
+    """Central-difference gradient of sum(f(x) * dout) w.r.t. x (perturbed in place).
+
+    Inputs: f a function of no arguments that reads ``x``; x the array to
+    perturb; dout an array shaped like f's output; entries flat indices to
+    check (default all). Returns: grad shaped like x (zeros where unchecked).
+    """
+    xp = get_array_module(x)
+    grad = xp.zeros_like(x)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)
+    if flat.base is None and x.size > 1 and not x.flags.c_contiguous:
+        raise ValueError("numerical_gradient needs a contiguous array to perturb in place")
+    for i in (range(x.size) if entries is None else entries):
+        old = flat[i].item()
+        flat[i] = old + h
+        fp = float((f() * dout).sum())
+        flat[i] = old - h
+        fm = float((f() * dout).sum())
+        flat[i] = old
+        gflat[i] = (fp - fm) / (2 * h)
+    return grad
+
+
+def _compare(name, analytic, numeric, entries, tol):
+    a = to_numpy(analytic).reshape(-1)[entries]
+    n = to_numpy(numeric).reshape(-1)[entries]
+    err = rel_error(a, n)
+    if err > tol or not np.all(np.isfinite(a)):
+        denom = np.maximum(1e-8, np.abs(a) + np.abs(n))
+        k = int(np.nanargmax(np.abs(a - n) / denom))
+        idx = np.unravel_index(int(entries[k]), analytic.shape)
+        raise GradientCheckError(
+            f"gradient of {name} at index {tuple(int(i) for i in idx)}: analytic "
+            f"{a[k]:.10g}, numeric {n[k]:.10g} (relative error {err:.3g} > tol {tol:g})")
+    return err
+
+
+def _require_float64(name, a):
+    if a.dtype != np.float64:
+        raise TypeError(f"gradient checks run in float64; {name} has dtype {a.dtype}")
+
+
+def check_backward(forward, backward, inputs, wrt=None, h=1e-5, tol=1e-7, seed=0,
+                   max_entries=None):
+    """Check a functional pair on float64 inputs.
+
+    forward(*inputs) -> (out, cache); backward(dout, cache) -> one gradient or
+    a tuple aligned with ``inputs`` (None for inputs without a gradient).
+    wrt: indices of inputs to check (default: every float input whose
+    gradient is not None). Returns {input index: relative error}; raises
+    GradientCheckError naming the input and index on failure.
+    """
+    rng = np.random.default_rng(seed)
+    inputs = list(inputs)
+    out, cache = forward(*inputs)
+    xp = get_array_module(out)
+    dout = xp.asarray(rng.standard_normal(out.shape))
+    grads = backward(dout, cache)
+    if not isinstance(grads, (tuple, list)):
+        grads = (grads,)
+    if wrt is None:
+        wrt = [i for i, g in enumerate(grads) if g is not None
+               and hasattr(inputs[i], "dtype") and inputs[i].dtype.kind == "f"]
+    errors = {}
+    for i in wrt:
+        x = inputs[i]
+        _require_float64(f"input {i}", x)
+        entries = _entries(x, max_entries, rng)
+        num = numerical_gradient(lambda: forward(*inputs)[0], x, dout, h, entries)
+        errors[i] = _compare(f"input {i}", grads[i], num, entries, tol)
+    return errors
+
+
+def check_module(module, inputs, h=1e-5, tol=1e-7, seed=0, max_entries=None,
+                 check_inputs=True, loss=None):
+    """Check every parameter gradient (and the input gradient) of a Module.
+
+    The module must be float64 (build it with dtype="float64"). With
+    ``loss=None`` the scalar is sum(module(*inputs) * dout) for a random
+    dout; with ``loss(out) -> (value, dout)`` (for example a cross-entropy
+    with fixed labels) that loss is used instead. max_entries: check a random
+    sample of that many entries per array (for large models). Returns
+    {name: relative error}; raises GradientCheckError naming the parameter
+    (or 'input i'), the index, the analytic and the numeric value.
+    """
+    if module.dtype != "float64":
+        raise TypeError(f"gradient checks run in float64; module has dtype {module.dtype} "
+                        "(build it with dtype='float64')")
+    rng = np.random.default_rng(seed)
+    out = module(*inputs)
+    xp = get_array_module(out)
+    if loss is None:
+        dout = xp.asarray(rng.standard_normal(out.shape))
+
+        def scalar_out():
+            return module(*inputs)
+    else:
+        dloss = loss(out)[1]
+        dout = xp.ones(())
+
+        def scalar_out():
+            return xp.asarray(loss(module(*inputs))[0])
+    module.zero_grad()
+    dx = module.backward(dout if loss is None else dloss)
+    errors = {}
+    for name, p in module.parameters().items():
+        _require_float64(name, p)
+        entries = _entries(p, max_entries, rng)
+        g = module.grads()[name].copy()
+        num = numerical_gradient(scalar_out, p, dout, h, entries)
+        errors[name] = _compare(name, g, num, entries, tol)
+    if check_inputs and dx is not None:
+        x = inputs[0]
+        if x.dtype.kind == "f":
+            _require_float64("input 0", x)
+            entries = _entries(x, max_entries, rng)
+            num = numerical_gradient(scalar_out, x, dout, h, entries)
+            errors["input 0"] = _compare("input 0", dx, num, entries, tol)
+    return errors

@@ -1,0 +1,63 @@
+"""Losses that return (loss, gradient of the loss w.r.t. their input).
+
+Each takes predictions from a model and returns a Python float and the
+gradient with the predictions' shape, ready for ``model.backward``.
+"""
+from .backend import get_array_module
+from .functional._checks import check_array, check_finite
+from .functional.embedding import check_ids
+
+
+def check_labels(labels, num_classes, batch):
+    """Integer labels of shape (batch,) in [0, num_classes)."""
+    xp = get_array_module(labels)
+    if not isinstance(labels, xp.ndarray):
+        raise TypeError(f"labels must be an integer array, got {type(labels).__name__}")
+    if labels.ndim != 1 or labels.shape[0] != batch:
+        raise ValueError(f"labels must have shape ({batch},) to match the batch of logits, "
+                         f"got {tuple(labels.shape)}")
+    check_ids("labels", labels, num_classes)
+
+
+def cross_entropy(logits, labels, label_smoothing=0.0):
+    """Mean softmax cross-entropy, as torch.nn.functional.cross_entropy.
+
+    With smoothing s the target is (1 - s) onehot + s / C.
+    loss = mean_i [ logsumexp(z_i) - sum_c t_ic z_ic ];  dlogits = (softmax(z) - t) / B.
+    Inputs: logits (B, C) float; labels (B,) ints in [0, C).
+    Returns: loss (float), dlogits (B, C).
+    """
+    xp = check_array("logits", logits, ndim=2)
+    B, C = logits.shape
+    check_labels(labels, C, B)
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+    check_finite("logits", logits)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    logz = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+    logp = shifted - logz                                # (B, C) log-probabilities
+    rows = xp.arange(B)
+    nll = -logp[rows, labels]                            # (B,)
+    if label_smoothing:
+        loss_i = (1 - label_smoothing) * nll - label_smoothing * logp.mean(axis=1)
+    else:
+        loss_i = nll
+    target = xp.full_like(logits, label_smoothing / C)
+    target[rows, labels] += 1.0 - label_smoothing
+    dlogits = (xp.exp(logp) - target) / B
+    return float(loss_i.mean()), dlogits
+
+
+def mse(pred, target):
+    """loss = mean((pred - target)^2) over every element;  dpred = 2 (pred - target) / n."""
+    check_array("pred", pred)
+    if pred.shape != target.shape:
+        raise ValueError(f"mse: pred has shape {tuple(pred.shape)} but target has "
+                         f"{tuple(target.shape)}")
+    diff = pred - target
+    return float((diff * diff).mean()), diff * (2.0 / diff.size)
+
+
+def accuracy(logits, labels):
+    """Fraction of rows whose arg-max equals the label."""
+    return float((logits.argmax(axis=1) == labels).mean())

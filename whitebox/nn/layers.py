@@ -1,0 +1,185 @@
+"""Thin Module wrappers around the functional pairs.
+
+Each holds its parameters under PyTorch's names (``weight``, ``bias``), keeps
+the cache of its last forward, and ADDS into its gradients on backward.
+"""
+import math
+
+import numpy as np
+
+from .. import functional as F
+from .module import Module
+
+
+def _rng(seed):
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def uniform_init(rng, shape, bound):
+    """U(-bound, bound), drawn on the CPU in float64 (cast when registered)."""
+    return rng.uniform(-bound, bound, size=shape)
+
+
+class Linear(Module):
+    """y = x W^T + b, W of shape (out_features, in_features).
+
+    Initialised as torch.nn.Linear: W, b ~ U(-1/sqrt(in), 1/sqrt(in)).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, dtype="float32", seed=0):
+        super().__init__(dtype)
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(v, (int, np.integer)) or v <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        rng = _rng(seed)
+        bound = 1.0 / math.sqrt(in_features)
+        self.add_param("weight", uniform_init(rng, (out_features, in_features), bound))
+        self.has_bias = bool(bias)
+        if bias:
+            self.add_param("bias", uniform_init(rng, (out_features,), bound))
+
+    def forward(self, x):
+        out, self._cache = F.linear_forward(x, self._params["weight"],
+                                            self._params.get("bias"))
+        return out
+
+    def backward(self, dout):
+        dx, dW, db = F.linear_backward(dout, self._take_cache())
+        self._accumulate("weight", dW)
+        if self.has_bias:
+            self._accumulate("bias", db)
+        return dx
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}, bias={self.has_bias}"
+
+
+class LayerNorm(Module):
+    """torch.nn.LayerNorm(d): eps 1e-5, biased variance, weight 1 and bias 0."""
+
+    def __init__(self, d, eps=1e-5, dtype="float32"):
+        super().__init__(dtype)
+        if not isinstance(d, (int, np.integer)) or d <= 0:
+            raise ValueError(f"normalized dimension d must be a positive integer, got {d!r}")
+        self.d, self.eps = int(d), float(eps)
+        self.add_param("weight", np.ones(d))
+        self.add_param("bias", np.zeros(d))
+
+    def forward(self, x):
+        out, self._cache = F.layernorm_forward(x, self._params["weight"],
+                                               self._params["bias"], self.eps)
+        return out
+
+    def backward(self, dout):
+        dx, dg, db = F.layernorm_backward(dout, self._take_cache())
+        self._accumulate("weight", dg)
+        self._accumulate("bias", db)
+        return dx
+
+    def extra_repr(self):
+        return f"{self.d}, eps={self.eps}"
+
+
+class ReLU(Module):
+    def forward(self, x):
+        out, self._cache = F.relu_forward(x)
+        return out
+
+    def backward(self, dout):
+        return F.relu_backward(dout, self._take_cache())
+
+
+class GELU(Module):
+    def __init__(self, approximate="none", dtype="float32"):
+        super().__init__(dtype)
+        self.approximate = approximate
+
+    def forward(self, x):
+        out, self._cache = F.gelu_forward(x, self.approximate)
+        return out
+
+    def backward(self, dout):
+        return F.gelu_backward(dout, self._take_cache())
+
+
+class Softmax(Module):
+    """Softmax over the last axis."""
+
+    def forward(self, x):
+        out, self._cache = F.softmax_forward(x)
+        return out
+
+    def backward(self, dout):
+        return F.softmax_backward(dout, self._take_cache())
+
+
+class Dropout(Module):
+    """Inverted dropout; identity in eval mode. Masks come from ``seed``'s generator."""
+
+    def __init__(self, p=0.0, dtype="float32", seed=0):
+        super().__init__(dtype)
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability p must be in [0, 1), got {p!r}")
+        self.p = float(p)
+        self.rng = _rng(seed)
+
+    def forward(self, x):
+        out, self._cache = F.dropout_forward(x, self.p, self.rng, self.training)
+        # an identity pass still needs a marker so backward-before-forward is caught
+        self._cache = ("mask", self._cache)
+        return out
+
+    def backward(self, dout):
+        return F.dropout_backward(dout, self._take_cache()[1])
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class Embedding(Module):
+    """Rows of a (num_embeddings, d) table, initialised N(0, 1) as PyTorch does."""
+
+    def __init__(self, num_embeddings, d, dtype="float32", seed=0):
+        super().__init__(dtype)
+        self.num_embeddings, self.d = int(num_embeddings), int(d)
+        self.add_param("weight", _rng(seed).standard_normal((num_embeddings, d)))
+
+    def forward(self, ids):
+        out, self._cache = F.embedding_forward(ids, self._params["weight"])
+        return out
+
+    def backward(self, dout):
+        self._accumulate("weight", F.embedding_backward(dout, self._take_cache()))
+        return None  # integer ids have no gradient
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.d}"
+
+
+class Patchify(Module):
+    """(B, C, H, W) -> (B, n, p1*p2*C), the official order (no parameters)."""
+
+    def __init__(self, patch_size, dtype="float32"):
+        super().__init__(dtype)
+        self.patch_size = patch_size
+
+    def forward(self, images):
+        out, self._cache = F.patchify_forward(images, self.patch_size)
+        return out
+
+    def backward(self, dout):
+        return F.patchify_backward(dout, self._take_cache())
+
+    def extra_repr(self):
+        return f"patch_size={self.patch_size}"
+
+
+class Identity(Module):
+    def forward(self, x):
+        self._cache = True
+        return x
+
+    def backward(self, dout):
+        self._take_cache()
+        return dout

@@ -1,0 +1,244 @@
+"""The Module base: named parameters, gradients, one cache, state dicts.
+
+A Module holds its own parameters in ``self._params`` and their gradients in
+``self._grads`` (same keys), and its children in ``self._modules``. Dotted
+names are composed the way PyTorch composes them, so a parameter ``weight``
+of child ``qkv`` of child ``fn`` reads ``fn.qkv.weight``. ``forward`` keeps a
+cache; ``backward(dout)`` consumes it, ADDS into the gradients (so a weight
+used twice gets both contributions) and returns the gradient of the input.
+"""
+import numpy as np
+
+from .. import backend
+from ..backend import get_array_module
+
+DTYPES = ("float32", "float64")
+
+
+def check_dtype(dtype):
+    """Normalise a dtype argument to 'float32' or 'float64'."""
+    name = np.dtype(dtype).name if dtype is not None else None
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    return name
+
+
+class Module:
+    """Base class of every layer and model in whitebox."""
+
+    def __init__(self, dtype="float32"):
+        object.__setattr__(self, "_params", {})
+        object.__setattr__(self, "_grads", {})
+        object.__setattr__(self, "_modules", {})
+        self.dtype = check_dtype(dtype)
+        self.training = True
+        self._cache = None
+
+    # ----------------------------------------------------------- registration
+    def __setattr__(self, name, value):
+        if isinstance(value, Module):
+            self._modules[name] = value
+        elif name in self.__dict__.get("_modules", {}):
+            del self._modules[name]
+        object.__setattr__(self, name, value)
+
+    def add_param(self, name, value):
+        """Register a parameter (an array, created on the CPU and moved here)."""
+        if "." in name:
+            raise ValueError(f"parameter name must not contain '.', got {name!r}")
+        xp_name = backend.default_backend()
+        value = backend.to_device(np.asarray(value, dtype=self.dtype), xp_name) \
+            if isinstance(value, np.ndarray) else value.astype(self.dtype, copy=False)
+        self._params[name] = value
+        xp = get_array_module(value)
+        self._grads[name] = xp.zeros_like(value)
+        return value
+
+    def param(self, name):
+        return self._params[name]
+
+    def grad(self, name):
+        return self._grads[name]
+
+    # ------------------------------------------------------------ traversal
+    def named_modules(self, prefix=""):
+        """Yield (dotted name, module) for this module and every descendant."""
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def children(self):
+        return list(self._modules.values())
+
+    def _named_slots(self):
+        for mname, mod in self.named_modules():
+            for pname in mod._params:
+                yield (f"{mname}.{pname}" if mname else pname), mod, pname
+
+    def parameters(self):
+        """Dict of dotted name -> parameter array (the live arrays, not copies)."""
+        return {full: mod._params[p] for full, mod, p in self._named_slots()}
+
+    def grads(self):
+        """Dict of dotted name -> gradient array, keyed exactly like state_dict()."""
+        return {full: mod._grads[p] for full, mod, p in self._named_slots()}
+
+    def state_dict(self):
+        """Dict of dotted name -> parameter array (live arrays; copy to keep)."""
+        return self.parameters()
+
+    def num_params(self):
+        return int(sum(int(np.prod(a.shape)) for a in self.parameters().values()))
+
+    # -------------------------------------------------------------- loading
+    def load_state_dict(self, state, strict=True):
+        """Copy arrays from ``state`` into the parameters, in place.
+
+        Arrays may live on either backend and in any float dtype; they are
+        cast to this module's dtype and backend. With ``strict`` a missing or
+        unexpected key raises KeyError; a misshaped one always raises
+        ValueError naming the key and both shapes.
+        """
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict of arrays, got {type(state).__name__}")
+        slots = {full: (mod, p) for full, mod, p in self._named_slots()}
+        missing = [k for k in slots if k not in state]
+        unexpected = [k for k in state if k not in slots]
+        if strict and (missing or unexpected):
+            parts = []
+            if missing:
+                parts.append(f"missing keys {missing[:10]}" + (" ..." if len(missing) > 10 else ""))
+            if unexpected:
+                parts.append(f"unexpected keys {unexpected[:10]}"
+                             + (" ..." if len(unexpected) > 10 else ""))
+            raise KeyError(f"load_state_dict into {type(self).__name__}: " + "; ".join(parts))
+        for key, (mod, p) in slots.items():
+            if key not in state:
+                continue
+            src = state[key]
+            dst = mod._params[p]
+            if tuple(src.shape) != tuple(dst.shape):
+                raise ValueError(f"load_state_dict: key {key!r} has shape {tuple(src.shape)}, "
+                                 f"expected {tuple(dst.shape)}")
+            xp = get_array_module(dst)
+            src = backend.to_device(backend.to_numpy(src), backend.backend_name(dst)) \
+                if get_array_module(src) is not xp else src
+            if not xp.all(xp.isfinite(src)):
+                raise ValueError(f"load_state_dict: key {key!r} holds NaN or infinite values")
+            dst[...] = src.astype(dst.dtype, copy=False)
+        return {"missing": missing, "unexpected": unexpected}
+
+    # ------------------------------------------------------------ state
+    def zero_grad(self):
+        for mod in (m for _, m in self.named_modules()):
+            for g in mod._grads.values():
+                g.fill(0)
+
+    def train(self, mode=True):
+        for _, mod in self.named_modules():
+            mod.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def to(self, backend_name):
+        """Move every parameter and gradient to 'numpy' or 'cupy' (in place)."""
+        for _, mod in self.named_modules():
+            for p in list(mod._params):
+                mod._params[p] = backend.to_device(mod._params[p], backend_name)
+                mod._grads[p] = backend.to_device(mod._grads[p], backend_name)
+            mod._cache = None
+        return self
+
+    @property
+    def backend(self):
+        for a in self.parameters().values():
+            return backend.backend_name(a)
+        return backend.default_backend()
+
+    @property
+    def xp(self):
+        return backend.xp_of(self.backend)
+
+    # ------------------------------------------------------------ compute
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} does not define forward")
+
+    def backward(self, dout):
+        raise NotImplementedError(f"{type(self).__name__} does not define backward")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def _take_cache(self):
+        """Return the cache of the last forward and drop it (one backward per forward)."""
+        cache = self._cache
+        if cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward "
+                               "(or twice for one forward): run forward first")
+        self._cache = None
+        return cache
+
+    def _accumulate(self, name, g):
+        if g is not None:
+            self._grads[name] += g
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, child in self._modules.items():
+            sub = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {sub}")
+        return lines[0] + ")" if len(lines) == 1 else "\n".join(lines) + "\n)"
+
+
+class Sequential(Module):
+    """Children named '0', '1', ... run in order; backward in reverse."""
+
+    def __init__(self, *modules, dtype="float32"):
+        super().__init__(dtype)
+        for i, m in enumerate(modules):
+            setattr(self, str(i), m)
+
+    def __getitem__(self, i):
+        return self._modules[str(i)]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def forward(self, x):
+        for m in self:
+            x = m(x)
+        return x
+
+    def backward(self, dout):
+        for m in reversed(list(self)):
+            dout = m.backward(dout)
+        return dout
+
+
+class ModuleList(Module):
+    """A list of children named '0', '1', ...; it has no forward of its own."""
+
+    def __init__(self, modules=(), dtype="float32"):
+        super().__init__(dtype)
+        for m in modules:
+            self.append(m)
+
+    def append(self, m):
+        setattr(self, str(len(self._modules)), m)
+
+    def __getitem__(self, i):
+        return self._modules[str(i if i >= 0 else len(self) + i)]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())

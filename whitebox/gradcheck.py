@@ -4,6 +4,11 @@ The checks compare an analytic gradient (from a hand-written backward) with
 a numerical one, for an array-valued function contracted against a random
 upstream gradient ``dout``:  L(x) = sum(f(x) * dout), so dL/dx is exactly
 what ``backward(dout)`` must return.
+
+``check_backward`` and ``check_module`` perturb every entry (or a sample)
+one at a time and say where a gradient is wrong; ``check_direction``
+perturbs all entries at once along random directions, two forward calls
+per direction, for arrays too large to walk entry by entry.
 """
 import numpy as np
 
@@ -40,10 +45,12 @@ def numerical_gradient(f, x, dout, h=1e-5, entries=None):
     check (default all). Returns: grad shaped like x (zeros where unchecked).
     """
     xp = get_array_module(x)
+    if not x.flags.c_contiguous:
+        # reshape(-1) of a strided view is a copy, and perturbing a copy changes nothing
+        raise ValueError(f"numerical_gradient needs a C-contiguous array to perturb in place, "
+                         f"got strides {x.strides} for shape {tuple(x.shape)}")
     grad = xp.zeros_like(x)
     flat, gflat = x.reshape(-1), grad.reshape(-1)
-    if flat.base is None and x.size > 1 and not x.flags.c_contiguous:
-        raise ValueError("numerical_gradient needs a contiguous array to perturb in place")
     for i in (range(x.size) if entries is None else entries):
         old = flat[i].item()
         flat[i] = old + h
@@ -56,6 +63,11 @@ def numerical_gradient(f, x, dout, h=1e-5, entries=None):
 
 
 def _compare(name, analytic, numeric, entries, tol):
+    if analytic is None:
+        raise GradientCheckError(f"gradient of {name}: backward returned None")
+    if tuple(analytic.shape) != tuple(numeric.shape):
+        raise GradientCheckError(f"gradient of {name} has shape {tuple(analytic.shape)}, "
+                                 f"expected {tuple(numeric.shape)}")
     a = to_numpy(analytic).reshape(-1)[entries]
     n = to_numpy(numeric).reshape(-1)[entries]
     err = rel_error(a, n)
@@ -93,10 +105,13 @@ def check_backward(forward, backward, inputs, wrt=None, h=1e-5, tol=1e-7, seed=0
     if not isinstance(grads, (tuple, list)):
         grads = (grads,)
     if wrt is None:
-        wrt = [i for i, g in enumerate(grads) if g is not None
+        wrt = [i for i, g in enumerate(grads) if g is not None and i < len(inputs)
                and hasattr(inputs[i], "dtype") and inputs[i].dtype.kind == "f"]
     errors = {}
     for i in wrt:
+        if i >= len(grads):
+            raise GradientCheckError(f"gradient of input {i}: backward returned only "
+                                     f"{len(grads)} gradient(s)")
         x = inputs[i]
         _require_float64(f"input {i}", x)
         entries = _entries(x, max_entries, rng)
@@ -113,7 +128,9 @@ def check_module(module, inputs, h=1e-5, tol=1e-7, seed=0, max_entries=None,
     ``loss=None`` the scalar is sum(module(*inputs) * dout) for a random
     dout; with ``loss(out) -> (value, dout)`` (for example a cross-entropy
     with fixed labels) that loss is used instead. max_entries: check a random
-    sample of that many entries per array (for large models). Returns
+    sample of that many entries per array (for large models). Every forward
+    must compute the same function, so put dropout in eval mode (or p=0).
+    Returns
     {name: relative error}; raises GradientCheckError naming the parameter
     (or 'input i'), the index, the analytic and the numeric value.
     """
@@ -151,3 +168,60 @@ def check_module(module, inputs, h=1e-5, tol=1e-7, seed=0, max_entries=None,
             num = numerical_gradient(scalar_out, x, dout, h, entries)
             errors["input 0"] = _compare("input 0", dx, num, entries, tol)
     return errors
+
+
+def check_direction(f, xs, dxs, dout, h=1e-6, tol=1e-6, seed=0, directions=1):
+    """Check a gradient along random directions, two forward calls each, at any size.
+
+    For L(x) = sum(f() * dout) and a random unit direction v (over all of
+    ``xs`` together), the directional derivative <grad L, v> must equal
+    (L(x + h v) - L(x - h v)) / (2h). The cost does not grow with the
+    number of entries, so this suits arrays too large for an entry-by-entry
+    check; an entry-by-entry check says *where* a gradient is wrong, this
+    one only *whether*.
+
+    Inputs: f a function of no arguments that reads the arrays ``xs`` (an
+    array or a list of arrays, float64, changed in place and restored);
+    dxs their analytic gradients (same structure and shapes); dout an array
+    shaped like f's output; directions how many random directions to try.
+    Returns: the largest relative error between the two directional
+    derivatives; raises GradientCheckError when it exceeds ``tol``.
+    """
+    single = not isinstance(xs, (list, tuple))
+    xs = [xs] if single else list(xs)
+    dxs = [dxs] if single else list(dxs)
+    if len(xs) != len(dxs):
+        raise ValueError(f"check_direction: {len(xs)} arrays but {len(dxs)} gradients")
+    for i, (x, dx) in enumerate(zip(xs, dxs)):
+        _require_float64(f"array {i}", x)
+        if dx is None or tuple(dx.shape) != tuple(x.shape):
+            raise ValueError(f"check_direction: gradient {i} has shape "
+                             f"{None if dx is None else tuple(dx.shape)}, expected "
+                             f"{tuple(x.shape)}")
+    rng = np.random.default_rng(seed)
+    xp = get_array_module(*xs)
+    originals = [x.copy() for x in xs]
+    worst = 0.0
+    for _ in range(directions):
+        vs = [rng.standard_normal(x.shape) for x in xs]
+        norm = np.sqrt(sum(float((v * v).sum()) for v in vs))
+        vs = [xp.asarray(v / norm) for v in vs]
+        analytic = sum(float((dx * v).sum()) for dx, v in zip(dxs, vs))
+        try:
+            for x, x0, v in zip(xs, originals, vs):
+                x[...] = x0 + h * v
+            loss_plus = float((f() * dout).sum())
+            for x, x0, v in zip(xs, originals, vs):
+                x[...] = x0 - h * v
+            loss_minus = float((f() * dout).sum())
+        finally:
+            for x, x0 in zip(xs, originals):
+                x[...] = x0
+        numeric = (loss_plus - loss_minus) / (2 * h)
+        err = abs(analytic - numeric) / max(abs(analytic) + abs(numeric), 1e-8)
+        if err > tol:
+            raise GradientCheckError(
+                f"directional derivative: analytic {analytic:.10g}, numeric {numeric:.10g} "
+                f"(relative error {err:.3g} > tol {tol:g})")
+        worst = max(worst, err)
+    return worst

@@ -3,16 +3,19 @@
 Each takes predictions from a model and returns a Python float and the
 gradient with the predictions' shape, ready for ``model.backward``.
 """
-from .backend import get_array_module
+from .backend import backend_name, get_array_module
 from .functional._checks import check_array, check_finite
 from .functional.embedding import check_ids
 
 
-def check_labels(labels, num_classes, batch):
-    """Integer labels of shape (batch,) in [0, num_classes)."""
+def check_labels(labels, num_classes, batch, like=None):
+    """Integer labels of shape (batch,) in [0, num_classes), on the backend of ``like``."""
     xp = get_array_module(labels)
     if not isinstance(labels, xp.ndarray):
         raise TypeError(f"labels must be an integer array, got {type(labels).__name__}")
+    if like is not None and get_array_module(like) is not xp:
+        raise TypeError(f"labels live on {backend_name(labels)} but logits on "
+                        f"{backend_name(like)}; move them with whitebox.to_device")
     if labels.ndim != 1 or labels.shape[0] != batch:
         raise ValueError(f"labels must have shape ({batch},) to match the batch of logits, "
                          f"got {tuple(labels.shape)}")
@@ -29,7 +32,7 @@ def cross_entropy(logits, labels, label_smoothing=0.0):
     """
     xp = check_array("logits", logits, ndim=2)
     B, C = logits.shape
-    check_labels(labels, C, B)
+    check_labels(labels, C, B, like=logits)
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
     check_finite("logits", logits)
@@ -51,6 +54,7 @@ def cross_entropy(logits, labels, label_smoothing=0.0):
 def mse(pred, target):
     """loss = mean((pred - target)^2) over every element;  dpred = 2 (pred - target) / n."""
     check_array("pred", pred)
+    check_array("target", target)
     if pred.shape != target.shape:
         raise ValueError(f"mse: pred has shape {tuple(pred.shape)} but target has "
                          f"{tuple(target.shape)}")

@@ -12,3 +12,5 @@ from .linear import linear_backward, linear_forward
 from .patches import (patchify_backward, patchify_forward, unpatchify,
                       unpatchify_backward, unpatchify_forward)
 from .softmax import softmax_backward, softmax_forward
+from .ista import ista_backward, ista_forward
+from .mssa import mssa_backward, mssa_forward

@@ -17,6 +17,9 @@ def dropout_forward(x, p, rng=None, training=True):
         return x, None
     if rng is None:
         raise ValueError("dropout in training mode needs rng (a numpy.random.Generator)")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"dropout rng must be a numpy.random.Generator, got "
+                        f"{type(rng).__name__}")
     keep = rng.random(x.shape) >= p
     mask = (keep / (1.0 - p)).astype(x.dtype)
     xp = get_array_module(x)

@@ -1,6 +1,4 @@
 """Embedding lookup: integer ids -> rows of a table."""
-import numpy as np
-
 from ..backend import get_array_module
 
 
@@ -19,6 +17,9 @@ def check_ids(name, ids, num):
 
 def embedding_forward(ids, W):
     """y = W[ids].  Inputs: ids (...) ints; W (V, d).  Returns: y (..., d), cache."""
+    if W.ndim != 2:
+        raise ValueError(f"embedding: table W must be 2-dimensional (V, d), "
+                         f"got shape {tuple(W.shape)}")
     check_ids("ids", ids, W.shape[0])
     return W[ids], (ids, W.shape)
 
@@ -28,9 +29,6 @@ def embedding_backward(dout, cache):
     ids, shape = cache
     xp = get_array_module(dout)
     dW = xp.zeros(shape, dtype=dout.dtype)
-    flat = ids.reshape(-1)
-    if xp is np:
-        np.add.at(dW, flat, dout.reshape(-1, shape[1]))
-    else:
-        xp.add.at(dW, flat, dout.reshape(-1, shape[1]))
+    # dW[ids] += dout would keep only one row per repeated id; add.at sums them all
+    xp.add.at(dW, ids.reshape(-1), dout.reshape(-1, shape[1]))   # (V, d)
     return dW

@@ -9,6 +9,13 @@ def layernorm_forward(x, gamma, beta, eps=1e-5):
     Returns: y (..., d), cache.
     """
     xp = check_array("x", x, ndim_min=1)
+    for name, v in (("gamma", gamma), ("beta", beta)):
+        if v.ndim != 1:
+            raise ValueError(f"layernorm: {name} must be 1-dimensional (d,), "
+                             f"got shape {tuple(v.shape)}")
+    if gamma.shape != beta.shape:
+        raise ValueError(f"layernorm: gamma has shape {tuple(gamma.shape)} but beta has "
+                         f"{tuple(beta.shape)}")
     if x.shape[-1] != gamma.shape[0]:
         raise ValueError(f"layernorm: x has last dimension {x.shape[-1]} (shape "
                          f"{tuple(x.shape)}), expected {gamma.shape[0]} (normalized shape)")

@@ -9,9 +9,13 @@ def linear_forward(x, W, b=None):
     Returns: y (..., d_out), cache.
     """
     check_array("x", x, ndim_min=1)
+    check_array("W", W, ndim=2)
     if x.shape[-1] != W.shape[1]:
         raise ValueError(f"linear: x has {x.shape[-1]} input features (shape {tuple(x.shape)}), "
                          f"expected {W.shape[1]} to match weight of shape {tuple(W.shape)}")
+    if b is not None and tuple(b.shape) != (W.shape[0],):
+        raise ValueError(f"linear: bias b has shape {tuple(b.shape)}, expected "
+                         f"({W.shape[0]},) to match weight of shape {tuple(W.shape)}")
     y = x @ W.T                              # (..., d_out)
     if b is not None:
         y += b

@@ -4,11 +4,17 @@
 image, and inside a patch the pixels in (row, col, channel) order with the
 channel fastest.
 """
+import numpy as np
+
 from ._checks import check_array
 
 
 def _pair(v):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+    """patch_size as (p1, p2): an int means a square patch."""
+    pair = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+    if len(pair) != 2 or not all(isinstance(p, (int, np.integer)) and p > 0 for p in pair):
+        raise ValueError(f"patch_size must be a positive int or a pair of them, got {v!r}")
+    return int(pair[0]), int(pair[1])
 
 
 def patchify_forward(images, patch_size):
@@ -30,9 +36,13 @@ def patchify_forward(images, patch_size):
 def unpatchify(patches, image_shape, patch_size):
     """The inverse map: (B, n, p1*p2*C) -> (B, C, H, W)."""
     p1, p2 = _pair(patch_size)
+    if len(image_shape) != 4:
+        raise ValueError(f"image_shape must be (B, C, H, W), got {tuple(image_shape)}")
     B, C, H, W = image_shape
+    if H % p1 or W % p2:
+        raise ValueError(f"image size {H}x{W} is not divisible by the patch size {p1}x{p2}")
     h, w = H // p1, W // p2
-    if patches.shape != (B, h * w, p1 * p2 * C):
+    if tuple(patches.shape) != (B, h * w, p1 * p2 * C):
         raise ValueError(f"patches must have shape {(B, h * w, p1 * p2 * C)} for images "
                          f"{tuple(image_shape)} and patch {p1}x{p2}, got {tuple(patches.shape)}")
     x = patches.reshape(B, h, w, p1, p2, C)      # (B, h, w, p1, p2, C)
@@ -52,6 +62,7 @@ def unpatchify_forward(patches, image_shape, patch_size):
 
 
 def unpatchify_backward(dout, cache):
+    """Unpatchify is a permutation too: its gradient is patchify of dout."""
     image_shape, patch = cache
     out, _ = patchify_forward(dout, patch)
     return out

@@ -93,6 +93,8 @@ class ReLU(Module):
 class GELU(Module):
     def __init__(self, approximate="none", dtype="float32"):
         super().__init__(dtype)
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
 
     def forward(self, x):
@@ -142,6 +144,9 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings, d, dtype="float32", seed=0):
         super().__init__(dtype)
+        for name, v in (("num_embeddings", num_embeddings), ("d", d)):
+            if not isinstance(v, (int, np.integer)) or v <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
         self.num_embeddings, self.d = int(num_embeddings), int(d)
         self.add_param("weight", _rng(seed).standard_normal((num_embeddings, d)))
 

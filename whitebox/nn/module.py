@@ -17,7 +17,10 @@ DTYPES = ("float32", "float64")
 
 def check_dtype(dtype):
     """Normalise a dtype argument to 'float32' or 'float64'."""
-    name = np.dtype(dtype).name if dtype is not None else None
+    try:
+        name = np.dtype(dtype).name if dtype is not None else None
+    except TypeError:
+        name = None
     if name not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     return name
@@ -46,9 +49,12 @@ class Module:
         """Register a parameter (an array, created on the CPU and moved here)."""
         if "." in name:
             raise ValueError(f"parameter name must not contain '.', got {name!r}")
-        xp_name = backend.default_backend()
-        value = backend.to_device(np.asarray(value, dtype=self.dtype), xp_name) \
-            if isinstance(value, np.ndarray) else value.astype(self.dtype, copy=False)
+        if get_array_module(value) is np:
+            # created on the CPU: cast first, so float64 draws never upcast the model
+            value = backend.to_device(np.asarray(value, dtype=self.dtype),
+                                      backend.default_backend())
+        else:
+            value = value.astype(self.dtype, copy=False)
         self._params[name] = value
         xp = get_array_module(value)
         self._grads[name] = xp.zeros_like(value)
@@ -117,6 +123,9 @@ class Module:
                 continue
             src = state[key]
             dst = mod._params[p]
+            if not hasattr(src, "shape") or not hasattr(src, "dtype"):
+                raise TypeError(f"load_state_dict: key {key!r} must hold an array, "
+                                f"got {type(src).__name__}")
             if tuple(src.shape) != tuple(dst.shape):
                 raise ValueError(f"load_state_dict: key {key!r} has shape {tuple(src.shape)}, "
                                  f"expected {tuple(dst.shape)}")
@@ -144,6 +153,7 @@ class Module:
 
     def to(self, backend_name):
         """Move every parameter and gradient to 'numpy' or 'cupy' (in place)."""
+        backend.xp_of(backend_name)  # a clear error before anything moves
         for _, mod in self.named_modules():
             for p in list(mod._params):
                 mod._params[p] = backend.to_device(mod._params[p], backend_name)
@@ -195,6 +205,15 @@ class Module:
         return lines[0] + ")" if len(lines) == 1 else "\n".join(lines) + "\n)"
 
 
+def _child_at(container, i):
+    """The i-th child of a Sequential or ModuleList (negative i counts from the end)."""
+    n = len(container._modules)
+    if not isinstance(i, (int, np.integer)) or not -n <= i < n:
+        raise IndexError(f"{type(container).__name__} index {i!r} out of range "
+                         f"for {n} modules")
+    return container._modules[str(int(i) % n)]
+
+
 class Sequential(Module):
     """Children named '0', '1', ... run in order; backward in reverse."""
 
@@ -204,7 +223,7 @@ class Sequential(Module):
             setattr(self, str(i), m)
 
     def __getitem__(self, i):
-        return self._modules[str(i)]
+        return _child_at(self, i)
 
     def __len__(self):
         return len(self._modules)
@@ -235,7 +254,7 @@ class ModuleList(Module):
         setattr(self, str(len(self._modules)), m)
 
     def __getitem__(self, i):
-        return self._modules[str(i if i >= 0 else len(self) + i)]
+        return _child_at(self, i)
 
     def __len__(self):
         return len(self._modules)

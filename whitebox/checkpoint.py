@@ -1,0 +1,254 @@
+"""Checkpoints: one ``.npz`` file that resumes training exactly.
+
+A checkpoint holds, in a single NumPy ``.npz`` archive (no pickles):
+
+    model/<name>             every model parameter (e.g. ``model/mlp_head.1.weight``)
+    optim/<name>/<buffer>    the optimizer's per-parameter buffers
+    __meta__                 UTF-8 JSON as a uint8 array: format name and version,
+                             step, epoch, ``extra``, the optimizer's scalars
+                             (type, step count, lr, hyper-parameters), the
+                             schedule's state and the random generators' states
+
+Arrays are stored on the CPU, so a checkpoint written from CuPy loads into a
+NumPy model and the other way round. The file is written atomically: to a
+temporary file in the same directory, flushed and fsync'ed, then moved over
+the old checkpoint with ``os.replace``. A crash mid-write leaves the previous
+checkpoint as it was.
+"""
+import json
+import os
+import secrets
+import zipfile
+
+import numpy as np
+
+from .backend import to_numpy
+
+FORMAT = "whitebox-checkpoint"
+VERSION = 1
+
+
+# ---------------------------------------------------------------- JSON helpers
+def _to_json(obj):
+    """Replace NumPy arrays and scalars (e.g. inside a bit generator's state) by JSON."""
+    if isinstance(obj, dict):
+        return {str(k): _to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": obj.tolist(), "dtype": obj.dtype.str}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _from_json(obj):
+    if isinstance(obj, dict):
+        if "__ndarray__" in obj:
+            return np.asarray(obj["__ndarray__"], dtype=np.dtype(obj["dtype"]))
+        return {k: _from_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_from_json(v) for v in obj]
+    return obj
+
+
+def _rng_states(rng):
+    """The bit-generator state(s) of a Generator or a dict name -> Generator."""
+    if rng is None:
+        return None
+    if isinstance(rng, np.random.Generator):
+        return {"kind": "generator", "state": _to_json(rng.bit_generator.state)}
+    if isinstance(rng, dict):
+        for name, g in rng.items():
+            if not isinstance(g, np.random.Generator):
+                raise TypeError(f"rng[{name!r}] must be a numpy.random.Generator, "
+                                f"got {type(g).__name__}")
+        return {"kind": "dict",
+                "states": {str(n): _to_json(g.bit_generator.state) for n, g in rng.items()}}
+    raise TypeError(f"rng must be a numpy.random.Generator or a dict of name -> Generator, "
+                    f"got {type(rng).__name__}")
+
+
+# ---------------------------------------------------------------- writing
+def _fsync_directory(directory):
+    """Make the rename itself durable (POSIX); not possible everywhere, so best effort."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_savez(path, arrays):
+    """np.savez into a temporary sibling file, fsync, then os.replace onto ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot write checkpoint {path!r}: directory {directory!r} "
+                                "does not exist")
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+    # O_EXCL: never clobber someone else's file; mode 0o666 lets the umask decide
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    _fsync_directory(directory)
+
+
+def save_checkpoint(path, model, optimizer=None, *, step=0, epoch=0, rng=None, scheduler=None,
+                    extra=None):
+    """Write model, optimizer, schedule, counters and RNG states to ONE ``.npz``, atomically.
+
+    Inputs: path (written exactly as given; ``.npz`` suggested); model, a
+    Module; optimizer, a whitebox.optim optimizer or None; step, epoch,
+    integers; rng, a numpy Generator or a dict name -> Generator (e.g. the
+    data sampler's and the dropout layers'); scheduler, a whitebox.optim
+    schedule or None; extra, a JSON-able dict (config, metrics, ...).
+    Returns: the path.
+    """
+    path = os.fspath(path)
+    for name, v in (("step", step), ("epoch", epoch)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer, got {v!r}")
+    if extra is not None and not isinstance(extra, dict):
+        raise TypeError(f"extra must be a JSON-able dict or None, got {type(extra).__name__}")
+    arrays = {f"model/{name}": to_numpy(p) for name, p in model.parameters().items()}
+    meta = {"format": FORMAT, "version": VERSION, "step": int(step), "epoch": int(epoch),
+            "extra": extra, "optimizer": None, "scheduler": None, "rng": _rng_states(rng)}
+    if optimizer is not None:
+        sd = optimizer.state_dict()
+        for pname, buffers in sd.pop("state").items():
+            for bname, buf in buffers.items():
+                arrays[f"optim/{pname}/{bname}"] = to_numpy(buf)
+        meta["optimizer"] = _to_json(sd)
+    if scheduler is not None:
+        meta["scheduler"] = _to_json(scheduler.state_dict())
+    try:
+        text = json.dumps(meta)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"extra must be JSON-able (plain dicts, lists, numbers, strings): {e}") \
+            from None
+    arrays["__meta__"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    _atomic_savez(path, arrays)
+    return path
+
+
+# ---------------------------------------------------------------- reading
+def _read(path):
+    """(arrays without __meta__, meta dict); clear errors for missing or damaged files."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+        meta = json.loads(arrays.pop("__meta__").tobytes().decode("utf-8"))
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, AttributeError) as e:
+        raise ValueError(f"{path!r} is not a whitebox checkpoint or truncated "
+                         f"({type(e).__name__}: {e})") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{path!r} is not a whitebox checkpoint or truncated "
+                         "(no whitebox format marker)")
+    if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
+        raise ValueError(f"checkpoint {path!r} has format version {meta.get('version')!r}; "
+                         f"this whitebox reads versions up to {VERSION}")
+    return arrays, meta
+
+
+def _model_state(arrays):
+    return {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
+
+
+def load_arrays(path):
+    """Just the model parameters of a checkpoint: dict name -> NumPy array."""
+    arrays, _ = _read(path)
+    return _model_state(arrays)
+
+
+def _check_model_shapes(path, model, state):
+    """Refuse a misshaped checkpoint before anything is overwritten."""
+    for name, p in model.parameters().items():
+        if name in state and tuple(state[name].shape) != tuple(p.shape):
+            raise ValueError(f"checkpoint {path!r}: key {name!r} has shape "
+                             f"{tuple(state[name].shape)}, the model expects {tuple(p.shape)}")
+
+
+def _rng_pairs(path, rng, saved):
+    """(generator, saved state) pairs to restore, after checking they match."""
+    if saved is None:
+        raise ValueError(f"checkpoint {path!r} holds no random-generator state, "
+                         "but rng was given")
+    if isinstance(rng, np.random.Generator):
+        if saved["kind"] != "generator":
+            raise ValueError(f"checkpoint {path!r} holds a dict of generator states "
+                             f"{sorted(saved['states'])}; pass rng as a dict with those names")
+        pairs = [(rng, saved["state"])]
+    elif isinstance(rng, dict):
+        if saved["kind"] != "dict":
+            raise ValueError(f"checkpoint {path!r} holds one generator state; "
+                             "pass rng as a single numpy.random.Generator")
+        missing = sorted(set(rng) - set(saved["states"]))
+        if missing:
+            raise KeyError(f"checkpoint {path!r} has no generator state for {missing}; "
+                           f"it holds {sorted(saved['states'])}")
+        pairs = [(g, saved["states"][name]) for name, g in rng.items()]
+    else:
+        raise TypeError(f"rng must be a numpy.random.Generator or a dict of name -> Generator, "
+                        f"got {type(rng).__name__}")
+    return pairs
+
+
+def load_checkpoint(path, model, optimizer=None, *, rng=None, scheduler=None):
+    """Restore a :func:`save_checkpoint` file into existing objects, in place.
+
+    The model is loaded with ``model.load_state_dict`` (cast to its dtype and
+    moved to its backend); the optimizer's buffers follow their parameters'
+    backend; generators get their saved bit-generator state back.
+    Raises FileNotFoundError for a missing file, ValueError for a damaged one,
+    KeyError / ValueError naming the key for a checkpoint of another
+    architecture. Everything is checked before anything is changed, except
+    what ``load_state_dict`` itself only finds out while copying.
+    Returns: {"step": int, "epoch": int, "extra": dict or None}.
+    """
+    arrays, meta = _read(path)
+    state = _model_state(arrays)
+    _check_model_shapes(path, model, state)
+
+    optim_sd = None
+    if optimizer is not None:
+        if meta["optimizer"] is None:
+            raise ValueError(f"checkpoint {path!r} holds no optimizer state, "
+                             "but an optimizer was given")
+        optim_sd = dict(meta["optimizer"])
+        if optim_sd["type"] != type(optimizer).__name__:
+            raise ValueError(f"checkpoint {path!r} holds {optim_sd['type']!r} state, "
+                             f"but the optimizer is {type(optimizer).__name__!r}")
+        optim_sd["state"] = {}
+        for key, buf in arrays.items():
+            if key.startswith("optim/"):
+                # parameter names may hold dots but buffer names no slash
+                pname, bname = key[len("optim/"):].rsplit("/", 1)
+                optim_sd["state"].setdefault(pname, {})[bname] = buf
+    if scheduler is not None and meta["scheduler"] is None:
+        raise ValueError(f"checkpoint {path!r} holds no schedule state, but a scheduler was given")
+    rng_pairs = _rng_pairs(path, rng, meta["rng"]) if rng is not None else []
+
+    model.load_state_dict(state)
+    if optimizer is not None:
+        optimizer.load_state_dict(optim_sd)
+    if scheduler is not None:
+        scheduler.load_state_dict(meta["scheduler"])
+    for generator, saved_state in rng_pairs:
+        generator.bit_generator.state = _from_json(saved_state)
+    return {"step": meta["step"], "epoch": meta["epoch"], "extra": meta["extra"]}

@@ -1,0 +1,51 @@
+"""One ISTA step of non-negative sparse coding, as the official CRATE computes it.
+
+The layer sparsifies Z against a dictionary D (the stored weight W, d x d)
+by one proximal-gradient step on
+    min_{Z >= 0}  lambda ||Z||_1 + 1/2 ||X - Z D^T||^2,
+warm-started at Z = X (rows form, CRATE_MATH.md section 3):
+    ISTA(X) = ReLU(X + eta (X W - X W^T W) - eta lambda).
+The pre-activation is linear in X, so it is one product with the d x d
+matrix M = I + eta (W - W^T W), formed once per call instead of three
+products per token.
+"""
+from ._checks import check_array
+
+
+def ista_forward(x, W, eta=0.1, lam=0.1):
+    """y = ReLU(x M - eta lambda),  M = I + eta (W - W^T W).
+
+    Inputs: x (..., d); W (d, d); eta the step size; lam the sparsity weight.
+    Returns: y (..., d), cache.
+    """
+    xp = check_array("x", x, ndim_min=1)
+    d = W.shape[0]
+    if W.shape != (d, d):
+        raise ValueError(f"ista: W must be square, got shape {tuple(W.shape)}")
+    if x.shape[-1] != d:
+        raise ValueError(f"ista: x has {x.shape[-1]} features (shape {tuple(x.shape)}), "
+                         f"expected {d} to match W of shape {tuple(W.shape)}")
+    M = W - W.T @ W                                  # (d, d)
+    M *= eta
+    M[xp.arange(d), xp.arange(d)] += 1
+    a = x @ M                                        # (..., d) pre-activation
+    a -= eta * lam
+    active = a > 0
+    a *= active                                      # ReLU in place
+    return a, (x, W, M, active, eta)
+
+
+def ista_backward(dout, cache):
+    """GA = dout * [A > 0];  dx = GA M^T = GA + eta GA W^T - eta GA W^T W;
+    dM = x^T GA;  dW = eta dM - eta W (dM + dM^T).
+
+    Returns: dx (..., d), dW (d, d).
+    """
+    x, W, M, active, eta = cache
+    d = W.shape[0]
+    GA = dout * active                               # (..., d)
+    dx = GA @ M.T
+    dM = x.reshape(-1, d).T @ GA.reshape(-1, d)      # (d, d)
+    dW = dM - W @ (dM + dM.T)
+    dW *= eta
+    return dx, dW

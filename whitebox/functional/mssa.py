@@ -1,0 +1,122 @@
+"""Multi-head subspace self-attention (MSSA), as the official CRATE computes it.
+
+Derivation (CRATE_MATH.md section 2): a gradient step on the compression
+term Rc(Z | U) with the Gram weighting replaced by a softmax gives, per head,
+SSA_k(Z) = softmax((Z U_k)(Z U_k)^T) (Z U_k). In code the K subspaces U_k
+are the row blocks of one bias-free projection W_qkv (K p x d), and the same
+projection w = x W_qkv^T serves as query, key and value:
+
+    w_k = x U_k            (B, N, p)   U_k^T = W_qkv[k p:(k+1) p]
+    S_k = s w_k w_k^T      (B, N, N)   s = p^{-1/2}
+    A_k = softmax(S_k)     rows sum to one (optional causal mask)
+    O_k = A_k w_k          (B, N, p)
+    y   = [O_1 .. O_K] W_out^T + b_out
+
+Because q = k = v = w, the backward through S has a symmetric term: S is
+quadratic in w, so dw collects s (dS + dS^T) w as well as A^T dO.
+"""
+import numpy as np
+
+from ..backend import get_array_module
+from ._checks import check_array
+from .dropout import dropout_backward, dropout_forward
+
+
+def _split_heads(w, K):
+    B, N, Kp = w.shape
+    w = w.reshape(B, N, K, Kp // K)                 # (B, N, K, p)
+    return get_array_module(w).ascontiguousarray(w.transpose(0, 2, 1, 3))  # (B, K, N, p)
+
+
+def _merge_heads(o):
+    B, K, N, p = o.shape
+    return o.transpose(0, 2, 1, 3).reshape(B, N, K * p)   # (B, N, K p)
+
+
+def mssa_forward(x, W_qkv, W_out, b_out, heads, scale=None, causal=False,
+                 dropout=0.0, rng=None, training=True):
+    """y = [softmax(s w_k w_k^T) w_k]_k W_out^T + b_out,  w = x W_qkv^T.
+
+    Inputs: x (B, N, d); W_qkv (K p, d); W_out (d, K p) or None for no output
+    projection (the official code drops it when K = 1 and p = d); b_out (d,)
+    or None; heads K; scale s (default p^{-1/2}); causal: mask keys after
+    the query; dropout p on the attention and after the output projection
+    (masks drawn from ``rng``, a numpy Generator, only when training).
+    Returns: y (B, N, d), cache. The attention maps are cache["attn"].
+    """
+    xp = check_array("x", x, ndim=3)
+    if not isinstance(heads, (int, np.integer)) or heads <= 0:
+        raise ValueError(f"heads must be a positive integer, got {heads!r}")
+    Kp, d = W_qkv.shape
+    if x.shape[-1] != d:
+        raise ValueError(f"mssa: x has {x.shape[-1]} features (shape {tuple(x.shape)}), "
+                         f"expected {d} to match W_qkv of shape {tuple(W_qkv.shape)}")
+    if Kp % heads:
+        raise ValueError(f"mssa: W_qkv has {Kp} rows, not divisible by heads={heads}")
+    p = Kp // heads
+    s = p ** -0.5 if scale is None else scale
+    B, N, _ = x.shape
+
+    w = _split_heads(x @ W_qkv.T, heads)             # (B, K, N, p)
+    S = w @ w.transpose(0, 1, 3, 2)                  # (B, K, N, N)
+    S *= s
+    if causal:
+        S[..., xp.triu(xp.ones((N, N), dtype=bool), 1)] = -xp.inf   # keys after the query
+    # softmax in place: subtract the row max so exp never overflows
+    S -= S.max(axis=-1, keepdims=True)
+    A = xp.exp(S, out=S)
+    A /= A.sum(axis=-1, keepdims=True)               # (B, K, N, N)
+    A_used, attn_mask = dropout_forward(A, dropout, rng, training)
+    O = _merge_heads(A_used @ w)                     # (B, N, K p)
+    if W_out is None:
+        y = O
+    else:
+        y = O @ W_out.T                              # (B, N, d)
+        if b_out is not None:
+            y += b_out
+    y, out_mask = dropout_forward(y, dropout, rng, training)
+    cache = {"x": x, "w": w, "attn": A, "attn_used": A_used, "attn_mask": attn_mask,
+             "O": O, "out_mask": out_mask, "W_qkv": W_qkv, "W_out": W_out,
+             "has_bias": b_out is not None, "scale": s}
+    return y, cache
+
+
+def mssa_backward(dout, cache):
+    """Gradients of MSSA (rows form, G = dout).
+
+    dW_out = G^T O;  db_out = sum G;  dO = G W_out
+    dA_k = dO_k w_k^T;  dS_k = A_k * (dA_k - rowsum(dA_k * A_k))
+    dw_k = A_k^T dO_k + s (dS_k + dS_k^T) w_k      (q = k = v)
+    dx = dw W_qkv;  dW_qkv = dw^T x
+    Returns: dx (B, N, d), dW_qkv (K p, d), dW_out (d, K p) or None, db_out (d,) or None.
+    """
+    x, w, A, A_used = cache["x"], cache["w"], cache["attn"], cache["attn_used"]
+    W_qkv, W_out, s = cache["W_qkv"], cache["W_out"], cache["scale"]
+    B, K, N, p = w.shape
+    d = x.shape[-1]
+    G = dropout_backward(dout, cache["out_mask"])    # (B, N, d)
+
+    if W_out is None:
+        dW_out = db_out = None
+        dO = G
+    else:
+        dW_out = G.reshape(-1, d).T @ cache["O"].reshape(-1, K * p)      # (d, K p)
+        db_out = G.reshape(-1, d).sum(axis=0) if cache["has_bias"] else None
+        dO = G @ W_out                                                   # (B, N, K p)
+    dO = _split_heads(dO, K)                                             # (B, K, N, p)
+
+    dw = A_used.transpose(0, 1, 3, 2) @ dO                               # (B, K, N, p)
+    dA = dO @ w.transpose(0, 1, 3, 2)                                    # (B, K, N, N)
+    dA = dropout_backward(dA, cache["attn_mask"])
+    # softmax backward, in place on dA: dS = A * (dA - rowsum(dA * A))
+    dS = dA
+    dS -= (dA * A).sum(axis=-1, keepdims=True)
+    dS *= A
+    dS = dS + dS.transpose(0, 1, 3, 2)    # not in place: the operands overlap
+    dS *= s
+    dw += dS @ w                                                         # (B, K, N, p)
+
+    dw = _merge_heads(dw)                                                # (B, N, K p)
+    dx = dw @ W_qkv                                                      # (B, N, d)
+    dW_qkv = dw.reshape(-1, K * p).T @ x.reshape(-1, d)                  # (K p, d)
+    return dx, dW_qkv, dW_out, db_out

@@ -1,0 +1,259 @@
+"""The Optimizer base: where parameters come from, which ones decay, resumable state.
+
+An optimizer updates parameters IN PLACE from their gradients. It is given
+either a Module (each step then reads ``module.parameters()`` and
+``module.grads()`` afresh, so moving the model with ``model.to("cupy")``
+after building the optimizer still works) or a dict ``name -> array`` of
+parameters together with ``grads=`` a dict with the same keys.
+
+Weight decay is not applied to every parameter. The rule (see
+:func:`decay_mask`): a parameter is NOT decayed when
+
+  * it has fewer than 2 dimensions (biases, LayerNorm gains and shifts), or
+  * its dotted name matches one of the fnmatch patterns in ``no_decay``, or
+  * (Module input only) it belongs to a ``whitebox.nn.Embedding`` table.
+
+Everything else (Linear weights, ``to_patch_embedding.2.weight``, the ISTA
+dictionary ``transformer.layers.i.1.fn.weight``) is decayed.
+
+Per-parameter buffers (momentum, Adam moments) live in ``self.state``, a
+dict ``name -> {buffer name -> array}`` keyed by the parameter names, on the
+parameter's backend and in its dtype.
+"""
+from fnmatch import fnmatchcase
+
+from .. import backend
+from ..backend import get_array_module
+
+# Names that mark parameters which should never be pulled towards zero: the
+# learned position table and class token of a ViT/CRATE, normalisation
+# parameters, biases, and token-embedding tables under the usual GPT names.
+# "*embedding*.weight" is deliberately absent: it would catch
+# "to_patch_embedding.2.weight", a Linear weight that should decay.
+DEFAULT_NO_DECAY = (
+    "*bias",
+    "*norm*",
+    "*pos_embedding*",
+    "*cls_token*",
+    "*wte.weight",
+    "*wpe.weight",
+    "*tok_emb.weight",
+    "*pos_emb.weight",
+    "*token_embedding.weight",
+    "*embed_tokens.weight",
+)
+
+
+def _check_patterns(no_decay):
+    if isinstance(no_decay, str):  # a lone string would be iterated letter by letter
+        no_decay = (no_decay,)
+    no_decay = tuple(no_decay)
+    for pat in no_decay:
+        if not isinstance(pat, str):
+            raise TypeError(f"no_decay must be a tuple of fnmatch pattern strings, "
+                            f"got an element {pat!r}")
+    return no_decay
+
+
+def decay_mask(params, no_decay=DEFAULT_NO_DECAY):
+    """Which parameters get weight decay: name -> True (decayed) / False (exempt).
+
+    decays(name, p) = p.ndim >= 2 and no pattern in ``no_decay`` matches name
+                      (and, for a Module, p is not an Embedding table).
+    Inputs: params, a Module or a dict name -> array; no_decay, a tuple of
+    fnmatch patterns matched against the whole dotted name (case-sensitive).
+    Returns: dict name -> bool, in the order of ``params``.
+    """
+    from ..nn.layers import Embedding
+    from ..nn.module import Module
+
+    no_decay = _check_patterns(no_decay)
+    embedding_names = set()
+    if isinstance(params, Module):
+        for mname, mod in params.named_modules():
+            if isinstance(mod, Embedding):
+                embedding_names.update(f"{mname}.{p}" if mname else p for p in mod._params)
+        params = params.parameters()
+    elif not isinstance(params, dict):
+        raise TypeError(f"params must be a Module or a dict of name -> array, "
+                        f"got {type(params).__name__}")
+    return {name: (p.ndim >= 2 and name not in embedding_names
+                   and not any(fnmatchcase(name, pat) for pat in no_decay))
+            for name, p in params.items()}
+
+
+def check_hyper(name, value, low=0.0, high=None, high_open=False):
+    """A float hyper-parameter in [low, high] (or [low, high) when high_open)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    bad = not value >= low  # also catches NaN
+    if high is not None:
+        bad = bad or (value >= high if high_open else value > high)
+    if bad:
+        upper = "" if high is None else (f", {high})" if high_open else f", {high}]")
+        expected = f"in [{low}{upper}" if upper else f">= {low}"
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return value
+
+
+def check_betas(betas):
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    return (check_hyper("betas[0]", betas[0], 0.0, 1.0, high_open=True),
+            check_hyper("betas[1]", betas[1], 0.0, 1.0, high_open=True))
+
+
+class Optimizer:
+    """Base class: subclasses set ``self.hyper`` and define ``_update``.
+
+    Attributes: ``lr`` (settable; schedules write it), ``step_count`` (updates
+    done so far), ``state`` (per-parameter buffers), ``decays`` (the
+    :func:`decay_mask` of the parameters).
+    """
+
+    #: names of the per-parameter buffers, in the order _update reads them
+    buffer_names = ()
+
+    def __init__(self, params, lr, grads=None, no_decay=DEFAULT_NO_DECAY):
+        from ..nn.module import Module
+
+        if isinstance(params, Module):
+            if grads is not None:
+                raise ValueError("grads must be None when params is a Module "
+                                 "(its gradients are read from module.grads())")
+            self.module = params
+            self._params = self._grads = None
+        elif isinstance(params, dict):
+            if not isinstance(grads, dict):
+                raise ValueError("params is a dict, so grads must be a dict with the same keys, "
+                                 f"got grads={type(grads).__name__}")
+            if set(grads) != set(params):
+                raise KeyError(f"grads keys must equal params keys: missing "
+                               f"{sorted(set(params) - set(grads))}, unexpected "
+                               f"{sorted(set(grads) - set(params))}")
+            for name, p in params.items():
+                if tuple(grads[name].shape) != tuple(p.shape):
+                    raise ValueError(f"grad {name!r} has shape {tuple(grads[name].shape)}, "
+                                     f"expected the parameter's {tuple(p.shape)}")
+            self.module = None
+            self._params, self._grads = params, grads
+        else:
+            raise TypeError(f"params must be a Module or a dict of name -> array, "
+                            f"got {type(params).__name__}")
+        self.lr = check_hyper("lr", lr)
+        self.no_decay = _check_patterns(no_decay)
+        self.decays = decay_mask(params, self.no_decay)
+        self.step_count = 0
+        self.state = {}
+        self.hyper = {}
+
+    # ------------------------------------------------------------ parameters
+    def parameters(self):
+        """The live parameter arrays, name -> array (read afresh every call)."""
+        return self.module.parameters() if self.module is not None else self._params
+
+    def grads(self):
+        """The live gradient arrays, name -> array."""
+        return self.module.grads() if self.module is not None else self._grads
+
+    def zero_grad(self):
+        """Fill every gradient with 0 (backward ADDS into gradients)."""
+        for g in self.grads().values():
+            g.fill(0)
+
+    def _buffers(self, name, p):
+        """This parameter's buffers, created as zeros or moved to p's backend and dtype."""
+        bufs = self.state.setdefault(name, {})
+        xp = get_array_module(p)
+        for key in self.buffer_names:
+            buf = bufs.get(key)
+            if buf is None:
+                bufs[key] = xp.zeros_like(p)
+            elif get_array_module(buf) is not xp or buf.dtype != p.dtype:
+                bufs[key] = _to_like(buf, p)
+        return bufs
+
+    # ------------------------------------------------------------ stepping
+    def step(self):
+        """One update of every parameter from its current gradient, in place."""
+        if not self.lr >= 0:
+            raise ValueError(f"lr must be >= 0, got {self.lr!r}")
+        self.step_count += 1
+        params, grads = self.parameters(), self.grads()
+        for name, p in params.items():
+            self._update(name, p, grads[name], self._buffers(name, p),
+                         self.hyper["weight_decay"] if self.decays.get(name, False) else 0.0)
+
+    def _update(self, name, p, g, bufs, weight_decay):
+        raise NotImplementedError(f"{type(self).__name__} does not define _update")
+
+    # ------------------------------------------------------------ resuming
+    def state_dict(self):
+        """Everything needed to resume exactly; arrays are copies on their backend.
+
+        Returns: {"type": class name, "step": int, "lr": float, "hyper": dict,
+        "no_decay": list, "state": {param name: {buffer name: array}}}.
+        """
+        return {"type": type(self).__name__,
+                "step": self.step_count,
+                "lr": float(self.lr),
+                "hyper": {k: (list(v) if isinstance(v, tuple) else v)
+                          for k, v in self.hyper.items()},
+                "no_decay": list(self.no_decay),
+                "state": {name: {k: b.copy() for k, b in bufs.items()}
+                          for name, bufs in self.state.items()}}
+
+    def load_state_dict(self, sd):
+        """Restore from :meth:`state_dict` (buffers may come from either backend).
+
+        Raises ValueError on another optimizer type or a misshaped buffer,
+        KeyError on buffers for parameters this optimizer does not have.
+        """
+        if not isinstance(sd, dict) or "type" not in sd:
+            raise TypeError("load_state_dict expects a dict made by Optimizer.state_dict(), "
+                            f"got {type(sd).__name__}")
+        if sd["type"] != type(self).__name__:
+            raise ValueError(f"state_dict is for optimizer {sd['type']!r}, "
+                             f"but this is {type(self).__name__!r}")
+        params = self.parameters()
+        unknown = sorted(set(sd["state"]) - set(params))
+        if unknown:
+            raise KeyError(f"optimizer state_dict holds buffers for unknown parameters "
+                           f"{unknown[:10]}")
+        state = {}
+        for name, bufs in sd["state"].items():
+            p = params[name]
+            extra = sorted(set(bufs) - set(self.buffer_names))
+            if extra:
+                raise KeyError(f"optimizer state for {name!r} has unexpected buffers {extra}, "
+                               f"{type(self).__name__} keeps {list(self.buffer_names)}")
+            for key, buf in bufs.items():
+                if tuple(buf.shape) != tuple(p.shape):
+                    raise ValueError(f"optimizer buffer {name!r}/{key!r} has shape "
+                                     f"{tuple(buf.shape)}, expected {tuple(p.shape)}")
+            state[name] = {key: _to_like(buf, p) for key, buf in bufs.items()}
+        hyper = {k: (tuple(v) if isinstance(v, list) else v) for k, v in sd["hyper"].items()}
+        if set(hyper) != set(self.hyper):
+            raise KeyError(f"state_dict hyper-parameters {sorted(hyper)} do not match "
+                           f"{type(self).__name__}'s {sorted(self.hyper)}")
+        self.hyper = hyper
+        self.lr = float(sd["lr"])
+        self.step_count = int(sd["step"])
+        self.no_decay = _check_patterns(sd["no_decay"])
+        self.decays = decay_mask(self.module if self.module is not None else params,
+                                 self.no_decay)
+        self.state = state
+
+    def __repr__(self):
+        hyper = ", ".join(f"{k}={v}" for k, v in self.hyper.items())
+        return f"{type(self).__name__}(lr={self.lr}, {hyper})"
+
+
+def _to_like(buf, p):
+    """A copy of ``buf`` on p's backend in p's dtype."""
+    xp = get_array_module(p)
+    if get_array_module(buf) is not xp:
+        buf = backend.to_device(backend.to_numpy(buf), backend.backend_name(p))
+    return buf.astype(p.dtype, copy=True)

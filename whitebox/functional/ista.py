@@ -10,6 +10,7 @@ matrix M = I + eta (W - W^T W), formed once per call instead of three
 products per token.
 """
 from ._checks import check_array
+from .linear import matmul_rows
 
 
 def ista_forward(x, W, eta=0.1, lam=0.1):
@@ -28,7 +29,7 @@ def ista_forward(x, W, eta=0.1, lam=0.1):
     M = W - W.T @ W                                  # (d, d)
     M *= eta
     M[xp.arange(d), xp.arange(d)] += 1
-    a = x @ M                                        # (..., d) pre-activation
+    a = matmul_rows(x, M)                            # (..., d) pre-activation
     a -= eta * lam
     active = a > 0
     a *= active                                      # ReLU in place
@@ -44,7 +45,7 @@ def ista_backward(dout, cache):
     x, W, M, active, eta = cache
     d = W.shape[0]
     GA = dout * active                               # (..., d)
-    dx = GA @ M.T
+    dx = matmul_rows(GA, M.T)
     dM = x.reshape(-1, d).T @ GA.reshape(-1, d)      # (d, d)
     dW = dM - W @ (dM + dM.T)
     dW *= eta

@@ -20,6 +20,7 @@ import numpy as np
 from ..backend import get_array_module
 from ._checks import check_array
 from .dropout import dropout_backward, dropout_forward
+from .linear import matmul_rows
 
 
 def _split_heads(w, K):
@@ -57,7 +58,7 @@ def mssa_forward(x, W_qkv, W_out, b_out, heads, scale=None, causal=False,
     s = p ** -0.5 if scale is None else scale
     B, N, _ = x.shape
 
-    w = _split_heads(x @ W_qkv.T, heads)             # (B, K, N, p)
+    w = _split_heads(matmul_rows(x, W_qkv.T), heads)             # (B, K, N, p)
     S = w @ w.transpose(0, 1, 3, 2)                  # (B, K, N, N)
     S *= s
     if causal:
@@ -71,7 +72,7 @@ def mssa_forward(x, W_qkv, W_out, b_out, heads, scale=None, causal=False,
     if W_out is None:
         y = O
     else:
-        y = O @ W_out.T                              # (B, N, d)
+        y = matmul_rows(O, W_out.T)                  # (B, N, d)
         if b_out is not None:
             y += b_out
     y, out_mask = dropout_forward(y, dropout, rng, training)
@@ -102,7 +103,7 @@ def mssa_backward(dout, cache):
     else:
         dW_out = G.reshape(-1, d).T @ cache["O"].reshape(-1, K * p)      # (d, K p)
         db_out = G.reshape(-1, d).sum(axis=0) if cache["has_bias"] else None
-        dO = G @ W_out                                                   # (B, N, K p)
+        dO = matmul_rows(G, W_out)                                       # (B, N, K p)
     dO = _split_heads(dO, K)                                             # (B, K, N, p)
 
     dw = A_used.transpose(0, 1, 3, 2) @ dO                               # (B, K, N, p)
@@ -117,6 +118,6 @@ def mssa_backward(dout, cache):
     dw += dS @ w                                                         # (B, K, N, p)
 
     dw = _merge_heads(dw)                                                # (B, N, K p)
-    dx = dw @ W_qkv                                                      # (B, N, d)
+    dx = matmul_rows(dw, W_qkv)                                          # (B, N, d)
     dW_qkv = dw.reshape(-1, K * p).T @ x.reshape(-1, d)                  # (K p, d)
     return dx, dW_qkv, dW_out, db_out

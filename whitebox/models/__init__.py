@@ -1,0 +1,4 @@
+"""Models built from whitebox layers."""
+from .crate import CRATE, crate_base, crate_large, crate_small, crate_tiny
+
+__all__ = ["CRATE", "crate_tiny", "crate_small", "crate_base", "crate_large"]

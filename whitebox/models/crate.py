@@ -1,0 +1,207 @@
+"""The CRATE classifier, computed exactly as the official model/crate.py computes it.
+
+    images (B, C, H, W)
+      -> patches (B, n, p1 p2 C) -> LayerNorm -> Linear -> LayerNorm      to_patch_embedding
+      -> prepend cls_token, add pos_embedding                             (B, N, d), N = n + 1
+      -> L layers:  Z^{l+1/2} = Z^l + MSSA(LN1(Z^l))                      compression
+                    Z^{l+1}   = ISTA(LN2(Z^{l+1/2}))                      sparsification
+      -> pool (cls token or mean) -> LayerNorm -> Linear                  mlp_head
+
+Parameter names and shapes are the official state-dict names, so official
+weights load as they are (see whitebox.interop for .pth files).
+"""
+import numpy as np
+
+from ..functional._checks import check_array, check_finite
+from ..nn import ISTA, MSSA, Dropout, LayerNorm, Linear, Module, ModuleList, Patchify, \
+    PreNorm, Sequential
+from ..nn.layers import _rng
+
+CAPTURE_KEYS = ("mssa_in", "attention", "z_half", "ista_in", "z")
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _positive_int(name, v):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+class Transformer(Module):
+    """``depth`` layers, each a ModuleList [PreNorm(MSSA), PreNorm(ISTA)] named ``layers.i.0/1``."""
+
+    def __init__(self, dim, depth, heads, dim_head, dropout=0.0, ista_step=0.1,
+                 ista_lambda=0.1, causal=False, dtype="float32", seed=0):
+        super().__init__(dtype)
+        rng = _rng(seed)
+        self.layers = ModuleList(dtype=dtype)
+        for _ in range(depth):
+            self.layers.append(ModuleList([
+                PreNorm(dim, MSSA(dim, heads, dim_head, dropout, causal, dtype=dtype, seed=rng),
+                        dtype=dtype),
+                PreNorm(dim, ISTA(dim, ista_step, ista_lambda, dtype=dtype, seed=rng),
+                        dtype=dtype),
+            ], dtype=dtype))
+
+    def forward(self, x, capture=None):
+        """x (B, N, d) -> (B, N, d). ``capture``: a dict of lists to append per-layer features to."""
+        for attn, ista in self.layers:
+            h = attn.norm(x)                       # LN1(Z^l)
+            x_half = x + attn.fn(h)                # Z^{l+1/2}
+            h2 = ista.norm(x_half)                 # LN2(Z^{l+1/2})
+            x = ista.fn(h2)                        # Z^{l+1}
+            if capture is not None:
+                for key, value in zip(CAPTURE_KEYS,
+                                      (h, attn.fn.last_attention, x_half, h2, x)):
+                    capture[key].append(value)
+        self._cache = True
+        return x
+
+    def backward(self, dout):
+        """The explicit reverse walk over the layers."""
+        self._take_cache()
+        for attn, ista in reversed(list(self.layers)):
+            dx_half = ista.norm.backward(ista.fn.backward(dout))
+            dout = dx_half + attn.norm.backward(attn.fn.backward(dx_half))
+        return dout
+
+
+class CRATE(Module):
+    """The CRATE vision classifier (Yu et al.), official architecture and names.
+
+    Inputs of forward: images (B, channels, H, W) with (H, W) = image_size.
+    Returns: logits (B, num_classes).
+    """
+
+    def __init__(self, image_size, patch_size, num_classes, dim, depth, heads, dim_head=64,
+                 channels=3, pool="cls", ista_step=0.1, ista_lambda=0.1, dropout=0.0,
+                 emb_dropout=0.0, dtype="float32", seed=0):
+        super().__init__(dtype)
+        ih, iw = (_positive_int("image_size", v) for v in _pair(image_size))
+        ph, pw = (_positive_int("patch_size", v) for v in _pair(patch_size))
+        if ih % ph or iw % pw:
+            raise ValueError(f"image_size {ih}x{iw} is not divisible by patch_size {ph}x{pw}")
+        for name, v in (("num_classes", num_classes), ("dim", dim), ("depth", depth),
+                        ("heads", heads), ("dim_head", dim_head), ("channels", channels)):
+            _positive_int(name, v)
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+        self.config = dict(image_size=image_size, patch_size=patch_size,
+                           num_classes=num_classes, dim=dim, depth=depth, heads=heads,
+                           dim_head=dim_head, channels=channels, pool=pool,
+                           ista_step=ista_step, ista_lambda=ista_lambda, dropout=dropout,
+                           emb_dropout=emb_dropout, dtype=self.dtype, seed=seed)
+        self.image_hw, self.patch_hw = (ih, iw), (ph, pw)
+        self.channels, self.pool, self.dim = channels, pool, dim
+        num_patches = (ih // ph) * (iw // pw)
+        patch_dim = channels * ph * pw
+        rng = _rng(seed)
+
+        self.to_patch_embedding = Sequential(
+            Patchify((ph, pw)), LayerNorm(patch_dim, dtype=dtype),
+            Linear(patch_dim, dim, dtype=dtype, seed=rng), LayerNorm(dim, dtype=dtype),
+            dtype=dtype)
+        self.add_param("pos_embedding", rng.standard_normal((1, num_patches + 1, dim)))
+        self.add_param("cls_token", rng.standard_normal((1, 1, dim)))
+        self.dropout = Dropout(emb_dropout, seed=rng)
+        self.transformer = Transformer(dim, depth, heads, dim_head, dropout, ista_step,
+                                       ista_lambda, dtype=dtype, seed=rng)
+        self.mlp_head = Sequential(LayerNorm(dim, dtype=dtype),
+                                   Linear(dim, num_classes, dtype=dtype, seed=rng), dtype=dtype)
+        self.captured = None
+
+    def _check_images(self, images):
+        xp = check_array("images", images)
+        if images.ndim != 4:
+            raise ValueError(f"images must be a 4-dimensional batch (B, C, H, W), "
+                             f"got shape {tuple(images.shape)}")
+        B, C, H, W = images.shape
+        if C != self.channels:
+            raise ValueError(f"images have {C} channels (shape {tuple(images.shape)}), "
+                             f"expected {self.channels}")
+        if (H, W) != self.image_hw:
+            raise ValueError(f"images are {H}x{W} (shape {tuple(images.shape)}), expected "
+                             f"{self.image_hw[0]}x{self.image_hw[1]} (image_size)")
+        check_finite("images", images)
+        return xp
+
+    def forward(self, images, capture=False):
+        """images (B, C, H, W) -> logits (B, num_classes).
+
+        With capture=True, ``self.captured`` holds per-layer lists of LN1(Z^l)
+        ("mssa_in"), attention maps ("attention", (B, K, N, N)), Z^{l+1/2}
+        ("z_half"), LN2(Z^{l+1/2}) ("ista_in") and Z^{l+1} ("z").
+        """
+        xp = self._check_images(images)
+        images = images.astype(self.dtype, copy=False)
+        x = self.to_patch_embedding(images)                        # (B, n, d)
+        B, n, d = x.shape
+        cls = xp.broadcast_to(self._params["cls_token"], (B, 1, d))
+        x = xp.concatenate([cls, x], axis=1)                       # (B, N, d)
+        x += self._params["pos_embedding"]
+        x = self.dropout(x)
+        self.captured = {k: [] for k in CAPTURE_KEYS} if capture else None
+        x = self.transformer(x, self.captured)
+        pooled = x[:, 0] if self.pool == "cls" else x.mean(axis=1)  # (B, d)
+        self._cache = x.shape
+        return self.mlp_head(pooled)
+
+    def backward(self, dlogits):
+        """Accumulate every parameter gradient; return the gradient w.r.t. the images."""
+        B, N, d = self._take_cache()
+        dpooled = self.mlp_head.backward(dlogits)                  # (B, d)
+        xp = self.xp
+        if self.pool == "cls":
+            dx = xp.zeros((B, N, d), dtype=dpooled.dtype)
+            dx[:, 0] = dpooled
+        else:
+            dx = xp.broadcast_to(dpooled[:, None, :] / N, (B, N, d)).copy()
+        dx = self.transformer.backward(dx)
+        dx = self.dropout.backward(dx)
+        self._accumulate("pos_embedding", dx.sum(axis=0, keepdims=True))
+        self._accumulate("cls_token", dx[:, :1].sum(axis=0, keepdims=True))
+        return self.to_patch_embedding.backward(dx[:, 1:])
+
+    def subspaces(self, layer):
+        """U of layer ``layer``, shape (K, d, p), for whitebox.rate.measure_compression."""
+        return self.transformer.layers[layer][0].fn.subspaces()
+
+    def attention_maps(self):
+        """Attention of every layer from the last forward: list of (B, K, N, N)."""
+        return [attn.fn.last_attention for attn, _ in self.transformer.layers]
+
+    def extra_repr(self):
+        c = self.config
+        return (f"image_size={c['image_size']}, patch_size={c['patch_size']}, "
+                f"dim={c['dim']}, depth={c['depth']}, heads={c['heads']}, "
+                f"dim_head={c['dim_head']}, pool={c['pool']!r}")
+
+
+def _imagenet_config(dim, depth, heads, num_classes, kw):
+    cfg = dict(image_size=224, patch_size=16, num_classes=num_classes, dim=dim, depth=depth,
+               heads=heads, dim_head=dim // heads)
+    cfg.update(kw)
+    return CRATE(**cfg)
+
+
+def crate_tiny(num_classes=1000, **kw):
+    """CRATE-T: d 384, depth 12, 6 heads of 64 (6,090,856 parameters at 1000 classes)."""
+    return _imagenet_config(384, 12, 6, num_classes, kw)
+
+
+def crate_small(num_classes=1000, **kw):
+    """CRATE-S: d 576, depth 12, 12 heads of 48 (13,116,328 parameters)."""
+    return _imagenet_config(576, 12, 12, num_classes, kw)
+
+
+def crate_base(num_classes=1000, **kw):
+    """CRATE-B: d 768, depth 12, 12 heads of 64 (22,796,008 parameters)."""
+    return _imagenet_config(768, 12, 12, num_classes, kw)
+
+
+def crate_large(num_classes=1000, **kw):
+    """CRATE-L: d 1024, depth 24, 16 heads of 64 (77,641,192 parameters)."""
+    return _imagenet_config(1024, 24, 16, num_classes, kw)

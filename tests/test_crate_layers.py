@@ -1,0 +1,169 @@
+"""MSSA and ISTA: functional pairs against direct formulas, finite differences, backends."""
+import numpy as np
+import pytest
+
+from whitebox import backend
+from whitebox.functional import ista_backward, ista_forward, mssa_backward, mssa_forward
+from whitebox.gradcheck import check_backward, check_module
+from whitebox.nn import ISTA, MSSA, PreNorm
+
+
+def arrays(rng, B=2, N=5, d=6, K=2, p=3):
+    x = rng.standard_normal((B, N, d))
+    W_qkv = 0.5 * rng.standard_normal((K * p, d))
+    W_out = 0.5 * rng.standard_normal((d, K * p))
+    b_out = rng.standard_normal(d)
+    return x, W_qkv, W_out, b_out
+
+
+def mssa_loop(x, W_qkv, W_out, b_out, K, causal=False):
+    """Per item, per head, straight from the definition."""
+    B, N, d = x.shape
+    p = W_qkv.shape[0] // K
+    y = np.zeros((B, N, d))
+    for b in range(B):
+        heads = []
+        for k in range(K):
+            w = x[b] @ W_qkv[k * p:(k + 1) * p].T
+            S = w @ w.T / np.sqrt(p)
+            if causal:
+                S = np.where(np.tril(np.ones((N, N))) > 0, S, -np.inf)
+            A = np.exp(S - S.max(1, keepdims=True))
+            heads.append(A / A.sum(1, keepdims=True) @ w)
+        y[b] = np.concatenate(heads, 1) @ W_out.T + b_out
+    return y
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_mssa_forward_matches_loop(rng, causal):
+    x, Wq, Wo, bo = arrays(rng)
+    y, cache = mssa_forward(x, Wq, Wo, bo, 2, causal=causal)
+    np.testing.assert_allclose(y, mssa_loop(x, Wq, Wo, bo, 2, causal), rtol=1e-12, atol=1e-12)
+    A = cache["attn"]
+    np.testing.assert_allclose(A.sum(-1), 1)
+    if causal:
+        assert np.all(A[..., np.triu_indices(5, 1)[0], np.triu_indices(5, 1)[1]] == 0)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_mssa_backward_finite_differences(rng, causal):
+    x, Wq, Wo, bo = arrays(rng)
+    errs = check_backward(lambda *a: mssa_forward(*a, 2, causal=causal), mssa_backward,
+                          [x, Wq, Wo, bo])
+    assert set(errs) == {0, 1, 2, 3}
+
+
+def test_mssa_without_output_projection(rng):
+    x, Wq, _, _ = arrays(rng, K=1, p=6)
+    y, _ = mssa_forward(x, Wq, None, None, 1)
+    np.testing.assert_allclose(y, mssa_loop(x, Wq, np.eye(6), np.zeros(6), 1), atol=1e-12)
+    check_backward(lambda x, Wq: mssa_forward(x, Wq, None, None, 1),
+                   lambda d, c: mssa_backward(d, c)[:2], [x, Wq])
+
+
+def test_mssa_backward_needs_the_symmetric_term(rng):
+    """q = k = v: dropping s (dS + dS^T) w leaves a wrong gradient, which the check catches."""
+    x, Wq, Wo, bo = arrays(rng)
+    y, cache = mssa_forward(x, Wq, Wo, bo, 2)
+    dout = rng.standard_normal(y.shape)
+    dx_full = mssa_backward(dout, cache)[0]
+    # gradient through the value path only: A fixed
+    w, A = cache["w"], cache["attn"]
+    dO = (dout @ Wo).reshape(2, 5, 2, 3).transpose(0, 2, 1, 3)
+    dw_v = (A.transpose(0, 1, 3, 2) @ dO).transpose(0, 2, 1, 3).reshape(2, 5, 6)
+    assert np.abs(dx_full - dw_v @ Wq).max() > 1e-3
+
+
+def test_mssa_dropout_uses_the_generator_and_checks_out(rng):
+    x, Wq, Wo, bo = arrays(rng)
+    y1, _ = mssa_forward(x, Wq, Wo, bo, 2, dropout=0.5, rng=np.random.default_rng(3))
+    y2, _ = mssa_forward(x, Wq, Wo, bo, 2, dropout=0.5, rng=np.random.default_rng(3))
+    np.testing.assert_array_equal(y1, y2)
+    y3, _ = mssa_forward(x, Wq, Wo, bo, 2, dropout=0.5, rng=np.random.default_rng(3),
+                         training=False)
+    np.testing.assert_allclose(y3, mssa_loop(x, Wq, Wo, bo, 2))
+    # a fixed mask makes forward deterministic, so the backward can be checked
+    check_backward(lambda *a: mssa_forward(*a, 2, dropout=0.3, rng=np.random.default_rng(7)),
+                   mssa_backward, [x, Wq, Wo, bo])
+
+
+def test_mssa_errors(rng):
+    x, Wq, Wo, bo = arrays(rng)
+    with pytest.raises(ValueError, match="features"):
+        mssa_forward(x[..., :4], Wq, Wo, bo, 2)
+    with pytest.raises(ValueError, match="not divisible by heads"):
+        mssa_forward(x, Wq, Wo, bo, 4)
+    with pytest.raises(ValueError, match="heads must be a positive integer"):
+        mssa_forward(x, Wq, Wo, bo, 0)
+    with pytest.raises(ValueError, match="3-dimensional"):
+        mssa_forward(x[0], Wq, Wo, bo, 2)
+
+
+def ista_three_products(x, W, eta=0.1, lam=0.1):
+    """The official form: ReLU(x + eta (x W - x W^T W) - eta lambda)."""
+    return np.maximum(x + eta * (x @ W - (x @ W.T) @ W) - eta * lam, 0)
+
+
+def test_ista_forward_matches_official_form(rng):
+    x, W = rng.standard_normal((2, 5, 6)), 0.4 * rng.standard_normal((6, 6))
+    for eta, lam in [(0.1, 0.1), (0.3, 0.5)]:
+        y, _ = ista_forward(x, W, eta, lam)
+        np.testing.assert_allclose(y, ista_three_products(x, W, eta, lam), rtol=1e-12,
+                                   atol=1e-13)
+    assert (y == 0).any() and (y > 0).any()
+
+
+def test_ista_backward_finite_differences(rng):
+    x, W = rng.standard_normal((2, 5, 6)), 0.4 * rng.standard_normal((6, 6))
+    check_backward(lambda x, W: ista_forward(x, W, 0.2, 0.1), ista_backward, [x, W])
+
+
+def test_ista_errors(rng):
+    with pytest.raises(ValueError, match="square"):
+        ista_forward(rng.standard_normal((2, 6)), rng.standard_normal((6, 5)))
+    with pytest.raises(ValueError, match="expected 6"):
+        ista_forward(rng.standard_normal((2, 5)), rng.standard_normal((6, 6)))
+
+
+def test_modules_whole_layer_gradient_check(rng):
+    attn = PreNorm(6, MSSA(6, heads=2, dim_head=3, dtype="float64", seed=0), dtype="float64")
+    ista = PreNorm(6, ISTA(6, dtype="float64", seed=1), dtype="float64")
+    assert set(attn.state_dict()) == {"norm.weight", "norm.bias", "fn.qkv.weight",
+                                      "fn.to_out.0.weight", "fn.to_out.0.bias"}
+    assert set(ista.state_dict()) == {"norm.weight", "norm.bias", "fn.weight"}
+    x = rng.standard_normal((2, 5, 6))
+    check_module(attn, [x])
+    check_module(ista, [x])
+    causal = MSSA(6, heads=3, dim_head=2, causal=True, dtype="float64", seed=0)
+    check_module(causal, [x])
+
+
+def test_mssa_module_subspaces_are_qkv_blocks():
+    m = MSSA(6, heads=2, dim_head=3, seed=0)
+    U = m.subspaces()
+    W = m.state_dict()["qkv.weight"]
+    np.testing.assert_array_equal(U[1], W[3:6].T)
+
+
+def test_mssa_module_backward_before_forward():
+    with pytest.raises(RuntimeError, match="before forward"):
+        MSSA(6, 2, 3).backward(np.zeros((1, 2, 6)))
+    with pytest.raises(RuntimeError, match="before forward"):
+        ISTA(6).backward(np.zeros((1, 2, 6)))
+
+
+@pytest.mark.gpu
+def test_numpy_cupy_agree_float32(xp, rng):
+    x, Wq, Wo, bo = (a.astype(np.float32) for a in arrays(rng))
+    dev = [backend.to_device(a, backend.backend_name(xp.zeros(1))) for a in (x, Wq, Wo, bo)]
+    y_np, c_np = mssa_forward(x, Wq, Wo, bo, 2, causal=True)
+    y_xp, c_xp = mssa_forward(*dev, 2, causal=True)
+    np.testing.assert_allclose(backend.to_numpy(y_xp), y_np, rtol=1e-4, atol=1e-5)
+    g = rng.standard_normal(y_np.shape).astype(np.float32)
+    for a, b in zip(mssa_backward(g, c_np), mssa_backward(backend.to_device(g, "cupy")
+                                                          if xp is not np else g, c_xp)):
+        np.testing.assert_allclose(backend.to_numpy(b), a, rtol=1e-3, atol=1e-4)
+    W = 0.4 * rng.standard_normal((6, 6)).astype(np.float32)
+    y1, _ = ista_forward(x, W)
+    y2, _ = ista_forward(dev[0], backend.to_device(W, backend.backend_name(dev[0])))
+    np.testing.assert_allclose(backend.to_numpy(y2), y1, rtol=1e-4, atol=1e-5)

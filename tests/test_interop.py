@@ -45,8 +45,11 @@ def test_missing_misshaped_and_unexpected_keys_are_named(tmp_path):
         load_official(b, sd)
     sd = dict(a.state_dict())
     sd["cls_token"] = np.zeros((1, 1, 7))
+    before = {k: v.copy() for k, v in b.state_dict().items()}
     with pytest.raises(ValueError, match=r"cls_token.*\(1, 1, 7\).*\(1, 1, 6\)"):
         load_official(b, sd)
+    for k, v in b.state_dict().items():  # nothing was half-loaded
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
     sd = dict(a.state_dict(), extra_head=np.zeros(3))
     with pytest.raises(KeyError, match="extra_head"):
         load_official(b, sd)

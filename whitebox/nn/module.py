@@ -118,11 +118,12 @@ class Module:
                 parts.append(f"unexpected keys {unexpected[:10]}"
                              + (" ..." if len(unexpected) > 10 else ""))
             raise KeyError(f"load_state_dict into {type(self).__name__}: " + "; ".join(parts))
+        # validate every key before copying any, so a bad state dict changes nothing
+        ready = []
         for key, (mod, p) in slots.items():
             if key not in state:
                 continue
-            src = state[key]
-            dst = mod._params[p]
+            src, dst = state[key], mod._params[p]
             if not hasattr(src, "shape") or not hasattr(src, "dtype"):
                 raise TypeError(f"load_state_dict: key {key!r} must hold an array, "
                                 f"got {type(src).__name__}")
@@ -130,10 +131,12 @@ class Module:
                 raise ValueError(f"load_state_dict: key {key!r} has shape {tuple(src.shape)}, "
                                  f"expected {tuple(dst.shape)}")
             xp = get_array_module(dst)
-            src = backend.to_device(backend.to_numpy(src), backend.backend_name(dst)) \
-                if get_array_module(src) is not xp else src
-            if not xp.all(xp.isfinite(src)):
+            if get_array_module(src) is not xp:
+                src = backend.to_device(backend.to_numpy(src), backend.backend_name(dst))
+            if not bool(xp.all(xp.isfinite(src))):
                 raise ValueError(f"load_state_dict: key {key!r} holds NaN or infinite values")
+            ready.append((src, dst))
+        for src, dst in ready:
             dst[...] = src.astype(dst.dtype, copy=False)
         return {"missing": missing, "unexpected": unexpected}
 

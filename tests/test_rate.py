@@ -1,0 +1,355 @@
+"""whitebox.rate: values against slogdet, gradients against finite differences, invariances."""
+import math
+
+import numpy as np
+import pytest
+
+from whitebox import rate
+from whitebox.backend import to_numpy
+from whitebox.gradcheck import check_backward, numerical_gradient, rel_error
+
+
+# ----------------------------------------------------------------- references
+def half_logdet_direct(X, a):
+    """1/2 logdet(I_m + a X^T X) by slogdet on the column side, in float64."""
+    X = np.asarray(X, dtype=np.float64)
+    sign, logdet = np.linalg.slogdet(np.eye(X.shape[1]) + a * X.T @ X)
+    assert sign > 0
+    return 0.5 * logdet
+
+
+def coding_rate_direct(Z, eps):
+    N, d = Z.shape
+    return half_logdet_direct(Z, d / (N * eps ** 2))
+
+
+def compression_rate_direct(Z, U, eps):
+    N, p = Z.shape[0], U.shape[2]
+    return sum(half_logdet_direct(Z @ U[k], p / (N * eps ** 2)) for k in range(U.shape[0]))
+
+
+def mcr2_direct(Z, labels, eps):
+    N, d = Z.shape
+    Rc = 0.0
+    for j in np.unique(labels):
+        Zj = Z[labels == j]
+        Rc += len(Zj) / N * half_logdet_direct(Zj, d / (len(Zj) * eps ** 2))
+    return Rc - coding_rate_direct(Z, eps)
+
+
+def draw(rng, *shape):
+    return rng.standard_normal(shape)
+
+
+# Rates are O(10) while some gradient entries are O(1e-4): h = 1e-4 balances the
+# O(h^2) truncation error against round-off (value * 1e-16 / h) for those entries.
+H = 1e-4
+
+SHAPES = [(6, 10), (10, 6), (7, 7), (3, 9, 5), (2, 4, 12)]   # N < d, N > d, N = d, batched
+
+
+# ----------------------------------------------------------------- values
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("eps", [0.3, 1.0])
+def test_coding_rate_matches_slogdet(xp, shape, eps):
+    Z = draw(np.random.default_rng(1), *shape)
+    got = to_numpy(rate.coding_rate(xp.asarray(Z), eps))
+    Z3 = Z.reshape(-1, *shape[-2:])
+    want = np.array([coding_rate_direct(z, eps) for z in Z3]).reshape(shape[:-2])
+    assert got.shape == shape[:-2]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("K,p", [(3, 2), (1, 4), (2, 5)])
+def test_compression_rate_matches_slogdet(xp, shape, K, p):
+    rng = np.random.default_rng(2)
+    Z, U = draw(rng, *shape), draw(rng, K, shape[-1], p)
+    got = to_numpy(rate.compression_rate(xp.asarray(Z), xp.asarray(U), 0.5))
+    Z3 = Z.reshape(-1, *shape[-2:])
+    want = np.array([compression_rate_direct(z, U, 0.5) for z in Z3]).reshape(shape[:-2])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_rate_reduction_and_sparse_values(xp):
+    rng = np.random.default_rng(3)
+    Z, U = draw(rng, 2, 8, 6), draw(rng, 3, 6, 2)
+    Zx, Ux = xp.asarray(Z), xp.asarray(U)
+    dR = to_numpy(rate.rate_reduction(Zx, Ux, 0.4))
+    srr = to_numpy(rate.sparse_rate_reduction(Zx, Ux, 0.4, lam=0.05))
+    for i in range(2):
+        want = coding_rate_direct(Z[i], 0.4) - compression_rate_direct(Z[i], U, 0.4)
+        assert dR[i] == pytest.approx(want, rel=1e-12)
+        assert srr[i] == pytest.approx(want - 0.05 * np.abs(Z[i]).sum(), rel=1e-12)
+
+
+def test_mcr2_value_matches_direct(xp):
+    rng = np.random.default_rng(4)
+    Z = draw(rng, 30, 8)
+    labels = rng.integers(0, 4, size=30)
+    loss, dZ = rate.mcr2_loss(xp.asarray(Z), xp.asarray(labels), 0.5)
+    assert isinstance(loss, float)
+    assert loss == pytest.approx(mcr2_direct(Z, labels, 0.5), rel=1e-12)
+    assert dZ.shape == Z.shape
+    Rc = float(rate.class_compression_rate(xp.asarray(Z), xp.asarray(labels), 0.5))
+    assert Rc - float(rate.coding_rate(xp.asarray(Z), 0.5)) == pytest.approx(loss, rel=1e-12)
+
+
+def test_mcr2_rewards_separated_classes():
+    """Orthogonal classes give a larger rate reduction (a lower loss) than mixed ones."""
+    from whitebox.data import subspace_mixture
+    X, y, _ = subspace_mixture(120, 16, 4, 3, noise=0.0, rng=5, normalize=True)
+    separated, _ = rate.mcr2_loss(X, y, 0.5)
+    shuffled, _ = rate.mcr2_loss(X, np.random.default_rng(0).permutation(y), 0.5)
+    assert separated < shuffled < 0
+
+
+# ----------------------------------------------------------------- Gram side
+@pytest.mark.parametrize("n,m", [(5, 9), (9, 5)])
+def test_gram_side_switch_gives_same_value_and_gradient(n, m):
+    X = draw(np.random.default_rng(6), 2, n, m)
+    h_rows, c_rows = rate.gram_logdet_forward(X, 0.7, side="rows")
+    h_cols, c_cols = rate.gram_logdet_forward(X, 0.7, side="cols")
+    np.testing.assert_allclose(h_rows, h_cols, rtol=1e-12)
+    assert rate.gram_side(n, m) == ("rows" if n <= m else "cols")
+    assert c_rows[2].shape[-1] == n and c_cols[2].shape[-1] == m   # which matrix was factored
+    dout = np.array([0.3, -1.2])
+    np.testing.assert_allclose(rate.gram_logdet_backward(dout, c_rows),
+                               rate.gram_logdet_backward(dout, c_cols), rtol=1e-10)
+
+
+def test_coding_and_compression_side_switch():
+    rng = np.random.default_rng(7)
+    for N, d in [(4, 10), (10, 4)]:
+        Z, U = draw(rng, N, d), draw(rng, 2, d, 3)
+        r = [float(rate.coding_rate_forward(Z, 0.6, side=s)[0]) for s in ("rows", "cols")]
+        c = [float(rate.compression_rate_forward(Z, U, 0.6, side=s)[0]) for s in ("rows", "cols")]
+        assert r[0] == pytest.approx(r[1], rel=1e-12)
+        assert c[0] == pytest.approx(c[1], rel=1e-12)
+
+
+# ----------------------------------------------------------------- gradients
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("side", ["auto", "rows", "cols"])
+def test_coding_rate_gradient(shape, side):
+    Z = draw(np.random.default_rng(8), *shape)
+    errs = check_backward(lambda Z: rate.coding_rate_forward(Z, 0.7, side=side),
+                          rate.coding_rate_backward, [Z], h=H, tol=1e-7)
+    assert errs[0] < 1e-7
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("side", ["auto", "rows", "cols"])
+def test_compression_rate_gradient_Z_and_U(shape, side):
+    rng = np.random.default_rng(9)
+    Z, U = draw(rng, *shape), draw(rng, 3, shape[-1], 2)
+    errs = check_backward(lambda Z, U: rate.compression_rate_forward(Z, U, 0.7, side=side),
+                          rate.compression_rate_backward, [Z, U], h=H, tol=1e-7)
+    assert set(errs) == {0, 1} and max(errs.values()) < 1e-7
+
+
+def _fd_check(value, grad, x, tol=1e-7, seed=0):
+    """Compare grad with central differences of sum(dout * value()) perturbing x in place."""
+    dout = np.random.default_rng(seed).standard_normal(np.shape(value()))
+    num = numerical_gradient(lambda: np.asarray(value()), x, dout, h=H)
+    err = rel_error(grad(dout if dout.ndim else None), num)
+    assert err < tol, err
+    return err
+
+
+def test_grad_helpers_match_finite_differences():
+    rng = np.random.default_rng(10)
+    Z, U = draw(rng, 2, 7, 6), draw(rng, 3, 6, 2)
+    Z = np.sign(Z) * (0.2 + np.abs(Z))     # away from the l1 kink at 0
+    eps, lam = 0.5, 0.03
+    _fd_check(lambda: rate.coding_rate(Z, eps), lambda g: rate.coding_rate_grad(Z, eps, g), Z)
+    for wrt, x in (("Z", Z), ("U", U)):
+        _fd_check(lambda: rate.compression_rate(Z, U, eps),
+                  lambda g: rate.compression_rate_grad(Z, U, eps, wrt=wrt, dout=g), x)
+        _fd_check(lambda: rate.rate_reduction(Z, U, eps),
+                  lambda g: rate.rate_reduction_grad(Z, U, eps, wrt=wrt, dout=g), x)
+        _fd_check(lambda: rate.sparse_rate_reduction(Z, U, eps, lam),
+                  lambda g: rate.sparse_rate_reduction_grad(Z, U, eps, lam, wrt=wrt, dout=g), x)
+    dZ, dU = rate.compression_rate_grad(Z, U, eps, wrt="both")
+    assert dZ.shape == Z.shape and dU.shape == U.shape
+
+
+@pytest.mark.parametrize("N,d,classes", [(24, 6, 3), (9, 12, 2)])
+def test_mcr2_gradient(N, d, classes):
+    rng = np.random.default_rng(11)
+    Z = draw(rng, N, d)
+    labels = np.arange(N) % classes
+    _, dZ = rate.mcr2_loss(Z, labels, 0.5)
+    num = numerical_gradient(lambda: np.asarray(rate.mcr2_loss(Z, labels, 0.5)[0]), Z,
+                             np.ones(()), h=H)
+    assert rel_error(dZ, num) < 1e-7
+
+
+def test_compression_step_is_exact_gradient_step():
+    rng = np.random.default_rng(12)
+    Z, U = draw(rng, 2, 9, 8), draw(rng, 4, 8, 2)
+    step = rate.compression_step(Z, U, 0.5, kappa=0.01)
+    np.testing.assert_allclose(step, Z - 0.01 * rate.compression_rate_grad(Z, U, 0.5),
+                               rtol=1e-14)
+    assert np.all(rate.compression_rate(step, U, 0.5) < rate.compression_rate(Z, U, 0.5))
+
+
+# ----------------------------------------------------------------- batching, invariances
+def test_batched_equals_looped():
+    rng = np.random.default_rng(13)
+    Z, U = draw(rng, 4, 6, 9), draw(rng, 3, 9, 2)
+    vals = {"R": rate.coding_rate(Z, 0.5), "Rc": rate.compression_rate(Z, U, 0.5)}
+    grads = {"R": rate.coding_rate_grad(Z, 0.5), "Rc": rate.compression_rate_grad(Z, U, 0.5)}
+    dU = rate.compression_rate_grad(Z, U, 0.5, wrt="U")
+    for i in range(4):
+        assert vals["R"][i] == pytest.approx(float(rate.coding_rate(Z[i], 0.5)), rel=1e-13)
+        assert vals["Rc"][i] == pytest.approx(float(rate.compression_rate(Z[i], U, 0.5)),
+                                              rel=1e-13)
+        np.testing.assert_allclose(grads["R"][i], rate.coding_rate_grad(Z[i], 0.5), rtol=1e-11)
+        np.testing.assert_allclose(grads["Rc"][i], rate.compression_rate_grad(Z[i], U, 0.5),
+                                   rtol=1e-11)
+    looped_dU = sum(rate.compression_rate_grad(Z[i], U, 0.5, wrt="U") for i in range(4))
+    np.testing.assert_allclose(dU, looped_dU, rtol=1e-11)
+
+
+def test_invariances():
+    rng = np.random.default_rng(14)
+    Z, U = draw(rng, 10, 6), draw(rng, 2, 6, 3)
+    Q, _ = np.linalg.qr(draw(rng, 6, 6))                      # an orthogonal rotation
+    R = float(rate.coding_rate(Z, 0.5))
+    assert float(rate.coding_rate(Z @ Q, 0.5)) == pytest.approx(R, rel=1e-12)
+    assert float(rate.coding_rate(Z[rng.permutation(10)], 0.5)) == pytest.approx(R, rel=1e-12)
+    # rotating features and bases together leaves every projection Z U_k unchanged
+    QU = np.einsum("ij,kjp->kip", Q.T, U)
+    assert float(rate.compression_rate(Z @ Q, QU, 0.5)) == pytest.approx(
+        float(rate.compression_rate(Z, U, 0.5)), rel=1e-12)
+    # one subspace spanning everything: Rc is R
+    I = np.eye(6)[None]
+    assert float(rate.compression_rate(Z, I, 0.5)) == pytest.approx(R, rel=1e-12)
+    np.testing.assert_allclose(rate.compression_rate_grad(Z, I, 0.5),
+                               rate.coding_rate_grad(Z, 0.5), rtol=1e-12)
+    assert abs(float(rate.rate_reduction(Z, I, 0.5))) < 1e-12
+
+
+def test_official_eps_convention():
+    """The official code's eps is epsilon squared: scale d/(N eps_official)."""
+    Z = draw(np.random.default_rng(15), 12, 5)
+    official = 0.5 * np.linalg.slogdet(np.eye(5) + 5 / (12 * 0.5) * Z.T @ Z)[1]
+    assert float(rate.coding_rate(Z, math.sqrt(0.5))) == pytest.approx(official, rel=1e-12)
+
+
+def test_float32_with_float64_accumulation():
+    rng = np.random.default_rng(16)
+    Z64, U64 = draw(rng, 3, 20, 16), draw(rng, 2, 16, 8)
+    Z, U = Z64.astype(np.float32), U64.astype(np.float32)
+    ref = rate.coding_rate(Z.astype(np.float64), 0.5)
+    acc = rate.coding_rate(Z, 0.5, accumulate="float64")
+    plain = rate.coding_rate(Z, 0.5)
+    assert acc.dtype == np.float64 and plain.dtype == np.float32
+    np.testing.assert_allclose(acc, ref, rtol=1e-12)
+    np.testing.assert_allclose(plain, ref, rtol=1e-4)
+    g = rate.compression_rate_grad(Z, U, 0.5, wrt="both", accumulate="float64")
+    assert g[0].dtype == np.float32 and g[1].dtype == np.float32
+    assert rate.compression_step(Z, U, 0.5, 0.1).dtype == np.float32
+    assert rate.mcr2_loss(Z[0], np.arange(20) % 3, 0.5)[1].dtype == np.float32
+
+
+# ----------------------------------------------------------------- measurement
+def test_measure_compression_matches_official_convention(xp):
+    rng = np.random.default_rng(17)
+    Z, U = draw(rng, 3, 11, 12), draw(rng, 4, 12, 3)
+    want = 0.0
+    for b in range(3):
+        for k in range(4):
+            W = Z[b] @ U[k]
+            W /= np.linalg.norm(W, axis=1, keepdims=True)
+            want += 0.5 * np.linalg.slogdet(np.eye(11) + 3 / (11 * 0.01) * W @ W.T)[1]
+    want /= 3
+    got = rate.measure_compression(xp.asarray(Z), xp.asarray(U))
+    assert isinstance(got, float) and got == pytest.approx(want, rel=1e-12)
+    assert rate.measure_compression(xp.asarray(3.0 * Z), xp.asarray(U)) == pytest.approx(
+        got, rel=1e-10)                                         # scale does not matter
+    single = rate.measure_compression(xp.asarray(Z[0]), xp.asarray(U))
+    assert single == pytest.approx(rate.measure_compression(xp.asarray(Z[:1]), xp.asarray(U)))
+
+
+def test_bases_from_qkv_follow_head_slicing():
+    K, p, d = 3, 2, 5
+    W = draw(np.random.default_rng(18), K * p, d)
+    x = draw(np.random.default_rng(19), 4, d)
+    U = rate.bases_from_qkv(W, K)
+    w = x @ W.T                                                 # (N, K p), official qkv output
+    for k in range(K):
+        np.testing.assert_allclose(x @ U[k], w[:, k * p:(k + 1) * p], rtol=1e-13)
+
+
+# ----------------------------------------------------------------- errors
+def test_errors_name_the_argument():
+    rng = np.random.default_rng(20)
+    Z, U = draw(rng, 5, 4), draw(rng, 2, 4, 2)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="eps"):
+            rate.coding_rate(Z, bad)
+    with pytest.raises(TypeError, match="eps"):
+        rate.coding_rate(Z, "0.5")
+    for bad in (np.nan, np.inf):
+        Zb = Z.copy()
+        Zb[1, 2] = bad
+        with pytest.raises(ValueError, match="Z contains NaN or infinite"):
+            rate.compression_rate(Zb, U, 0.5)
+    with pytest.raises(ValueError, match=r"U has shape \(2, 3, 2\), so d = 3, but Z has d = 4"):
+        rate.compression_rate(Z, draw(rng, 2, 3, 2), 0.5)
+    with pytest.raises(ValueError, match=r"U must have shape \(K, d, p\)"):
+        rate.compression_rate(Z, draw(rng, 4, 2), 0.5)
+    with pytest.raises(ValueError, match=r"labels must have shape \(5,\)"):
+        rate.mcr2_loss(Z, np.array([0, 1, 0]), 0.5)
+    with pytest.raises(TypeError, match="labels must be an integer array"):
+        rate.mcr2_loss(Z, np.zeros(5), 0.5)
+    with pytest.raises(ValueError, match="labels must be non-negative"):
+        rate.mcr2_loss(Z, np.array([0, 1, -1, 0, 1]), 0.5)
+    with pytest.raises(ValueError, match=r"Z must have shape \(N, d\) or \(B, N, d\)"):
+        rate.coding_rate(np.ones(4), 0.5)
+    with pytest.raises(TypeError, match="Z must be a floating-point"):
+        rate.coding_rate(np.ones((3, 4), dtype=int), 0.5)
+    with pytest.raises(ValueError, match="wrt must be one of"):
+        rate.compression_rate_grad(Z, U, 0.5, wrt="V")
+    with pytest.raises(ValueError, match="accumulate must be one of"):
+        rate.coding_rate(Z, 0.5, accumulate="float16")
+    with pytest.raises(ValueError, match="dout must have the shape"):
+        rate.coding_rate_grad(Z[None], 0.5, dout=np.ones(3))
+    with pytest.raises(ValueError, match="kappa"):
+        rate.compression_step(Z, U, 0.5, kappa=float("nan"))
+    with pytest.raises(ValueError, match="lam"):
+        rate.sparse_rate_reduction(Z, U, 0.5, lam=-1.0)
+    with pytest.raises(ValueError, match="eps2"):
+        rate.measure_compression(Z, U, eps2=0.0)
+    with pytest.raises(ValueError, match="side must be one of"):
+        rate.coding_rate_forward(Z, 0.5, side="left")
+
+
+def test_non_positive_definite_gram_raises():
+    """I + a G with a < 0 is not positive definite: a clear error, never a NaN."""
+    X = draw(np.random.default_rng(21), 4, 3)
+    with pytest.raises(RuntimeError, match="not positive definite"):
+        rate.gram_logdet_forward(X, -10.0)
+
+
+# ----------------------------------------------------------------- backends
+@pytest.mark.gpu
+def test_numpy_cupy_agree_float32(xp):
+    if xp is np:
+        pytest.skip("compares CuPy with NumPy; nothing to compare on NumPy alone")
+    rng = np.random.default_rng(22)
+    Z, U = draw(rng, 4, 197, 48).astype(np.float32), draw(rng, 3, 48, 16).astype(np.float32)
+    labels = np.arange(197) % 5
+    Zx, Ux = xp.asarray(Z), xp.asarray(U)
+    pairs = [
+        (rate.coding_rate(Zx, 0.5), rate.coding_rate(Z, 0.5)),
+        (rate.coding_rate_grad(Zx, 0.5), rate.coding_rate_grad(Z, 0.5)),
+        (rate.compression_rate(Zx, Ux, 0.5), rate.compression_rate(Z, U, 0.5)),
+        (rate.compression_rate_grad(Zx, Ux, 0.5, wrt="U"),
+         rate.compression_rate_grad(Z, U, 0.5, wrt="U")),
+        (rate.mcr2_loss(Zx[0], xp.asarray(labels), 0.5)[1], rate.mcr2_loss(Z[0], labels, 0.5)[1]),
+    ]
+    for got, want in pairs:
+        np.testing.assert_allclose(to_numpy(got), want, rtol=2e-3, atol=2e-4)

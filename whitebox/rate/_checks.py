@@ -1,0 +1,98 @@
+"""Input checks for the rate functions: clear errors that name the argument."""
+import math
+import numbers
+
+import numpy as np
+
+from ..backend import get_array_module
+
+ACCUMULATE = (None, "float32", "float64")
+
+
+def check_eps(eps, name="eps"):
+    """A positive, finite real number, returned as a Python float."""
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"{name} must be a positive real number, got {eps!r} "
+                        f"of type {type(eps).__name__}")
+    eps = float(eps)
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {eps!r}")
+    return eps
+
+
+def check_tokens(name, Z):
+    """Z: a floating array (..., N, d) with at least one token and one feature, all finite."""
+    xp = get_array_module(Z)
+    if not isinstance(Z, xp.ndarray):
+        raise TypeError(f"{name} must be an array of shape (N, d) or (B, N, d), "
+                        f"got {type(Z).__name__}")
+    if Z.dtype.kind != "f":
+        raise TypeError(f"{name} must be a floating-point array, got dtype {Z.dtype}")
+    if Z.ndim < 2:
+        raise ValueError(f"{name} must have shape (N, d) or (B, N, d) (tokens as rows), "
+                         f"got shape {tuple(Z.shape)}")
+    if Z.shape[-1] == 0 or Z.shape[-2] == 0:
+        raise ValueError(f"{name} must have at least one token and one feature, "
+                         f"got shape {tuple(Z.shape)}")
+    if not bool(xp.all(xp.isfinite(Z))):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return xp
+
+
+def check_bases(U, Z, name="U"):
+    """U: a floating array (K, d, p) on Z's backend whose d matches Z's last axis."""
+    xp = get_array_module(Z)
+    if get_array_module(U) is not xp or not isinstance(U, xp.ndarray):
+        raise TypeError(f"{name} must be an array on the same backend as Z "
+                        f"({xp.__name__}), got {type(U).__module__}.{type(U).__name__}")
+    if U.dtype.kind != "f":
+        raise TypeError(f"{name} must be a floating-point array, got dtype {U.dtype}")
+    if U.ndim != 3:
+        raise ValueError(f"{name} must have shape (K, d, p) (one d x p basis per subspace), "
+                         f"got shape {tuple(U.shape)}")
+    if U.shape[1] != Z.shape[-1]:
+        raise ValueError(f"{name} has shape {tuple(U.shape)}, so d = {U.shape[1]}, but Z has "
+                         f"d = {Z.shape[-1]} features (shape {tuple(Z.shape)})")
+    if U.shape[0] == 0 or U.shape[2] == 0:
+        raise ValueError(f"{name} must have K >= 1 subspaces of dimension p >= 1, "
+                         f"got shape {tuple(U.shape)}")
+    if not bool(xp.all(xp.isfinite(U))):
+        raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def check_labels(labels, N, name="labels"):
+    """Non-negative integer labels of shape (N,), on the same backend as the features."""
+    xp = get_array_module(labels)
+    if not isinstance(labels, xp.ndarray) or labels.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer array of shape ({N},), got "
+                        f"{type(labels).__name__} with dtype {getattr(labels, 'dtype', None)}")
+    if labels.ndim != 1 or labels.shape[0] != N:
+        raise ValueError(f"{name} must have shape ({N},) to match the N = {N} rows of Z, "
+                         f"got shape {tuple(labels.shape)}")
+    if N and int(labels.min()) < 0:
+        raise ValueError(f"{name} must be non-negative class indices, got min {int(labels.min())}")
+
+
+def check_accumulate(accumulate, dtype):
+    """The dtype the Gram matrices and factorizations are computed in (None: ``dtype``)."""
+    if accumulate is None:
+        return np.dtype(dtype)
+    try:
+        name = np.dtype(accumulate).name
+    except TypeError:
+        name = None
+    if name not in ACCUMULATE[1:]:
+        raise ValueError(f"accumulate must be one of {ACCUMULATE}, got {accumulate!r}")
+    return np.dtype(name)
+
+
+def check_dout(dout, shape, xp, name="dout"):
+    """The upstream gradient of a batched rate: shape Z.shape[:-2] (ones when None)."""
+    if dout is None:
+        return None
+    if not isinstance(dout, xp.ndarray):
+        dout = xp.asarray(dout)
+    if tuple(dout.shape) != tuple(shape):
+        raise ValueError(f"{name} must have the shape of the rate, {tuple(shape)}, "
+                         f"got {tuple(dout.shape)}")
+    return dout

@@ -1,0 +1,71 @@
+"""The coding rate R(Z) of a set of tokens and its exact gradient.
+
+    R(Z) = 1/2 logdet(I_d + a Z^T Z),   a = d / (N eps^2),   Z (N, d), tokens as rows.
+
+R(Z) is (up to lower-order terms) the number of nats needed to code the N
+tokens up to a mean squared distortion eps^2 per token: the log of how many
+eps-balls it takes to pack the ellipsoid the tokens span.
+
+    dR/dZ = a Z (I_d + a Z^T Z)^{-1} = a (I_N + a Z Z^T)^{-1} Z.
+
+About eps. Here ``eps`` is the papers' epsilon, a distortion. The official
+codes (mcr2, ReduNet, CRATE's vis_utils) pass a number they call ``eps`` that
+stands for epsilon SQUARED (their scale is d / (N eps)). To reproduce a
+result computed with their ``eps=e2``, call these functions with
+``eps=math.sqrt(e2)``; for example their ``eps=0.5`` is ``eps=0.7071...`` here.
+"""
+from ..backend import get_array_module
+from ._checks import check_accumulate, check_dout, check_eps, check_tokens
+from .gram import gram_logdet_backward, gram_logdet_forward
+
+
+def coding_rate_forward(Z, eps, accumulate=None, side="auto"):
+    """R = 1/2 logdet(I + d/(N eps^2) Z^T Z) per item, with a cache for the gradient.
+
+    Inputs: Z (N, d) or (B, N, d) (any leading axes), tokens as rows; eps the
+    distortion (> 0); accumulate None (compute in Z's dtype) or 'float64'
+    (Gram matrix, Cholesky and solves in float64, useful for float32 Z);
+    side 'auto' (the smaller Gram matrix), 'rows' (N x N) or 'cols' (d x d).
+    Returns: R of shape Z.shape[:-2] (a 0-d value for a single (N, d) matrix)
+    in the accumulation dtype; cache.
+    """
+    check_tokens("Z", Z)
+    eps = check_eps(eps)
+    acc = check_accumulate(accumulate, Z.dtype)
+    N, d = Z.shape[-2:]
+    a = d / (N * eps ** 2)
+    R, cache = gram_logdet_forward(Z.astype(acc, copy=False), a, side)
+    return R, (cache, Z.dtype)
+
+
+def coding_rate_backward(dout, cache):
+    """dZ = dout * a Z (I + a Z^T Z)^{-1}, solved on the smaller Gram side.
+
+    Inputs: dout of shape R.shape (None: ones); cache from :func:`coding_rate_forward`.
+    Returns: dZ, shape and dtype of Z.
+    """
+    gram_cache, dtype = cache
+    X = gram_cache[0]
+    dout = check_dout(dout, X.shape[:-2], get_array_module(X))
+    return gram_logdet_backward(dout, gram_cache).astype(dtype, copy=False)
+
+
+def coding_rate(Z, eps, accumulate=None):
+    """R(Z) = 1/2 logdet(I_d + d/(N eps^2) Z^T Z), tokens as rows.
+
+    Inputs: Z (N, d) or (B, N, d); eps the papers' epsilon (the official code's
+    ``eps`` is epsilon squared: pass ``math.sqrt(their_eps)``); accumulate None
+    or 'float64'.
+    Returns: a 0-d value for (N, d) input, shape (B,) for (B, N, d).
+    """
+    return coding_rate_forward(Z, eps, accumulate)[0]
+
+
+def coding_rate_grad(Z, eps, dout=None, accumulate=None):
+    """dR/dZ = d/(N eps^2) Z (I_d + d/(N eps^2) Z^T Z)^{-1}, same shape as Z.
+
+    For batched Z each item's gradient is that of its own rate (the gradient of
+    sum(dout * R); dout of shape (B,) defaults to ones).
+    """
+    R, cache = coding_rate_forward(Z, eps, accumulate)
+    return coding_rate_backward(dout, cache)

@@ -1,0 +1,126 @@
+"""The compression rate Rc(Z | U) against K subspaces, its gradients, and one exact step.
+
+    Rc(Z | U) = sum_k 1/2 logdet(I_p + b (Z U_k)^T (Z U_k)),   b = p / (N eps^2),
+
+Z (N, d) tokens as rows, U (K, d, p) one d x p basis per subspace (orthonormal
+columns in theory; nothing here requires it). Note b uses p, not d: each
+projected copy W_k = Z U_k lives in p dimensions. With W_k and
+h_k = 1/2 logdet(I + b W_k^T W_k), the chain rule through W_k = Z U_k gives
+
+    dh_k/dW_k = b W_k (I_p + b W_k^T W_k)^{-1} = b (I_N + b W_k W_k^T)^{-1} W_k
+    dRc/dZ    = sum_k (dh_k/dW_k) U_k^T
+    dRc/dU_k  = Z^T (dh_k/dW_k)        (summed over a batch).
+
+``eps`` is the papers' epsilon; the official code's ``eps`` is epsilon squared
+(see :mod:`whitebox.rate.coding`).
+"""
+import numbers
+import math
+
+from ..backend import get_array_module
+from ._checks import check_accumulate, check_bases, check_dout, check_eps, check_tokens
+from .gram import gram_logdet_backward, gram_logdet_forward
+
+WRT = ("Z", "U", "both")
+
+
+def stack_bases(U):
+    """U (K, d, p) -> U_cat (d, K p) = [U_1, ..., U_K], so Z U_cat = [Z U_1, ..., Z U_K]."""
+    K, d, p = U.shape
+    return U.transpose(1, 0, 2).reshape(d, K * p)      # (d, K p)
+
+
+def project_heads(Z, U):
+    """W_k = Z U_k for every k with one matrix product. Z (..., N, d) -> (..., K, N, p)."""
+    xp = get_array_module(Z)
+    K, d, p = U.shape
+    W = Z @ stack_bases(U)                              # (..., N, K p)
+    W = W.reshape(*Z.shape[:-1], K, p)                  # (..., N, K, p)
+    # contiguous heads keep the batched Gram products on the BLAS path
+    return xp.ascontiguousarray(xp.moveaxis(W, -2, -3))  # (..., K, N, p)
+
+
+def compression_rate_forward(Z, U, eps, accumulate=None, side="auto"):
+    """Rc = sum_k 1/2 logdet(I + p/(N eps^2) (Z U_k)^T (Z U_k)), with a cache.
+
+    Inputs: Z (N, d) or (B, N, d); U (K, d, p); eps > 0; accumulate None or
+    'float64'; side 'auto', 'rows' (N x N Grams) or 'cols' (p x p Grams).
+    Returns: Rc of shape Z.shape[:-2]; cache.
+    """
+    check_tokens("Z", Z)
+    check_bases(U, Z)
+    eps = check_eps(eps)
+    acc = check_accumulate(accumulate, Z.dtype)
+    Zc, Uc = Z.astype(acc, copy=False), U.astype(acc, copy=False)
+    N = Z.shape[-2]
+    p = U.shape[2]
+    b = p / (N * eps ** 2)
+    W = project_heads(Zc, Uc)                           # (..., K, N, p)
+    h, gram_cache = gram_logdet_forward(W, b, side)     # (..., K)
+    return h.sum(axis=-1), (gram_cache, Zc, Uc, Z.dtype, U.dtype)
+
+
+def compression_rate_backward(dout, cache):
+    """dZ = sum_k G_k U_k^T and dU_k = sum over the batch of Z^T G_k, where
+    G_k = dout * b (I + b W_k W_k^T)^{-1} W_k.
+
+    Inputs: dout of shape Rc.shape (None: ones); cache.
+    Returns: dZ (shape and dtype of Z), dU (shape and dtype of U).
+    """
+    gram_cache, Z, U, z_dtype, u_dtype = cache
+    xp = get_array_module(Z)
+    K, d, p = U.shape
+    lead, N = Z.shape[:-2], Z.shape[-2]
+    dout = check_dout(dout, lead, xp)
+    dh = None if dout is None else xp.broadcast_to(dout[..., None], (*lead, K))
+    dW = gram_logdet_backward(dh, gram_cache)           # (..., K, N, p)
+    dW = xp.moveaxis(dW, -3, -2).reshape(*lead, N, K * p)  # (..., N, K p)
+    dZ = dW @ stack_bases(U).T                          # (..., N, d)
+    dU = Z.reshape(-1, d).T @ dW.reshape(-1, K * p)     # (d, K p), summed over the batch
+    dU = dU.reshape(d, K, p).transpose(1, 0, 2)         # (K, d, p)
+    return dZ.astype(z_dtype, copy=False), dU.astype(u_dtype, copy=False)
+
+
+def compression_rate(Z, U, eps, accumulate=None):
+    """Rc(Z | U) = sum_k 1/2 logdet(I_p + p/(N eps^2) (Z U_k)^T (Z U_k)).
+
+    Inputs: Z (N, d) or (B, N, d), tokens as rows; U (K, d, p); eps the papers'
+    epsilon (official ``eps`` = epsilon squared); accumulate None or 'float64'.
+    Returns: a 0-d value for (N, d) input, shape (B,) for (B, N, d).
+    """
+    return compression_rate_forward(Z, U, eps, accumulate)[0]
+
+
+def _select(grads, wrt):
+    if wrt not in WRT:
+        raise ValueError(f"wrt must be one of {WRT}, got {wrt!r}")
+    dZ, dU = grads
+    return {"Z": dZ, "U": dU, "both": (dZ, dU)}[wrt]
+
+
+def compression_rate_grad(Z, U, eps, wrt="Z", dout=None, accumulate=None):
+    """Gradient of sum(dout * Rc(Z | U)); dout of shape Z.shape[:-2], default ones.
+
+    wrt='Z': dRc/dZ (same shape as Z; for a batch, each item's own gradient).
+    wrt='U': dRc/dU of shape (K, d, p), summed over the batch.
+    wrt='both': the tuple (dZ, dU).
+    """
+    _, cache = compression_rate_forward(Z, U, eps, accumulate)
+    return _select(compression_rate_backward(dout, cache), wrt)
+
+
+def compression_step(Z, U, eps, kappa, accumulate=None):
+    """One exact gradient-descent step on the compression rate: Z - kappa dRc/dZ.
+
+        Z+ = Z - kappa b sum_k Z U_k (I_p + b (Z U_k)^T (Z U_k))^{-1} U_k^T,  b = p/(N eps^2).
+
+    This is what CRATE's multi-head subspace self-attention approximates (a
+    Neumann series for the inverse, softmax for the token-token weights).
+    Inputs: Z (N, d) or (B, N, d); U (K, d, p); eps > 0; kappa the step size.
+    Returns: Z+ with Z's shape and dtype.
+    """
+    if isinstance(kappa, bool) or not isinstance(kappa, numbers.Real) \
+            or not math.isfinite(kappa):
+        raise ValueError(f"kappa must be a finite real step size, got {kappa!r}")
+    dZ = compression_rate_grad(Z, U, eps, wrt="Z", accumulate=accumulate)
+    return Z - float(kappa) * dZ

@@ -167,3 +167,15 @@ def test_numpy_cupy_agree_float32(xp, rng):
     y1, _ = ista_forward(x, W)
     y2, _ = ista_forward(dev[0], backend.to_device(W, backend.backend_name(dev[0])))
     np.testing.assert_allclose(backend.to_numpy(y2), y1, rtol=1e-4, atol=1e-5)
+
+
+def test_crate_layer_is_residual_mssa_then_ista(rng):
+    from whitebox.nn import CRATELayer
+    layer = CRATELayer(6, heads=2, dim_head=3, dtype="float64", seed=0)
+    assert set(layer.state_dict()) == {
+        "0.norm.weight", "0.norm.bias", "0.fn.qkv.weight", "0.fn.to_out.0.weight",
+        "0.fn.to_out.0.bias", "1.norm.weight", "1.norm.bias", "1.fn.weight"}
+    x = rng.standard_normal((2, 5, 6))
+    expect = layer.ista(x + layer.attn(x))
+    np.testing.assert_allclose(layer(x), expect, rtol=1e-14)
+    check_module(layer, [x], tol=1e-6, floor=1e-4)

@@ -13,11 +13,11 @@ weights load as they are (see whitebox.interop for .pth files).
 import numpy as np
 
 from ..functional._checks import check_array, check_finite
-from ..nn import ISTA, MSSA, Dropout, LayerNorm, Linear, Module, ModuleList, Patchify, \
-    PreNorm, Sequential
+from ..nn import CRATELayer, Dropout, LayerNorm, Linear, Module, ModuleList, Patchify, \
+    Sequential
+from ..nn.crate_layers import CAPTURE_KEYS
 from ..nn.layers import _rng
 
-CAPTURE_KEYS = ("mssa_in", "attention", "z_half", "ista_in", "z")
 
 
 def _pair(v):
@@ -31,41 +31,28 @@ def _positive_int(name, v):
 
 
 class Transformer(Module):
-    """``depth`` layers, each a ModuleList [PreNorm(MSSA), PreNorm(ISTA)] named ``layers.i.0/1``."""
+    """``depth`` CRATE layers named ``layers.i``, each [PreNorm(MSSA), PreNorm(ISTA)]."""
 
     def __init__(self, dim, depth, heads, dim_head, dropout=0.0, ista_step=0.1,
                  ista_lambda=0.1, causal=False, dtype="float32", seed=0):
         super().__init__(dtype)
         rng = _rng(seed)
-        self.layers = ModuleList(dtype=dtype)
-        for _ in range(depth):
-            self.layers.append(ModuleList([
-                PreNorm(dim, MSSA(dim, heads, dim_head, dropout, causal, dtype=dtype, seed=rng),
-                        dtype=dtype),
-                PreNorm(dim, ISTA(dim, ista_step, ista_lambda, dtype=dtype, seed=rng),
-                        dtype=dtype),
-            ], dtype=dtype))
+        self.layers = ModuleList([CRATELayer(dim, heads, dim_head, dropout, ista_step,
+                                             ista_lambda, causal, dtype=dtype, seed=rng)
+                                  for _ in range(depth)], dtype=dtype)
 
     def forward(self, x, capture=None):
         """x (B, N, d) -> (B, N, d). ``capture``: a dict of lists to append per-layer features to."""
-        for attn, ista in self.layers:
-            h = attn.norm(x)                       # LN1(Z^l)
-            x_half = x + attn.fn(h)                # Z^{l+1/2}
-            h2 = ista.norm(x_half)                 # LN2(Z^{l+1/2})
-            x = ista.fn(h2)                        # Z^{l+1}
-            if capture is not None:
-                for key, value in zip(CAPTURE_KEYS,
-                                      (h, attn.fn.last_attention, x_half, h2, x)):
-                    capture[key].append(value)
+        for layer in self.layers:
+            x = layer(x, capture)
         self._cache = True
         return x
 
     def backward(self, dout):
         """The explicit reverse walk over the layers."""
         self._take_cache()
-        for attn, ista in reversed(list(self.layers)):
-            dx_half = ista.norm.backward(ista.fn.backward(dout))
-            dout = dx_half + attn.norm.backward(attn.fn.backward(dx_half))
+        for layer in reversed(list(self.layers)):
+            dout = layer.backward(dout)
         return dout
 
 
@@ -167,11 +154,11 @@ class CRATE(Module):
 
     def subspaces(self, layer):
         """U of layer ``layer``, shape (K, d, p), for whitebox.rate.measure_compression."""
-        return self.transformer.layers[layer][0].fn.subspaces()
+        return self.transformer.layers[layer].attn.fn.subspaces()
 
     def attention_maps(self):
         """Attention of every layer from the last forward: list of (B, K, N, N)."""
-        return [attn.fn.last_attention for attn, _ in self.transformer.layers]
+        return [layer.attn.fn.last_attention for layer in self.transformer.layers]
 
     def extra_repr(self):
         c = self.config

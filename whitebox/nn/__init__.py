@@ -5,6 +5,6 @@ from .module import Module, ModuleList, Sequential
 
 __all__ = ["Module", "Sequential", "ModuleList", "Linear", "LayerNorm", "ReLU", "GELU",
            "Softmax", "Dropout", "Embedding", "Patchify", "Identity"]
-from .crate_layers import ISTA, MSSA, PreNorm
+from .crate_layers import CRATELayer, ISTA, MSSA, PreNorm
 
-__all__ += ["PreNorm", "MSSA", "ISTA"]
+__all__ += ["PreNorm", "MSSA", "ISTA", "CRATELayer"]

@@ -3,6 +3,7 @@
     PreNorm(norm, fn)          -> "norm.weight", "norm.bias", "fn...."
     MSSA (official Attention)  -> "qkv.weight", "to_out.0.weight", "to_out.0.bias"
     ISTA (official FeedForward)-> "weight"
+    CRATELayer                 -> "0.<PreNorm(MSSA)>", "1.<PreNorm(ISTA)>"
 """
 import math
 
@@ -110,3 +111,53 @@ class ISTA(Module):
 
     def extra_repr(self):
         return f"step_size={self.step_size}, lambd={self.lambd}"
+
+
+CAPTURE_KEYS = ("mssa_in", "attention", "z_half", "ista_in", "z")
+
+
+class CRATELayer(Module):
+    """One CRATE layer: Z^{l+1/2} = Z^l + MSSA(LN1(Z^l));  Z^{l+1} = ISTA(LN2(Z^{l+1/2})).
+
+    Children are named "0" (PreNorm(MSSA)) and "1" (PreNorm(ISTA)) as in the
+    official ModuleList, and are also reachable as ``attn`` and ``ista``.
+    Note the residual around MSSA only: the ISTA step has none.
+    """
+
+    def __init__(self, dim, heads, dim_head, dropout=0.0, ista_step=0.1, ista_lambda=0.1,
+                 causal=False, dtype="float32", seed=0):
+        super().__init__(dtype)
+        rng = _rng(seed)
+        setattr(self, "0", PreNorm(dim, MSSA(dim, heads, dim_head, dropout, causal,
+                                             dtype=dtype, seed=rng), dtype=dtype))
+        setattr(self, "1", PreNorm(dim, ISTA(dim, ista_step, ista_lambda, dtype=dtype,
+                                             seed=rng), dtype=dtype))
+
+    @property
+    def attn(self):
+        return self._modules["0"]
+
+    @property
+    def ista(self):
+        return self._modules["1"]
+
+    def __getitem__(self, i):
+        return self._modules[str(i)]
+
+    def forward(self, x, capture=None):
+        """x (B, N, d) -> (B, N, d); ``capture``: dict of lists to append this layer's features to."""
+        h = self.attn.norm(x)                      # LN1(Z^l)
+        x_half = x + self.attn.fn(h)               # Z^{l+1/2}
+        h2 = self.ista.norm(x_half)                # LN2(Z^{l+1/2})
+        out = self.ista.fn(h2)                     # Z^{l+1}
+        if capture is not None:
+            for key, value in zip(CAPTURE_KEYS, (h, self.attn.fn.last_attention, x_half, h2,
+                                                 out)):
+                capture[key].append(value)
+        self._cache = True
+        return out
+
+    def backward(self, dout):
+        self._take_cache()
+        dx_half = self.ista.backward(dout)         # through ISTA and LN2
+        return dx_half + self.attn.backward(dx_half)   # residual + the MSSA branch

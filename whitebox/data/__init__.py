@@ -1,2 +1,5 @@
 """Data sources: synthetic models of the theory and small real datasets."""
 from .subspace import subspace_bases, subspace_mixture
+from .images import (DATASETS, load_cifar10, load_dataset, load_digits, load_mnist,
+                     load_mnist_5k, load_mnist_idx, read_idx)
+from .loader import BatchLoader, channel_stats, normalize, random_shift, train_test_split

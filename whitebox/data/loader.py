@@ -1,0 +1,125 @@
+"""Splitting, normalising, augmenting and batching image datasets.
+
+All randomness comes from an explicit ``np.random.Generator`` that the
+caller owns (and can checkpoint), so a run can be repeated or resumed
+exactly. Batches are assembled on the CPU and moved to the model's backend
+at the end.
+"""
+import numpy as np
+
+from .. import backend
+
+
+def _check_images_labels(images, labels):
+    if not isinstance(images, np.ndarray) or images.ndim != 4:
+        raise ValueError("images must be a NumPy array of shape (n, C, H, W), got "
+                         f"{getattr(images, 'shape', type(images).__name__)}")
+    if not isinstance(labels, np.ndarray) or labels.shape != (len(images),):
+        raise ValueError(f"labels must be a NumPy array of shape ({len(images)},), got "
+                         f"{getattr(labels, 'shape', type(labels).__name__)}")
+
+
+def train_test_split(images, labels, n_test, seed=0):
+    """Split into a train and a held-out part by a seeded random permutation.
+
+    The same (n, n_test, seed) always gives the same split.
+    Inputs: images (n, C, H, W); labels (n,); n_test, 0 < n_test < n; seed.
+    Returns: (train_images, train_labels), (test_images, test_labels).
+    """
+    _check_images_labels(images, labels)
+    n = len(images)
+    if not isinstance(n_test, (int, np.integer)) or not 0 < n_test < n:
+        raise ValueError(f"n_test must be an integer in (0, {n}), got {n_test!r}")
+    order = np.random.default_rng(seed).permutation(n)
+    test, train = order[:n_test], order[n_test:]
+    return (images[train], labels[train]), (images[test], labels[test])
+
+
+def channel_stats(images):
+    """Per-channel mean and standard deviation over (n, H, W).
+
+    Inputs: images (n, C, H, W). Returns: mean (C,), std (C,) float32.
+    """
+    mean = images.mean(axis=(0, 2, 3), dtype=np.float64)
+    std = images.std(axis=(0, 2, 3), dtype=np.float64)
+    if np.any(std == 0):
+        raise ValueError(f"a channel of the images is constant (std {std.tolist()}): "
+                         "cannot normalise it")
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def normalize(images, mean, std):
+    """(images - mean_c) / std_c per channel. images (n, C, H, W) -> same shape."""
+    mean = np.asarray(mean, dtype=images.dtype).reshape(1, -1, 1, 1)   # (1, C, 1, 1)
+    std = np.asarray(std, dtype=images.dtype).reshape(1, -1, 1, 1)
+    return (images - mean) / std
+
+
+def random_shift(images, max_shift, rng):
+    """Translate each image by its own random (dy, dx) in [-max_shift, max_shift].
+
+    Pixels moved in from outside are zero (the background of [0, 1] digits),
+    so shift before normalising.
+    Inputs: images (B, C, H, W); max_shift >= 0 int; rng a Generator.
+    Returns: shifted images (B, C, H, W).
+    """
+    if max_shift == 0:
+        return images
+    B, C, H, W = images.shape
+    s = int(max_shift)
+    padded = np.pad(images, ((0, 0), (0, 0), (s, s), (s, s)))    # (B, C, H+2s, W+2s)
+    offset = rng.integers(0, 2 * s + 1, size=(2, B))             # top-left corner of the crop
+    rows = offset[0][:, None, None, None] + np.arange(H)[None, None, :, None]  # (B, 1, H, 1)
+    cols = offset[1][:, None, None, None] + np.arange(W)[None, None, None, :]  # (B, 1, 1, W)
+    b = np.arange(B)[:, None, None, None]
+    c = np.arange(C)[None, :, None, None]
+    return padded[b, c, rows, cols]                              # (B, C, H, W)
+
+
+class BatchLoader:
+    """Minibatches of (images, labels) for one pass over a dataset.
+
+    Each ``iter()`` is one epoch: with ``shuffle`` a fresh permutation is
+    drawn from ``rng``; with ``max_shift`` > 0 every image is randomly
+    translated (also drawn from ``rng``); then images are normalised with
+    (mean, std) and moved to ``backend``. Every sample appears exactly once
+    per epoch; the last batch is smaller unless ``drop_last``.
+
+    Inputs: images (n, C, H, W) float on the CPU; labels (n,) ints;
+    batch_size; rng, a Generator (needed when shuffling or shifting);
+    mean, std per channel (None: no normalisation); backend 'numpy'/'cupy'.
+    Yields: images (B, C, H, W), labels (B,) int64 on ``backend``.
+    """
+
+    def __init__(self, images, labels, batch_size, rng=None, shuffle=True, max_shift=0,
+                 mean=None, std=None, drop_last=False, backend="numpy"):
+        _check_images_labels(images, labels)
+        if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not isinstance(max_shift, (int, np.integer)) or max_shift < 0:
+            raise ValueError(f"max_shift must be a non-negative integer, got {max_shift!r}")
+        if (shuffle or max_shift) and not isinstance(rng, np.random.Generator):
+            raise TypeError("rng must be a np.random.Generator when shuffling or shifting, "
+                            f"got {type(rng).__name__}")
+        if drop_last and batch_size > len(images):
+            raise ValueError(f"batch_size {batch_size} exceeds the {len(images)} samples and "
+                             "drop_last is set: no batch would be produced")
+        self.images, self.labels = images, labels.astype(np.int64, copy=False)
+        self.batch_size, self.rng, self.shuffle = int(batch_size), rng, bool(shuffle)
+        self.max_shift, self.drop_last, self.backend = int(max_shift), bool(drop_last), backend
+        self.mean, self.std = mean, std
+
+    def __len__(self):
+        n, b = len(self.images), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def __iter__(self):
+        n = len(self.images)
+        order = self.rng.permutation(n) if self.shuffle else np.arange(n)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = random_shift(self.images[idx], self.max_shift, self.rng)
+            if self.mean is not None:
+                x = normalize(x, self.mean, self.std)
+            yield (backend.to_device(np.ascontiguousarray(x), self.backend),
+                   backend.to_device(self.labels[idx], self.backend))

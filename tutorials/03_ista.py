@@ -354,9 +354,10 @@ print(f"whitebox.functional.ista_forward/backward vs step by step: "
 #
 # Note the residual around MSSA and *none* around ISTA. The library's
 # `PreNorm(dim, fn)` is "LayerNorm, then fn", and a CRATE model keeps each
-# layer as the pair `model.transformer.layers[i] = [PreNorm(MSSA), PreNorm(ISTA)]`.
-# Here is the layer as a Module of its own, with its backward as the reverse
-# walk: the residual's two branches add their gradients.
+# layer as the pair `model.transformer.layers[i] = [PreNorm(MSSA), PreNorm(ISTA)]`
+# (a `whitebox.nn.CRATELayer`). Here is that layer written out as a Module of
+# our own, with its backward as the reverse walk: the residual's two branches
+# add their gradients.
 
 # %%
 class CRATELayer(nn.Module):
@@ -385,6 +386,7 @@ model.forward(images, capture=True)
 layer = CRATELayer(*model.transformer.layers[1])             # the model's second layer
 z1, z2 = model.captured["z"]                                 # Z^1 and Z^2, (B, N, d)
 layer_diff = np.abs(layer(z1) - z2).max()
+assert np.abs(model.transformer.layers[1](z1) - z2).max() == 0   # the library's own layer
 print(f"our layer on Z^1 vs the model's Z^2: max |diff| = {layer_diff:.1e}")
 
 # %% [markdown]

@@ -142,7 +142,15 @@ class CRATELayer(Module):
         return self._modules["1"]
 
     def __getitem__(self, i):
-        return self._modules[str(i)]
+        if i not in (0, 1, -1, -2):
+            raise IndexError(f"a CRATE layer has two children (0: MSSA, 1: ISTA), got index {i}")
+        return self._modules[str(i % 2)]
+
+    def __iter__(self):
+        return iter((self.attn, self.ista))
+
+    def __len__(self):
+        return 2
 
     def forward(self, x, capture=None):
         """x (B, N, d) -> (B, N, d); ``capture``: dict of lists to append this layer's features to."""

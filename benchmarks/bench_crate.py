@@ -119,10 +119,10 @@ def torch_peak_cpu_mb(torch, model, x, y):
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         torch_step(torch, model, x, y)
     live, peak = 0, 0
-    events = sorted((e for e in prof.events() if e.cpu_memory_usage),
+    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage),
                     key=lambda e: e.time_range.start)
     for e in events:
-        live += e.cpu_memory_usage
+        live += e.self_cpu_memory_usage
         peak = max(peak, live)
     return peak / 2**20
 

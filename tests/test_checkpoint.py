@@ -1,4 +1,5 @@
 """Checkpoints: exact resumption, atomic writes, clear errors for bad files."""
+import json
 import os
 
 import numpy as np
@@ -8,7 +9,7 @@ from whitebox import nn
 from whitebox.backend import backend_name, to_device, to_numpy
 from whitebox.checkpoint import load_arrays, load_checkpoint, save_checkpoint
 from whitebox.losses import cross_entropy
-from whitebox.optim import SGD, AdamW, WarmupCosine, clip_grad_norm
+from whitebox.optim import SGD, AdamW, StepDecay, WarmupCosine, clip_grad_norm
 
 N_DATA, N_IN, N_CLASSES, BATCH = 48, 6, 3, 8
 
@@ -201,3 +202,144 @@ def test_save_rejects_bad_arguments(tmp_path):
     with pytest.raises(FileNotFoundError, match="directory"):
         save_checkpoint(str(tmp_path / "no_such_dir" / "c.npz"), model)
     assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------ refused loads change nothing
+def rewrite(path, change):
+    """Rewrite a checkpoint file with ``change(arrays, meta)`` applied (a tampered file)."""
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    meta = json.loads(arrays.pop("__meta__").tobytes().decode("utf-8"))
+    change(arrays, meta)
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    np.savez(path, **arrays)
+
+
+def snapshot(model, optimizer, schedule, rngs):
+    return ({k: p.copy() for k, p in model.parameters().items()},
+            {k: {n: b.copy() for n, b in bufs.items()} for k, bufs in optimizer.state.items()},
+            (optimizer.lr, optimizer.step_count, dict(optimizer.hyper)),
+            dict(vars(schedule)),
+            {n: repr(g.bit_generator.state) for n, g in rngs.items()})
+
+
+def assert_same_snapshot(a, b):
+    assert a[0].keys() == b[0].keys()
+    for k in a[0]:
+        assert np.array_equal(a[0][k], b[0][k]), k
+    assert a[1].keys() == b[1].keys()
+    for k in a[1]:
+        assert a[1][k].keys() == b[1][k].keys()
+        for n in a[1][k]:
+            assert np.array_equal(a[1][k][n], b[1][k][n]), (k, n)
+    assert a[2:] == b[2:]
+
+
+def _set_buffer(arrays, meta):
+    arrays["optim/0.weight/exp_avg"] = np.zeros((2, 2), np.float32)
+
+
+def _set_betas(arrays, meta):
+    meta["optimizer"]["hyper"]["betas"] = [0.9, 1.5]
+
+
+def _set_nan(arrays, meta):
+    arrays["model/4.bias"] = np.full_like(arrays["model/4.bias"], np.nan)
+
+
+@pytest.mark.parametrize("case,error,match", [
+    ("step-decay", ValueError, "WarmupCosine.*StepDecay"),
+    ("philox", ValueError, r"rng\['data'\].*Philox.*PCG64"),
+    ("unknown-rng", KeyError, "nope"),
+    ("buffer-shape", ValueError, r"0\.weight.*exp_avg.*\(2, 2\)"),
+    ("bad-betas", ValueError, r"betas\[1\].*1\.5"),
+    ("nan-weight", ValueError, "4.bias.*NaN"),
+])
+def test_refused_load_changes_nothing(tmp_path, case, error, match):
+    data = make_data()
+    model, optimizer, schedule, rngs = make_training()
+    train(model, optimizer, schedule, rngs, data, 3)
+    path = str(tmp_path / "ckpt.npz")
+    save_checkpoint(path, model, optimizer, rng=rngs, scheduler=schedule)
+    tamper = {"buffer-shape": _set_buffer, "bad-betas": _set_betas, "nan-weight": _set_nan}
+    if case in tamper:
+        rewrite(path, tamper[case])
+
+    # the target has a history of its own that a refused load must not touch
+    model2, optimizer2, schedule2, rngs2 = make_training(lr=0.5, model_seed=9, rng_seed=77)
+    train(model2, optimizer2, schedule2, rngs2, data, 2)
+    if case == "step-decay":
+        schedule2 = StepDecay(optimizer2, 3)
+    elif case == "philox":
+        rngs2["data"] = np.random.Generator(np.random.Philox(1))
+    elif case == "unknown-rng":
+        rngs2["nope"] = np.random.default_rng(1)
+    before = snapshot(model2, optimizer2, schedule2, rngs2)
+    with pytest.raises(error, match=match):
+        load_checkpoint(path, model2, optimizer2, rng=rngs2, scheduler=schedule2)
+    assert_same_snapshot(snapshot(model2, optimizer2, schedule2, rngs2), before)
+
+
+def test_sgd_momentum_checkpoint_resumes_into_plain_sgd(tmp_path):
+    """The saved hyper-parameters (momentum and its buffers) replace the optimizer's own."""
+    data = make_data()
+    model = make_mlp()
+    optimizer = SGD(model, 0.05, momentum=0.9, nesterov=True)
+    rngs = {"data": np.random.default_rng(1), "dropout": model[3].rng}
+    schedule = StepDecay(optimizer, 4, gamma=0.5)
+    train(model, optimizer, schedule, rngs, data, 3)
+    path = str(tmp_path / "ckpt.npz")
+    save_checkpoint(path, model, optimizer, rng=rngs, scheduler=schedule)
+    losses_a = train(model, optimizer, schedule, rngs, data, 4)
+
+    model2 = make_mlp(seed=5, dropout_seed=6)
+    optimizer2 = SGD(model2, 0.3)   # no momentum: keeps no buffers of its own
+    rngs2 = {"data": np.random.default_rng(2), "dropout": model2[3].rng}
+    schedule2 = StepDecay(optimizer2, 2)
+    load_checkpoint(path, model2, optimizer2, rng=rngs2, scheduler=schedule2)
+    assert optimizer2.hyper == optimizer.hyper
+    assert train(model2, optimizer2, schedule2, rngs2, data, 4) == losses_a
+
+
+# ------------------------------------------------------------ dropout generators
+def make_two_dropout_net(seed, dropout_seeds):
+    """Two Dropout layers, one nested, so the generator names are dotted ("3.2")."""
+    return nn.Sequential(
+        nn.Linear(N_IN, 16, seed=seed), nn.ReLU(),
+        nn.Dropout(0.3, seed=np.random.default_rng(dropout_seeds[0])),
+        nn.Sequential(nn.Linear(16, 16, seed=seed + 1), nn.ReLU(),
+                      nn.Dropout(0.3, seed=np.random.default_rng(dropout_seeds[1]))),
+        nn.Linear(16, N_CLASSES, seed=seed + 2))
+
+
+def model_generators(model):
+    if hasattr(model, "generators"):
+        return model.generators()
+    return {name: m.rng for name, m in model.named_modules() if hasattr(m, "rng")}
+
+
+def test_dropout_generators_resume_exactly(tmp_path):
+    data = make_data()
+    model = make_two_dropout_net(0, (10, 11))
+    optimizer = AdamW(model, 3e-3)
+    schedule = WarmupCosine(optimizer, 2, 20)
+    data_rng = np.random.default_rng(1)
+    assert set(model_generators(model)) == {"2", "3.2"}
+    train(model, optimizer, schedule, {"data": data_rng}, data, 3)   # dropout active
+    path = str(tmp_path / "ckpt.npz")
+    save_checkpoint(path, model, optimizer, scheduler=schedule,
+                    rng={"data": data_rng, **model_generators(model)})
+    losses_a = train(model, optimizer, schedule, {"data": data_rng}, data, 5)
+
+    def resume(restore_dropout):
+        model2 = make_two_dropout_net(7, (20, 21))
+        optimizer2 = AdamW(model2, 1.0)
+        schedule2 = WarmupCosine(optimizer2, 1, 5)
+        data_rng2 = np.random.default_rng(2)
+        rng = {"data": data_rng2, **(model_generators(model2) if restore_dropout else {})}
+        load_checkpoint(path, model2, optimizer2, rng=rng, scheduler=schedule2)
+        return train(model2, optimizer2, schedule2, {"data": data_rng2}, data, 5)
+
+    assert resume(restore_dropout=True) == losses_a
+    # the masks matter: fresh dropout generators give another run
+    assert resume(restore_dropout=False) != losses_a

@@ -1,6 +1,7 @@
 """Optimizers against their update rules written out by hand and against torch.optim;
 weight-decay masks, resuming from state_dict, gradient clipping and schedules."""
 import math
+import re
 
 import numpy as np
 import pytest
@@ -330,6 +331,126 @@ def test_load_state_dict_rejects_mismatches():
         Adam(a).load_state_dict(sd)
 
 
+@pytest.mark.parametrize("saved_momentum,saved_nesterov,built_momentum", [
+    (0.9, False, 0.0), (0.9, True, 0.0), (0.0, False, 0.9)],
+    ids=["momentum-into-plain", "nesterov-into-plain", "plain-into-momentum"])
+def test_sgd_takes_the_saved_momentum(saved_momentum, saved_nesterov, built_momentum):
+    """The saved hyper-parameters win, buffers included: b resumes exactly like a."""
+    a = mlp()
+    opt_a = SGD(a, 0.05, momentum=saved_momentum, nesterov=saved_nesterov, weight_decay=0.1)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        fill_grads(a, rng)
+        opt_a.step()
+    b = mlp(seed=7)
+    b.load_state_dict(a.state_dict())
+    opt_b = SGD(b, 0.3, momentum=built_momentum)
+    opt_b.load_state_dict(opt_a.state_dict())
+    assert opt_b.hyper == opt_a.hyper
+    assert set(opt_b.state["0.weight"]) == ({"momentum_buffer"} if saved_momentum else set())
+    for _ in range(3):
+        fill_grads(a, rng)
+        for k, g in a.grads().items():
+            b.grads()[k][...] = g
+        opt_a.step()
+        opt_b.step()
+    for k, p in a.parameters().items():
+        assert np.array_equal(p, b.parameters()[k]), k
+
+
+def _snapshot(opt):
+    return (opt.lr, opt.step_count, dict(opt.hyper), opt.no_decay, dict(opt.decays),
+            {k: {n: b.copy() for n, b in bufs.items()} for k, bufs in opt.state.items()})
+
+
+def _same_snapshot(x, y):
+    return x[:5] == y[:5] and x[5].keys() == y[5].keys() and all(
+        x[5][k].keys() == y[5][k].keys()
+        and all(np.array_equal(x[5][k][n], y[5][k][n]) for n in x[5][k]) for k in x[5])
+
+
+def _corrupt(sd, what):
+    if what == "buffers-without-momentum":
+        sd["hyper"]["momentum"] = 0.0          # buffers present but no momentum
+    elif what == "negative-momentum":
+        sd["hyper"]["momentum"] = -0.5
+    elif what == "nesterov-without-momentum":
+        sd["hyper"].update(momentum=0.0, nesterov=True)
+        sd["state"] = {}
+    elif what == "string-lr":
+        sd["lr"] = "fast"
+    elif what == "negative-step":
+        sd["step"] = -1
+    elif what == "unknown-hyper":
+        sd["hyper"]["dampening"] = 0.1
+    elif what == "bad-shape":
+        sd["state"]["2.bias"]["momentum_buffer"] = np.zeros(3)
+    return sd
+
+
+@pytest.mark.parametrize("what,error,match", [
+    ("buffers-without-momentum", KeyError, "momentum_buffer"),
+    ("negative-momentum", ValueError, "momentum.*-0.5"),
+    ("nesterov-without-momentum", ValueError, "nesterov"),
+    ("string-lr", TypeError, "lr.*'fast'"),
+    ("negative-step", ValueError, "step.*-1"),
+    ("unknown-hyper", KeyError, "dampening"),
+    ("bad-shape", ValueError, r"2.bias.*\(3,\).*\(2,\)"),
+])
+def test_refused_state_dict_changes_nothing(what, error, match):
+    a = mlp()
+    opt_a = SGD(a, 0.05, momentum=0.9)
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        fill_grads(a, rng)
+        opt_a.step()
+    opt_b = SGD(a, 0.3, nesterov=True, momentum=0.5, no_decay=("*2.weight",))
+    fill_grads(a, rng)
+    opt_b.step()
+    before = _snapshot(opt_b)
+    with pytest.raises(error, match=match):
+        opt_b.load_state_dict(_corrupt(opt_a.state_dict(), what))
+    assert _same_snapshot(_snapshot(opt_b), before)
+    opt_b.step()   # and it still works
+
+
+@pytest.mark.parametrize("build,name,value", [
+    (lambda P, G, v: SGD(P, v, grads=G), "lr", "x"),
+    (lambda P, G, v: SGD(P, 0.1, momentum=v, grads=G), "momentum", "0.9"),
+    (lambda P, G, v: SGD(P, 0.1, weight_decay=v, grads=G), "weight_decay", None),
+    (lambda P, G, v: SGD(P, 0.1, momentum=0.9, nesterov=v, grads=G), "nesterov", "yes"),
+    (lambda P, G, v: Adam(P, eps=v, grads=G), "eps", [1e-8]),
+    (lambda P, G, v: Adam(P, betas=(v, 0.999), grads=G), r"betas\[0\]", "x"),
+    (lambda P, G, v: AdamW(P, lr=v, grads=G), "lr", True),
+    (lambda P, G, v: Lion(P, betas=(0.9, v), grads=G), r"betas\[1\]", {}),
+    (lambda P, G, v: WarmupCosine(SGD(P, 0.1, grads=G), 1, 5, min_lr=v), "min_lr", "x"),
+    (lambda P, G, v: StepDecay(SGD(P, 0.1, grads=G), 2, gamma=v), "gamma", "x"),
+    (lambda P, G, v: StepDecay(SGD(P, 0.1, grads=G), v), "step_size", "2"),
+    (lambda P, G, v: clip_grad_norm(G, v), "max_norm", "x"),
+], ids=lambda x: x if isinstance(x, str) else None)
+def test_non_numbers_are_refused_by_name(build, name, value):
+    params, grads = make_params(), {k: np.zeros(s) for k, s in SHAPES.items()}
+    with pytest.raises(TypeError, match=f"{name}.*{re.escape(repr(value))}"):
+        build(params, grads, value)
+
+
+@pytest.mark.parametrize("build,name,value", [
+    (lambda P, G, v: SGD(P, v, grads=G), "lr", float("nan")),
+    (lambda P, G, v: SGD(P, v, grads=G), "lr", float("inf")),
+    (lambda P, G, v: Adam(P, eps=v, grads=G), "eps", -1e-8),
+    (lambda P, G, v: WarmupCosine(SGD(P, 0.1, grads=G), 1, 5, min_lr=v), "min_lr", -0.1),
+    (lambda P, G, v: WarmupCosine(SGD(P, 0.1, grads=G), 1, 5, min_lr=v), "min_lr",
+     float("nan")),
+    (lambda P, G, v: StepDecay(SGD(P, 0.1, grads=G), 2, gamma=v), "gamma", 0.0),
+    (lambda P, G, v: StepDecay(SGD(P, 0.1, grads=G), 2, gamma=v), "gamma", float("inf")),
+    (lambda P, G, v: clip_grad_norm(G, v), "max_norm", -1.0),
+])
+def test_out_of_range_numbers_are_refused_by_name(build, name, value):
+    params, grads = make_params(), {k: np.zeros(s) for k, s in SHAPES.items()}
+    with pytest.raises(ValueError, match=f"{name}.*{re.escape(repr(value))}"):
+        build(params, grads, value)
+
+
 def test_bad_arguments_raise():
     params, grads = make_params(), {k: np.zeros(s) for k, s in SHAPES.items()}
     with pytest.raises(ValueError, match="lr"):
@@ -454,3 +575,23 @@ def test_schedule_state_dict_round_trip():
     assert [sched2.step() for _ in range(5)] == [sched.step() for _ in range(5)]
     with pytest.raises(ValueError, match="WarmupCosine"):
         StepDecay(opt2, 2).load_state_dict(sched.state_dict())
+
+
+@pytest.mark.parametrize("key,value,error", [
+    ("min_lr", "x", TypeError), ("min_lr", 1.0, ValueError), ("total_steps", 1, ValueError),
+    ("last_step", -3, ValueError), ("base_lr", float("nan"), ValueError),
+    ("warmup_steps", None, KeyError)])
+def test_refused_schedule_state_changes_nothing(key, value, error):
+    opt = SGD({"w": np.zeros(2)}, 0.5, grads={"w": np.zeros(2)})
+    sched = WarmupCosine(opt, 2, 10, min_lr=0.01)
+    for _ in range(4):
+        sched.step()
+    sd = WarmupCosine(SGD({"w": np.zeros(2)}, 0.2, grads={"w": np.zeros(2)}), 3, 8).state_dict()
+    if value is None:
+        del sd[key]
+    else:
+        sd[key] = value
+    before, lr = dict(vars(sched)), opt.lr
+    with pytest.raises(error, match=key):
+        sched.load_state_dict(sd)
+    assert vars(sched) == before and opt.lr == lr

@@ -176,16 +176,64 @@ def load_arrays(path):
     return _model_state(arrays)
 
 
-def _check_model_shapes(path, model, state):
-    """Refuse a misshaped checkpoint before anything is overwritten."""
-    for name, p in model.parameters().items():
-        if name in state and tuple(state[name].shape) != tuple(p.shape):
+def _check_model_state(path, model, state):
+    """Refuse a checkpoint of another architecture before anything is overwritten."""
+    params = model.parameters()
+    missing = [k for k in params if k not in state]
+    unexpected = [k for k in state if k not in params]
+    if missing or unexpected:
+        raise KeyError(f"checkpoint {path!r} does not fit {type(model).__name__}: "
+                       f"missing keys {missing[:10]}, unexpected keys {unexpected[:10]}")
+    for name, p in params.items():
+        if tuple(state[name].shape) != tuple(p.shape):
             raise ValueError(f"checkpoint {path!r}: key {name!r} has shape "
                              f"{tuple(state[name].shape)}, the model expects {tuple(p.shape)}")
 
 
+def _with_path(path, error):
+    """The same kind of error, its message prefixed with the checkpoint's path."""
+    kind = next(k for k in (KeyError, ValueError, TypeError) if isinstance(error, k))
+    return kind(f"checkpoint {path!r}: {error.args[0] if error.args else error}")
+
+
+def _optimizer_state(path, optimizer, meta, arrays):
+    """The optimizer's state_dict rebuilt from the file, checked against ``optimizer``."""
+    if meta["optimizer"] is None:
+        raise ValueError(f"checkpoint {path!r} holds no optimizer state, "
+                         "but an optimizer was given")
+    optim_sd = _from_json(meta["optimizer"])
+    if optim_sd.get("type") != type(optimizer).__name__:
+        raise ValueError(f"checkpoint {path!r} holds {optim_sd.get('type')!r} state, "
+                         f"but the optimizer is {type(optimizer).__name__!r}")
+    optim_sd["state"] = {}
+    for key, buf in arrays.items():
+        if key.startswith("optim/"):
+            # parameter names may hold dots but buffer names no slash
+            pname, bname = key[len("optim/"):].rsplit("/", 1)
+            optim_sd["state"].setdefault(pname, {})[bname] = buf
+    try:
+        optimizer.check_state_dict(optim_sd)
+    except (KeyError, ValueError, TypeError) as e:
+        raise _with_path(path, e) from e
+    return optim_sd
+
+
+def _schedule_state(path, scheduler, meta):
+    if meta["scheduler"] is None:
+        raise ValueError(f"checkpoint {path!r} holds no schedule state, but a scheduler was given")
+    try:
+        scheduler.check_state_dict(meta["scheduler"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise _with_path(path, e) from e
+    return meta["scheduler"]
+
+
 def _rng_pairs(path, rng, saved):
-    """(generator, saved state) pairs to restore, after checking they match."""
+    """(generator, saved state) pairs to restore, after checking they match.
+
+    ``rng`` may be one Generator or a dict name -> Generator; names are free
+    text, so the dotted module names of ``Module.generators()`` work as keys.
+    """
     if saved is None:
         raise ValueError(f"checkpoint {path!r} holds no random-generator state, "
                          "but rng was given")
@@ -193,62 +241,59 @@ def _rng_pairs(path, rng, saved):
         if saved["kind"] != "generator":
             raise ValueError(f"checkpoint {path!r} holds a dict of generator states "
                              f"{sorted(saved['states'])}; pass rng as a dict with those names")
-        pairs = [(rng, saved["state"])]
+        pairs = [("rng", rng, saved["state"])]
     elif isinstance(rng, dict):
         if saved["kind"] != "dict":
             raise ValueError(f"checkpoint {path!r} holds one generator state; "
                              "pass rng as a single numpy.random.Generator")
-        missing = sorted(set(rng) - set(saved["states"]))
+        missing = sorted(set(map(str, rng)) - set(saved["states"]))
         if missing:
             raise KeyError(f"checkpoint {path!r} has no generator state for {missing}; "
                            f"it holds {sorted(saved['states'])}")
-        pairs = [(g, saved["states"][name]) for name, g in rng.items()]
+        pairs = [(f"rng[{name!r}]", g, saved["states"][str(name)]) for name, g in rng.items()]
     else:
         raise TypeError(f"rng must be a numpy.random.Generator or a dict of name -> Generator, "
                         f"got {type(rng).__name__}")
-    return pairs
+    for label, g, state in pairs:
+        if not isinstance(g, np.random.Generator):
+            raise TypeError(f"{label} must be a numpy.random.Generator, got {type(g).__name__}")
+        # a PCG64 state cannot be poured into, say, a Philox generator
+        have, want = type(g.bit_generator).__name__, state.get("bit_generator")
+        if have != want:
+            raise ValueError(f"checkpoint {path!r}: {label} is a {have} generator, "
+                             f"the saved state is for {want}")
+    return [(g, state) for _, g, state in pairs]
 
 
 def load_checkpoint(path, model, optimizer=None, *, rng=None, scheduler=None):
     """Restore a :func:`save_checkpoint` file into existing objects, in place.
 
     The model is loaded with ``model.load_state_dict`` (cast to its dtype and
-    moved to its backend); the optimizer's buffers follow their parameters'
-    backend; generators get their saved bit-generator state back.
+    moved to its backend); the optimizer takes the saved hyper-parameters,
+    lr and step count, and its buffers follow their parameters' backend;
+    generators get their saved bit-generator state back (``rng`` as given to
+    :func:`save_checkpoint`, or a subset of its names).
     Raises FileNotFoundError for a missing file, ValueError for a damaged one,
-    KeyError / ValueError naming the key for a checkpoint of another
-    architecture. Everything is checked before anything is changed, except
-    what ``load_state_dict`` itself only finds out while copying.
+    KeyError / ValueError / TypeError naming the key for a checkpoint that
+    does not fit the given model, optimizer, schedule or generators.
+    Everything is checked before anything is changed: a refused checkpoint
+    leaves every object as it was.
     Returns: {"step": int, "epoch": int, "extra": dict or None}.
     """
     arrays, meta = _read(path)
     state = _model_state(arrays)
-    _check_model_shapes(path, model, state)
-
-    optim_sd = None
-    if optimizer is not None:
-        if meta["optimizer"] is None:
-            raise ValueError(f"checkpoint {path!r} holds no optimizer state, "
-                             "but an optimizer was given")
-        optim_sd = dict(meta["optimizer"])
-        if optim_sd["type"] != type(optimizer).__name__:
-            raise ValueError(f"checkpoint {path!r} holds {optim_sd['type']!r} state, "
-                             f"but the optimizer is {type(optimizer).__name__!r}")
-        optim_sd["state"] = {}
-        for key, buf in arrays.items():
-            if key.startswith("optim/"):
-                # parameter names may hold dots but buffer names no slash
-                pname, bname = key[len("optim/"):].rsplit("/", 1)
-                optim_sd["state"].setdefault(pname, {})[bname] = buf
-    if scheduler is not None and meta["scheduler"] is None:
-        raise ValueError(f"checkpoint {path!r} holds no schedule state, but a scheduler was given")
+    _check_model_state(path, model, state)
+    optim_sd = _optimizer_state(path, optimizer, meta, arrays) if optimizer is not None else None
+    sched_sd = _schedule_state(path, scheduler, meta) if scheduler is not None else None
     rng_pairs = _rng_pairs(path, rng, meta["rng"]) if rng is not None else []
 
+    # the model checks its own values (e.g. NaN) before it copies any, so
+    # it goes first: a refusal there still leaves everything unchanged
     model.load_state_dict(state)
     if optimizer is not None:
         optimizer.load_state_dict(optim_sd)
     if scheduler is not None:
-        scheduler.load_state_dict(meta["scheduler"])
+        scheduler.load_state_dict(sched_sd)
     for generator, saved_state in rng_pairs:
         generator.bit_generator.state = _from_json(saved_state)
     return {"step": meta["step"], "epoch": meta["epoch"], "extra": meta["extra"]}

@@ -30,8 +30,12 @@ class Adam(Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  grads=None, no_decay=DEFAULT_NO_DECAY):
         super().__init__(params, lr, grads=grads, no_decay=no_decay)
-        self.hyper = {"betas": check_betas(betas), "eps": check_hyper("eps", eps),
-                      "weight_decay": check_hyper("weight_decay", weight_decay)}
+        self.hyper = self.make_hyper(betas=betas, eps=eps, weight_decay=weight_decay)
+
+    @staticmethod
+    def make_hyper(betas, eps, weight_decay):
+        return {"betas": check_betas(betas), "eps": check_hyper("eps", eps),
+                "weight_decay": check_hyper("weight_decay", weight_decay)}
 
     def _update(self, name, p, g, bufs, weight_decay):
         b1, b2 = self.hyper["betas"]

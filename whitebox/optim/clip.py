@@ -6,6 +6,7 @@
 import math
 
 from ..backend import get_array_module
+from .optimizer import to_float
 
 
 def clip_grad_norm(grads, max_norm, error_if_nonfinite=False):
@@ -23,11 +24,8 @@ def clip_grad_norm(grads, max_norm, error_if_nonfinite=False):
     if not isinstance(grads, dict):
         raise TypeError(f"grads must be a dict of name -> array or a Module, "
                         f"got {type(grads).__name__}")
-    try:
-        max_norm = float(max_norm)
-    except (TypeError, ValueError):
-        raise TypeError(f"max_norm must be a number, got {max_norm!r}") from None
-    if not max_norm > 0:
+    max_norm = to_float("max_norm", max_norm)
+    if not max_norm > 0:   # +inf is allowed: it only measures the norm
         raise ValueError(f"max_norm must be > 0, got {max_norm!r}")
     if not grads:
         return 0.0

@@ -25,8 +25,12 @@ class Lion(Optimizer):
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, grads=None,
                  no_decay=DEFAULT_NO_DECAY):
         super().__init__(params, lr, grads=grads, no_decay=no_decay)
-        self.hyper = {"betas": check_betas(betas),
-                      "weight_decay": check_hyper("weight_decay", weight_decay)}
+        self.hyper = self.make_hyper(betas=betas, weight_decay=weight_decay)
+
+    @staticmethod
+    def make_hyper(betas, weight_decay):
+        return {"betas": check_betas(betas),
+                "weight_decay": check_hyper("weight_decay", weight_decay)}
 
     def _update(self, name, p, g, bufs, weight_decay):
         xp = get_array_module(p)

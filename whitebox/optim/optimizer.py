@@ -20,6 +20,8 @@ Per-parameter buffers (momentum, Adam moments) live in ``self.state``, a
 dict ``name -> {buffer name -> array}`` keyed by the parameter names, on the
 parameter's backend and in its dtype.
 """
+import math
+import operator
 from fnmatch import fnmatchcase
 
 from .. import backend
@@ -82,13 +84,24 @@ def decay_mask(params, no_decay=DEFAULT_NO_DECAY):
             for name, p in params.items()}
 
 
-def check_hyper(name, value, low=0.0, high=None, high_open=False):
-    """A float hyper-parameter in [low, high] (or [low, high) when high_open)."""
+def to_float(name, value):
+    """``value`` as a Python float, or a TypeError naming the argument.
+
+    Strings and booleans are refused even though float() would take them:
+    lr="1e-3" or momentum=True are almost always mistakes.
+    """
+    if isinstance(value, (str, bytes, bool)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
     try:
-        value = float(value)
+        return float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a number, got {value!r}") from None
-    bad = not value >= low  # also catches NaN
+
+
+def check_hyper(name, value, low=0.0, high=None, high_open=False):
+    """A float hyper-parameter in [low, high] (or [low, high) when high_open)."""
+    value = to_float(name, value)
+    bad = not (value >= low and math.isfinite(value))  # also catches NaN and inf
     if high is not None:
         bad = bad or (value >= high if high_open else value > high)
     if bad:
@@ -106,7 +119,9 @@ def check_betas(betas):
 
 
 class Optimizer:
-    """Base class: subclasses set ``self.hyper`` and define ``_update``.
+    """Base class: subclasses define ``make_hyper`` (checks and returns
+    ``self.hyper``), ``_update`` and, when some buffers depend on the
+    hyper-parameters, ``buffers_for``.
 
     Attributes: ``lr`` (settable; schedules write it), ``step_count`` (updates
     done so far), ``state`` (per-parameter buffers), ``decays`` (the
@@ -167,7 +182,7 @@ class Optimizer:
         """This parameter's buffers, created as zeros or moved to p's backend and dtype."""
         bufs = self.state.setdefault(name, {})
         xp = get_array_module(p)
-        for key in self.buffer_names:
+        for key in self.buffers_for(self.hyper):
             buf = bufs.get(key)
             if buf is None:
                 bufs[key] = xp.zeros_like(p)
@@ -189,6 +204,18 @@ class Optimizer:
     def _update(self, name, p, g, bufs, weight_decay):
         raise NotImplementedError(f"{type(self).__name__} does not define _update")
 
+    # ------------------------------------------------------------ hyper-parameters
+    @staticmethod
+    def make_hyper(**hyper):
+        """The checked ``self.hyper`` dict from keyword arguments (subclasses define it)."""
+        if hyper:
+            raise TypeError(f"unexpected hyper-parameters {sorted(hyper)}")
+        return {}
+
+    def buffers_for(self, hyper):
+        """Names of the buffers kept under ``hyper`` (SGD keeps none without momentum)."""
+        return self.buffer_names
+
     # ------------------------------------------------------------ resuming
     def state_dict(self):
         """Everything needed to resume exactly; arrays are copies on their backend.
@@ -205,45 +232,83 @@ class Optimizer:
                 "state": {name: {k: b.copy() for k, b in bufs.items()}
                           for name, bufs in self.state.items()}}
 
-    def load_state_dict(self, sd):
-        """Restore from :meth:`state_dict` (buffers may come from either backend).
+    def check_state_dict(self, sd):
+        """Validate a :meth:`state_dict` against this optimizer WITHOUT changing anything.
 
-        Raises ValueError on another optimizer type or a misshaped buffer,
-        KeyError on buffers for parameters this optimizer does not have.
+        The saved hyper-parameters replace this optimizer's on loading (as in
+        torch), so an SGD built with momentum=0 takes a checkpoint's
+        momentum=0.9 together with its momentum buffers.
+        Raises TypeError / ValueError / KeyError naming the offending entry.
+        Returns: the checked scalars {"hyper", "lr", "step_count", "no_decay",
+        "decays"}; buffers are checked but not copied.
         """
+        name = type(self).__name__
         if not isinstance(sd, dict) or "type" not in sd:
             raise TypeError("load_state_dict expects a dict made by Optimizer.state_dict(), "
                             f"got {type(sd).__name__}")
-        if sd["type"] != type(self).__name__:
-            raise ValueError(f"state_dict is for optimizer {sd['type']!r}, "
-                             f"but this is {type(self).__name__!r}")
+        if sd["type"] != name:
+            raise ValueError(f"state_dict is for optimizer {sd['type']!r}, but this is {name!r}")
+        missing = [k for k in ("step", "lr", "hyper", "no_decay", "state") if k not in sd]
+        if missing:
+            raise KeyError(f"optimizer state_dict lacks {missing}")
+        saved = sd["hyper"]
+        if not isinstance(saved, dict) or set(saved) != set(self.hyper):
+            got = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
+            raise KeyError(f"state_dict hyper-parameters {got} do not match "
+                           f"{name}'s {sorted(self.hyper)}")
+        hyper = self.make_hyper(**saved)   # the same checks as the constructor
+        step = sd["step"]
+        try:
+            if isinstance(step, bool):
+                raise TypeError
+            step = operator.index(step)
+        except TypeError:
+            raise TypeError(f"state_dict 'step' must be an integer, got {step!r}") from None
+        if step < 0:
+            raise ValueError(f"state_dict 'step' must be >= 0, got {step}")
+        lr = check_hyper("state_dict 'lr'", sd["lr"])
+        no_decay = _check_patterns(sd["no_decay"])
+
         params = self.parameters()
+        if not isinstance(sd["state"], dict):
+            raise TypeError(f"state_dict 'state' must be a dict, got {type(sd['state']).__name__}")
         unknown = sorted(set(sd["state"]) - set(params))
         if unknown:
             raise KeyError(f"optimizer state_dict holds buffers for unknown parameters "
                            f"{unknown[:10]}")
-        state = {}
-        for name, bufs in sd["state"].items():
-            p = params[name]
-            extra = sorted(set(bufs) - set(self.buffer_names))
+        kept = self.buffers_for(hyper)
+        for pname, bufs in sd["state"].items():
+            extra = sorted(set(bufs) - set(kept))
             if extra:
-                raise KeyError(f"optimizer state for {name!r} has unexpected buffers {extra}, "
-                               f"{type(self).__name__} keeps {list(self.buffer_names)}")
+                raise KeyError(f"optimizer state for {pname!r} has unexpected buffers {extra}, "
+                               f"{name} with {hyper} keeps {list(kept)}")
+            p = params[pname]
             for key, buf in bufs.items():
+                if not hasattr(buf, "shape"):
+                    raise TypeError(f"optimizer buffer {pname!r}/{key!r} must be an array, "
+                                    f"got {type(buf).__name__}")
                 if tuple(buf.shape) != tuple(p.shape):
-                    raise ValueError(f"optimizer buffer {name!r}/{key!r} has shape "
+                    raise ValueError(f"optimizer buffer {pname!r}/{key!r} has shape "
                                      f"{tuple(buf.shape)}, expected {tuple(p.shape)}")
-            state[name] = {key: _to_like(buf, p) for key, buf in bufs.items()}
-        hyper = {k: (tuple(v) if isinstance(v, list) else v) for k, v in sd["hyper"].items()}
-        if set(hyper) != set(self.hyper):
-            raise KeyError(f"state_dict hyper-parameters {sorted(hyper)} do not match "
-                           f"{type(self).__name__}'s {sorted(self.hyper)}")
-        self.hyper = hyper
-        self.lr = float(sd["lr"])
-        self.step_count = int(sd["step"])
-        self.no_decay = _check_patterns(sd["no_decay"])
-        self.decays = decay_mask(self.module if self.module is not None else params,
-                                 self.no_decay)
+        decays = decay_mask(self.module if self.module is not None else params, no_decay)
+        return {"hyper": hyper, "lr": lr, "step_count": step, "no_decay": no_decay,
+                "decays": decays}
+
+    def load_state_dict(self, sd):
+        """Restore from :meth:`state_dict` (buffers may come from either backend).
+
+        Everything is checked first (:meth:`check_state_dict`); a refused
+        state_dict leaves the optimizer as it was.
+        """
+        checked = self.check_state_dict(sd)
+        params = self.parameters()
+        state = {pname: {key: _to_like(buf, params[pname]) for key, buf in bufs.items()}
+                 for pname, bufs in sd["state"].items()}
+        self.hyper = checked["hyper"]
+        self.lr = checked["lr"]
+        self.step_count = checked["step_count"]
+        self.no_decay = checked["no_decay"]
+        self.decays = checked["decays"]
         self.state = state
 
     def __repr__(self):

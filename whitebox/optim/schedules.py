@@ -10,6 +10,8 @@ is the optimizer's ``lr`` when the schedule is built.
 import math
 import operator
 
+from .optimizer import check_hyper, to_float
+
 
 def _check_int(name, value, low):
     try:
@@ -24,18 +26,28 @@ def _check_int(name, value, low):
 
 
 class Schedule:
-    """Base: holds the optimizer, the base lr and the number of steps taken."""
+    """Base: holds the optimizer, the base lr and the number of steps taken.
+
+    Subclasses define ``lr_at`` and ``check_config(base_lr, **config)``, which
+    checks their settings and returns them as a dict of attributes.
+    """
 
     def __init__(self, optimizer):
         if not hasattr(optimizer, "lr"):
             raise TypeError(f"optimizer must have an 'lr' attribute, "
                             f"got {type(optimizer).__name__}")
         self.optimizer = optimizer
-        self.base_lr = float(optimizer.lr)
+        self.base_lr = check_hyper("optimizer.lr", optimizer.lr)
         self.last_step = 0
 
     def lr_at(self, step):
         raise NotImplementedError
+
+    @staticmethod
+    def check_config(base_lr, **config):
+        if config:
+            raise TypeError(f"unexpected schedule settings {sorted(config)}")
+        return {}
 
     def _apply(self):
         self.optimizer.lr = self.lr_at(self.last_step)
@@ -54,18 +66,30 @@ class Schedule:
         return {"type": type(self).__name__, "base_lr": self.base_lr,
                 "last_step": self.last_step, **self._config()}
 
-    def load_state_dict(self, sd):
-        """Restore the position and settings, and set the optimizer's lr to match."""
+    def check_state_dict(self, sd):
+        """Validate a :meth:`state_dict` WITHOUT changing anything.
+
+        Returns: the checked attributes {"base_lr", "last_step", settings...}.
+        """
         if not isinstance(sd, dict) or sd.get("type") != type(self).__name__:
             got = sd.get("type") if isinstance(sd, dict) else type(sd).__name__
             raise ValueError(f"state_dict is for schedule {got!r}, "
                              f"but this is {type(self).__name__!r}")
-        for key in self._config():
+        for key in ("base_lr", "last_step", *self._config()):
             if key not in sd:
                 raise KeyError(f"schedule state_dict lacks {key!r}")
-            setattr(self, key, type(getattr(self, key))(sd[key]))
-        self.base_lr = float(sd["base_lr"])
-        self.last_step = int(sd["last_step"])
+        base_lr = check_hyper("state_dict 'base_lr'", sd["base_lr"])
+        last_step = _check_int("state_dict 'last_step'", sd["last_step"], 0)
+        config = self.check_config(base_lr, **{key: sd[key] for key in self._config()})
+        return {"base_lr": base_lr, "last_step": last_step, **config}
+
+    def load_state_dict(self, sd):
+        """Restore the position and settings, and set the optimizer's lr to match.
+
+        A refused state_dict leaves the schedule and the optimizer as they were.
+        """
+        for key, value in self.check_state_dict(sd).items():
+            setattr(self, key, value)
         self._apply()
 
 
@@ -82,15 +106,23 @@ class WarmupCosine(Schedule):
 
     def __init__(self, optimizer, warmup_steps, total_steps, min_lr=0.0):
         super().__init__(optimizer)
-        self.warmup_steps = _check_int("warmup_steps", warmup_steps, 0)
-        self.total_steps = _check_int("total_steps", total_steps, 1)
-        if self.total_steps < self.warmup_steps:
-            raise ValueError(f"total_steps must be >= warmup_steps={self.warmup_steps}, "
-                             f"got {self.total_steps}")
-        self.min_lr = float(min_lr)
-        if not 0.0 <= self.min_lr <= self.base_lr:
-            raise ValueError(f"min_lr must be in [0, base lr={self.base_lr}], got {min_lr!r}")
+        config = self.check_config(self.base_lr, warmup_steps=warmup_steps,
+                                   total_steps=total_steps, min_lr=min_lr)
+        for key, value in config.items():
+            setattr(self, key, value)
         self._apply()
+
+    @staticmethod
+    def check_config(base_lr, warmup_steps, total_steps, min_lr):
+        warmup_steps = _check_int("warmup_steps", warmup_steps, 0)
+        total_steps = _check_int("total_steps", total_steps, 1)
+        if total_steps < warmup_steps:
+            raise ValueError(f"total_steps must be >= warmup_steps={warmup_steps}, "
+                             f"got {total_steps}")
+        min_lr = to_float("min_lr", min_lr)
+        if not 0.0 <= min_lr <= base_lr:
+            raise ValueError(f"min_lr must be in [0, base lr={base_lr}], got {min_lr!r}")
+        return {"warmup_steps": warmup_steps, "total_steps": total_steps, "min_lr": min_lr}
 
     def lr_at(self, step):
         W, T = self.warmup_steps, self.total_steps
@@ -112,11 +144,18 @@ class StepDecay(Schedule):
 
     def __init__(self, optimizer, step_size, gamma=0.1):
         super().__init__(optimizer)
-        self.step_size = _check_int("step_size", step_size, 1)
-        self.gamma = float(gamma)
-        if not self.gamma > 0:
-            raise ValueError(f"gamma must be > 0, got {gamma!r}")
+        config = self.check_config(self.base_lr, step_size=step_size, gamma=gamma)
+        for key, value in config.items():
+            setattr(self, key, value)
         self._apply()
+
+    @staticmethod
+    def check_config(base_lr, step_size, gamma):
+        step_size = _check_int("step_size", step_size, 1)
+        gamma = to_float("gamma", gamma)
+        if not (gamma > 0 and math.isfinite(gamma)):
+            raise ValueError(f"gamma must be a finite number > 0, got {gamma!r}")
+        return {"step_size": step_size, "gamma": gamma}
 
     def lr_at(self, step):
         return self.base_lr * self.gamma ** (step // self.step_size)

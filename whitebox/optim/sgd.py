@@ -5,6 +5,8 @@
     g   = g + momentum * buf   (nesterov)   or   g = buf   (heavy ball)
     p  -= lr * g
 """
+import numpy as np
+
 from .optimizer import DEFAULT_NO_DECAY, Optimizer, check_hyper
 
 
@@ -13,7 +15,8 @@ class SGD(Optimizer):
     no_decay=DEFAULT_NO_DECAY).
 
     params: a Module, or a dict name -> array with ``grads`` the matching dict.
-    Buffers: ``momentum_buffer`` per parameter (zeros until the first step).
+    Buffers: ``momentum_buffer`` per parameter (zeros until the first step),
+    only while momentum > 0; plain SGD keeps no state.
     """
 
     buffer_names = ("momentum_buffer",)
@@ -21,13 +24,23 @@ class SGD(Optimizer):
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0,
                  grads=None, no_decay=DEFAULT_NO_DECAY):
         super().__init__(params, lr, grads=grads, no_decay=no_decay)
+        self.hyper = self.make_hyper(momentum=momentum, nesterov=nesterov,
+                                     weight_decay=weight_decay)
+
+    @staticmethod
+    def make_hyper(momentum, nesterov, weight_decay):
         momentum = check_hyper("momentum", momentum)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
         if nesterov and momentum == 0.0:
             raise ValueError("nesterov=True needs momentum > 0, got momentum=0.0")
-        self.hyper = {"momentum": momentum, "nesterov": bool(nesterov),
-                      "weight_decay": check_hyper("weight_decay", weight_decay)}
-        if momentum == 0.0:
-            self.buffer_names = ()  # plain SGD keeps no state
+        return {"momentum": momentum, "nesterov": bool(nesterov),
+                "weight_decay": check_hyper("weight_decay", weight_decay)}
+
+    def buffers_for(self, hyper):
+        # read from the hyper-parameters, not fixed at construction: loading a
+        # state_dict can switch momentum on or off
+        return self.buffer_names if hyper["momentum"] else ()
 
     def _update(self, name, p, g, bufs, weight_decay):
         if weight_decay:

@@ -112,12 +112,12 @@ def nearest_subspace_accuracy(Z_train, y_train, Z_test, y_test, n_components):
 # ---------------------------------------------------------------- figures
 def save_similarity_figure(path, panels, y):
     """|Z Z^T| (cosine similarities of unit rows) with samples sorted by class."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure (no pyplot) draws to a file without touching the display.
+    from matplotlib.figure import Figure
 
     order = np.argsort(y, kind="stable")
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.4))
+    fig = Figure(figsize=(5 * len(panels), 4.4))
+    axes = fig.subplots(1, len(panels))
     for ax, (title, Z) in zip(np.atleast_1d(axes), panels):
         Zs = Z[order]
         im = ax.imshow(np.abs(Zs @ Zs.T), cmap="Blues", vmin=0, vmax=1)
@@ -130,16 +130,15 @@ def save_similarity_figure(path, panels, y):
         ax.set_yticks([])
     fig.colorbar(im, ax=axes, shrink=0.8, label="|cosine similarity|")
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def save_rates_figure(path, history):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """R, Rc and dR = R - Rc on the training set, one point per epoch."""
+    from matplotlib.figure import Figure
 
     epochs = np.arange(len(history["R"]))
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4), layout="tight")
+    ax = fig.subplots()
     for key, label in (("R", "R (expand all)"), ("Rc", "Rc (compress each class)"),
                        ("dR", "dR = R - Rc")):
         ax.plot(epochs, history[key], label=label)
@@ -147,9 +146,7 @@ def save_rates_figure(path, history):
     ax.set_ylabel("nats (training set)")
     ax.set_title("MCR$^2$ training on digits")
     ax.legend()
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 # ------------------------------------------------------------------ train

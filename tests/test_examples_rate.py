@@ -63,3 +63,23 @@ def test_fast_run_learns(tmp_path):
     assert metrics["dR"] > metrics["dR_init"] + 1.0       # the rate reduction went up
     assert metrics["R"] > metrics["R_init"]
     assert "nearest-subspace test accuracy" in proc.stdout
+
+
+def test_figures_leave_the_matplotlib_backend_alone(tmp_path):
+    """The figures are bare matplotlib Figures: no pyplot, no backend switch under a display."""
+    code = (
+        "import importlib.util, sys, numpy as np\n"
+        f"spec = importlib.util.spec_from_file_location('m', {str(SCRIPT)!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "import matplotlib; before = matplotlib.rcParams._get_backend_or_none()\n"
+        "Z = np.eye(6)[np.arange(12) % 6]; y = np.arange(12) % 3\n"
+        "m.save_similarity_figure('sim.png', [('a', Z), ('b', Z)], y)\n"
+        "m.save_rates_figure('rates.png', {'R': [1.0, 2.0], 'Rc': [0.5, 0.4], 'dR': [0.5, 1.6]})\n"
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n"
+        "assert matplotlib.rcParams._get_backend_or_none() == before\n")
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("sim.png", "rates.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

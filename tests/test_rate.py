@@ -319,12 +319,33 @@ def test_errors_name_the_argument():
         rate.coding_rate_grad(Z[None], 0.5, dout=np.ones(3))
     with pytest.raises(ValueError, match="kappa"):
         rate.compression_step(Z, U, 0.5, kappa=float("nan"))
+    with pytest.raises(TypeError, match="kappa must be a real number.*'a'"):
+        rate.compression_step(Z, U, 0.5, kappa="a")
+    with pytest.raises(TypeError, match="labels must be an integer array on the same backend"):
+        rate.mcr2_loss(Z, [0, 1, 0, 1, 0], 0.5)
+    W = draw(rng, 6, 4)
+    for bad in (0, -2):
+        with pytest.raises(ValueError, match=f"num_heads must be a positive integer.*{bad}"):
+            rate.bases_from_qkv(W, bad)
+    with pytest.raises(TypeError, match="num_heads"):
+        rate.bases_from_qkv(W, 2.0)
     with pytest.raises(ValueError, match="lam"):
         rate.sparse_rate_reduction(Z, U, 0.5, lam=-1.0)
     with pytest.raises(ValueError, match="eps2"):
         rate.measure_compression(Z, U, eps2=0.0)
     with pytest.raises(ValueError, match="side must be one of"):
         rate.coding_rate_forward(Z, 0.5, side="left")
+
+
+def test_labels_on_another_backend_than_z_are_refused():
+    """The label check compares the labels' backend with the one the features gave."""
+    import types
+
+    from whitebox.rate._checks import check_labels
+    other = types.SimpleNamespace(__name__="otherbackend", ndarray=np.ndarray)
+    with pytest.raises(TypeError, match=r"labels must be .* same backend as Z \(otherbackend\)"):
+        check_labels(np.array([0, 1, 0]), 3, other)
+    check_labels(np.array([0, 1, 0]), 3, np)                   # same backend: accepted
 
 
 def test_non_positive_definite_gram_raises():
@@ -353,3 +374,5 @@ def test_numpy_cupy_agree_float32(xp):
     ]
     for got, want in pairs:
         np.testing.assert_allclose(to_numpy(got), want, rtol=2e-3, atol=2e-4)
+    with pytest.raises(TypeError, match="same backend as Z"):
+        rate.mcr2_loss(Zx[0], labels, 0.5)                      # NumPy labels, CuPy features

@@ -123,6 +123,64 @@ def test_resume_drops_metric_lines_the_checkpoint_does_not_hold(tmp_path, mnist_
     assert history[1]["step"] == 2 * history[0]["step"]
 
 
+def test_resume_with_dropout_continues_exactly(tmp_path, mnist_folder):
+    """The dropout generators are checkpointed: masks after a resume are the uninterrupted ones."""
+    flags = ("--epochs", "2", "--no-figures", "--dropout", "0.2", "--emb-dropout", "0.1")
+    straight = _run(tmp_path / "a", mnist_folder, *flags)
+    _run(tmp_path / "b", mnist_folder, *flags, "--stop-after", "1")
+    resumed = _run(tmp_path / "b", mnist_folder, "--resume")
+    assert _without_times(resumed) == _without_times(straight)
+    a = load_arrays(tmp_path / "a" / "checkpoint.npz")
+    b = load_arrays(tmp_path / "b" / "checkpoint.npz")
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+    # Dropout really ran: the checkpointed generators moved away from their initial state.
+    cfg = train_job.TrainConfig(**json.loads((tmp_path / "b" / "config.json").read_text()))
+    assert (cfg.dropout, cfg.emb_dropout) == (0.2, 0.1)
+    model = train_job.build_model(cfg, (1, 28, 28), 10)
+    generators = model.generators()
+    initial = {n: g.bit_generator.state for n, g in generators.items()}
+    load_checkpoint(tmp_path / "b" / "checkpoint.npz", model,
+                    rng={"data": np.random.default_rng(), **generators})
+    assert generators and all(g.bit_generator.state != initial[n] for n, g in generators.items())
+
+
+def test_resume_survives_a_metrics_line_cut_short(tmp_path, mnist_folder):
+    out = tmp_path / "run"
+    _run(out, mnist_folder, "--epochs", "2", "--stop-after", "1", "--no-figures")
+    lines = (out / "metrics.jsonl").read_text()
+    # As after a crash in the middle of appending epoch 2's line:
+    (out / "metrics.jsonl").write_text(lines + '{"epoch": 2, "step": 6, "train_lo')
+    with pytest.warns(RuntimeWarning, match="dropping its last line 2, cut short"):
+        history = _run(out, mnist_folder, "--resume")
+    assert [r["epoch"] for r in history] == [r["epoch"] for r in _read_metrics(out)] == [1, 2]
+    assert json.loads(lines) == _read_metrics(out)[0]
+
+    # Damage anywhere but the last line is not a crash: a clear error, nothing guessed.
+    (out / "metrics.jsonl").write_text("{broken\n" + lines)
+    with pytest.raises(ValueError, match="line 1 is not valid JSON"):
+        _run(out, mnist_folder, "--resume")
+
+
+def test_metrics_and_config_are_replaced_atomically(tmp_path, monkeypatch):
+    path = str(tmp_path / "metrics.jsonl")
+    train_job._write_lines(path, [{"epoch": 1}])
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    train_job._write_lines(path, [{"epoch": 1}, {"epoch": 2}])
+    assert len(synced) == 1 and _read_metrics(tmp_path) == [{"epoch": 1}, {"epoch": 2}]
+    # A failure half-way through the new file leaves the old one whole, and no temporary.
+    with pytest.raises(TypeError):
+        train_job._write_lines(path, [{"epoch": 1}, {"epoch": 2}, {"epoch": {3}}])
+    assert _read_metrics(tmp_path) == [{"epoch": 1}, {"epoch": 2}]
+    assert sorted(os.listdir(tmp_path)) == ["metrics.jsonl"]
+    config = str(tmp_path / "config.json")
+    train_job._write_config(config, train_job.TrainConfig(lr=0.125))
+    assert json.loads(open(config).read())["lr"] == 0.125 and len(synced) == 2
+
+
 def test_resume_errors(tmp_path, mnist_folder):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         _run(tmp_path / "empty", mnist_folder, "--resume")
@@ -143,6 +201,11 @@ def test_config_from_args_defaults_fast_and_flags():
     assert (given.epochs, given.patch, given.dim) == (7, 4, train_job.FAST["dim"])
     with pytest.raises(ValueError, match="epochs must be a positive integer"):
         train_job.train(train_job.TrainConfig(epochs=0))
+    drop = train_job.config_from_args(train_job.parse_args(["--dropout", "0.1",
+                                                            "--emb-dropout", "0.05"]))
+    assert (drop.dropout, drop.emb_dropout, cfg.dropout, cfg.emb_dropout) == (0.1, 0.05, 0, 0)
+    with pytest.raises(ValueError, match=r"emb_dropout must be a probability in \[0, 1\), got 1.5"):
+        train_job.train(train_job.TrainConfig(emb_dropout=1.5))
 
 
 def test_default_dataset_fast_run(tmp_path, capsys):

@@ -166,7 +166,9 @@ print(f"step by step: {R:.12f}   whitebox.rate.coding_rate: {R_lib:.12f}")
 #
 # $$\frac{\partial R}{\partial Z} = a\,(I_N + a Z Z^\top)^{-1} Z ,$$
 #
-# so the backward solves with the same small matrix the forward factored.
+# so the backward needs the inverse of the same small matrix the forward
+# factored. Its eigenvalues are all at least 1, so forming that $k \times k$
+# inverse ($k = \min(N, d)$) is as accurate as a linear solve, and cheaper.
 #
 # First, the backward as a reverse walk over the named steps (`dX` means
 # $\partial R / \partial X$):
@@ -179,7 +181,7 @@ dZ = Z @ (dG + dG.T)                   # G = Z^T Z  ->  dZ = Z (dG + dG^T)
 
 dZ_fused = a * Z @ np.linalg.inv(M)                    # the formula, d side
 dZ_tokens = a * np.linalg.solve(np.eye(N) + a * Z @ Z.T, Z)   # the formula, N side
-dZ_lib = rate.coding_rate_grad(Z, eps)                 # the library (solve, smaller side)
+dZ_lib = rate.coding_rate_grad(Z, eps)                 # the library (inverse, smaller side)
 
 print(f"{'comparison':<34}{'max |diff|':>12}")
 for name, other in [("reverse walk vs fused (d side)", dZ_fused),
@@ -320,6 +322,7 @@ for title, xs, table in [("coherence", coherences, by_coherence), ("noise", nois
 #   with a sparsity term, and why its attention layer computes a soft
 #   assignment of tokens to subspaces.
 
+# %% [markdown]
 # ## 7. One exact compression step
 #
 # Gradient descent on $R^c$ alone, $Z \leftarrow Z - \kappa\, \partial R^c / \partial Z$
@@ -344,7 +347,7 @@ print("Rc along exact compression steps:", np.round(Rc_path, 2))
 #   $\epsilon$-balls pack the data's ellipsoid. It counts dimensions.
 # - Compute it by Cholesky on the smaller Gram side; never `log(det())`.
 # - $\partial R / \partial Z = a Z (I + aZ^\top Z)^{-1} = a (I + a ZZ^\top)^{-1} Z$,
-#   solved with the same small matrix.
+#   computed with the inverse of the same small matrix the forward factored.
 # - $R^c$ measures the tokens through $K$ subspaces; $\Delta R = R - R^c$ is large
 #   when classes sit on orthogonal subspaces and collapses as they overlap or
 #   drown in noise. An exact gradient step on $R^c$ is what attention approximates.

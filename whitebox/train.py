@@ -9,14 +9,14 @@ The default run trains CRATE (width 96, depth 4, 4 heads of 24, patches of
   3. measures, per layer, the compression Rc of the MSSA input on that layer's
      subspaces and the non-zero fraction of the ISTA output, on a fixed batch
      of held-out images,
-  4. appends one JSON line to ``<out>/metrics.jsonl`` and saves
-     ``<out>/checkpoint.npz`` atomically.
+  4. rewrites ``<out>/metrics.jsonl`` (one JSON line per epoch) and saves
+     ``<out>/checkpoint.npz``, both atomically.
 
 At the end it draws ``curves.png``, ``layers.png`` and ``attention.png`` in
 ``<out>`` and prints ``test accuracy: XX.X%``. ``--resume`` continues from the
 checkpoint exactly: the model, the optimizer's moments, the schedule and the
-data generator's state are all restored, so the following losses are the
-ones an uninterrupted run would have produced.
+states of the data generator and of the dropout generators are all restored,
+so the following losses are the ones an uninterrupted run would have produced.
 
 Library use: ``train(TrainConfig(...))`` returns the list of per-epoch
 metric dicts; ``main(argv)`` is the command line.
@@ -27,6 +27,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -69,6 +70,8 @@ class TrainConfig:
     heads: int = 4
     dim_head: int = 24
     patch: int = 7               # 28 x 28 digits -> a 4 x 4 grid of patches
+    dropout: float = 0.0         # dropout inside every layer (attention weights and output)
+    emb_dropout: float = 0.0     # dropout on the patch embeddings
     seed: int = 0
     measure_size: int = 256      # held-out images used for the per-layer measures
     backend: str = "numpy"
@@ -93,7 +96,8 @@ def build_model(cfg, image_shape, num_classes):
     C, H, W = image_shape
     model = CRATE(image_size=(H, W), patch_size=cfg.patch, num_classes=num_classes,
                   dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, dim_head=cfg.dim_head,
-                  channels=C, dtype="float32", seed=cfg.seed)
+                  channels=C, dropout=cfg.dropout, emb_dropout=cfg.emb_dropout,
+                  dtype="float32", seed=cfg.seed)
     return model.to(cfg.backend)
 
 
@@ -143,27 +147,68 @@ def _prepare_out(cfg):
 
 
 def _read_metrics(path, last_epoch):
-    """The metric lines of epochs 1..last_epoch (later ones belong to a lost epoch)."""
+    """The metric lines of epochs 1..last_epoch (later ones belong to a lost epoch).
+
+    A damaged LAST line (a write cut short by a crash) is dropped with a
+    warning: the checkpoint, not the metrics file, says where training stands.
+    A damaged line anywhere else means the file was edited: ValueError.
+    """
     if not os.path.isfile(path):
         return []
     with open(path) as f:
-        history = [json.loads(line) for line in f if line.strip()]
+        lines = [(number, line) for number, line in enumerate(f, start=1) if line.strip()]
+    history = []
+    for i, (number, line) in enumerate(lines):
+        try:
+            history.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path!r} line {number} is not valid JSON ({err}); only a "
+                                 "truncated last line can be repaired on --resume") from err
+            warnings.warn(f"{path!r}: dropping its last line {number}, cut short by an "
+                          f"interrupted write ({line.strip()[:40]!r}...)", RuntimeWarning,
+                          stacklevel=2)
     return [h for h in history if h["epoch"] <= last_epoch]
 
 
-def _write_lines(path, records):
+def _atomic_write(path, write):
+    """Call ``write(file)`` on a temporary sibling, fsync it, then os.replace it onto ``path``.
+
+    A crash at any moment leaves either the old file or the new one, never a
+    mixture (the same recipe as the checkpoint's).
+    """
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    try:
+        with open(tmp, "w") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _write_lines(path, records):
+    """metrics.jsonl: one JSON line per record, written atomically."""
+    def write(f):
         for r in records:
             f.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
+    _atomic_write(path, write)
+
+
+def _write_config(path, cfg):
+    _atomic_write(path, lambda f: json.dump(dataclasses.asdict(cfg), f, indent=2))
 
 
 def _check_resumable(cfg, saved):
     """A resumed run must be the run that was saved, up to RUNTIME_FIELDS."""
     current = dataclasses.asdict(cfg)
-    changed = {k: (saved.get(k), v) for k, v in current.items()
-               if k not in RUNTIME_FIELDS and saved.get(k) != v}
+    # a setting the saved run did not know yet had its default there
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    changed = {k: (saved.get(k, defaults[k]), v) for k, v in current.items()
+               if k not in RUNTIME_FIELDS and saved.get(k, defaults[k]) != v}
     if changed:
         detail = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in changed.items())
         raise ValueError(f"--resume: the settings differ from the checkpointed run ({detail}); "
@@ -184,6 +229,11 @@ def train(cfg):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    for name in ("dropout", "emb_dropout"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
     ckpt_path = _prepare_out(cfg)
     metrics_path = os.path.join(cfg.out, METRICS)
 
@@ -209,9 +259,12 @@ def train(cfg):
     warmup = min(total_steps, int(round(cfg.warmup_epochs * steps_per_epoch)))
     schedule = WarmupCosine(optimizer, warmup, total_steps, min_lr=min(cfg.min_lr, cfg.lr))
 
+    # Every generator a resumed run must continue: the data's and the dropout layers'.
+    generators = {"data": rng, **model.generators()}
+
     step, start_epoch, history, elapsed = 0, 0, [], 0.0
     if cfg.resume:
-        state = load_checkpoint(ckpt_path, model, optimizer, rng=rng, scheduler=schedule)
+        state = load_checkpoint(ckpt_path, model, optimizer, rng=generators, scheduler=schedule)
         _check_resumable(cfg, state["extra"]["config"])
         step, start_epoch = state["step"], state["epoch"]
         history = _read_metrics(metrics_path, start_epoch)
@@ -219,8 +272,7 @@ def train(cfg):
         elapsed = history[-1]["elapsed"] if history else 0.0
     else:
         _write_lines(metrics_path, [])
-    with open(os.path.join(cfg.out, CONFIG), "w") as f:
-        json.dump(dataclasses.asdict(cfg), f, indent=2)
+    _write_config(os.path.join(cfg.out, CONFIG), cfg)
 
     say = tqdm.write                 # prints above any progress bar
     say(f"CRATE {model.num_params():,} parameters | {cfg.dataset}: {len(train_labels)} train, "
@@ -262,9 +314,9 @@ def train(cfg):
             f"{100 * test_acc:5.1f}% | {seconds:.1f}s")
         # Metrics first, then the checkpoint: after a crash in between, resume
         # drops the metric line of the epoch the checkpoint does not hold.
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        save_checkpoint(ckpt_path, model, optimizer, step=step, epoch=epoch, rng=rng,
+        # The whole file is rewritten atomically (a few kB), so it is never cut.
+        _write_lines(metrics_path, history)
+        save_checkpoint(ckpt_path, model, optimizer, step=step, epoch=epoch, rng=generators,
                         scheduler=schedule, extra={"config": dataclasses.asdict(cfg)})
 
     if cfg.figures and history:
@@ -315,6 +367,10 @@ def parse_args(argv=None):
     p.add_argument("--heads", type=int)
     p.add_argument("--dim-head", type=int)
     p.add_argument("--patch", type=int, help="patch size (MNIST 7, CIFAR-10 4, digits 2)")
+    p.add_argument("--dropout", type=float,
+                   help="dropout probability inside every CRATE layer (default 0)")
+    p.add_argument("--emb-dropout", type=float,
+                   help="dropout probability on the patch embeddings (default 0)")
     p.add_argument("--seed", type=int)
     p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
     p.add_argument("--out", help="output folder (default runs/mnist for mnist5k)")
@@ -342,7 +398,7 @@ def config_from_args(args):
     if args.resume and os.path.isfile(os.path.join(out, CONFIG)):
         with open(os.path.join(out, CONFIG)) as f:
             settings = json.load(f)
-        settings.pop("stop_after", None)   # where the last session stopped, not this one
+        settings.pop("stop_after", None)   # where the interrupted run stopped, not this one
     else:
         settings = {"dataset": dataset, "patch": DEFAULT_PATCH[dataset]}
         if args.fast:

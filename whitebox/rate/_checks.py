@@ -60,12 +60,15 @@ def check_bases(U, Z, name="U"):
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
-def check_labels(labels, N, name="labels"):
-    """Non-negative integer labels of shape (N,), on the same backend as the features."""
-    xp = get_array_module(labels)
-    if not isinstance(labels, xp.ndarray) or labels.dtype.kind not in "iu":
-        raise TypeError(f"{name} must be an integer array of shape ({N},), got "
-                        f"{type(labels).__name__} with dtype {getattr(labels, 'dtype', None)}")
+def check_labels(labels, N, xp, name="labels"):
+    """Non-negative integer labels of shape (N,), on the features' backend ``xp``."""
+    if get_array_module(labels) is not xp or not isinstance(labels, xp.ndarray):
+        raise TypeError(f"{name} must be an integer array on the same backend as Z "
+                        f"({xp.__name__}), got {type(labels).__module__}."
+                        f"{type(labels).__name__}; move it with whitebox.to_device")
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer array of shape ({N},), got dtype "
+                        f"{labels.dtype}")
     if labels.ndim != 1 or labels.shape[0] != N:
         raise ValueError(f"{name} must have shape ({N},) to match the N = {N} rows of Z, "
                          f"got shape {tuple(labels.shape)}")

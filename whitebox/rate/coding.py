@@ -24,7 +24,7 @@ def coding_rate_forward(Z, eps, accumulate=None, side="auto"):
 
     Inputs: Z (N, d) or (B, N, d) (any leading axes), tokens as rows; eps the
     distortion (> 0); accumulate None (compute in Z's dtype) or 'float64'
-    (Gram matrix, Cholesky and solves in float64, useful for float32 Z);
+    (Gram matrix, Cholesky and inverse in float64, useful for float32 Z);
     side 'auto' (the smaller Gram matrix), 'rows' (N x N) or 'cols' (d x d).
     Returns: R of shape Z.shape[:-2] (a 0-d value for a single (N, d) matrix)
     in the accumulation dtype; cache.
@@ -39,7 +39,7 @@ def coding_rate_forward(Z, eps, accumulate=None, side="auto"):
 
 
 def coding_rate_backward(dout, cache):
-    """dZ = dout * a Z (I + a Z^T Z)^{-1}, solved on the smaller Gram side.
+    """dZ = dout * a Z (I + a Z^T Z)^{-1}, with the inverse of the smaller Gram side's matrix.
 
     Inputs: dout of shape R.shape (None: ones); cache from :func:`coding_rate_forward`.
     Returns: dZ, shape and dtype of Z.

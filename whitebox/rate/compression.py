@@ -119,8 +119,10 @@ def compression_step(Z, U, eps, kappa, accumulate=None):
     Inputs: Z (N, d) or (B, N, d); U (K, d, p); eps > 0; kappa the step size.
     Returns: Z+ with Z's shape and dtype.
     """
-    if isinstance(kappa, bool) or not isinstance(kappa, numbers.Real) \
-            or not math.isfinite(kappa):
-        raise ValueError(f"kappa must be a finite real step size, got {kappa!r}")
+    if isinstance(kappa, bool) or not isinstance(kappa, numbers.Real):
+        raise TypeError(f"kappa must be a real number (the step size), got {kappa!r} "
+                        f"of type {type(kappa).__name__}")
+    if not math.isfinite(kappa):
+        raise ValueError(f"kappa must be a finite step size, got {kappa!r}")
     dZ = compression_rate_grad(Z, U, eps, wrt="Z", accumulate=accumulate)
     return Z - float(kappa) * dZ

@@ -37,7 +37,7 @@ def class_compression_forward(Z, labels, eps, accumulate=None):
     Returns: Rc (0-d, accumulation dtype); cache.
     """
     xp = _check_features(Z)
-    check_labels(labels, Z.shape[0])
+    check_labels(labels, Z.shape[0], xp)
     eps = check_eps(eps)
     acc = check_accumulate(accumulate, Z.dtype)
     Zc = Z.astype(acc, copy=False)

@@ -10,6 +10,8 @@ scale), and ``eps2`` is epsilon SQUARED, the official convention (0.01 means
 epsilon = 0.1). Use it to set per-layer curves from whitebox beside the
 paper's (CRATE-S on ImageNet falls from about 1100 to 700 over 12 layers).
 """
+import numbers
+
 from ..backend import get_array_module
 from ._checks import check_bases, check_eps, check_tokens
 from .compression import project_heads
@@ -23,6 +25,12 @@ def bases_from_qkv(weight, num_heads):
     head k the columns k p .. (k+1) p of w, so U_k = W[k p:(k+1) p].T.
     """
     xp = get_array_module(weight)
+    if isinstance(num_heads, bool) or not isinstance(num_heads, numbers.Integral):
+        raise TypeError(f"num_heads must be a positive integer (the number K of subspaces), "
+                        f"got {num_heads!r} of type {type(num_heads).__name__}")
+    if num_heads < 1:
+        raise ValueError(f"num_heads must be a positive integer (the number K of subspaces), "
+                         f"got {num_heads!r}")
     if weight.ndim != 2 or weight.shape[0] % num_heads:
         raise ValueError(f"weight must have shape (K p, d) with K = num_heads = {num_heads} "
                          f"dividing its first axis, got shape {tuple(weight.shape)}")

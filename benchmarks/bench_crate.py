@@ -5,8 +5,11 @@
 
 Runs alternate between the two libraries (whitebox, torch, whitebox, ...) so
 both see the same machine state; the table reports medians, the ratio
-whitebox / PyTorch, and peak memory (host: the tracemalloc peak of NumPy
-buffers for whitebox, resident-set growth for PyTorch; GPU: pool peaks).
+whitebox / PyTorch, and memory of one step. On the host: the peak of NumPy
+buffers allocated during the step (tracemalloc) against the peak of PyTorch's
+allocations during the step (its profiler). On a GPU: the bytes CuPy's memory
+pool holds after the steps (the pool keeps what it ever needed at once)
+against torch.cuda.max_memory_allocated.
 """
 import argparse
 import statistics
@@ -57,14 +60,18 @@ def bench(name, cfg, backend_name, repeats, warmup, threads):
         model.to("cupy")
     x, y = backend.to_device(x_np, backend_name), backend.to_device(y_np, backend_name)
 
+    device = "cuda" if backend_name == "cupy" else "cpu"
     try:
         import torch
-        torch.set_num_threads(threads) if threads else None
+        if threads:
+            torch.set_num_threads(threads)
         from whitebox.torch_crate import torch_model_from
-        device = "cuda" if backend_name == "cupy" else "cpu"
         tmodel = torch_model_from(model).to(device)
         tx, ty = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
     except ImportError:
+        torch = None
+    except (RuntimeError, AssertionError) as e:   # e.g. a CPU-only PyTorch asked for CUDA
+        print(f"[{name}] PyTorch column left out: {e}")
         torch = None
 
     def run_wb():

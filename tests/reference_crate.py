@@ -1,4 +1,4 @@
-"""An independent reference for CRATE, written from CRATE_MATH.md, not from whitebox.
+"""An independent reference for CRATE, written from the paper's equations, not from whitebox.
 
 - ``numpy_crate_logits``: plain loops over batch items and heads, the three
   ISTA products as the official code writes them, LayerNorm from its formula.

@@ -228,3 +228,48 @@ def test_whole_model_gradient_check_deeper_sampled():
     labels = np.array([0, 4, 2])
     check_module(m, [x], loss=lambda z: wb.losses.cross_entropy(z, labels), tol=1e-6,
                  floor=1e-4, max_entries=40)
+
+
+@pytest.mark.parametrize("kw, err, match", [
+    (dict(dropout=2.0), ValueError, "dropout must be in"),
+    (dict(emb_dropout=-0.1), ValueError, "dropout probability p must be in"),
+    (dict(ista_step=0.0), ValueError, "ista step_size must be in"),
+    (dict(ista_lambda="a"), TypeError, "ista lambd must be a real number"),
+])
+def test_bad_hyperparameters_fail_at_construction(kw, err, match):
+    with pytest.raises(err, match=match):
+        tiny(**kw)
+
+
+def test_wrongly_shaped_upstream_gradient_is_named():
+    m = tiny()
+    m(images())
+    with pytest.raises(ValueError, match=r"CRATE backward: dout has shape \(2, 5\), expected \(2, 3\)"):
+        m.backward(np.zeros((2, 5)))
+
+
+@pytest.mark.gpu
+def test_numpy_and_cupy_models_agree_float32(xp):
+    """The whole float32 model, forward, backward and one AdamW step, on both backends."""
+    if xp is np:
+        pytest.skip("compares NumPy with CuPy")
+    from whitebox import backend
+    m_np, m_gpu = tiny(dtype="float32"), tiny(dtype="float32").to("cupy")
+    x = images(dtype="float32")
+    labels = np.array([0, 2])
+    with pytest.raises(TypeError, match="move them with whitebox.to_device"):
+        m_gpu(x)
+    out_np = m_np(x)
+    out_gpu = m_gpu(backend.to_device(x, "cupy"))
+    np.testing.assert_allclose(backend.to_numpy(out_gpu), out_np, rtol=1e-4, atol=1e-5)
+    for m, out, y in ((m_np, out_np, labels), (m_gpu, out_gpu, backend.to_device(labels, "cupy"))):
+        _, d = wb.losses.cross_entropy(out, y)
+        m.zero_grad()
+        m.backward(d)
+        wb.optim.AdamW(m, lr=1e-3).step()
+    for k, g in m_np.grads().items():
+        np.testing.assert_allclose(backend.to_numpy(m_gpu.grads()[k]), g, rtol=1e-3, atol=1e-5,
+                                   err_msg=k)
+    for k, p in m_np.state_dict().items():
+        np.testing.assert_allclose(backend.to_numpy(m_gpu.state_dict()[k]), p, rtol=1e-4,
+                                   atol=1e-5, err_msg=k)

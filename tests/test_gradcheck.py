@@ -257,3 +257,9 @@ def test_check_direction_rejects_bad_arguments(rng):
         check_direction(lambda: x, x, np.ones(4), np.ones(3))
     with pytest.raises(ValueError, match=r"2 arrays but 1 gradients"):
         check_direction(lambda: x, [x, x], [np.ones(3)], np.ones(3))
+
+
+def test_nan_numeric_gradient_fails_the_check():
+    x = np.ones(3)
+    with pytest.raises(GradientCheckError, match="numeric nan"):
+        check_backward(lambda x: (x * np.nan, None), lambda d, c: 123.0 * d, [x])

@@ -406,3 +406,26 @@ def test_to_cupy_moves_everything_and_matches_numpy(rng):
     for k, g in net.grads().items():
         np.testing.assert_allclose(backend.to_numpy(g), ref.grads()[k], rtol=1e-4, atol=1e-5)
     assert all(isinstance(v, np.ndarray) for v in net.to("numpy").state_dict().values())
+
+
+def test_unpatchify_module_inverts_patchify_and_checks_out():
+    from whitebox.nn import Patchify, Unpatchify
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 6))
+    p = Patchify((2, 3), dtype="float64")
+    u = Unpatchify((2, 3, 4, 6), (2, 3), dtype="float64")
+    np.testing.assert_array_equal(u(p(x)), x)
+    check_module(u, [p(x)])
+
+
+def test_load_state_dict_refuses_integer_arrays():
+    m = Linear(2, 3)
+    sd = {k: np.ones(v.shape, dtype=np.int64) for k, v in m.state_dict().items()}
+    with pytest.raises(TypeError, match="expected floating point"):
+        m.load_state_dict(sd)
+
+
+def test_generators_lists_each_dropout_generator_once():
+    a, b = Dropout(0.1, seed=1), Dropout(0.1, seed=2)
+    model = Sequential(Linear(2, 2), a, Sequential(b, ReLU()))
+    gens = model.generators()
+    assert gens == {"1": a.rng, "2.0": b.rng}

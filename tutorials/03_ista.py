@@ -298,7 +298,7 @@ print(f"best of 5: three products {timings['three_products']:.1f} ms, M then one
 # $$dW = \eta\, dM - \eta\, W (dM + dM^\top).$$
 #
 # Written out with $M^\top = I + \eta (W^\top - W^\top W)$, `dX` is
-# $dA + \eta\, dA\, W^\top - \eta\, dA\, W^\top W$, the form in CRATE_MATH section 5.
+# $dA + \eta\, dA\, W^\top - \eta\, dA\, W^\top W$, the form the three official products give.
 
 # %%
 def ista_steps_forward(x, W, eta=0.1, lam=0.1):
@@ -360,7 +360,7 @@ print(f"whitebox.functional.ista_forward/backward vs step by step: "
 # add their gradients.
 
 # %%
-class CRATELayer(nn.Module):
+class OurCRATELayer(nn.Module):
     """Z -> ISTA(LN2(Z + MSSA(LN1(Z)))), from a PreNorm(MSSA) and a PreNorm(ISTA)."""
 
     def __init__(self, attn, ista, dtype="float64"):
@@ -383,7 +383,7 @@ model = CRATE(image_size=8, patch_size=4, num_classes=3, dim=16, depth=2, heads=
               channels=1, dtype="float64", seed=0)
 images = rng.standard_normal((2, 1, 8, 8))
 model.forward(images, capture=True)
-layer = CRATELayer(*model.transformer.layers[1])             # the model's second layer
+layer = OurCRATELayer(*model.transformer.layers[1])             # the model's second layer
 z1, z2 = model.captured["z"]                                 # Z^1 and Z^2, (B, N, d)
 layer_diff = np.abs(layer(z1) - z2).max()
 assert np.abs(model.transformer.layers[1](z1) - z2).max() == 0   # the library's own layer
@@ -414,7 +414,7 @@ for name, err in layer_errors.items():
 # ### Sparsity of the layer's output
 #
 # The official visualisations plot the fraction of non-zeros at the ISTA
-# output per layer (CRATE_MATH section 6). At initialisation the dictionary
+# output per layer (the official repository's `vis_utils`). At initialisation the dictionary
 # is random, so the layer is "sparse" only through the ReLU's threshold
 # $\eta\lambda$. Sweep $\lambda$ on a wider layer and measure it; also try the
 # book's $+\eta\lambda$ sign to see that it makes the output *denser* than no

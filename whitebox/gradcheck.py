@@ -10,6 +10,8 @@ one at a time and say where a gradient is wrong; ``check_direction``
 perturbs all entries at once along random directions, two forward calls
 per direction, for arrays too large to walk entry by entry.
 """
+import math
+
 import numpy as np
 
 from .backend import get_array_module, to_numpy
@@ -71,9 +73,11 @@ def _compare(name, analytic, numeric, entries, tol, floor=1e-8):
     a = to_numpy(analytic).reshape(-1)[entries]
     n = to_numpy(numeric).reshape(-1)[entries]
     err = rel_error(a, n, floor)
-    if err > tol or not np.all(np.isfinite(a)):
+    # NaN compares False with anything: test finiteness explicitly
+    if not np.isfinite(err) or err > tol or not np.all(np.isfinite(a)):
         denom = np.maximum(floor, np.abs(a) + np.abs(n))
-        k = int(np.nanargmax(np.abs(a - n) / denom))
+        ratio = np.abs(a - n) / denom
+        k = int(np.argmax(np.where(np.isfinite(ratio), ratio, np.inf)))  # NaN counts as worst
         idx = np.unravel_index(int(entries[k]), analytic.shape)
         raise GradientCheckError(
             f"gradient of {name} at index {tuple(int(i) for i in idx)}: analytic "
@@ -223,7 +227,7 @@ def check_direction(f, xs, dxs, dout, h=1e-6, tol=1e-6, seed=0, directions=1):
                 x[...] = x0
         numeric = (loss_plus - loss_minus) / (2 * h)
         err = abs(analytic - numeric) / max(abs(analytic) + abs(numeric), 1e-8)
-        if err > tol:
+        if not math.isfinite(err) or err > tol:
             raise GradientCheckError(
                 f"directional derivative: analytic {analytic:.10g}, numeric {numeric:.10g} "
                 f"(relative error {err:.3g} > tol {tol:g})")

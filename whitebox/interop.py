@@ -60,9 +60,10 @@ def read_state_dict(path):
     if path.endswith(".npz"):
         try:
             with np.load(path, allow_pickle=False) as f:
-                return unwrap_state_dict({k: f[k] for k in f.files})
+                arrays = {k: f[k] for k in f.files}
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
             raise ValueError(f"{path!r} is not a readable .npz file (truncated?): {e}") from e
+        return unwrap_state_dict(arrays)
     torch = _require_torch(f"reading {path!r}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)

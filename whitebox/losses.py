@@ -4,7 +4,7 @@ Each takes predictions from a model and returns a Python float and the
 gradient with the predictions' shape, ready for ``model.backward``.
 """
 from .backend import backend_name, get_array_module
-from .functional._checks import check_array, check_finite
+from .functional._checks import check_array, check_finite, check_real
 from .functional.embedding import check_ids
 
 
@@ -33,8 +33,7 @@ def cross_entropy(logits, labels, label_smoothing=0.0):
     xp = check_array("logits", logits, ndim=2)
     B, C = logits.shape
     check_labels(labels, C, B, like=logits)
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+    label_smoothing = check_real("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
     check_finite("logits", logits)
     shifted = logits - logits.max(axis=1, keepdims=True)
     logz = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))

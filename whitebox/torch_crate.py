@@ -10,7 +10,11 @@ whitebox model to PyTorch's distributed tools and back:
     tm = torch_model_from(model)        # same weights, a torch.nn.Module
     model.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
 """
-import torch
+try:
+    import torch
+except ImportError as e:  # say which extra brings it
+    raise ImportError("whitebox.torch_crate needs PyTorch, which is not installed: "
+                      "pip install 'whitebox-crate[torch]'") from e
 from torch import nn
 from torch.nn import functional as F
 

@@ -1,4 +1,6 @@
 """Small input checks shared by the functional ops (clear errors, no asserts)."""
+import numpy as np
+
 from ..backend import get_array_module
 
 
@@ -21,3 +23,31 @@ def check_finite(name, a):
     xp = get_array_module(a)
     if not bool(xp.all(xp.isfinite(a))):
         raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def check_dout(op, dout, shape):
+    """The upstream gradient must have the shape of the forward's output."""
+    if tuple(getattr(dout, "shape", ())) != tuple(shape) or not hasattr(dout, "dtype"):
+        got = tuple(dout.shape) if hasattr(dout, "shape") else type(dout).__name__
+        raise ValueError(f"{op} backward: dout has shape {got}, expected {tuple(shape)} "
+                         "(the shape of the forward's output)")
+
+
+def check_real(name, value, low=None, high=None, low_open=False, high_open=False):
+    """A finite real number within [low, high] (ends open where asked); returns it as float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and (value >= high if high_open else value > high)
+    if not np.isfinite(value) or below or above:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        span = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise ValueError(f"{name} must be in {span}, got {value!r}")
+    return value
+
+
+def check_probability(name, p):
+    """A dropout probability in [0, 1)."""
+    return check_real(name, p, 0.0, 1.0, high_open=True)

@@ -1,6 +1,7 @@
 """Inverted dropout with the mask drawn from a passed-in generator."""
 import numpy as np
 
+from ._checks import check_probability
 from ..backend import get_array_module, to_device, backend_name
 
 
@@ -11,8 +12,7 @@ def dropout_forward(x, p, rng=None, training=True):
     so NumPy and CuPy runs see the same mask).
     Returns: y, cache (the scaled mask, or None for identity).
     """
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout probability p must be in [0, 1), got {p!r}")
+    p = check_probability("dropout probability p", p)
     if not training or p == 0.0:
         return x, None
     if rng is None:

@@ -3,13 +3,14 @@
 The layer sparsifies Z against a dictionary D (the stored weight W, d x d)
 by one proximal-gradient step on
     min_{Z >= 0}  lambda ||Z||_1 + 1/2 ||X - Z D^T||^2,
-warm-started at Z = X (rows form, CRATE_MATH.md section 3):
+warm-started at Z = X (Yu et al., "White-Box Transformers via Sparse Rate
+Reduction", 2023, section 2.4, written with tokens as rows):
     ISTA(X) = ReLU(X + eta (X W - X W^T W) - eta lambda).
 The pre-activation is linear in X, so it is one product with the d x d
 matrix M = I + eta (W - W^T W), formed once per call instead of three
 products per token.
 """
-from ._checks import check_array
+from ._checks import check_array, check_dout
 from .linear import matmul_rows
 
 
@@ -43,6 +44,7 @@ def ista_backward(dout, cache):
     Returns: dx (..., d), dW (d, d).
     """
     x, W, M, active, eta = cache
+    check_dout("ista", dout, x.shape)
     d = W.shape[0]
     GA = dout * active                               # (..., d)
     dx = matmul_rows(GA, M.T)

@@ -1,5 +1,5 @@
 """Layer normalisation over the last axis, as torch.nn.LayerNorm computes it."""
-from ._checks import check_array
+from ._checks import check_array, check_dout
 
 
 def layernorm_forward(x, gamma, beta, eps=1e-5):
@@ -35,6 +35,7 @@ def layernorm_backward(dout, cache):
     Returns: dx (..., d), dgamma (d,), dbeta (d,).
     """
     xhat, rstd, gamma = cache
+    check_dout("layernorm", dout, xhat.shape)
     d = xhat.shape[-1]
     g = dout * gamma
     dx = (g - g.mean(axis=-1, keepdims=True)

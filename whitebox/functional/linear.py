@@ -1,5 +1,5 @@
 """Affine map y = x W^T + b over the last axis (PyTorch's F.linear)."""
-from ._checks import check_array
+from ._checks import check_array, check_dout
 
 
 def matmul_rows(x, M):
@@ -39,6 +39,7 @@ def linear_backward(dout, cache):
     Returns: dx (..., d_in), dW (d_out, d_in), db (d_out,) or None.
     """
     x, W, has_bias = cache
+    check_dout("linear", dout, x.shape[:-1] + (W.shape[0],))
     dx = matmul_rows(dout, W)                            # (..., d_in)
     d_out, d_in = W.shape
     dW = dout.reshape(-1, d_out).T @ x.reshape(-1, d_in)  # (d_out, d_in)

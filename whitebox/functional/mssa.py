@@ -1,6 +1,7 @@
 """Multi-head subspace self-attention (MSSA), as the official CRATE computes it.
 
-Derivation (CRATE_MATH.md section 2): a gradient step on the compression
+Derivation (Yu et al., "White-Box Transformers via Sparse Rate Reduction",
+2023, section 2.3): a gradient step on the compression
 term Rc(Z | U) with the Gram weighting replaced by a softmax gives, per head,
 SSA_k(Z) = softmax((Z U_k)(Z U_k)^T) (Z U_k). In code the K subspaces U_k
 are the row blocks of one bias-free projection W_qkv (K p x d), and the same
@@ -18,7 +19,7 @@ quadratic in w, so dw collects s (dS + dS^T) w as well as A^T dO.
 import numpy as np
 
 from ..backend import get_array_module
-from ._checks import check_array
+from ._checks import check_array, check_dout
 from .dropout import dropout_backward, dropout_forward
 from .linear import matmul_rows
 
@@ -96,6 +97,7 @@ def mssa_backward(dout, cache):
     W_qkv, W_out, s = cache["W_qkv"], cache["W_out"], cache["scale"]
     B, K, N, p = w.shape
     d = x.shape[-1]
+    check_dout("mssa", dout, (B, N, d))
     G = dropout_backward(dout, cache["out_mask"])    # (B, N, d)
 
     if W_out is None:

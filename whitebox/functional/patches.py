@@ -9,12 +9,12 @@ import numpy as np
 from ._checks import check_array
 
 
-def _pair(v):
+def _patch_pair(v):
     """patch_size as (p1, p2): an int means a square patch."""
-    pair = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-    if len(pair) != 2 or not all(isinstance(p, (int, np.integer)) and p > 0 for p in pair):
+    p = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+    if len(p) != 2 or not all(isinstance(n, (int, np.integer)) and n > 0 for n in p):
         raise ValueError(f"patch_size must be a positive int or a pair of them, got {v!r}")
-    return int(pair[0]), int(pair[1])
+    return int(p[0]), int(p[1])
 
 
 def patchify_forward(images, patch_size):
@@ -23,7 +23,7 @@ def patchify_forward(images, patch_size):
     Returns: patches (B, n, p1*p2*C) with n = (H/p1)(W/p2), cache.
     """
     check_array("images", images, ndim=4)
-    p1, p2 = _pair(patch_size)
+    p1, p2 = _patch_pair(patch_size)
     B, C, H, W = images.shape
     if H % p1 or W % p2:
         raise ValueError(f"image size {H}x{W} is not divisible by the patch size {p1}x{p2}")
@@ -35,7 +35,7 @@ def patchify_forward(images, patch_size):
 
 def unpatchify(patches, image_shape, patch_size):
     """The inverse map: (B, n, p1*p2*C) -> (B, C, H, W)."""
-    p1, p2 = _pair(patch_size)
+    p1, p2 = _patch_pair(patch_size)
     if len(image_shape) != 4:
         raise ValueError(f"image_shape must be (B, C, H, W), got {tuple(image_shape)}")
     B, C, H, W = image_shape
@@ -58,7 +58,7 @@ def patchify_backward(dout, cache):
 
 def unpatchify_forward(patches, image_shape, patch_size):
     """Functional pair for unpatchify.  Returns: images, cache."""
-    return unpatchify(patches, image_shape, patch_size), (image_shape, _pair(patch_size))
+    return unpatchify(patches, image_shape, patch_size), (image_shape, _patch_pair(patch_size))
 
 
 def unpatchify_backward(dout, cache):

@@ -12,7 +12,8 @@ weights load as they are (see whitebox.interop for .pth files).
 """
 import numpy as np
 
-from ..functional._checks import check_array, check_finite
+from ..backend import backend_name
+from ..functional._checks import check_array, check_dout, check_finite
 from ..nn import CRATELayer, Dropout, LayerNorm, Linear, Module, ModuleList, Patchify, \
     Sequential
 from ..nn.crate_layers import CAPTURE_KEYS
@@ -93,7 +94,7 @@ class CRATE(Module):
             dtype=dtype)
         self.add_param("pos_embedding", rng.standard_normal((1, num_patches + 1, dim)))
         self.add_param("cls_token", rng.standard_normal((1, 1, dim)))
-        self.dropout = Dropout(emb_dropout, seed=rng)
+        self.dropout = Dropout(emb_dropout, dtype=dtype, seed=rng)
         self.transformer = Transformer(dim, depth, heads, dim_head, dropout, ista_step,
                                        ista_lambda, dtype=dtype, seed=rng)
         self.mlp_head = Sequential(LayerNorm(dim, dtype=dtype),
@@ -112,6 +113,10 @@ class CRATE(Module):
         if (H, W) != self.image_hw:
             raise ValueError(f"images are {H}x{W} (shape {tuple(images.shape)}), expected "
                              f"{self.image_hw[0]}x{self.image_hw[1]} (image_size)")
+        if xp is not self.xp:
+            raise TypeError(f"images are {backend_name(images)} arrays but the model lives on "
+                            f"{self.backend}: move them with whitebox.to_device(images, "
+                            f"{self.backend!r})")
         check_finite("images", images)
         return xp
 
@@ -133,12 +138,14 @@ class CRATE(Module):
         self.captured = {k: [] for k in CAPTURE_KEYS} if capture else None
         x = self.transformer(x, self.captured)
         pooled = x[:, 0] if self.pool == "cls" else x.mean(axis=1)  # (B, d)
-        self._cache = x.shape
-        return self.mlp_head(pooled)
+        logits = self.mlp_head(pooled)
+        self._cache = (x.shape, logits.shape)
+        return logits
 
     def backward(self, dlogits):
         """Accumulate every parameter gradient; return the gradient w.r.t. the images."""
-        B, N, d = self._take_cache()
+        (B, N, d), logits_shape = self._take_cache()
+        check_dout("CRATE", dlogits, logits_shape)
         dpooled = self.mlp_head.backward(dlogits)                  # (B, d)
         xp = self.xp
         if self.pool == "cls":

@@ -1,10 +1,9 @@
 """Modules: parameter-holding wrappers around whitebox.functional."""
+from .crate_layers import CRATELayer, ISTA, MSSA, PreNorm
 from .layers import (GELU, Dropout, Embedding, Identity, LayerNorm, Linear, Patchify, ReLU,
-                     Softmax)
+                     Softmax, Unpatchify)
 from .module import Module, ModuleList, Sequential
 
 __all__ = ["Module", "Sequential", "ModuleList", "Linear", "LayerNorm", "ReLU", "GELU",
-           "Softmax", "Dropout", "Embedding", "Patchify", "Identity"]
-from .crate_layers import CRATELayer, ISTA, MSSA, PreNorm
-
-__all__ += ["PreNorm", "MSSA", "ISTA", "CRATELayer"]
+           "Softmax", "Dropout", "Embedding", "Patchify", "Unpatchify", "Identity",
+           "PreNorm", "MSSA", "ISTA", "CRATELayer"]

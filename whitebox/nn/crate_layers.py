@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from .. import functional as F
+from ..functional._checks import check_probability, check_real
 from .layers import LayerNorm, Linear, _rng, uniform_init
 from .module import Module, Sequential
 
@@ -54,7 +55,7 @@ class MSSA(Module):
             # "to_out.0" as in the official Sequential(Linear, Dropout); the
             # dropouts themselves run inside mssa_forward, with self.rng
             self.to_out = Sequential(Linear(inner, dim, dtype=dtype, seed=rng), dtype=dtype)
-        self.dropout = float(dropout)
+        self.dropout = check_probability("dropout", dropout)
         self.rng = rng
 
     def _out_params(self):
@@ -97,7 +98,10 @@ class ISTA(Module):
 
     def __init__(self, dim, step_size=0.1, lambd=0.1, dtype="float32", seed=0):
         super().__init__(dtype)
-        self.step_size, self.lambd = float(step_size), float(lambd)
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        self.step_size = check_real("ista step_size", step_size, 0.0, low_open=True)
+        self.lambd = check_real("ista lambd", lambd, 0.0)
         bound = math.sqrt(6.0 / dim)
         self.add_param("weight", uniform_init(_rng(seed), (dim, dim), bound))
 

@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from .. import functional as F
+from ..functional._checks import check_probability, check_real
 from .module import Module
 
 
@@ -62,7 +63,7 @@ class LayerNorm(Module):
         super().__init__(dtype)
         if not isinstance(d, (int, np.integer)) or d <= 0:
             raise ValueError(f"normalized dimension d must be a positive integer, got {d!r}")
-        self.d, self.eps = int(d), float(eps)
+        self.d, self.eps = int(d), check_real("eps", eps, 0.0, low_open=True)
         self.add_param("weight", np.ones(d))
         self.add_param("bias", np.zeros(d))
 
@@ -121,9 +122,7 @@ class Dropout(Module):
 
     def __init__(self, p=0.0, dtype="float32", seed=0):
         super().__init__(dtype)
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability p must be in [0, 1), got {p!r}")
-        self.p = float(p)
+        self.p = check_probability("dropout probability p", p)
         self.rng = _rng(seed)
 
     def forward(self, x):
@@ -178,6 +177,24 @@ class Patchify(Module):
 
     def extra_repr(self):
         return f"patch_size={self.patch_size}"
+
+
+class Unpatchify(Module):
+    """(B, n, p1*p2*C) -> (B, C, H, W), the inverse of Patchify (no parameters)."""
+
+    def __init__(self, image_shape, patch_size, dtype="float32"):
+        super().__init__(dtype)
+        self.image_shape, self.patch_size = tuple(image_shape), patch_size
+
+    def forward(self, patches):
+        out, self._cache = F.unpatchify_forward(patches, self.image_shape, self.patch_size)
+        return out
+
+    def backward(self, dout):
+        return F.unpatchify_backward(dout, self._take_cache())
+
+    def extra_repr(self):
+        return f"image_shape={self.image_shape}, patch_size={self.patch_size}"
 
 
 class Identity(Module):

@@ -93,6 +93,19 @@ class Module:
         """Dict of dotted name -> parameter array (live arrays; copy to keep)."""
         return self.parameters()
 
+    def generators(self):
+        """Dict of dotted module name -> the numpy Generator it draws dropout masks from.
+
+        Save them with the model to resume a run with dropout exactly:
+        ``save_checkpoint(path, model, opt, rng={"data": rng, **model.generators()})``.
+        """
+        gens = {}
+        for name, mod in self.named_modules():
+            g = mod.__dict__.get("rng")
+            if isinstance(g, np.random.Generator) and all(g is not h for h in gens.values()):
+                gens[name or "."] = g
+        return gens
+
     def num_params(self):
         return int(sum(int(np.prod(a.shape)) for a in self.parameters().values()))
 
@@ -130,6 +143,9 @@ class Module:
             if tuple(src.shape) != tuple(dst.shape):
                 raise ValueError(f"load_state_dict: key {key!r} has shape {tuple(src.shape)}, "
                                  f"expected {tuple(dst.shape)}")
+            if src.dtype.kind != "f":
+                raise TypeError(f"load_state_dict: key {key!r} has dtype {src.dtype}, "
+                                "expected floating point")
             xp = get_array_module(dst)
             if get_array_module(src) is not xp:
                 src = backend.to_device(backend.to_numpy(src), backend.backend_name(dst))

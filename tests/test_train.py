@@ -170,7 +170,9 @@ def test_metrics_and_config_are_replaced_atomically(tmp_path, monkeypatch):
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
     train_job._write_lines(path, [{"epoch": 1}, {"epoch": 2}])
-    assert len(synced) == 1 and _read_metrics(tmp_path) == [{"epoch": 1}, {"epoch": 2}]
+    # the file is synced before the rename (the directory after it, where possible)
+    assert len(synced) >= 1 and _read_metrics(tmp_path) == [{"epoch": 1}, {"epoch": 2}]
+    synced_metrics = len(synced)
     # A failure half-way through the new file leaves the old one whole, and no temporary.
     with pytest.raises(TypeError):
         train_job._write_lines(path, [{"epoch": 1}, {"epoch": 2}, {"epoch": {3}}])
@@ -178,7 +180,7 @@ def test_metrics_and_config_are_replaced_atomically(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["metrics.jsonl"]
     config = str(tmp_path / "config.json")
     train_job._write_config(config, train_job.TrainConfig(lr=0.125))
-    assert json.loads(open(config).read())["lr"] == 0.125 and len(synced) == 2
+    assert json.loads(open(config).read())["lr"] == 0.125 and len(synced) > synced_metrics
 
 
 def test_resume_errors(tmp_path, mnist_folder):

@@ -84,18 +84,22 @@ def _fsync_directory(directory):
         os.close(fd)
 
 
-def _atomic_savez(path, arrays):
-    """np.savez into a temporary sibling file, fsync, then os.replace onto ``path``."""
+def atomic_write(path, write, binary=True):
+    """Call ``write(f)`` on a temporary sibling of ``path``, fsync, then os.replace it onto path.
+
+    A crash at any moment leaves either the old file or the new one, never a
+    half-written mixture, and no temporary file survives a failed write.
+    """
+    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"cannot write checkpoint {path!r}: directory {directory!r} "
-                                "does not exist")
+        raise FileNotFoundError(f"cannot write {path!r}: directory {directory!r} does not exist")
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
     # O_EXCL: never clobber someone else's file; mode 0o666 lets the umask decide
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -104,6 +108,11 @@ def _atomic_savez(path, arrays):
             os.remove(tmp)
         raise
     _fsync_directory(directory)
+
+
+def atomic_write_npz(path, arrays):
+    """np.savez(path, **arrays), atomically."""
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def save_checkpoint(path, model, optimizer=None, *, step=0, epoch=0, rng=None, scheduler=None,
@@ -140,7 +149,7 @@ def save_checkpoint(path, model, optimizer=None, *, step=0, epoch=0, rng=None, s
         raise TypeError(f"extra must be JSON-able (plain dicts, lists, numbers, strings): {e}") \
             from None
     arrays["__meta__"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-    _atomic_savez(path, arrays)
+    atomic_write_npz(path, arrays)
     return path
 
 

@@ -14,6 +14,7 @@ import zipfile
 import numpy as np
 
 from .backend import to_numpy
+from .checkpoint import atomic_write, atomic_write_npz
 
 _WRAPPERS = ("state_dict", "model", "model_state", "module")
 
@@ -99,25 +100,11 @@ def export_pth(model, path, wrap=None):
     torch = _require_torch("export_pth")
     sd = to_torch_state_dict(model)
     obj = sd if wrap is None else {wrap: sd}
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda f: torch.save(obj, f))
     return path
 
 
 def export_npz(model, path):
     """Write the parameters as a .npz keyed by the official names (atomically)."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}.npz"
-    try:
-        np.savez(tmp, **{k: to_numpy(v) for k, v in model.state_dict().items()})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write_npz(path, {k: to_numpy(v) for k, v in model.state_dict().items()})
     return path

@@ -33,7 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import backend, losses, plots
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from .data.images import DATASETS, load_dataset
 from .data.loader import BatchLoader, channel_stats, normalize
 from .models import CRATE
@@ -171,35 +171,16 @@ def _read_metrics(path, last_epoch):
     return [h for h in history if h["epoch"] <= last_epoch]
 
 
-def _atomic_write(path, write):
-    """Call ``write(file)`` on a temporary sibling, fsync it, then os.replace it onto ``path``.
-
-    A crash at any moment leaves either the old file or the new one, never a
-    mixture (the same recipe as the checkpoint's).
-    """
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "w") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _write_lines(path, records):
     """metrics.jsonl: one JSON line per record, written atomically."""
     def write(f):
         for r in records:
             f.write(json.dumps(r) + "\n")
-    _atomic_write(path, write)
+    atomic_write(path, write, binary=False)
 
 
 def _write_config(path, cfg):
-    _atomic_write(path, lambda f: json.dump(dataclasses.asdict(cfg), f, indent=2))
+    atomic_write(path, lambda f: json.dump(dataclasses.asdict(cfg), f, indent=2), binary=False)
 
 
 def _check_resumable(cfg, saved):

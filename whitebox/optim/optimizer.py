@@ -84,6 +84,19 @@ def decay_mask(params, no_decay=DEFAULT_NO_DECAY):
             for name, p in params.items()}
 
 
+def check_int(name, value, low):
+    """An integer (not a bool) >= low; TypeError/ValueError naming ``name`` otherwise."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+    if value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
 def to_float(name, value):
     """``value`` as a Python float, or a TypeError naming the argument.
 
@@ -257,15 +270,7 @@ class Optimizer:
             raise KeyError(f"state_dict hyper-parameters {got} do not match "
                            f"{name}'s {sorted(self.hyper)}")
         hyper = self.make_hyper(**saved)   # the same checks as the constructor
-        step = sd["step"]
-        try:
-            if isinstance(step, bool):
-                raise TypeError
-            step = operator.index(step)
-        except TypeError:
-            raise TypeError(f"state_dict 'step' must be an integer, got {step!r}") from None
-        if step < 0:
-            raise ValueError(f"state_dict 'step' must be >= 0, got {step}")
+        step = check_int("state_dict 'step'", sd["step"], 0)
         lr = check_hyper("state_dict 'lr'", sd["lr"])
         no_decay = _check_patterns(sd["no_decay"])
 

@@ -8,21 +8,8 @@ the k-th ``schedule.step()`` sets it to ``lr_at(k)``. The base learning rate
 is the optimizer's ``lr`` when the schedule is built.
 """
 import math
-import operator
 
-from .optimizer import check_hyper, to_float
-
-
-def _check_int(name, value, low):
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {value!r}") from None
-    if value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
+from .optimizer import check_hyper, check_int, to_float
 
 
 class Schedule:
@@ -79,7 +66,7 @@ class Schedule:
             if key not in sd:
                 raise KeyError(f"schedule state_dict lacks {key!r}")
         base_lr = check_hyper("state_dict 'base_lr'", sd["base_lr"])
-        last_step = _check_int("state_dict 'last_step'", sd["last_step"], 0)
+        last_step = check_int("state_dict 'last_step'", sd["last_step"], 0)
         config = self.check_config(base_lr, **{key: sd[key] for key in self._config()})
         return {"base_lr": base_lr, "last_step": last_step, **config}
 
@@ -114,8 +101,8 @@ class WarmupCosine(Schedule):
 
     @staticmethod
     def check_config(base_lr, warmup_steps, total_steps, min_lr):
-        warmup_steps = _check_int("warmup_steps", warmup_steps, 0)
-        total_steps = _check_int("total_steps", total_steps, 1)
+        warmup_steps = check_int("warmup_steps", warmup_steps, 0)
+        total_steps = check_int("total_steps", total_steps, 1)
         if total_steps < warmup_steps:
             raise ValueError(f"total_steps must be >= warmup_steps={warmup_steps}, "
                              f"got {total_steps}")
@@ -151,7 +138,7 @@ class StepDecay(Schedule):
 
     @staticmethod
     def check_config(base_lr, step_size, gamma):
-        step_size = _check_int("step_size", step_size, 1)
+        step_size = check_int("step_size", step_size, 1)
         gamma = to_float("gamma", gamma)
         if not (gamma > 0 and math.isfinite(gamma)):
             raise ValueError(f"gamma must be a finite number > 0, got {gamma!r}")

@@ -10,8 +10,8 @@ The pre-activation is linear in X, so it is one product with the d x d
 matrix M = I + eta (W - W^T W), formed once per call instead of three
 products per token.
 """
+from ._blas import matmul_rows
 from ._checks import check_array, check_dout
-from .linear import matmul_rows
 
 
 def ista_forward(x, W, eta=0.1, lam=0.1):

@@ -1,4 +1,5 @@
 """Layer normalisation over the last axis, as torch.nn.LayerNorm computes it."""
+from ._blas import mean_last, sum_leading
 from ._checks import check_array, check_dout
 
 
@@ -19,12 +20,13 @@ def layernorm_forward(x, gamma, beta, eps=1e-5):
     if x.shape[-1] != gamma.shape[0]:
         raise ValueError(f"layernorm: x has last dimension {x.shape[-1]} (shape "
                          f"{tuple(x.shape)}), expected {gamma.shape[0]} (normalized shape)")
-    mu = x.mean(axis=-1, keepdims=True)                  # (..., 1)
-    xc = x - mu
-    var = (xc * xc).mean(axis=-1, keepdims=True)         # biased, as PyTorch
+    xc = x - mean_last(x)                                # (..., d) centred
+    var = mean_last(xc * xc)                             # (..., 1) biased, as PyTorch
     rstd = 1.0 / xp.sqrt(var + eps)                      # (..., 1)
-    xhat = xc * rstd
-    y = xhat * gamma + beta
+    xc *= rstd                                           # in place: xc becomes xhat
+    xhat = xc
+    y = xhat * gamma
+    y += beta
     return y, (xhat, rstd, gamma)
 
 
@@ -36,10 +38,12 @@ def layernorm_backward(dout, cache):
     """
     xhat, rstd, gamma = cache
     check_dout("layernorm", dout, xhat.shape)
-    d = xhat.shape[-1]
-    g = dout * gamma
-    dx = (g - g.mean(axis=-1, keepdims=True)
-          - xhat * (g * xhat).mean(axis=-1, keepdims=True)) * rstd
-    dgamma = (dout * xhat).reshape(-1, d).sum(axis=0)
-    dbeta = dout.reshape(-1, d).sum(axis=0)
+    g = dout * gamma                                     # (..., d)
+    correction = xhat * mean_last(g * xhat)
+    correction += mean_last(g)
+    g -= correction                                      # in place: g becomes dx * sigma
+    g *= rstd
+    dx = g
+    dgamma = sum_leading(dout * xhat)
+    dbeta = sum_leading(dout)
     return dx, dgamma, dbeta

@@ -1,16 +1,6 @@
 """Affine map y = x W^T + b over the last axis (PyTorch's F.linear)."""
+from ._blas import matmul_rows, sum_leading
 from ._checks import check_array, check_dout
-
-
-def matmul_rows(x, M):
-    """x (..., k) @ M (k, m) -> (..., m), computed as ONE 2-D matrix product.
-
-    NumPy multiplies a stacked (B, N, k) array by a matrix as B separate
-    products, and far slower still when M is a transposed view; folding the
-    leading axes into rows gives BLAS a single large GEMM.
-    """
-    lead = x.shape[:-1]
-    return (x.reshape(-1, x.shape[-1]) @ M).reshape(*lead, M.shape[-1])
 
 
 def linear_forward(x, W, b=None):
@@ -43,5 +33,5 @@ def linear_backward(dout, cache):
     dx = matmul_rows(dout, W)                            # (..., d_in)
     d_out, d_in = W.shape
     dW = dout.reshape(-1, d_out).T @ x.reshape(-1, d_in)  # (d_out, d_in)
-    db = dout.reshape(-1, d_out).sum(axis=0) if has_bias else None
+    db = sum_leading(dout) if has_bias else None
     return dx, dW, db

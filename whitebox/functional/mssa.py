@@ -19,9 +19,9 @@ quadratic in w, so dw collects s (dS + dS^T) w as well as A^T dO.
 import numpy as np
 
 from ..backend import get_array_module
+from ._blas import matmul_rows, sum_last, sum_leading
 from ._checks import check_array, check_dout
 from .dropout import dropout_backward, dropout_forward
-from .linear import matmul_rows
 
 
 def _split_heads(w, K):
@@ -68,7 +68,7 @@ def mssa_forward(x, W_qkv, W_out, b_out, heads, scale=None, causal=False,
     # softmax in place: subtract the row max so exp never overflows
     S -= S.max(axis=-1, keepdims=True)
     A = xp.exp(S, out=S)
-    A /= A.sum(axis=-1, keepdims=True)               # (B, K, N, N)
+    A /= sum_last(A)                                 # (B, K, N, N)
     A_used, attn_mask = dropout_forward(A, dropout, rng, training)
     O = _merge_heads(A_used @ w)                     # (B, N, K p)
     if W_out is None:
@@ -105,7 +105,7 @@ def mssa_backward(dout, cache):
         dO = G
     else:
         dW_out = G.reshape(-1, d).T @ cache["O"].reshape(-1, K * p)      # (d, K p)
-        db_out = G.reshape(-1, d).sum(axis=0) if cache["has_bias"] else None
+        db_out = sum_leading(G) if cache["has_bias"] else None
         dO = matmul_rows(G, W_out)                                       # (B, N, K p)
     dO = _split_heads(dO, K)                                             # (B, K, N, p)
 
@@ -114,7 +114,7 @@ def mssa_backward(dout, cache):
     dA = dropout_backward(dA, cache["attn_mask"])
     # softmax backward, in place on dA: dS = A * (dA - rowsum(dA * A))
     dS = dA
-    dS -= (dA * A).sum(axis=-1, keepdims=True)
+    dS -= sum_last(dA * A)
     dS *= A
     dS = dS + dS.transpose(0, 1, 3, 2)    # not in place: the operands overlap
     dS *= s

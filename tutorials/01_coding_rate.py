@@ -12,7 +12,7 @@
 # ---
 
 # %% [markdown]
-# # 01. The coding rate: how many bits does a set of tokens cost?
+# # 01. The coding rate: how many nats per token does a set of tokens cost?
 #
 # CRATE is not designed by trial and error: every layer is one step of an
 # optimiser climbing a single objective, the **sparse rate reduction**
@@ -22,7 +22,8 @@
 # This notebook builds the first two terms from scratch. By the end you will
 # know
 #
-# 1. why a *rate* (a number of bits) measures how spread out a set of tokens is,
+# 1. why a *rate* (an average number of nats per token) measures how spread out
+#    a set of tokens is,
 #    and why it is a log-determinant;
 # 2. how to compute it safely (Cholesky on the smaller Gram matrix);
 # 3. its gradient, derived by hand and checked against finite differences;
@@ -77,8 +78,10 @@ t_start = time.time()
 # $$R(Z) = \sum_i \tfrac12\log\!\Big(1 + \frac{d}{\epsilon^2}\lambda_i\Big)
 #        = \tfrac12 \log\det\!\Big(I_d + \frac{d}{N\epsilon^2} Z^\top Z\Big).$$
 #
-# That is the *coding rate* (Ma et al. 2007; Yu et al. 2020). The log-det is
-# the log of a volume ratio, which is why it appears: it counts balls.
+# That is the *coding rate* (Ma et al. 2007; Yu et al. 2020): approximately
+# the average number of nats per token (coding all $N$ tokens costs about $N$
+# times as much, plus the cost of the codebook). The log-det is the log of a
+# volume ratio, which is why it appears: it counts balls.
 #
 # Two consequences we can check right away:
 #
@@ -116,7 +119,9 @@ print({r: round(float(s), 3) for r, s in slopes.items()})
 # ## 2. Computing it safely
 #
 # Never compute `log(det(M))`: for a $384 \times 384$ matrix the determinant
-# overflows (or underflows) long before the log is taken. Instead:
+# overflows long before the log is taken (in float32 here; this one overflows
+# float64 too, since $\log\det M$ is far above $\log(10^{308}) \approx 709$).
+# Instead:
 #
 # - $M = I + aG$ is symmetric with eigenvalues $\ge 1$, so it has a Cholesky
 #   factor $M = LL^\top$ and $\log\det M = 2 \sum_i \log L_{ii}$;
@@ -167,8 +172,10 @@ print(f"step by step: {R:.12f}   whitebox.rate.coding_rate: {R_lib:.12f}")
 # $$\frac{\partial R}{\partial Z} = a\,(I_N + a Z Z^\top)^{-1} Z ,$$
 #
 # so the backward needs the inverse of the same small matrix the forward
-# factored. Its eigenvalues are all at least 1, so forming that $k \times k$
-# inverse ($k = \min(N, d)$) is as accurate as a linear solve, and cheaper.
+# factored. The library forms that $k \times k$ inverse ($k = \min(N, d)$)
+# explicitly: in practice it is as accurate as a linear solve (every eigenvalue
+# of $M$ is $\ge 1$, so $M$ is well conditioned) and about as fast, and it
+# keeps one code path for NumPy and CuPy.
 #
 # First, the backward as a reverse walk over the named steps (`dX` means
 # $\partial R / \partial X$):
@@ -222,11 +229,13 @@ print(f"dR/dZ   relative error vs finite differences: {err_R:.1e}")
 # $$R^c(Z \mid U) = \sum_{k=1}^K \tfrac12 \log\det\!\Big(I_p + \frac{p}{N\epsilon^2}
 #   (Z U_k)^\top (Z U_k)\Big), \qquad \Delta R = R(Z) - R^c(Z \mid U).$$
 #
-# Note the scale uses $p$, the dimension each projection lives in. The
-# gradient is the coding-rate gradient of each projection $W_k = ZU_k$, pulled
-# back through the product: $\partial R^c/\partial Z = \sum_k (\partial h_k /
-# \partial W_k) U_k^\top$ and $\partial R^c / \partial U_k = Z^\top \partial h_k
-# / \partial W_k$. Two sanity checks: with one subspace spanning everything
+# Note the scale uses $p$, the dimension each projection lives in. Write
+# $W_k = ZU_k$ and $h_k = \tfrac12 \log\det(I_p + b\, W_k^\top W_k)$ with
+# $b = p/(N\epsilon^2)$, so that $R^c = \sum_k h_k$. The gradient is the
+# coding-rate gradient of each $h_k$, pulled back through the product:
+# $\partial R^c/\partial Z = \sum_k (\partial h_k / \partial W_k) U_k^\top$ and
+# $\partial R^c / \partial U_k = Z^\top \partial h_k / \partial W_k$, with
+# $\partial h_k / \partial W_k = b\, W_k (I_p + b\, W_k^\top W_k)^{-1}$. Two sanity checks: with one subspace spanning everything
 # ($K = 1$, $U = I_d$) compression *is* the coding rate, and both gradients
 # pass the finite-difference test.
 
@@ -258,8 +267,11 @@ print(f"dRc/dZ relative error {err_Z:.1e},  dRc/dU relative error {err_U:.1e}")
 # - $R$: the cost of all tokens together (expansion, wants to be large);
 # - $R^c$: the cost of their projections on the $K$ subspaces (wants to be small);
 # - $\Delta R = R - R^c$;
-# - the *labelled* rate reduction of MCR$^2$, where each class is compressed on
-#   its own, $R - \sum_j \frac{N_j}{2N}\log\det(\cdot)$ (that is `-mcr2_loss`).
+# - the *labelled* rate reduction of MCR$^2$, where each class (the $N_j$ rows
+#   $Z_j$ with label $j$) is compressed on its own,
+#   $R - \sum_j \frac{N_j}{2N}\log\det\!\big(I_d + \frac{d}{N_j\epsilon^2} Z_j^\top Z_j\big)$
+#   (that is `-mcr2_loss`). Its scale uses the ambient dimension $d$ and the
+#   class size $N_j$, unlike the $p/(N\epsilon^2)$ of $R^c$.
 
 # %%
 n, eps = (200 if FAST else 600), 0.5
@@ -286,19 +298,21 @@ by_noise = np.array([rates_on(*subspace_mixture(n, **noise_setting, noise=s, rng
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
 for ax, xs, table, label in [(axes[0], coherences, by_coherence, "coherence (cosine of angles)"),
                              (axes[1], noises, by_noise, "noise-to-signal ratio")]:
-    for col, name in enumerate(["R", "Rc (true U)", "dR = R - Rc", "MCR$^2$: R - Rc(labels)"]):
+    for col, name in enumerate(["R", "Rc (true U)", r"$\Delta R$ = R - Rc",
+                                "MCR$^2$: R - Rc(labels)"]):
         ax.plot(xs, table[:, col], marker="o", ms=3, label=name)
     ax.axhline(0, color="gray", lw=0.5)
     ax.set_xlabel(label)
     ax.set_ylabel("nats")
 axes[0].set_title("orthogonal -> coherent (d=32, K=4, p=4)")
 axes[1].set_title("growing noise (d=32, K=4, p=8, Kp = d)")
-axes[1].legend(fontsize=8)
+axes[0].legend(fontsize=8, loc="lower left")
+axes[1].legend(fontsize=8, loc="center right", bbox_to_anchor=(1.0, 0.75))  # in the gap
 fig.tight_layout()
 fig.savefig(OUT / "01_rates_vs_coherence_and_noise.png", dpi=120)
 plt.close(fig)
 for title, xs, table in [("coherence", coherences, by_coherence), ("noise", noises, by_noise)]:
-    print(f"{title:>9}  {'R':>6} {'Rc':>6} {'dR':>6} {'MCR2':>6}")
+    print(f"{title:>9}  {'R':>6} {'Rc':>6} {'ΔR':>6} {'MCR2':>6}")
     for x, row in zip(xs, table):
         print(f"{x:9.2f}  " + " ".join(f"{v:6.2f}" for v in row))
 
@@ -326,31 +340,37 @@ for title, xs, table in [("coherence", coherences, by_coherence), ("noise", nois
 # ## 7. One exact compression step
 #
 # Gradient descent on $R^c$ alone, $Z \leftarrow Z - \kappa\, \partial R^c / \partial Z$
-# (`rate.compression_step`), pulls every token towards the subspaces that
-# already explain it. CRATE's attention layer (MSSA, tutorial 02 onwards) is an
+# (`rate.compression_step`), shrinks each token's projection on every
+# subspace, except for the part it has in common with the other tokens of that
+# subspace: with complete $U$ it is an anisotropic shrink, weakest along the
+# directions many tokens share (tutorial 02 makes this precise). CRATE's attention layer (MSSA, tutorial 02 onwards) is an
 # approximation of exactly this step. Here are a few exact steps on noisy data:
 
 # %%
 X, y, U_true = subspace_mixture(n, 32, 4, 8, noise=0.5, rng=2)
-Rc_path, dR_path = [], []
+Rc_path, delta_R_path = [], []
 for _ in range(5 if FAST else 20):
     Rc_path.append(float(rate.compression_rate(X, U_true, eps)))
-    dR_path.append(float(rate.rate_reduction(X, U_true, eps)))
+    delta_R_path.append(float(rate.rate_reduction(X, U_true, eps)))
     X = rate.compression_step(X, U_true, eps, kappa=0.5)
 print("Rc along exact compression steps:", np.round(Rc_path, 2))
 
 # %% [markdown]
 # ## Summary
 #
-# - $R(Z) = \tfrac12 \log\det(I + \tfrac{d}{N\epsilon^2} Z^\top Z)$ is the number
-#   of nats to code the tokens up to distortion $\epsilon$: the log of how many
-#   $\epsilon$-balls pack the data's ellipsoid. It counts dimensions.
+# - $R(Z) = \tfrac12 \log\det(I + \tfrac{d}{N\epsilon^2} Z^\top Z)$ is
+#   (approximately) the average number of nats per token to code the tokens up
+#   to distortion $\epsilon$: the log of how many $\epsilon$-balls pack the
+#   data's ellipsoid. It counts dimensions.
 # - Compute it by Cholesky on the smaller Gram side; never `log(det())`.
 # - $\partial R / \partial Z = a Z (I + aZ^\top Z)^{-1} = a (I + a ZZ^\top)^{-1} Z$,
 #   computed with the inverse of the same small matrix the forward factored.
 # - $R^c$ measures the tokens through $K$ subspaces; $\Delta R = R - R^c$ is large
-#   when classes sit on orthogonal subspaces and collapses as they overlap or
-#   drown in noise. An exact gradient step on $R^c$ is what attention approximates.
+#   when classes sit on orthogonal subspaces and turns negative as they
+#   overlap. Against fixed, complete subspaces it barely moves with noise
+#   (it sees only second moments); it is the *labelled* MCR$^2$ rate reduction
+#   that collapses as the classes drown in noise. An exact gradient step on
+#   $R^c$ is what attention approximates.
 # - In whitebox, `eps` is the papers' $\epsilon$. The official codes pass
 #   $\epsilon^2$ under the name `eps`: use `eps=math.sqrt(their_eps)`.
 #
@@ -360,7 +380,8 @@ print("Rc along exact compression steps:", np.round(Rc_path, 2))
 #    $\tfrac12 \sum_i \log(1 + a \lambda_i)$, and check it against the library.
 # 2. Write the gradient of $R^c$ with respect to the basis of a single subspace
 #    ($K = 1$) by hand, $\partial R^c / \partial U = a' Z^\top W (I + a' W^\top W)^{-1}$
-#    with $W = ZU$, and compare with `compression_rate_grad(..., wrt="U")`.
+#    with $W = ZU$ and $a' = p/(N\epsilon^2)$ (the scale of $R^c$, written $b$
+#    above), and compare with `compression_rate_grad(..., wrt="U")`.
 # 3. Scale the features by $s$: show numerically that for large $s$ and data of
 #    rank $r$, $R(sZ) - R(Z) \approx r \log s$.
 
@@ -392,13 +413,13 @@ assert not np.isfinite(naive) and np.isfinite(safe)
 assert abs(R - R_lib) < 1e-10
 assert np.abs(dZ - dZ_lib).max() < 1e-10 and np.abs(dZ_tokens - dZ_lib).max() < 1e-10
 assert max(err_R, err_Z, err_U) < 1e-7
-assert by_coherence[0, 2] > 0 > by_coherence[-1, 2]                     # dR changes sign
+assert by_coherence[0, 2] > 0 > by_coherence[-1, 2]                     # ΔR changes sign
 assert np.all(np.diff(by_coherence[:, 0]) < 0.05) and by_coherence[-1, 0] < by_coherence[0, 0] - 5
 assert np.all(np.diff(by_coherence[:, 1]) > 0)                           # Rc rises
 X1, _, U1 = subspace_mixture(n, **coh_setting, rng=1, coherence=1.0)
 assert abs(by_coherence[-1, 1] - 4 * float(rate.compression_rate(X1, U1[:1], eps))) < 1e-9
 assert np.all(np.diff(by_noise[:, 3]) < 0)                               # MCR^2 collapses
-assert np.abs(by_noise[:, 2] - by_noise[0, 2]).max() < 0.05 * by_noise[0, 2]  # dR blind
+assert np.abs(by_noise[:, 2] - by_noise[0, 2]).max() < 0.05 * by_noise[0, 2]  # ΔR blind
 assert np.all(np.diff(Rc_path) < 0)
 assert (OUT / "01_rates_vs_coherence_and_noise.png").exists()
 print(f"all checks passed in {time.time() - t_start:.1f} s")

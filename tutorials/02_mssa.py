@@ -202,8 +202,21 @@ sweep = np.array([[compare(all_steps(Z, U, beta), Z)["(2) softmax"][key]
 beta = float(betas[np.argmin(sweep[:, 0])])
 print(f"beta with the closest step: {beta:.2f}  (distance {sweep[:, 0].min():.3f}, "
       f"interaction cosine {sweep[np.argmin(sweep[:, 0]), 1]:.3f})")
-print(f"at beta = 1/sqrt(p) = {p ** -0.5:.2f}: interaction cosine "
+print(f"1/sqrt(p) = {p ** -0.5:.2f} applied to unit-length tokens (not the official scale): "
+      f"interaction cosine "
       f"{compare(all_steps(Z, U, p ** -0.5), Z)['(2) softmax']['cos_interaction']:.3f}")
+
+# The official temperature 1/sqrt(p) acts on LayerNorm-scale tokens (length ~ sqrt(d))
+# projected by W_qkv. Measure the squared row norm of W_qkv at an actual initialisation.
+U_init_small = nn.MSSA(d, heads=K, dim_head=p, dtype="float64", seed=0).subspaces()  # (K, d, p)
+row_sq = float((U_init_small ** 2).sum(axis=1).mean())      # mean ||row of W_qkv||^2
+beta_orthonormal = d / np.sqrt(p)                           # if U were orthonormal
+beta_init = row_sq * d / np.sqrt(p)                         # at the initial weight scale
+init_row = compare(all_steps(Z, U, beta_init), Z)["(2) softmax"]
+print(f"mean squared row norm of W_qkv at init: {row_sq:.3f}  (uniform(+-1/sqrt(d)): 1/3)")
+print(f"official 1/sqrt(p) in our units: d/sqrt(p) = {beta_orthonormal:.1f} if U were orthonormal, "
+      f"{row_sq:.2f} d/sqrt(p) = {beta_init:.2f} at init  (distance {init_row['dist']:.3f}, "
+      f"interaction cosine {init_row['cos_interaction']:.3f})")
 
 # %% [markdown]
 # A temperature that is too low makes the softmax nearly uniform: every token
@@ -211,9 +224,18 @@ print(f"at beta = 1/sqrt(p) = {p ** -0.5:.2f}: interaction cosine "
 # interaction cosine is poor). Too high, and each token attends only to
 # itself, so the interaction term cancels the first-order shrink and the step
 # becomes too small. In between, the softmax points where the exact $H_k$
-# points. Our tokens have unit length; the network's tokens come out of a
-# LayerNorm with length about $\sqrt d$, so the official temperature
-# $1/\sqrt p$ on those tokens is $\beta = d/\sqrt p$ in our units (see section 6).
+# points.
+#
+# Where does the official temperature $1/\sqrt p$ sit? Our tokens have unit
+# length; the network's come out of a LayerNorm with length about $\sqrt d$, so
+# *if $U$ were orthonormal* the official temperature would be $\beta = d/\sqrt p$
+# in our units, in the too-sharp part of the sweep. But $W_{qkv}$ is not
+# orthonormal. At the official initialisation (PyTorch's `Linear` default,
+# entries uniform in $\pm 1/\sqrt d$) each row has squared norm about
+# $d \cdot \tfrac{1}{3d} = \tfrac13$ (measured above: `row_sq`), which scales every
+# similarity by the same factor: the effective temperature is about
+# $d/(3\sqrt p)$, right where the sweep finds its best $\beta$. Training can then
+# move it, since the scale of $W_{qkv}$ is learned (see section 6).
 #
 # ### The table
 #
@@ -290,10 +312,14 @@ axes[0].set_title(f"Distance to the exact step (eps={eps}, beta={beta:.2f})")
 axes[0].legend()
 axes[1].semilogx(betas, sweep[:, 0], marker="o", ms=3, label="distance of the step")
 axes[1].semilogx(betas, sweep[:, 1], marker="s", ms=3, label="cosine of interaction parts")
-axes[1].axvline(beta, color="gray", ls="--", lw=0.8)
-axes[1].axvline(d / np.sqrt(p), color="tab:red", ls=":", lw=1,
-                label="official 1/sqrt(p) on LayerNorm scale")
+axes[1].axvline(beta, color="gray", ls="--", lw=0.8, label=f"best beta = {beta:.2f}")
+axes[1].axvline(beta_orthonormal, color="tab:red", ls=":", lw=1,
+                label="official 1/sqrt(p), LayerNorm scale,\nif U were orthonormal")
+axes[1].axvline(beta_init, color="tab:purple", ls="-.", lw=1,
+                label=f"official 1/sqrt(p), LayerNorm scale,\nat init (|row|$^2$ = {row_sq:.2f})")
 axes[1].set_xlabel("softmax temperature beta")
+axes[1].set_ylabel("relative distance / cosine")
+axes[1].set_ylim(0, 1.5 * sweep.max())                     # room for the legend above the curves
 axes[1].set_title("Approximation (2) against the temperature")
 axes[1].legend(fontsize=8)
 for variant, path in rc_paths.items():
@@ -475,9 +501,12 @@ print(f"(1 - kappa b) Z + kappa b MSSA(Z) vs approximation (3): max |diff| = {ti
 #    separate `to_out` Linear with a bias. At initialisation the two are
 #    unrelated.
 # 2. **Temperature $1/\sqrt p$.** The derivation has none (or the free $\beta$
-#    above). On LayerNorm-scale tokens ($\|x\| \approx \sqrt d$) it equals
-#    $\beta = d/\sqrt p$ in the units of section 2, in the "too sharp" part of
-#    our sweep; the learned scale of $W_{qkv}$ can move it.
+#    above). On LayerNorm-scale tokens ($\|x\| \approx \sqrt d$) it would equal
+#    $\beta = d/\sqrt p$ in the units of section 2 if $U$ were orthonormal, in
+#    the "too sharp" part of our sweep. At the official initialisation the rows
+#    of $W_{qkv}$ have squared norm about $1/3$ (printed below), so the effective
+#    temperature is about $d/(3\sqrt p)$, near the sweep's best; the learned
+#    scale of $W_{qkv}$ moves it during training.
 # 3. **Residual coefficient 1.** The step is $(1 - \kappa b) Z + \kappa b\,
 #    \text{MSSA}(Z)$; the code computes $Z + \text{MSSA}(Z)$. The factor
 #    $\kappa b$ is absorbed into `to_out`, and the shrink $(1 - \kappa b)$ is
@@ -498,7 +527,10 @@ identity_err = np.linalg.norm(sum_UUt - np.eye(384)) / np.linalg.norm(np.eye(384
 print(f"max |U_k^T U_k - I|                  = {gram_err:.3f}")
 print(f"cosine(W_out, [U_1..U_K])            = {tied_cos:+.3f}")
 print(f"||sum_k U_k U_k^T - I|| / ||I||      = {identity_err:.3f}")
-print(f"official temperature in section-2 units: beta = d/sqrt(p) = {d / np.sqrt(p):.1f} "
+row_sq_T = float((U_init ** 2).sum(axis=1).mean())          # mean ||row of W_qkv||^2
+print(f"mean squared row norm of W_qkv (CRATE-T init) = {row_sq_T:.3f}")
+print(f"official temperature in section-2 units (d=32, p=8): beta = d/sqrt(p) = "
+      f"{beta_orthonormal:.1f} if U were orthonormal, {beta_init:.2f} at init "
       f"(sweep best {beta:.2f})")
 
 # %% [markdown]
@@ -515,7 +547,8 @@ print(f"official temperature in section-2 units: beta = d/sqrt(p) = {d / np.sqrt
 # - Because $q = k = v$, the backward through $S = s\,ww^\top$ has the
 #   symmetric term $s(dS + dS^\top)w$; forgetting it fails the gradient check.
 # - The official code unties the output projection (with bias), fixes the
-#   temperature to $1/\sqrt p$, uses residual coefficient 1, and never
+#   temperature to $1/\sqrt p$ (at the initial weight scale, near the best
+#   $\beta$ of our sweep), uses residual coefficient 1, and never
 #   re-orthonormalises $U$.
 #
 # ## Exercises
@@ -582,5 +615,8 @@ assert wrong_caught
 assert max(lib_diffs.values()) < 1e-12
 assert tied_diff < 1e-12
 assert gram_err > 0.5 and abs(tied_cos) < 0.1 and identity_err > 0.5
+assert abs(row_sq - 1 / 3) < 0.05 and abs(row_sq_T - 1 / 3) < 0.02   # uniform(+-1/sqrt(d)) init
+assert beta_orthonormal > 2 * beta                           # orthonormal U: too sharp
+assert init_row["dist"] < 1.1 * sweep[:, 0].min()            # init scale: near the best beta
 assert (OUT / "02_approximations.png").exists()
 print(f"all checks passed in {time.time() - t_start:.1f} s")

@@ -107,8 +107,9 @@ print(f"max |brute-force prox - ReLU(v - eta lambda)| = {prox_err:.1e}  (grid st
 # token uses $k = 4$ of them with weights in $[0.5, 1.5]$, plus a little noise.
 # Two dictionaries: a **random** Gaussian one (badly conditioned) and a
 # **near-identity** one, $D = I + $ small noise (the regime where CRATE's warm
-# start will make sense). The step size must satisfy $\eta \le 1/L$ with
-# $L = \|D\|_2^2$, the Lipschitz constant of $\nabla f$.
+# start will make sense). With $L = \|D\|_2^2$, the Lipschitz constant of
+# $\nabla f$, ISTA converges for any step $\eta < 2/L$; the standard choice
+# $\eta = 1/L$, used here, guarantees that the objective decreases monotonically.
 
 # %%
 d = m = 64
@@ -176,12 +177,13 @@ axes[0].plot(v, np.sign(v) * np.maximum(np.abs(v) - 0.3, 0), label="soft thresho
 axes[0].plot(v, np.maximum(v - 0.3, 0), lw=2, label="ReLU(v - eta lambda)")
 axes[0].plot(v[::2], prox_brute[0.3][::2], "k.", ms=4, label="brute-force minimiser")
 axes[0].set_xlabel("v")
+axes[0].set_ylabel("prox(v)")
 axes[0].set_title("The prox (drawn with eta lambda = 0.3)")
 axes[0].legend(fontsize=8)
 for name, pr in problems.items():
     F_star = pr["history"].min()
     axes[1].semilogy(np.maximum(pr["history"] - F_star, 1e-16), label=name)
-    axes[2].plot(pr["nonzero"], label=name)
+    axes[2].plot(np.arange(1, n_iter + 1), pr["nonzero"], label=name)   # iterations 1..n
 axes[1].set_xlabel("ISTA iteration")
 axes[1].set_ylabel("F(Z_t) - F*")
 axes[1].set_title("Convergence from Z = 0 (eta = 1/L)")
@@ -212,7 +214,9 @@ plt.close(fig)
 # $$Z^{1} = \operatorname{ReLU}\big(X + \eta\,(X D - X D^\top D) - \eta\lambda\big),$$
 #
 # with the dictionary $D$ stored as the layer's weight $W$, $\eta = 0.1$ and
-# $\lambda = 0.1$ in the official code. (The book prints $+\eta\lambda$ inside the
+# $\lambda = 0.1$ in the official code. (The book, Ma-Lab-Berkeley's open
+# *Learning Deep Representations of Data Distributions*
+# (deep-representation-learning-book), chapter 7, prints $+\eta\lambda$ inside the
 # ReLU. That is a sign typo: $+\eta\lambda$ would be the prox of $-\lambda\|Z\|_1$,
 # a reward for density; the code subtracts.)
 #
@@ -235,9 +239,14 @@ for key in one_step["random"]:
     print(f"{key:<26}" + "".join(f"{one_step[name][key]:16.4f}" for name in one_step))
 
 # %% [markdown]
-# With a near-identity dictionary, one warm-started step lands close to the
-# optimum; from zero it is far. With a random dictionary the warm start is no
-# better than zero: $X$ is simply not a code for it. A CRATE layer learns its
+# Read the table row by row. With the near-identity dictionary, one
+# warm-started step with $\eta = 1/L$ (`from X, eta=1/L`) lands close to the
+# optimum, while one step from zero is far from it. With the official
+# $\eta = 0.1$, smaller than $1/L$ here, one step moves less: `from X, eta=0.1`
+# is clearly above the optimum, though still far below `from 0, eta=0.1`.
+# With the random dictionary the warm start is *worse* than starting from
+# zero, at both step sizes (`from X` above `from 0`): $X$ is simply not a
+# code for that dictionary. A CRATE layer learns its
 # dictionary *and* the features that feed it, and the warm start builds in the
 # assumption that the two agree.
 #
@@ -417,8 +426,8 @@ for name, err in layer_errors.items():
 # output per layer (the official repository's `vis_utils`). At initialisation the dictionary
 # is random, so the layer is "sparse" only through the ReLU's threshold
 # $\eta\lambda$. Sweep $\lambda$ on a wider layer and measure it; also try the
-# book's $+\eta\lambda$ sign to see that it makes the output *denser* than no
-# threshold at all.
+# book's $+\eta\lambda$ sign (chapter 7 of the open book cited in section 3)
+# to see that it makes the output *denser* than no threshold at all.
 
 # %%
 wide = CRATE(image_size=16, patch_size=4, num_classes=3, dim=96, depth=1, heads=4, dim_head=24,
@@ -433,12 +442,12 @@ nonzero_typo = float(np.mean(F.ista_forward(ista_in, W_wide, 0.1, -0.1)[0] > 0))
 nonzero_official = float(np.mean(wide.captured["z"][0] > 0))
 for lam_i, nz in zip(lams, nonzero_vs_lam):
     print(f"lambda = {lam_i:3.1f}: fraction of non-zeros {nz:.3f}")
-print(f"book sign (+eta lambda, lambda = 0.1): {nonzero_typo:.3f};  "
+print(f"the book's sign (+eta lambda, lambda = 0.1): {nonzero_typo:.3f};  "
       f"the model's own layer (lambda = 0.1): {nonzero_official:.3f}")
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
 axes[0].plot(lams, nonzero_vs_lam, marker="o")
-axes[0].axhline(nonzero_typo, color="tab:red", ls=":", label="book's +eta lambda (lambda=0.1)")
+axes[0].axhline(nonzero_typo, color="tab:red", ls=":", label="open book ch. 7: +eta lambda (lambda=0.1)")
 axes[0].set_xlabel("lambda (eta = 0.1)")
 axes[0].set_ylabel("fraction of non-zeros at the ISTA output")
 axes[0].set_title("Sparsity of a CRATE layer at initialisation")
@@ -446,6 +455,7 @@ axes[0].legend()
 axes[1].hist(wide.captured["z"][0].ravel(), bins=60, color="tab:blue")
 axes[1].set_yscale("log")
 axes[1].set_xlabel("ISTA output value")
+axes[1].set_ylabel("count")
 axes[1].set_title(f"Output of the layer: {1 - nonzero_official:.0%} exact zeros")
 fig.tight_layout()
 fig.savefig(OUT / "03_layer_sparsity.png", dpi=120)
@@ -551,7 +561,11 @@ for name, pr in problems.items():
 near, rand_d = one_step["near-identity"], one_step["random"]
 assert near["from X, eta=1/L"] < 1.1 * near["optimum"]
 assert near["from X, eta=0.1"] < near["from 0, eta=0.1"]
-assert rand_d["from X, eta=1/L"] > rand_d["from 0, eta=1/L"]
+assert 0.1 < 1 / problems["near-identity"]["L"]
+assert near["from X, eta=0.1"] > 1.2 * near["optimum"]           # official eta: clearly above
+assert near["from X, eta=0.1"] < 0.5 * near["from 0, eta=0.1"]   # ...far below from zero
+assert rand_d["from X, eta=1/L"] > rand_d["from 0, eta=1/L"]     # random D: warm start worse
+assert rand_d["from X, eta=0.1"] > rand_d["from 0, eta=0.1"]
 assert linear_diff < 1e-10
 assert max(ista_errors.values()) < 1e-7
 assert ista_lib_diff < 1e-12

@@ -2,9 +2,10 @@
 
     R(Z) = 1/2 logdet(I_d + a Z^T Z),   a = d / (N eps^2),   Z (N, d), tokens as rows.
 
-R(Z) is (up to lower-order terms) the number of nats needed to code the N
-tokens up to a mean squared distortion eps^2 per token: the log of how many
-eps-balls it takes to pack the ellipsoid the tokens span.
+R(Z) is (up to lower-order terms) the average number of nats per token
+needed to code the N tokens up to a mean squared distortion eps^2 per token
+(coding all N costs about N times R): the log of how many eps-balls it takes
+to pack the ellipsoid the tokens span.
 
     dR/dZ = a Z (I_d + a Z^T Z)^{-1} = a (I_N + a Z Z^T)^{-1} Z.
 

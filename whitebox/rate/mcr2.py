@@ -13,8 +13,9 @@ The gradient of each class term lands only on that class's rows:
 
 Features are usually normalised to unit rows first: R grows without bound
 with the feature scale. A negative loss is expected (R > Rc). ``eps`` is the
-papers' epsilon; the official mcr2 code's ``eps`` is epsilon squared (its
-default 0.5 is eps = sqrt(0.5) here).
+papers' epsilon; the official mcr2 code's ``eps`` is epsilon squared: its
+supervised training script's default ``--eps 0.5`` is eps = sqrt(0.5) here,
+and its loss class's own default ``eps=0.01`` is eps = 0.1 here.
 """
 from ..backend import get_array_module, to_numpy
 from ._checks import check_accumulate, check_eps, check_labels, check_tokens

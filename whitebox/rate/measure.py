@@ -7,7 +7,7 @@
 Differences from :func:`whitebox.rate.compression_rate`: every head-token
 vector is normalised first (so the number does not depend on the feature
 scale), and ``eps2`` is epsilon SQUARED, the official convention (0.01 means
-epsilon = 0.1). Use it to set per-layer curves from whitebox beside the
+epsilon = 0.1). Use it to plot per-layer curves from whitebox beside the
 paper's (CRATE-S on ImageNet falls from about 1100 to 700 over 12 layers).
 """
 import numbers

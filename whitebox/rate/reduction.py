@@ -1,10 +1,10 @@
 """Rate reduction and sparse rate reduction: the objective CRATE's layers climb.
 
-    dR(Z | U)  = R(Z) - Rc(Z | U)
-    SRR(Z | U) = R(Z) - Rc(Z | U) - lam ||Z||_1,   ||Z||_1 = sum_{i, j} |Z_ij|
+    DeltaR(Z | U) = R(Z) - Rc(Z | U)
+    SRR(Z | U)    = R(Z) - Rc(Z | U) - lam ||Z||_1,   ||Z||_1 = sum_{i, j} |Z_ij|
 
 over the N x d token matrix of each item (the papers' ||Z||_0, relaxed to l1,
-NOT divided by N: pass lam / N for a per-token penalty). Maximising dR expands
+NOT divided by N: pass lam / N for a per-token penalty). Maximising DeltaR expands
 the whole set while compressing each subspace's share; the l1 term asks for
 sparse (axis-aligned) codes. ``eps`` is the papers' epsilon (official ``eps``
 = epsilon squared).
@@ -25,14 +25,14 @@ def _lam(lam):
 
 
 def rate_reduction(Z, U, eps, accumulate=None):
-    """dR = R(Z) - Rc(Z | U). Z (N, d) or (B, N, d); U (K, d, p). Returns shape Z.shape[:-2]."""
+    """DeltaR = R(Z) - Rc(Z | U). Z (N, d) or (B, N, d); U (K, d, p). Returns shape Z.shape[:-2]."""
     R = coding_rate_forward(Z, eps, accumulate)[0]
     Rc = compression_rate_forward(Z, U, eps, accumulate)[0]
     return R - Rc
 
 
 def rate_reduction_grad(Z, U, eps, wrt="Z", dout=None, accumulate=None):
-    """Gradient of sum(dout * dR): wrt 'Z' -> dR/dZ - dRc/dZ; 'U' -> -dRc/dU; 'both'."""
+    """Gradient of sum(dout * DeltaR): wrt 'Z' -> dR/dZ - dRc/dZ; 'U' -> -dRc/dU; 'both'."""
     _, r_cache = coding_rate_forward(Z, eps, accumulate)
     _, c_cache = compression_rate_forward(Z, U, eps, accumulate)
     dZ_c, dU_c = compression_rate_backward(dout, c_cache)

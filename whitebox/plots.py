@@ -57,9 +57,9 @@ def plot_curves(history, path):
 def plot_layer_measures(history, path):
     """Per-layer compression Rc and non-zero fraction, one line per epoch.
 
-    Inputs: history, a list of metric dicts with keys epoch, rc (one float
-    per layer) and nonzero (one float per layer, 1 - fraction of exact
-    zeros of Z^{l+1}); path of the PNG. Returns: path.
+    Inputs: history, a list of metric dicts with keys epoch (or label), rc
+    (one float per layer) and nonzero (one float per layer, 1 - fraction of
+    exact zeros of Z^{l+1}); path of the PNG. Returns: path.
     """
     history = [h for h in history if h.get("rc")]
     if not history:
@@ -71,7 +71,8 @@ def plot_layer_measures(history, path):
     for i, h in enumerate(history):
         # Early epochs light, late epochs dark; label only the first and the last.
         color = cmap(0.9 - 0.8 * i / max(1, len(history) - 1))
-        label = f"epoch {h['epoch']}" if i in (0, len(history) - 1) else None
+        label = h.get("label", f"epoch {h.get('epoch')}") if i in (0, len(history) - 1) \
+            else None
         layers = np.arange(1, len(h["rc"]) + 1)
         ax_rc.plot(layers, h["rc"], "o-", color=color, label=label)
         ax_nz.plot(layers, h["nonzero"], "o-", color=color, label=label)

@@ -132,6 +132,20 @@ def layer_measures(model, images):
     return rc, nonzero
 
 
+def prepare_data(cfg):
+    """The run's data: a deterministic split, and statistics of the training split only.
+
+    Returns: (train_images, train_labels), (test_images, test_labels), (mean, std)
+    with images as float32 (n, C, H, W) in [0, 1], not yet normalised.
+    """
+    train_split, test_split = load_dataset(cfg.dataset, cfg.data, seed=cfg.seed,
+                                           n_test=cfg.n_test if cfg.dataset in
+                                           ("mnist5k", "digits") else None)
+    train_split = _subset(train_split, cfg.n_train)
+    test_split = _subset(test_split, cfg.n_test)
+    return train_split, test_split, channel_stats(train_split[0])
+
+
 def _subset(split, n):
     images, labels = split
     return (images, labels) if n is None else (images[:n], labels[:n])
@@ -218,13 +232,7 @@ def train(cfg):
     ckpt_path = _prepare_out(cfg)
     metrics_path = os.path.join(cfg.out, METRICS)
 
-    # Data: a deterministic split, statistics of the training split only.
-    train_split, test_split = load_dataset(cfg.dataset, cfg.data, seed=cfg.seed,
-                                           n_test=cfg.n_test if cfg.dataset in
-                                           ("mnist5k", "digits") else None)
-    train_images, train_labels = _subset(train_split, cfg.n_train)
-    test_images, test_labels = _subset(test_split, cfg.n_test)
-    mean, std = channel_stats(train_images)
+    (train_images, train_labels), (test_images, test_labels), (mean, std) = prepare_data(cfg)
     rng = np.random.default_rng(cfg.seed)    # shuffling and shifts: checkpointed
     train_loader = BatchLoader(train_images, train_labels, cfg.batch_size, rng=rng,
                                max_shift=cfg.max_shift, mean=mean, std=std, backend=cfg.backend)

@@ -151,8 +151,8 @@ def main(argv=None):
             for n in args.configs]
     print(f"one float32 training step (forward + loss + backward), backend={args.backend}, "
           f"median of {args.repeats}")
-    print(f"| config | batch | whitebox ms | PyTorch ms | whitebox/PyTorch | "
-          f"peak MiB whitebox | peak MiB PyTorch |")
+    print("| config | batch | whitebox ms | PyTorch ms | whitebox/PyTorch | "
+          "peak MiB whitebox | peak MiB PyTorch |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['config']} | {r['batch']} | {r['whitebox_ms']:.1f} | "

@@ -62,16 +62,22 @@ def test_mssa_without_output_projection(rng):
 
 
 def test_mssa_backward_needs_the_symmetric_term(rng):
-    """q = k = v: dropping s (dS + dS^T) w leaves a wrong gradient, which the check catches."""
+    """q = k = v: dx = (A^T dO + s (dS + dS^T) w) W_qkv; the value path alone is wrong."""
     x, Wq, Wo, bo = arrays(rng)
     y, cache = mssa_forward(x, Wq, Wo, bo, 2)
     dout = rng.standard_normal(y.shape)
     dx_full = mssa_backward(dout, cache)[0]
-    # gradient through the value path only: A fixed
-    w, A = cache["w"], cache["attn"]
+    w, A, s = cache["w"], cache["attn"], cache["scale"]
+
+    def merge(t):                                             # (B, K, N, p) -> (B, N, K p)
+        return t.transpose(0, 2, 1, 3).reshape(2, 5, 6)
     dO = (dout @ Wo).reshape(2, 5, 2, 3).transpose(0, 2, 1, 3)
-    dw_v = (A.transpose(0, 1, 3, 2) @ dO).transpose(0, 2, 1, 3).reshape(2, 5, 6)
-    assert np.abs(dx_full - dw_v @ Wq).max() > 1e-3
+    dw_value = A.transpose(0, 1, 3, 2) @ dO                   # A held fixed
+    dA = dO @ w.transpose(0, 1, 3, 2)
+    dS = A * (dA - (dA * A).sum(-1, keepdims=True))
+    dw_scores = s * (dS + dS.transpose(0, 1, 3, 2)) @ w       # through S = s w w^T
+    np.testing.assert_allclose(dx_full, merge(dw_value + dw_scores) @ Wq, rtol=1e-12)
+    assert np.abs(dx_full - merge(dw_value) @ Wq).max() > 1e-2
 
 
 def test_mssa_dropout_uses_the_generator_and_checks_out(rng):

@@ -244,6 +244,18 @@ def fill_grads(model, rng):
         g[...] = to_device(rng.standard_normal(g.shape), backend_name(g))
 
 
+def assert_lockstep(a, opt_a, b, opt_b, rng, steps):
+    """Feed both models the same gradients for ``steps`` steps; parameters must stay identical."""
+    for _ in range(steps):
+        fill_grads(a, rng)
+        for k, g in a.grads().items():
+            b.grads()[k][...] = g
+        opt_a.step()
+        opt_b.step()
+    for k, p in a.parameters().items():
+        assert np.array_equal(p, b.parameters()[k]), k
+
+
 def test_zero_grad_and_fresh_module_arrays(xp):
     """The optimizer reads module.parameters() every step, so moving the model works."""
     model = mlp()
@@ -283,14 +295,7 @@ def test_state_dict_resumes_exactly(make_opt):
     opt_b = make_opt(b, 0.3)  # different lr: it must come from the state_dict
     opt_b.load_state_dict(sd)
     assert opt_b.step_count == 3 and opt_b.lr == 0.005
-    for _ in range(4):
-        fill_grads(a, rng)
-        for k, g in a.grads().items():
-            b.grads()[k][...] = g
-        opt_a.step()
-        opt_b.step()
-    for k, p in a.parameters().items():
-        assert np.array_equal(p, b.parameters()[k]), k
+    assert_lockstep(a, opt_a, b, opt_b, rng, steps=4)
     # the state_dict held copies: later steps did not write into it
     assert all(np.array_equal(sd["state"][k][n], buf) for (k, n), buf in frozen.items())
 
@@ -348,14 +353,7 @@ def test_sgd_takes_the_saved_momentum(saved_momentum, saved_nesterov, built_mome
     opt_b.load_state_dict(opt_a.state_dict())
     assert opt_b.hyper == opt_a.hyper
     assert set(opt_b.state["0.weight"]) == ({"momentum_buffer"} if saved_momentum else set())
-    for _ in range(3):
-        fill_grads(a, rng)
-        for k, g in a.grads().items():
-            b.grads()[k][...] = g
-        opt_a.step()
-        opt_b.step()
-    for k, p in a.parameters().items():
-        assert np.array_equal(p, b.parameters()[k]), k
+    assert_lockstep(a, opt_a, b, opt_b, rng, steps=3)
 
 
 def _snapshot(opt):

@@ -442,3 +442,29 @@ def test_module_level_frozen_parameters():
     assert (lin.param("table") == 3).all() and (lin.param("bias") != 0).any()
     errs = check_module(lin, [np.ones((4, 3))])
     assert "table" not in errs
+
+
+@pytest.mark.gpu
+def test_numpy_and_cupy_models_agree_float32(xp):
+    """The float32 model, forward, backward and one AdamW step, on both backends."""
+    if xp is np:
+        pytest.skip("compares NumPy with CuPy")
+    from whitebox import backend
+    m_np, m_gpu = tiny(dtype="float32"), tiny(dtype="float32").to("cupy")
+    x = images(dtype="float32")
+    noise = np.random.default_rng(9).random((3, 16)).astype(np.float32)
+    with pytest.raises(TypeError, match="move them with whitebox.to_device"):
+        m_gpu(x)
+    out_np = m_np(x, noise=noise)
+    out_gpu = m_gpu(backend.to_device(x, "cupy"), noise=backend.to_device(noise, "cupy"))
+    for a, b in zip(out_gpu, out_np):
+        np.testing.assert_allclose(backend.to_numpy(a), b, rtol=1e-4, atol=1e-5)
+    for m in (m_np, m_gpu):
+        m.zero_grad()
+        m.backward()
+        wb.optim.AdamW(m, lr=1e-3).step()
+    for k, g in m_np.grads().items():
+        np.testing.assert_allclose(backend.to_numpy(m_gpu.grads()[k]), g, rtol=1e-3, atol=1e-5,
+                                   err_msg=k)
+    _, _, drawn = m_gpu(backend.to_device(x, "cupy"))      # noise from the host generator
+    assert backend.backend_name(drawn) == "cupy"

@@ -11,6 +11,8 @@ sees every position: removed patches are replaced by the learned
 so the gradient splits the same way: dx_l (1 - m_l) to the patch, and the
 sum over removed positions to the token.
 """
+import numpy as np
+
 from ..backend import get_array_module
 
 
@@ -27,7 +29,8 @@ def mask_from_noise(noise, mask_ratio):
     xp = get_array_module(noise)
     B, L = noise.shape
     keep = num_kept(L, mask_ratio)
-    order = xp.argsort(noise, axis=1, kind="stable")       # ascending: small is keep
+    # ascending: small is keep (CuPy's argsort is always stable and takes no kind)
+    order = xp.argsort(noise, axis=1, **({"kind": "stable"} if xp is np else {}))
     mask = xp.ones((B, L), dtype=noise.dtype)
     rows = xp.arange(B)[:, None]
     mask[rows, order[:, :keep]] = 0

@@ -20,6 +20,17 @@ def check_eps(eps, name="eps"):
     return eps
 
 
+def rate_scale(dim, N, eps, name="eps"):
+    """a = dim / (N eps^2), refusing an eps so small that the scale overflows float64."""
+    a = dim / N / eps / eps                 # not eps ** 2: that underflows to 0 first
+    if not math.isfinite(a):
+        smallest = math.sqrt(dim / N / np.finfo(np.float64).max)
+        raise ValueError(f"{name} = {eps!r} is too small: the scale {dim}/(N {name}^2) "
+                         f"overflows float64; {name} must be at least {smallest:.3g} (and "
+                         f"larger still for features that are not tiny)")
+    return a
+
+
 def check_tokens(name, Z):
     """Z: a floating array (..., N, d) with at least one token and one feature, all finite."""
     xp = get_array_module(Z)
@@ -76,10 +87,11 @@ def check_labels(labels, N, xp, name="labels"):
         raise ValueError(f"{name} must be non-negative class indices, got min {int(labels.min())}")
 
 
-def check_accumulate(accumulate, dtype):
-    """The dtype the Gram matrices and factorizations are computed in (None: ``dtype``)."""
+def check_accumulate(accumulate):
+    """None (work in Z's dtype, promoted to float64 when float32 cannot hold the answer),
+    'float32' (refuse instead of promoting) or 'float64'; returned as a dtype or None."""
     if accumulate is None:
-        return np.dtype(dtype)
+        return None
     try:
         name = np.dtype(accumulate).name
     except TypeError:

@@ -5,6 +5,7 @@ import numbers
 import numpy as np
 
 from ..backend import get_array_module
+from ..functional._checks import check_class_labels
 
 ACCUMULATE = (None, "float32", "float64")
 
@@ -77,14 +78,7 @@ def check_labels(labels, N, xp, name="labels"):
         raise TypeError(f"{name} must be an integer array on the same backend as Z "
                         f"({xp.__name__}), got {type(labels).__module__}."
                         f"{type(labels).__name__}; move it with whitebox.to_device")
-    if labels.dtype.kind not in "iu":
-        raise TypeError(f"{name} must be an integer array of shape ({N},), got dtype "
-                        f"{labels.dtype}")
-    if labels.ndim != 1 or labels.shape[0] != N:
-        raise ValueError(f"{name} must have shape ({N},) to match the N = {N} rows of Z, "
-                         f"got shape {tuple(labels.shape)}")
-    if N and int(labels.min()) < 0:
-        raise ValueError(f"{name} must be non-negative class indices, got min {int(labels.min())}")
+    check_class_labels(name, labels, N)
 
 
 def check_accumulate(accumulate):

@@ -668,3 +668,16 @@ def test_refused_schedule_state_changes_nothing(key, value, error):
     with pytest.raises(error, match=key):
         sched.load_state_dict(sd)
     assert vars(sched) == before and opt.lr == lr
+
+
+def test_load_state_dict_refuses_non_finite_moments():
+    params, grads = {"w": np.ones((2, 2))}, {"w": np.full((2, 2), 0.5)}
+    opt = Adam(params, grads=grads)
+    opt.step()
+    sd = opt.state_dict()
+    sd["state"]["w"]["exp_avg"][1, 0] = np.nan
+    before = {k: b.copy() for k, b in opt.state["w"].items()}
+    with pytest.raises(ValueError, match=r"optimizer buffer 'w'/'exp_avg' contains NaN"):
+        opt.load_state_dict(sd)
+    for k, b in before.items():
+        assert np.array_equal(opt.state["w"][k], b)

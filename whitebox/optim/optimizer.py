@@ -22,13 +22,14 @@ parameter's backend and in its dtype.
 """
 import math
 import operator
-
-import numpy as np
 from fnmatch import fnmatchcase
 from types import MappingProxyType
 
+import numpy as np
+
 from .. import backend
 from ..backend import get_array_module
+from ..functional._checks import check_array, check_finite
 
 # Names that mark parameters which should never be pulled towards zero: the
 # learned position table and class token of a ViT/CRATE, normalisation
@@ -360,6 +361,9 @@ class Optimizer:
                 if tuple(buf.shape) != tuple(p.shape):
                     raise ValueError(f"optimizer buffer {pname!r}/{key!r} has shape "
                                      f"{tuple(buf.shape)}, expected {tuple(p.shape)}")
+                # a NaN moment would turn every later update into NaN, like a NaN weight
+                check_array(f"optimizer buffer {pname!r}/{key!r}", buf)
+                check_finite(f"optimizer buffer {pname!r}/{key!r}", buf)
         decays = decay_mask(self.module if self.module is not None else params, no_decay)
         return {"hyper": hyper, "lr": lr, "step_count": step, "no_decay": no_decay,
                 "decays": decays}

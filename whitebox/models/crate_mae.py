@@ -80,8 +80,8 @@ class CRATEMAE(Module):
                  decoder_heads=None, mask_ratio=0.75, norm_pix_loss=False, ista_step=0.1,
                  ista_lambda=0.5, decoder_softmax=True, dtype="float32", seed=0):
         super().__init__(dtype)
-        ih, iw = (_positive_int("image_size", v) for v in _pair(image_size))
-        ph, pw = (_positive_int("patch_size", v) for v in _pair(patch_size))
+        ih, iw = (_positive_int("image_size", v) for v in _pair("image_size", image_size))
+        ph, pw = (_positive_int("patch_size", v) for v in _pair("patch_size", patch_size))
         if ih % ph or iw % pw:
             raise ValueError(f"image_size {ih}x{iw} is not divisible by patch_size {ph}x{pw}")
         decoder_heads = heads if decoder_heads is None else decoder_heads

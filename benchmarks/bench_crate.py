@@ -120,11 +120,12 @@ def bench(name, cfg, backend_name, repeats, warmup, threads):
     return row
 
 
-def torch_peak_cpu_mb(torch, model, x, y):
-    """Peak bytes PyTorch's CPU allocator hands out during one step (profiler memory)."""
+def torch_peak_cpu_mb(torch, model, x, y, step=torch_step):
+    """Peak bytes PyTorch's CPU allocator hands out during one step (profiler memory);
+    ``step(torch, model, x, y)`` runs the step (default: the classifier's)."""
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        torch_step(torch, model, x, y)
+        step(torch, model, x, y)
     live, peak = 0, 0
     events = sorted((e for e in prof.events() if e.self_cpu_memory_usage),
                     key=lambda e: e.time_range.start)

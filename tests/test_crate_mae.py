@@ -360,6 +360,8 @@ def test_encode_capture_and_reconstruct():
     m = tiny()
     x = images()
     assert m.encode(x).shape == (3, 17, 8)
+    np.testing.assert_array_equal(m.encode(x, np.zeros((3, 16))), m.encode(x))
+    assert not np.allclose(m.encode(x, a_mask()), m.encode(x))
     loss, pred, mask = m(x, capture=True)
     enc, dec = m.captured["encoder"], m.captured["decoder"]
     assert len(enc["mssa_in"]) == 2 and len(dec["mssa_in"]) == 2

@@ -172,9 +172,9 @@ class CRATEMAE(Module):
     # ------------------------------------------------------------ inputs
     _check_images = CRATE._check_images      # the classifier's checks, shared
 
-    def _check_mask(self, mask, B):
-        """A user's mask: (B, L) of 0/1 on the model's backend, at least one patch removed
-        and at least one kept per image."""
+    def _check_mask(self, mask, B, for_loss=True):
+        """A user's mask: (B, L) of 0/1 on the model's backend, at least one patch kept per
+        image and (for the loss) at least one removed."""
         L = self.num_patches
         xp = check_array("mask", mask, floating=False)
         if tuple(mask.shape) != (B, L):
@@ -192,7 +192,7 @@ class CRATEMAE(Module):
                              "encoder would see only mask tokens and positions, so their "
                              "reconstruction could not depend on the image; keep at least one "
                              "patch per image")
-        if not bool(m.sum() > 0):
+        if for_loss and not bool(m.sum() > 0):
             raise ValueError("mask removes no patch: the loss is the mean over removed patches, "
                              "0/0 (the official code returns NaN); remove at least one, or use "
                              "model.encode(images) for features of whole images")
@@ -243,7 +243,7 @@ class CRATEMAE(Module):
         images = images.astype(self.dtype, copy=False)
         B = images.shape[0]
         mask = (self.xp.zeros((B, self.num_patches), dtype=self.dtype) if mask is None
-                else self._check_mask(mask, B))
+                else self._check_mask(mask, B, for_loss=False))
         latent = self._encode(images, mask, None)
         self._cache = None
         return latent

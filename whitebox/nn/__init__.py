@@ -1,4 +1,5 @@
 """Modules: parameter-holding wrappers around whitebox.functional."""
+from .alpha_layers import AlphaLayer, OvercompleteISTA, PatchConv
 from .crate_layers import CRATELayer, ISTA, MSSA, PreNorm
 from .layers import (GELU, Dropout, Embedding, Identity, LayerNorm, Linear, Patchify, ReLU,
                      Softmax, Unpatchify)
@@ -6,4 +7,5 @@ from .module import Module, ModuleList, Sequential
 
 __all__ = ["Module", "Sequential", "ModuleList", "Linear", "LayerNorm", "ReLU", "GELU",
            "Softmax", "Dropout", "Embedding", "Patchify", "Unpatchify", "Identity",
-           "PreNorm", "MSSA", "ISTA", "CRATELayer"]
+           "PreNorm", "MSSA", "ISTA", "CRATELayer",
+           "PatchConv", "OvercompleteISTA", "AlphaLayer"]

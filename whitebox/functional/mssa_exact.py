@@ -50,14 +50,7 @@ def _inverse_spd(M):
             "(its entries are too large or not finite); lower the scale (a larger eps), "
             "normalise the tokens, or run the model in float64") from err
     L_inv = xp.linalg.inv(L)                               # triangular, diagonal in (0, 1]
-    M_inv = L_inv.swapaxes(-1, -2) @ L_inv                 # (..., N, N) = L^{-T} L^{-1}
-    # CuPy leaves NaN behind instead of raising: one reduction says which happened
-    if not bool(xp.isfinite(M_inv).all()):
-        raise RuntimeError(
-            f"exact MSSA step: the factorisation of I + s W_k W_k^T failed in {M.dtype} "
-            "(non-finite result); lower the scale (a larger eps), normalise the tokens, or "
-            "run the model in float64")
-    return M_inv
+    return L_inv.swapaxes(-1, -2) @ L_inv                  # (..., N, N) = L^{-T} L^{-1}
 
 
 def exact_heads_forward(w, s):
@@ -80,7 +73,15 @@ def exact_heads_forward(w, s):
     idx = xp.arange(N)
     M[..., idx, idx] += 1                                   # I + s W W^T
     M_inv = _inverse_spd(M)
-    H = (M_inv @ work).astype(w.dtype, copy=False)          # (B, K, N, p)
+    H = M_inv @ work                                        # (B, K, N, p)
+    # CuPy leaves NaN behind instead of raising, and infinite tokens pass a
+    # factorisation: one reduction over the result says whether either happened
+    if not bool(xp.isfinite(H).all()):
+        raise RuntimeError(
+            f"exact MSSA step: the factorisation of I + s W_k W_k^T failed in {M.dtype} "
+            "(non-finite result: the tokens are too large or not finite); lower the scale "
+            "(a larger eps), normalise the tokens, or run the model in float64")
+    H = H.astype(w.dtype, copy=False)
     M_inv = M_inv.astype(w.dtype, copy=False)
     return H, {"w": w, "H": H, "attn": M_inv, "scale": s, "fallback": fallback}
 

@@ -161,6 +161,8 @@ def figure(results, path):
                               (axes[3], "CPU seconds per training step", "s")):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(xlabel)
+    for ax in axes[1:3]:
+        ax.set_xticks(np.arange(1, len(results[0]["rc"]) + 1))
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

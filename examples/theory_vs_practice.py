@@ -41,7 +41,7 @@ from whitebox.data.images import load_dataset
 from whitebox.data.loader import BatchLoader, channel_stats, normalize
 from whitebox.models import CRATE, CRATEAlpha
 from whitebox.optim import AdamW, WarmupCosine, clip_grad_norm
-from whitebox.rate import measure_compression
+from whitebox.rate import layer_measures
 
 
 def variants(eps, kappa):
@@ -61,20 +61,6 @@ def build(kind, attention, args, image_shape):
                   depth=args.depth, heads=args.heads, dim_head=args.dim // args.heads,
                   channels=C, seed=args.seed, attention=attention)
     return CRATE(**common) if kind == "crate" else CRATEAlpha(**common)
-
-
-def layer_measures(model, probe):
-    """Per layer: Rc of LN1(Z^l) on its subspaces; non-zero fraction of the sparse output."""
-    model.eval()
-    model.forward(probe, capture=True)
-    cap = model.captured
-    sparse = cap.get("codes") or cap["z"]
-    rc = [measure_compression(cap["mssa_in"][l], model.subspaces(l))
-          for l in range(len(cap["z"]))]
-    nonzero = [float((z != 0).mean()) for z in sparse]
-    model.captured = None
-    model.train()
-    return rc, nonzero
 
 
 def evaluate(model, loader):

@@ -189,19 +189,23 @@ def test_overfits_one_batch():
 
 
 # ------------------------------------------------------------------ features
-def test_capture_has_crates_keys_and_the_codes():
+def test_capture_has_crates_keys_with_the_codes_as_ista_output():
     m = tiny()
-    m.forward(images(), capture=True)
+    x = images()
+    m.forward(x, capture=True)
     cap = m.captured
-    for key in ("mssa_in", "attention", "z_half", "ista_in", "z", "codes"):
+    for key in ("mssa_in", "attention", "z_half", "ista_in", "z", "out"):
         assert len(cap[key]) == 2, key
     assert cap["attention"][0].shape == (2, 2, 5, 5)
-    assert cap["codes"][1].shape == (2, 5, 24) and (cap["codes"][1] >= 0).all()
-    # Z^{l+1} = Z^{l+1/2} + c2 D1^T
+    assert cap["z"][1].shape == (2, 5, 24) and (cap["z"][1] >= 0).all()
+    # Z^{l+1} = Z^{l+1/2} + c2 D1^T, and it feeds the next layer
     D1 = m.state_dict()["transformer.layers.0.1.fn.D1"]
-    np.testing.assert_allclose(cap["z"][0], cap["z_half"][0] + cap["codes"][0] @ D1.T)
-    rc = wb.rate.measure_compression(cap["mssa_in"][0], m.subspaces(0))
-    assert np.isfinite(rc) and rc > 0
+    np.testing.assert_allclose(cap["out"][0], cap["z_half"][0] + cap["z"][0] @ D1.T)
+    np.testing.assert_allclose(cap["mssa_in"][1],
+                               m.transformer.layers[1].attn.norm(cap["out"][0]))
+    rc, nonzero = wb.rate.layer_measures(m, x)
+    assert len(rc) == 2 and all(np.isfinite(rc)) and all(0 < v < 1 for v in nonzero)
+    assert nonzero[0] == float((cap["z"][0] != 0).mean())
     assert len(m.attention_maps()) == 2
 
 
@@ -260,3 +264,20 @@ def test_numpy_and_cupy_agree_float32(xp):
     for k, g in m_np.grads().items():
         np.testing.assert_allclose(backend.to_numpy(m_gpu.grads()[k]), g, rtol=1e-3,
                                    atol=1e-5, err_msg=k)
+
+
+def test_training_job_trains_crate_alpha(tmp_path):
+    """python -m whitebox.train --model crate-alpha: the classifier task builds CRATE-alpha."""
+    pytest.importorskip("sklearn")
+    from whitebox import train
+    out = tmp_path / "run"
+    train.main(["--model", "crate-alpha", "--dataset", "digits", "--fast", "--epochs", "1",
+                "--out", str(out), "--no-progress", "--no-figures"])
+    import json
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == "crate-alpha"
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 1 and 0 <= records[0]["test_acc"] <= 1
+    with pytest.raises((ValueError, SystemExit)):
+        train.main(["--model", "crate-alpha", "--dataset", "digits", "--fast",
+                    "--dropout", "0.1", "--out", str(tmp_path / "bad"), "--no-progress"])

@@ -23,6 +23,10 @@ float32 heads whose bound exceeds it are factored in float64 and cast back
 (the float64 fallback; ``cache["fallback"]`` says when it happened). Where
 even float64 cannot factor M (infinite or NaN entries) the op raises a
 RuntimeError that says so; it never returns a silently wrong number.
+On a GPU, reading the bound back would stall every step (see
+whitebox.backend), so there float32 heads are always factored in float64,
+and the finiteness check runs only with device checks switched on (a
+failure otherwise shows as NaN in the loss, never as a plausible number).
 
 Backward (dH given). With Q = M^{-1} dH, the gradient reaching M is
 -Q H^T, and M = I + s W W^T sends it back to W symmetrised:
@@ -34,7 +38,7 @@ the gradient dh/dW = s M^{-1} W once more gives.
 """
 import numpy as np
 
-from ..backend import get_array_module
+from ..backend import checks_values, get_array_module
 
 FLOAT32_LIMIT = 1e3   # condition bound past which float32 heads are factored in float64
 
@@ -64,9 +68,12 @@ def exact_heads_forward(w, s):
     wt = w.swapaxes(-1, -2)                                 # (B, K, p, N)
     fallback = False
     if w.dtype == np.float32:
-        # cond(M) <= 1 + s ||w_k||_F^2: decide once per call whether float32 suffices
-        bound = 1.0 + s * float((w * w).sum(axis=(-2, -1)).max())
-        fallback = not bound < FLOAT32_LIMIT                # also true for inf / NaN
+        if checks_values(w):
+            # cond(M) <= 1 + s ||w_k||_F^2: decide once per call whether float32 suffices
+            bound = 1.0 + s * float((w * w).sum(axis=(-2, -1)).max())
+            fallback = not bound < FLOAT32_LIMIT            # also true for inf / NaN
+        else:
+            fallback = True                                 # on a device: no read-back
     work = w.astype(np.float64) if fallback else w
     M = work @ (wt.astype(np.float64) if fallback else wt)  # (B, K, N, N) Gram
     M *= s
@@ -76,7 +83,7 @@ def exact_heads_forward(w, s):
     H = M_inv @ work                                        # (B, K, N, p)
     # CuPy leaves NaN behind instead of raising, and infinite tokens pass a
     # factorisation: one reduction over the result says whether either happened
-    if not bool(xp.isfinite(H).all()):
+    if checks_values(H) and not bool(xp.isfinite(H).all()):
         raise RuntimeError(
             f"exact MSSA step: the factorisation of I + s W_k W_k^T failed in {M.dtype} "
             "(non-finite result: the tokens are too large or not finite); lower the scale "

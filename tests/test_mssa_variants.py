@@ -233,3 +233,37 @@ def test_theory_vs_practice_example_runs(tmp_path):
     table = (tmp_path / "table.md").read_text()
     assert "| all three |" in table and "| CRATE-alpha |" in table
     assert (tmp_path / "theory_vs_practice.png").stat().st_size > 0
+
+
+class _Counting(np.ndarray):
+    """Counts the conversions a device array would sync for."""
+    reads = []
+
+    def __float__(self):
+        _Counting.reads.append("float")
+        return super().__float__()
+
+    def __bool__(self):
+        _Counting.reads.append("bool")
+        return super().__bool__()
+
+    def item(self, *args):
+        _Counting.reads.append("item")
+        return super().item(*args)
+
+
+def test_exact_step_reads_nothing_back_on_a_device(monkeypatch, rng):
+    """On device arrays the exact step factors float32 in float64 and never syncs."""
+    from whitebox import backend
+    monkeypatch.setattr(backend, "_on_host", lambda a: not isinstance(a, _Counting))
+    _Counting.reads = []
+    w = rng.standard_normal((2, 3, 5, 2)).astype(np.float32)
+    dH = rng.standard_normal(w.shape).astype(np.float32)
+    H, cache = exact_heads_forward(w.view(_Counting), 0.8)
+    dw = exact_heads_backward(dH.view(_Counting), cache)
+    assert _Counting.reads == [] and cache["fallback"]
+    H_host, cache_host = exact_heads_forward(w, 0.8)
+    assert not cache_host["fallback"]
+    np.testing.assert_allclose(np.asarray(H), H_host, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(dw), exact_heads_backward(dH, cache_host), rtol=1e-4,
+                               atol=1e-5)

@@ -21,7 +21,8 @@ codes per layer, seconds per training step, parameter count) and
 ``<out>/theory_vs_practice.png``.
 
     OMP_NUM_THREADS=1 python examples/theory_vs_practice.py     # under 10 minutes on one core
-    python examples/theory_vs_practice.py --epochs 20 --n-train 4000 --dim 96
+    python examples/theory_vs_practice.py --seeds 0 1 2            # mean and spread over seeds
+    python examples/theory_vs_practice.py --epochs 20 --dim 96
 
 Per layer l, Rc is the official measurement of LN1(Z^l) on layer l's own
 subspaces (whitebox.rate.measure_compression, eps^2 = 0.01); the non-zero
@@ -55,11 +56,11 @@ def variants(eps, kappa):
             ("CRATE-alpha", "alpha", None)]
 
 
-def build(kind, attention, args, image_shape):
+def build(kind, attention, args, image_shape, seed):
     C, H, W = image_shape
     common = dict(image_size=(H, W), patch_size=args.patch, num_classes=10, dim=args.dim,
                   depth=args.depth, heads=args.heads, dim_head=args.dim // args.heads,
-                  channels=C, seed=args.seed, attention=attention)
+                  channels=C, seed=seed, attention=attention)
     return CRATE(**common) if kind == "crate" else CRATEAlpha(**common)
 
 
@@ -73,11 +74,11 @@ def evaluate(model, loader):
     return correct / count
 
 
-def train_one(name, kind, attention, data, args, progress=True):
-    """Train one variant; returns its row of results."""
+def train_one(name, kind, attention, data, args, seed, progress=True):
+    """Train one variant from one seed; returns its row of results."""
     (train_x, train_y), (test_x, test_y), (mean, std) = data
-    model = build(kind, attention, args, train_x.shape[1:])
-    rng = np.random.default_rng(args.seed)                  # same batches for every variant
+    model = build(kind, attention, args, train_x.shape[1:], seed)
+    rng = np.random.default_rng(seed)                       # same batches for every variant
     loader = BatchLoader(train_x, train_y, args.batch_size, rng=rng, max_shift=2, mean=mean,
                          std=std)
     test_loader = BatchLoader(test_x, test_y, 500, shuffle=False, mean=mean, std=std)
@@ -87,7 +88,7 @@ def train_one(name, kind, attention, data, args, progress=True):
     schedule = WarmupCosine(optimizer, max(1, total // 10), total, min_lr=1e-5)
     step_seconds, accs = [], []
     for epoch in range(args.epochs):
-        bar = tqdm(loader, desc=f"{name} {epoch + 1}/{args.epochs}", leave=False,
+        bar = tqdm(loader, desc=f"{name} seed {seed} {epoch + 1}/{args.epochs}", leave=False,
                    disable=not progress, file=sys.stderr)
         for images, labels in bar:
             tic, cpu = time.perf_counter(), time.process_time()
@@ -108,19 +109,35 @@ def train_one(name, kind, attention, data, args, progress=True):
                 params=model.num_params())
 
 
+def combine(runs):
+    """One row from the runs of one variant over several seeds (means; medians of times)."""
+    accs = np.array([r["acc"] for r in runs])
+    rc = np.mean([r["rc"] for r in runs], axis=0)
+    return dict(name=runs[0]["name"], acc=float(accs.mean()), acc_std=float(accs.std()),
+                seeds=len(runs), accs=np.mean([r["accs"] for r in runs], axis=0).tolist(),
+                rc=rc.tolist(), nonzero=np.mean([r["nonzero"] for r in runs], axis=0).tolist(),
+                monotone=bool(np.all(np.diff(rc) < 0)),
+                seconds=float(np.median([r["seconds"] for r in runs])),
+                cpu_seconds=float(np.median([r["cpu_seconds"] for r in runs])),
+                params=runs[0]["params"])
+
+
 def table(results, args):
     """The markdown table of every variant."""
     head = ("| variant | held-out acc | Rc per layer | Rc falls monotonically | "
             "non-zero fraction per layer | CPU s / step | wall s / step | parameters |\n"
             "|---|---|---|---|---|---|---|---|\n")
     rows = "".join(
-        f"| {r['name']} | {100 * r['acc']:.1f}% | {' '.join(f'{v:.0f}' for v in r['rc'])} | "
+        f"| {r['name']} | {100 * r['acc']:.1f}%"
+        + (f" ± {100 * r['acc_std']:.1f}" if r.get('seeds', 1) > 1 else "")
+        + f" | {' '.join(f'{v:.0f}' for v in r['rc'])} | "
         f"{'yes' if r['monotone'] else 'no'} | {' '.join(f'{v:.2f}' for v in r['nonzero'])} "
         f"| {r['cpu_seconds']:.3f} | {r['seconds']:.3f} | {r['params']:,} |\n"
         for r in results)
     note = (f"\nMNIST-5000: {args.n_train} train / {args.n_test} held-out digits; d {args.dim}, "
             f"depth {args.depth}, {args.heads} heads, patch {args.patch}; {args.epochs} epochs "
-            f"of batch {args.batch_size}, AdamW lr {args.lr}, seed {args.seed}; rate scale "
+            f"of batch {args.batch_size}, AdamW lr {args.lr}, seeds {' '.join(map(str, args.seeds))} "
+            f"(accuracy: mean ± std over seeds; Rc and non-zero fractions: means); rate scale "
             f"eps {args.eps}, kappa {args.kappa}. Seconds per step: medians over the training "
             "steps of the process's CPU time (all threads) and of the wall time.\n")
     return head + rows + note
@@ -170,7 +187,8 @@ def parse_args(argv=None):
     p.add_argument("--kappa", type=float, default=0.5, help="step size of the rate scale")
     p.add_argument("--measure-size", type=int, default=256)
     p.add_argument("--only", nargs="*", help="run only these variants (by name)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="model and batch-order seeds; each variant trains once per seed")
     p.add_argument("--out", default="runs/theory_vs_practice")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
@@ -179,7 +197,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     (train_x, train_y), (test_x, test_y) = load_dataset("mnist5k", n_test=args.n_test,
-                                                        seed=args.seed)
+                                                        seed=0)
     train_x, train_y = train_x[:args.n_train], train_y[:args.n_train]
     data = ((train_x, train_y), (test_x, test_y), channel_stats(train_x))
     todo = variants(args.eps, args.kappa)
@@ -192,9 +210,13 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     results = []
     for name, kind, attention in todo:
-        r = train_one(name, kind, attention, data, args, progress=not args.no_progress)
-        tqdm.write(f"{name:12s} held-out {100 * r['acc']:5.1f}%  {r['cpu_seconds']:.3f} CPU s/step")
-        results.append(r)
+        runs = []
+        for seed in args.seeds:
+            r = train_one(name, kind, attention, data, args, seed, progress=not args.no_progress)
+            tqdm.write(f"{name:12s} seed {seed} held-out {100 * r['acc']:5.1f}%  "
+                       f"{r['cpu_seconds']:.3f} CPU s/step")
+            runs.append(r)
+        results.append(combine(runs))
     text = table(results, args)
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(text)

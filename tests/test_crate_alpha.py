@@ -33,6 +33,7 @@ def test_official_parameter_count_large14():
 
 
 def test_laptop_sizes_run():
+    assert crate_alpha_tiny().num_params() == 169_994
     for m, shape in ((crate_alpha_tiny(), (2, 1, 28, 28)), (crate_alpha_small(), (1, 3, 32, 32))):
         out = m(np.zeros(shape, dtype=np.float32))
         assert out.shape == (shape[0], 10) and out.dtype == np.float32

@@ -282,3 +282,18 @@ def test_training_job_trains_crate_alpha(tmp_path):
     with pytest.raises((ValueError, SystemExit)):
         train.main(["--model", "crate-alpha", "--dataset", "digits", "--fast",
                     "--dropout", "0.1", "--out", str(tmp_path / "bad"), "--no-progress"])
+
+
+def test_official_pth_weights_load_as_they_are(tmp_path):
+    """A state dict saved by the torch module (torch's own init) loads by name and agrees."""
+    torch = pytest.importorskip("torch")
+    from whitebox.interop import load_official
+    from whitebox.torch_crate_alpha import TorchCRATEAlpha
+    torch.manual_seed(0)
+    cfg = dict(image_size=8, patch_size=4, num_classes=3, dim=8, depth=2, heads=2)
+    tm = TorchCRATEAlpha(**cfg).double()
+    torch.save({"model": tm.state_dict()}, tmp_path / "alpha.pth")
+    m = load_official(CRATEAlpha(**cfg, dtype="float64"), str(tmp_path / "alpha.pth"))
+    x = images(C=3)
+    np.testing.assert_allclose(m(x), tm(torch.tensor(x)).detach().numpy(), rtol=1e-12,
+                               atol=1e-12)

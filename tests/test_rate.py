@@ -464,3 +464,12 @@ def test_numpy_cupy_agree_float32(xp):
         np.testing.assert_allclose(to_numpy(got), want, rtol=2e-3, atol=2e-4)
     with pytest.raises(TypeError, match="same backend as Z"):
         rate.mcr2_loss(Zx[0], labels, 0.5)                      # NumPy labels, CuPy features
+
+
+def test_half_precision_is_promoted_too():
+    """float16 holds almost no log-determinant: the same rule redoes it in float64."""
+    Z = draw(np.random.default_rng(25), 5, 4).astype(np.float16)
+    R = rate.coding_rate(Z, 0.5)
+    assert R.dtype == np.float16
+    assert float(R) == pytest.approx(coding_rate_direct(Z, 0.5), rel=1e-3)
+    assert rate.coding_rate_grad(Z, 0.5).dtype == np.float16

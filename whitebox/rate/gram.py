@@ -148,11 +148,11 @@ def gram_logdet_forward(X, a, side="auto", accumulate=None, source=None, eps=Non
     X = X.astype(work, copy=False)
     G = _gram(X, side)
     kappa = 1 + a * _row_sum_bound(G)
-    if not kappa <= condition_limit(work) and work == np.float32:
+    if not kappa <= condition_limit(work) and work.itemsize < 8:    # float32 (or float16)
         if accumulate is not None:
             raise ValueError(
-                f"float32 cannot hold this log-determinant to 0.1%: the condition bound of "
-                f"I + a Z^T Z is {kappa:.3g}, above {condition_limit(work):.3g}; pass "
+                f"{work.name} cannot hold this log-determinant to 0.1%: the condition bound "
+                f"of I + a Z^T Z is {kappa:.3g}, above {condition_limit(work):.3g}; pass "
                 f"accumulate='float64' (or accumulate=None to promote when needed)")
         work = np.dtype(np.float64)
         X = rebuild(work)

@@ -33,7 +33,7 @@ from .compression import (compression_rate, compression_rate_backward,
 from .gram import gram_logdet_backward, gram_logdet_forward, gram_side
 from .mcr2 import (class_compression_backward, class_compression_forward,
                    class_compression_rate, mcr2_loss)
-from .measure import bases_from_qkv, measure_compression
+from .measure import bases_from_qkv, layer_measures, measure_compression
 from .reduction import (rate_reduction, rate_reduction_grad, sparse_rate_reduction,
                         sparse_rate_reduction_grad)
 

@@ -59,3 +59,24 @@ def measure_compression(Z, U, eps2=0.01):
     N, p = W.shape[-2:]
     h, _ = gram_logdet_forward(W, rate_scale(p, N, eps2 ** 0.5, "sqrt(eps2)"))  # (B, K)
     return float(h.sum(axis=-1).mean())
+
+
+def layer_measures(model, inputs, eps2=0.01):
+    """Per layer l of a model: Rc of its MSSA input on the layer's subspaces, and sparsity.
+
+    Works for any model whose ``forward(inputs, capture=True)`` fills
+    ``model.captured`` ("mssa_in": LN1(Z^l), "z": the ISTA output, one entry
+    per layer) and whose ``subspaces(l)`` returns U (K, d, p). Rc follows
+    :func:`measure_compression` (official convention); the non-zero fraction
+    is 1 - (fraction of exact zeros of the ISTA output), the paper's
+    sparsity plot. Returns: (rc list, nonzero list), one float per layer.
+    """
+    model.eval()
+    model.forward(inputs, capture=True)
+    captured = model.captured
+    depth = len(captured["z"])
+    rc = [measure_compression(captured["mssa_in"][l], model.subspaces(l), eps2)
+          for l in range(depth)]
+    nonzero = [float((captured["z"][l] != 0).mean()) for l in range(depth)]
+    model.captured = None          # drop the captured features: they are large
+    return rc, nonzero

@@ -3,7 +3,9 @@ from .crate_layers import CRATELayer, ISTA, MSSA, PreNorm
 from .layers import (GELU, Dropout, Embedding, Identity, LayerNorm, Linear, Patchify, ReLU,
                      Softmax, Unpatchify)
 from .module import Module, ModuleList, Sequential
+from .lm_layers import LMAttention, LMBlock, OvercompleteISTA
 
 __all__ = ["Module", "Sequential", "ModuleList", "Linear", "LayerNorm", "ReLU", "GELU",
            "Softmax", "Dropout", "Embedding", "Patchify", "Unpatchify", "Identity",
-           "PreNorm", "MSSA", "ISTA", "CRATELayer"]
+           "PreNorm", "MSSA", "ISTA", "CRATELayer",
+           "LMAttention", "OvercompleteISTA", "LMBlock"]

@@ -386,3 +386,31 @@ def test_numpy_and_cupy_agree_float32(xp):
     m = tiny(dtype="float32").to("cupy")
     a = m.generate(backend.to_device(ids((1, 2)), "cupy"), 4, rng=0)
     assert a.shape == (1, 6)
+
+
+# ------------------------------------------------------------------ through whitebox.interop
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_interop_npz_round_trip_through_the_hooks(tmp_path, variant):
+    from whitebox.interop import export_npz, load_official, read_state_dict
+    a = tiny(variant=variant)
+    b = CRATEGPT(**TINY, variant=variant, dtype="float64", seed=2)
+    path = export_npz(a, tmp_path / "w.npz")
+    assert "lm_head.weight" in read_state_dict(path)
+    load_official(b, path)
+    for k, v in a.state_dict().items():
+        np.testing.assert_array_equal(v, b.state_dict()[k], err_msg=k)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_interop_pth_loads_strictly_into_the_official_modules(tmp_path, variant):
+    torch = pytest.importorskip("torch")
+    from whitebox.interop import export_pth, load_official
+    from whitebox.torch_crate_lm import TorchCRATEGPT
+    m = tiny(variant=variant)
+    tm = TorchCRATEGPT(**TINY, variant=variant).double()
+    tm.load_state_dict(torch.load(export_pth(m, tmp_path / "w.pth")), strict=True)
+    x = ids((2, 5))
+    np.testing.assert_allclose(tm(torch.tensor(x)).detach().numpy(), m(x), rtol=1e-12,
+                               atol=1e-14)
+    torch.save(TorchCRATEGPT(**TINY, variant=variant).state_dict(), tmp_path / "t.pth")
+    load_official(m, tmp_path / "t.pth")             # an official file, alias and buffers included

@@ -67,7 +67,7 @@ class LanguageModel(Task):
     models = ("crate",)
     runtime_options = ("data",)
     description = "causal (GPT-style) character language model"
-    defaults = dict(epochs=10, batch_size=32, lr=3e-3, weight_decay=0.1, warmup_epochs=0.5,
+    defaults = dict(epochs=8, batch_size=32, lr=3e-3, weight_decay=0.1, warmup_epochs=0.5,
                     min_lr=3e-4)
     fast = dict(epochs=2, batch_size=8, steps_per_epoch=5, block_size=32, dim=32, depth=2,
                 heads=2, eval_windows=16, measure_size=4, samples=1)
@@ -247,6 +247,9 @@ def top_atom_contexts(model, windows, tokenizer, atoms=6, per_atom=5, left=12, l
     model.forward(backend.to_device(windows, model.backend), capture=True)
     codes = backend.to_numpy(model.captured["code"][layer])          # (n, T, m)
     model.captured = None
+    # the first positions of a window have (almost) no past: a different regime
+    codes = codes[:, 4:]
+    skip = 4
     active = (codes > 0).mean(axis=(0, 1))                            # (m,)
     peak = codes.max(axis=(0, 1))
     chosen = np.nonzero((active > 0.01) & (active < 0.3))[0]
@@ -260,6 +263,7 @@ def top_atom_contexts(model, windows, tokenizer, atoms=6, per_atom=5, left=12, l
         hits = []
         for i in best:
             row, col = divmod(int(i), codes.shape[1])
+            col += skip
             hits.append((tokenizer.decode(windows[row, max(0, col - left):col]),
                          tokenizer.decode(windows[row, col:col + 1]), float(flat[i])))
         result.append((int(atom), float(active[atom]), hits))
@@ -276,12 +280,12 @@ def plot_atoms(model, windows, tokenizer, path, atoms=6, per_atom=5):
                      fontsize=9, loc="left")
         for j, (left, char, value) in enumerate(hits):
             y = 1 - (j + 0.5) / len(hits)
-            ax.text(0.0, y, repr(left)[1:-1], ha="left", va="center", family="monospace",
+            ax.text(0.54, y, repr(left)[1:-1], ha="right", va="center", family="monospace",
                     fontsize=8, transform=ax.transAxes, color="0.35")
-            ax.text(0.55, y, repr(char)[1:-1] or " ", ha="left", va="center",
+            ax.text(0.545, y, repr(char)[1:-1] or " ", ha="left", va="center",
                     family="monospace", fontsize=9, weight="bold", transform=ax.transAxes,
                     bbox=dict(boxstyle="round,pad=0.15", fc="gold", ec="none"))
-            ax.text(0.65, y, f"{value:.3f}", ha="left", va="center", fontsize=8,
+            ax.text(0.62, y, f"{value:.3f}", ha="left", va="center", fontsize=8,
                     transform=ax.transAxes)
     return plots._save(fig, path)
 

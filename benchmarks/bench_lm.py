@@ -115,7 +115,7 @@ def main(argv=None):
     ap.add_argument("--variant", default="overcomplete", choices=["overcomplete", "plain"])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--new-tokens", type=int, default=64, help="tokens generated per timing")
+    ap.add_argument("--new-tokens", type=int, default=32, help="tokens generated per timing")
     ap.add_argument("--threads", type=int, default=0, help="PyTorch threads (0: its default)")
     args = ap.parse_args(argv)
     if args.threads:

@@ -8,6 +8,8 @@ import pytest
 from whitebox import train as train_job
 from whitebox.checkpoint import load_arrays
 
+from test_no_sync import Counting, device_like  # noqa: F401  (a fixture)
+
 TEXT = ("Python is a programming language that lets you work quickly and integrate "
         "systems more effectively. ") * 40
 
@@ -101,3 +103,27 @@ def test_empty_or_short_text_is_refused(tmp_path, text, match):
 def test_missing_text_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         _run("lm", tmp_path / "run", "--data", str(tmp_path / "nope.txt"))
+
+
+@pytest.mark.parametrize("task_name", ["lm", "mlm"])
+def test_one_training_step_reads_nothing_back(device_like, task_name):
+    """The language models' step on device-like arrays performs no host read (see test_no_sync)."""
+    from whitebox.optim import AdamW, clip_grad_norm
+    from whitebox.tasks import get_task
+    from whitebox.training import make_config
+    task_cls = get_task(task_name)
+    task = task_cls(make_config(task_cls, {}, fast=True))
+    task.setup(np.random.default_rng(0))
+    model = task.build_model()
+    for _, m in model.named_modules():
+        m._params = {k: v.view(Counting) for k, v in m._params.items()}
+        m._grads = {k: v.view(Counting) for k, v in m._grads.items()}
+    optimizer = AdamW(model, lr=1e-3, weight_decay=0.1)
+    x, y = next(iter(task.batches()))
+    Counting.reads = []
+    model.zero_grad()
+    loss, sums = task.train_step(model, (x.view(Counting), y.view(Counting)))
+    clip_grad_norm(model, 1.0)
+    optimizer.step()
+    assert Counting.reads == [], f"the step read device values back: {Counting.reads}"
+    assert loss.shape == ()

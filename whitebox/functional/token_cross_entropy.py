@@ -7,6 +7,7 @@ position (target = the next token), the masked model only the positions
     loss = (1 / n) sum_{(b,t): y_bt != ignore} [ logsumexp(z_bt) - z_bt[y_bt] ],
     n = number of counted positions.
 """
+from ..backend import checks_values
 from ._checks import check_array, check_dout, check_finite
 
 
@@ -26,13 +27,15 @@ def token_cross_entropy_forward(logits, targets, ignore_index=-1):
     V = logits.shape[-1]
     y = targets.reshape(-1)
     keep = y != ignore_index                              # (n_all,) counted positions
-    n = int(keep.sum())
-    if n == 0:
-        raise ValueError("token_cross_entropy: every target is ignore_index; nothing to count")
-    bad = keep & ((y < 0) | (y >= V))
-    if bool(bad.any()):
-        raise ValueError(f"targets must lie in [0, {V}) or equal ignore_index={ignore_index}, "
-                         f"found {int(y[bad][0])}")
+    n = keep.sum()                                        # stays on the device
+    if checks_values(targets):                            # host values, or device debug mode
+        if int(n) == 0:
+            raise ValueError("token_cross_entropy: every target is ignore_index; nothing to "
+                             "count")
+        bad = keep & ((y < 0) | (y >= V))
+        if bool(bad.any()):
+            raise ValueError(f"targets must lie in [0, {V}) or equal "
+                             f"ignore_index={ignore_index}, found {int(y[bad][0])}")
     check_finite("logits", logits)
     z = logits.reshape(-1, V)
     shifted = z - z.max(axis=1, keepdims=True)
@@ -40,7 +43,7 @@ def token_cross_entropy_forward(logits, targets, ignore_index=-1):
     rows = xp.arange(y.shape[0])
     y_safe = xp.where(keep, y, 0)
     nll = logz - shifted[rows, y_safe]                    # (n_all,)
-    loss = (nll * keep).sum() / n
+    loss = (nll * keep).sum() / n.astype(nll.dtype)
     return loss, (shifted, logz, y_safe, keep, n, logits.shape)
 
 
@@ -54,7 +57,7 @@ def token_cross_entropy_backward(dout, cache):
     xp = check_array("shifted", shifted)
     d = xp.exp(shifted - logz[:, None])                   # (n_all, V) softmax
     d[xp.arange(d.shape[0]), y_safe] -= 1
-    d *= (keep * (dout / n))[:, None]
+    d *= (keep * (dout / n.astype(d.dtype)))[:, None]
     return d.reshape(shape)
 
 

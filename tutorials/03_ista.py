@@ -496,13 +496,14 @@ for lam_i, nz in zip(lams, nonzero_vs_lam):
 print(f"the book's sign (+eta lambda, lambda = 0.1): {nonzero_typo:.3f};  "
       f"the model's own layer (lambda = 0.1): {nonzero_official:.3f}")
 
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-axes[0].plot(lams, nonzero_vs_lam, marker="o")
-axes[0].axhline(nonzero_typo, color="tab:red", ls=":", label="open book ch. 7: +eta lambda (lambda=0.1)")
+fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+axes[0].plot(lams, nonzero_vs_lam, marker="o", label="official sign: ReLU(... - eta lambda)")
+axes[0].axhline(nonzero_typo, color="tab:red", ls=":",
+                label="open book ch. 7 sign: + eta lambda (lambda = 0.1)")
 axes[0].set_xlabel("lambda (eta = 0.1)")
 axes[0].set_ylabel("fraction of non-zeros at the ISTA output")
 axes[0].set_title("Sparsity of a CRATE layer at initialisation")
-axes[0].legend()
+axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8)   # below: hides nothing
 axes[1].hist(wide.captured["z"][0].ravel(), bins=60, color="tab:blue")
 axes[1].set_yscale("log")
 axes[1].set_xlabel("ISTA output value")

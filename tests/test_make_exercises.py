@@ -47,11 +47,17 @@ def test_ungraded_solution_is_found():
     src = ("### BEGIN SOLUTION\nx = 1\n### END SOLUTION\ncheck('x', x, 1)\n"
            "### BEGIN SOLUTION\ny = 2\n### END SOLUTION\nprint(y)\n")
     assert make_exercises.ungraded_solutions(src) == [5]
+    # two blanks in one cell share the check after the cell; not across cells
+    same_cell = ("### BEGIN SOLUTION\nx = 1\n### END SOLUTION\ny = 0\n"
+                 "### BEGIN SOLUTION\ny = 2\n### END SOLUTION\n# %%\ncheck('y', y, 2)\n")
+    assert make_exercises.ungraded_solutions(same_cell) == []
+    assert make_exercises.ungraded_solutions(same_cell.replace("y = 0", "# %%")) == [1]
 
 
 def test_tutorials_exist_in_order():
     names = [p.name for p in TUTORIALS]
     assert names[:3] == ["01_coding_rate.py", "02_mssa.py", "03_ista.py"]
+    assert "04_crate_end_to_end.py" in names and "08_redunet.py" in names
 
 
 @pytest.mark.parametrize("path", WITH_EXERCISES, ids=[p.stem for p in WITH_EXERCISES])
@@ -69,7 +75,7 @@ def test_every_solution_is_graded_outside_its_block(path):
 
 
 @pytest.mark.parametrize("path", [p for p in WITH_EXERCISES if p.name < "04"],
-                         ids=lambda p: p.stem)
+                         ids=lambda p: p.stem)   # 04 and 08 train first: too slow to run twice
 def test_stripped_tutorial_stops_at_its_first_exercise(path, tmp_path):
     out = tmp_path / path.name
     out.write_text(make_exercises.strip_solutions(path.read_text(), path.name))

@@ -62,16 +62,22 @@ def ungraded_solutions(source, name="<tutorial>"):
 
     A solution is graded when a line after its END marker, and before the
     next BEGIN marker (or the end of the file), starts with ``check(`` or
-    ``assert``.
+    ``assert``. Solutions in one notebook cell (no ``# %%`` line between
+    them, e.g. a forward and a backward in one class) share the checks that
+    follow the last of them.
     """
     lines = source.splitlines()
     blocks = solution_blocks(source, name)
-    ungraded = []
-    for i, (begin, end) in enumerate(blocks):
+    graded = [False] * len(blocks)
+    for i in reversed(range(len(blocks))):
+        end = blocks[i][1]
         stop = blocks[i + 1][0] - 1 if i + 1 < len(blocks) else len(lines)
-        if not any(GRADER.match(line) for line in lines[end:stop]):
-            ungraded.append(begin)
-    return ungraded
+        gap = lines[end:stop]
+        if any(GRADER.match(line) for line in gap):
+            graded[i] = True
+        elif i + 1 < len(blocks) and not any(line.startswith("# %%") for line in gap):
+            graded[i] = graded[i + 1]                       # same cell: graded with the next
+    return [begin for (begin, _), ok in zip(blocks, graded) if not ok]
 
 
 def main(argv=None):

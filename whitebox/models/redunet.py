@@ -72,7 +72,7 @@ def rate_reduction_gradient(Z, E, C, gamma, membership):
     With one-hot labels this is d(R - Rc)/dZ at the Z the operators came from.
     """
     xp = get_array_module(Z)
-    compressed = xp.einsum("nd,jde->jne", Z, C)                # (J, N, d)   Z C_j
+    compressed = Z @ C                                         # (J, N, d)   Z C_j
     weights = (gamma[None, :] * membership).T[:, :, None]      # (J, N, 1)
     return Z @ E - (weights * compressed).sum(axis=0)          # (N, d)
 
@@ -80,7 +80,7 @@ def rate_reduction_gradient(Z, E, C, gamma, membership):
 def soft_membership(Z, C, temperature):
     """pi_j(z) = softmax_j(-temperature ||z C_j||): the estimated class of each row. (N, J)."""
     xp = get_array_module(Z)
-    norms = xp.linalg.norm(xp.einsum("nd,jde->nje", Z, C), axis=-1)   # (N, J)
+    norms = xp.linalg.norm(Z @ C, axis=-1).T                   # (N, J)   ||z C_j||
     logits = -temperature * norms
     logits = logits - logits.max(axis=1, keepdims=True)
     weights = xp.exp(logits)

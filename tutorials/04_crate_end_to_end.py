@@ -384,6 +384,17 @@ bar.set_ticklabels([f"head {k + 1}" for k in range(K)])
 save(fig, "04_heads_per_patch.png")
 
 # %% [markdown]
+# What the heads do at this scale: each head's cls attention concentrates on
+# a few patches of the stroke (a sharp peak where the uniform weight would
+# be 1/17), and in the patch assignment one head tends to take most of the
+# empty background while the others share the strokes. The grouping is
+# coarse, though: on a 4 x 4 grid a patch is mostly ink or mostly background
+# already, and the head assignment separates the two only a little better
+# after training than before (the `ink_agreement` printed above: 0.75 trained
+# against 0.70 untrained in our runs). The clean object segmentations of the
+# CRATE papers come from ImageNet-scale models on 14 x 14 grids or finer.
+
+# %% [markdown]
 # ## 5. Where is the sparsity? An honest investigation
 #
 # Tutorial 03 derived ISTA as one proximal step towards a sparse code, and

@@ -113,12 +113,12 @@ class ReduNet:
     """
 
     def __init__(self, depth, eps=0.5, eta=0.5, temperature=100.0):
-        for name, value, kind in (("depth", depth, numbers.Integral),
-                                  ("eps", eps, numbers.Real), ("eta", eta, numbers.Real),
-                                  ("temperature", temperature, numbers.Real)):
+        for name, value, kind, what in (("depth", depth, numbers.Integral, "integer"),
+                                        ("eps", eps, numbers.Real, "number"),
+                                        ("eta", eta, numbers.Real, "number"),
+                                        ("temperature", temperature, numbers.Real, "number")):
             if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
-                raise ValueError(f"{name} must be a positive {kind.__name__.lower()}, "
-                                 f"got {value!r}")
+                raise ValueError(f"{name} must be a positive {what}, got {value!r}")
         self.depth, self.eps, self.eta = int(depth), float(eps), float(eta)
         self.temperature = float(temperature)
         self.layers = []            # one (E, C, gamma) per layer

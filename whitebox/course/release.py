@@ -179,7 +179,9 @@ def release(key, out, root=ROOT, force=False):
 
     tutorials = _write_tutorials(assignment, out, root)
     (out / "tests").mkdir()
-    shutil.copy2(CHECKS / "course_helpers.py", out / "tests" / "course_helpers.py")
+    for helper in CHECKS.glob("*.py"):             # the checks' shared helpers
+        if not helper.name.startswith("test_"):
+            shutil.copy2(helper, out / "tests" / helper.name)
     for check in check_files(assignment.key):
         shutil.copy2(check, out / "tests" / check.name)
 

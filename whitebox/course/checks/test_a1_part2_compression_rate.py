@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from course_helpers import assert_close, assert_gradient, describe, rng
+from course_helpers import assert_close, assert_gradient, describe, numerical_gradient, rng
 from whitebox.rate import compression_rate, compression_step
 from whitebox.rate.compression import compression_rate_backward, compression_rate_forward
 
@@ -55,10 +55,7 @@ def test_compression_step():
     Z = Z[0]
     kappa = 0.05
     Z1 = compression_step(Z, U, 0.5, kappa)
-    dout = np.ones(())
-    numeric = np.zeros_like(Z)
-    from course_helpers import numerical_gradient
-    numeric = numerical_gradient(lambda: compression_rate(Z, U, 0.5), Z, dout)
+    numeric = numerical_gradient(lambda: compression_rate(Z, U, 0.5), Z, np.ones(()))
     assert_close("compression_step", Z1, Z - kappa * numeric,
                  describe(Z=Z, U=U, eps=0.5, kappa=kappa), 1e-6)
     assert direct_rc(Z1, U, 0.5) < direct_rc(Z, U, 0.5), \

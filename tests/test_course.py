@@ -240,3 +240,81 @@ def test_student_runs_the_visible_tests_and_builds_the_release(key, tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert list((tmp_path / "wheel").glob(f"whitebox_{key.lower()}-*.whl"))
+
+
+TUTORIAL = '''# %% [markdown]
+# # A tiny tutorial
+
+# %%
+import numpy as np
+x = np.arange(3.0)
+
+# %%
+### BEGIN SOLUTION
+y = 2 * x
+### END SOLUTION
+
+# %%
+assert np.allclose(y, [0, 2, 4]), "y must be twice x"
+assert y.shape == (3,)
+
+# %% [markdown]
+# Prose between.
+
+# %%
+### BEGIN SOLUTION
+z = y + 1
+### END SOLUTION
+
+# %%
+# points: 5
+check_z = z.sum()
+assert check_z == 9
+'''
+
+
+def test_nbgrader_metadata_marks_solution_and_check_cells(tmp_path):
+    pytest.importorskip("jupytext")
+    from whitebox.course.to_nbgrader import convert
+    path = tmp_path / "01_tiny.py"
+    path.write_text(TUTORIAL)
+    nb, graded = convert(path)
+    assert graded == [("01-tiny-solution-1", "01-tiny-check-1", 2),
+                      ("01-tiny-solution-2", "01-tiny-check-2", 5)]
+    meta = [c.metadata.get("nbgrader") for c in nb.cells if c.cell_type == "code"]
+    assert meta[0] is None                                     # the imports: unmarked
+    assert meta[1]["solution"] and not meta[1]["grade"]
+    assert meta[2]["grade"] and meta[2]["locked"] and meta[2]["points"] == 2
+    assert meta[4]["points"] == 5
+    assert len({m["grade_id"] for m in meta if m}) == 4        # unique ids
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.slow
+def test_nbgrader_generates_and_autogrades_a1(tmp_path):
+    pytest.importorskip("nbgrader")
+    import shutil
+    import os
+    from whitebox.course.to_nbgrader import write_course
+    course = tmp_path / "course"
+    written = write_course(course, ["A1"])
+    (notebook, graded), = written["A1"][:1]
+    assert graded, "tutorial 01 has no solution cell followed by a check cell"
+    env = dict(os.environ, WHITEBOX_FAST="1", MPLBACKEND="Agg", PYTHONPATH=str(ROOT))
+    run = lambda *cmd: subprocess.run(["nbgrader", *cmd], cwd=course, env=env,  # noqa: E731
+                                      capture_output=True, text=True, timeout=900)
+    proc = run("generate_assignment", "A1", "--force")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    released = course / "release" / "A1" / notebook.name
+    assert "### BEGIN SOLUTION" not in released.read_text()
+    for student, source in (("untouched", released), ("solved", notebook)):
+        (course / "submitted" / student / "A1").mkdir(parents=True)
+        shutil.copy2(source, course / "submitted" / student / "A1" / notebook.name)
+    proc = run("autograde", "A1", "--force")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        solved = gb.find_submission("A1", "solved")
+        untouched = gb.find_submission("A1", "untouched")
+        assert solved.score == solved.max_score == sum(p for _, _, p in graded)
+        assert untouched.score < untouched.max_score

@@ -38,6 +38,16 @@ def cmd_grade(args):
             json.dump(report.to_dict(), f, indent=2)
 
 
+def cmd_nbgrader(args):
+    from .to_nbgrader import write_course
+    written = write_course(args.course, args.assignments or None)
+    for key, notebooks in written.items():
+        for path, graded in notebooks:
+            points = sum(p for _, _, p in graded)
+            print(f"{key}: {path} ({len(graded)} autograded check cells, {points} points)")
+    print(f"now: cd {args.course} && nbgrader generate_assignment <A1|A2|...>")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m whitebox.course",
                                  description="whitebox course assignments: list, release, grade")
@@ -60,6 +70,11 @@ def main(argv=None):
     p.add_argument("-q", "--quiet", action="store_true", help="no list of failed checks")
     p.add_argument("-v", "--verbose", action="store_true", help="show pytest's own output")
     p.set_defaults(run=cmd_grade)
+    p = sub.add_parser("nbgrader", help="the tutorials as nbgrader source notebooks "
+                                        "(needs the course extra: jupytext, nbgrader)")
+    p.add_argument("assignments", nargs="*", help="A1 A2 ... (default: every ready one)")
+    p.add_argument("--course", required=True, help="the nbgrader course folder to write")
+    p.set_defaults(run=cmd_nbgrader)
     args = ap.parse_args(argv)
     try:
         args.run(args)

@@ -318,3 +318,30 @@ def test_nbgrader_generates_and_autogrades_a1(tmp_path):
         untouched = gb.find_submission("A1", "untouched")
         assert solved.score == solved.max_score == sum(p for _, _, p in graded)
         assert untouched.score < untouched.max_score
+
+
+@pytest.mark.slow
+def test_site_builds_with_every_tutorial_and_its_figures(tmp_path):
+    for package in ("mkdocs", "mkdocs_jupyter", "material", "mkdocstrings_handlers.python"):
+        pytest.importorskip(package)
+    import os
+    import re
+    site = tmp_path / "site"
+    env = dict(os.environ, WHITEBOX_FAST="1")
+    env.pop("MPLBACKEND", None)
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "-d", str(site)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    tutorials = sorted((ROOT / "tutorials").glob("[0-9][0-9]_*.py"))
+    assert tutorials
+    for path in tutorials:
+        page = site / "tutorials" / path.stem / "index.html"
+        assert page.exists(), f"no page for {path.name}"
+        saves = len(re.findall(r"^\s*save\(", path.read_text(), re.MULTILINE))
+        images = page.read_text().count("data:image/png;base64")
+        assert images >= max(1, saves), \
+            f"{path.name}: {images} inline figures on its page, {saves} saved by the tutorial"
+    assert "<table>" in (site / "index.html").read_text()          # the README's tables
+    assignments = (site / "course" / "assignments" / "index.html").read_text()
+    assert all(key in assignments for key in ASSIGNMENTS)
+    assert "coding_rate_backward" in (site / "api" / "rate" / "index.html").read_text()

@@ -94,7 +94,6 @@ def _assignments_page():
         rows.append(f"{a.summary}\n")
         if a.coming:
             rows.append(f"!!! note \"Coming\"\n    {a.coming}.\n")
-            continue
         rows.append(f"{a.points} points, about {a.hours:g} hours of student time.\n")
         rows.append("| part | what the student writes | functions | points | derived in |")
         rows.append("|---|---|---|---|---|")

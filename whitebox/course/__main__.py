@@ -10,11 +10,10 @@ from .release import pointer, release
 
 def cmd_list(args):
     for a in ASSIGNMENTS.values():
-        if a.coming:
-            print(f"{a.key}  {a.title}  (coming: {a.coming})\n")
-            continue
         print(f"{a.key}  {a.title}  ({a.points} points, about {a.hours:g} hours; "
               f"tutorials {', '.join(a.tutorials)})")
+        if a.coming:
+            print(f"    coming: {a.coming}")
         for p in a.parts:
             print(f"    part {p.number}  {p.title:<62} {p.points:>3} points")
             if args.verbose:

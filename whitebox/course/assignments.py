@@ -7,7 +7,10 @@ section that derives it. The checks that grade a part live in
 ``whitebox/course/checks/test_<assignment>_part<N>_*.py``; they are shipped to
 students as their visible tests and run by the grader.
 """
+import pathlib
 from dataclasses import dataclass, field
+
+LIBRARY = pathlib.Path(__file__).resolve().parents[2]      # the project holding whitebox/
 
 
 @dataclass(frozen=True)
@@ -114,13 +117,46 @@ A3 = Assignment(
              "04_crate_end_to_end.py", "compression", 3.0),
     ))
 
+A4_PARTS = (
+    Part(1, "the masked-autoencoding loss and the mask token", 10,
+         ("whitebox/functional/masked_mse.py:masked_mse_forward",
+          "whitebox/functional/masked_mse.py:masked_mse_backward",
+          "whitebox/functional/masking.py:mask_tokens_forward",
+          "whitebox/functional/masking.py:mask_tokens_backward"),
+         "05_denoising_decoder.py", "loss", 2.0),
+    Part(2, "one decoder layer: forward and backward", 10,
+         ("whitebox/nn/decoder_layers.py:DecoderLayer.forward",
+          "whitebox/nn/decoder_layers.py:DecoderLayer.backward"),
+         "05_denoising_decoder.py", "decoder layer", 2.0),
+    Part(3, "the masked autoencoder's backward, and a training run", 10,
+         ("whitebox/models/crate_mae.py:CRATEMAE.backward",),
+         "05_denoising_decoder.py", "backward", 3.0),
+)
+
+
+def _missing(parts):
+    """The functions of ``parts`` that this library does not have (by reading its sources)."""
+    from .strip import _functions
+    import ast
+    missing = []
+    for part in parts:
+        for spec in part.functions:
+            path, name = spec.split(":")
+            file = LIBRARY / path
+            if not file.exists() or name not in _functions(ast.parse(file.read_text())):
+                missing.append(spec)
+    return missing
+
+
 A4 = Assignment(
-    "A4", "The decoder or the language model",
-    "Decoder layer backward, masked autoencoding or a character model.",
-    ("05_decoder.py", "06_causal_lm.py"),
-    (),
-    coming="the decoder (CRATE-MAE) and causal language model are not in the library "
-           "yet; A4 will be defined over their layers when they land")
+    "A4", "The decoder: masked autoencoding with CRATE-MAE",
+    "The masked-autoencoding loss, one decoder layer (compression run backwards) "
+    "forward and backward, then the whole masked autoencoder's reverse walk.",
+    ("05_denoising_decoder.py",),
+    A4_PARTS,
+    coming="" if not _missing(A4_PARTS) else
+    "the CRATE-MAE decoder (whitebox/models/crate_mae.py, whitebox/nn/decoder_layers.py) "
+    "is not in this library yet; A4 opens when it is")
 
 ASSIGNMENTS = {a.key: a for a in (A1, A2, A3, A4)}
 

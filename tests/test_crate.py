@@ -273,3 +273,13 @@ def test_numpy_and_cupy_models_agree_float32(xp):
     for k, p in m_np.state_dict().items():
         np.testing.assert_allclose(backend.to_numpy(m_gpu.state_dict()[k]), p, rtol=1e-4,
                                    atol=1e-5, err_msg=k)
+
+
+@pytest.mark.parametrize("kw", [dict(image_size=(28, 28, 1)), dict(patch_size=(7, 7, 1))])
+def test_image_and_patch_sizes_are_ints_or_pairs(kw):
+    args = dict(image_size=28, patch_size=7, num_classes=10, dim=16, depth=1, heads=2,
+                dim_head=8, channels=1)
+    args.update(kw)
+    name = next(iter(kw))
+    with pytest.raises(ValueError, match=f"{name} must be an int or a \\(height, width\\) pair"):
+        CRATE(**args)

@@ -313,3 +313,10 @@ def test_float_labels_are_refused_never_truncated(tmp_path, monkeypatch):
     write_cifar_batch(tmp_path / "data_batch_2", np.zeros((2, 3072), np.uint8), [0.7, 1.7])
     with pytest.raises(ValueError, match=r"data_batch_2.*'labels' must be integers.*float64"):
         load_cifar10(tmp_path)
+
+
+def test_loader_refuses_nan_images_once_on_the_host():
+    images = np.zeros((4, 1, 2, 2), np.float32)
+    images[2, 0, 1, 1] = np.nan
+    with pytest.raises(ValueError, match="images contains NaN"):
+        BatchLoader(images, np.arange(4), 2, rng=np.random.default_rng(0))

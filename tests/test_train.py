@@ -213,8 +213,10 @@ def test_a_fresh_run_moves_an_earlier_run_aside(tmp_path, mnist_folder):
     # ... it is killed before its first checkpoint: --resume cannot continue the old run
     with pytest.raises(FileNotFoundError):
         _run(out, mnist_folder, "--resume")
-    # --overwrite deletes instead of moving
+    # --overwrite deletes instead of moving; a temporary left by a killed write goes too
+    (out / ".checkpoint.npz.0badcafe.tmp").write_bytes(b"half a checkpoint")
     _run(out, mnist_folder, "--epochs", "1", "--no-figures")
+    assert not (out / ".checkpoint.npz.0badcafe.tmp").exists()
     _run(out, mnist_folder, "--epochs", "1", "--no-figures", "--overwrite")
     assert sorted(os.listdir(out / "earlier")) == [old_id]
 

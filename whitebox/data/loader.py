@@ -8,7 +8,7 @@ at the end.
 import numpy as np
 
 from .. import backend
-from ..functional._checks import check_class_labels
+from ..functional._checks import check_class_labels, check_finite
 
 
 def _check_images_labels(images, labels):
@@ -20,6 +20,7 @@ def _check_images_labels(images, labels):
         raise ValueError(f"labels must be a NumPy array of shape ({len(images)},), got "
                          f"{type(labels).__name__}")
     check_class_labels("labels", labels, len(images))
+    check_finite("images", images)
 
 
 def train_test_split(images, labels, n_test, seed=0):

@@ -15,6 +15,7 @@ import os
 from .. import backend, losses, plots
 from ..data.images import DATASETS, load_dataset
 from ..data.loader import BatchLoader, channel_stats, normalize
+from ..functional.embedding import check_ids
 from ..models import CRATE
 from ..rate import layer_measures
 from ..training.config import COUNT, NONNEG, POSITIVE_INT, PROBABILITY, Check, setting
@@ -86,6 +87,8 @@ class Classify(Task):
             train_images, train_labels = train_images[:o.n_train], train_labels[:o.n_train]
         if o.n_test is not None:
             test_images, test_labels = test_images[:o.n_test], test_labels[:o.n_test]
+        for name, labels in (("training labels", train_labels), ("test labels", test_labels)):
+            check_ids(name, labels, NUM_CLASSES)     # once, on the host: no check per step
         H, W = train_images.shape[2:]
         if H % o.patch or W % o.patch:
             raise ValueError(f"patch must divide the {H}x{W} images of {o.dataset}, got "

@@ -19,7 +19,7 @@ import os
 import secrets
 import warnings
 
-from ..checkpoint import atomic_write
+from ..checkpoint import atomic_write, clean_stale_temporaries
 
 CHECKPOINT, METRICS, CONFIG = "checkpoint.npz", "metrics.jsonl", "config.json"
 RUN_FILES = (CONFIG, METRICS, CHECKPOINT)
@@ -155,7 +155,4 @@ def read_json(path):
 
 def _clean_temporaries(out):
     """Remove temporary files of this project's own pattern left by a killed write."""
-    from .. import checkpoint
-    clean = getattr(checkpoint, "clean_stale_temporaries", None)
-    if clean is not None:
-        clean(out)
+    clean_stale_temporaries(out)

@@ -212,6 +212,11 @@ def test_grade_survives_a_submission_that_does_not_import(tmp_path):
     report = grade(out)
     assert report.score == 0 and "cannot import whitebox" in report.fatal
     assert report.table().splitlines()[-1] == "score: 0/35"
+    table = tmp_path / "grades.csv"
+    assert main(["grade", str(out), "--csv", str(table), "-q"]) == 0
+    rows = table.read_text().splitlines()
+    assert rows[0] == "folder,assignment,part 1,part 2,part 3,score,points"
+    assert rows[1].endswith(",A2,0.0,0.0,0.0,0.0,35")
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """python -m whitebox.course list | release KEY --out DIR | grade DIR [--assignment KEY]"""
 import argparse
+import csv
 import json
 import sys
 
@@ -29,12 +30,27 @@ def cmd_release(args):
 
 
 def cmd_grade(args):
-    report = grade(args.folder, args.assignment, args.hidden, timeout=args.timeout,
-                   verbose=args.verbose)
-    print(report.table(failures=not args.quiet))
+    reports = []
+    for folder in args.folders:
+        report = grade(folder, args.assignment, args.hidden, timeout=args.timeout,
+                       verbose=args.verbose)
+        print(report.table(failures=not args.quiet))
+        if len(args.folders) > 1:
+            print()
+        reports.append(report)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(report.to_dict(), f, indent=2)
+            data = [r.to_dict() for r in reports]
+            json.dump(data[0] if len(data) == 1 else data, f, indent=2)
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.writer(f)
+            parts = max(len(r.parts) for r in reports)
+            writer.writerow(["folder", "assignment"] + [f"part {i + 1}" for i in range(parts)]
+                            + ["score", "points"])
+            for r in reports:
+                writer.writerow([r.folder, r.assignment] + [round(p.score, 2) for p in r.parts]
+                                + [""] * (parts - len(r.parts)) + [round(r.score, 2), r.points])
 
 
 def cmd_nbgrader(args):
@@ -61,11 +77,13 @@ def main(argv=None):
     p.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     p.set_defaults(run=cmd_release)
     p = sub.add_parser("grade", help="grade a folder: a score per part and 'score: X/Y'")
-    p.add_argument("folder", help="a student folder (or the project itself)")
+    p.add_argument("folders", nargs="+", metavar="folder",
+                   help="student folders (or the project itself)")
     p.add_argument("--assignment", help="which assignment (default: the folder's ASSIGNMENT.json)")
     p.add_argument("--hidden", help="a folder of extra tests, test_<assignment>_part<N>_*.py")
     p.add_argument("--timeout", type=float, default=900, help="seconds for all checks (900)")
-    p.add_argument("--json", help="also write the report as JSON to this file")
+    p.add_argument("--json", help="also write the report(s) as JSON to this file")
+    p.add_argument("--csv", help="also write one row per folder (part scores, total) to this file")
     p.add_argument("-q", "--quiet", action="store_true", help="no list of failed checks")
     p.add_argument("-v", "--verbose", action="store_true", help="show pytest's own output")
     p.set_defaults(run=cmd_grade)

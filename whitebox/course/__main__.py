@@ -55,7 +55,7 @@ def cmd_grade(args):
 
 def cmd_nbgrader(args):
     from .to_nbgrader import write_course
-    written = write_course(args.course, args.assignments or None)
+    written = write_course(args.course, args.assignments or None, tutorials=args.tutorials)
     for key, notebooks in written.items():
         for path, graded in notebooks:
             points = sum(p for _, _, p in graded)
@@ -91,6 +91,7 @@ def main(argv=None):
                                         "(needs the course extra: jupytext, nbgrader)")
     p.add_argument("assignments", nargs="*", help="A1 A2 ... (default: every ready one)")
     p.add_argument("--course", required=True, help="the nbgrader course folder to write")
+    p.add_argument("--tutorials", help="the folder of tutorials (default: the project's)")
     p.set_defaults(run=cmd_nbgrader)
     args = ap.parse_args(argv)
     try:

@@ -167,7 +167,7 @@ def grade(folder, assignment=None, hidden=None, timeout=900, root=ROOT, verbose=
                                   env=env, capture_output=True, text=True, timeout=timeout)
             if verbose:
                 print(proc.stdout[-20000:], proc.stderr[-5000:], sep="\n")
-            if proc.returncode not in (0, 2):
+            if proc.returncode:
                 fatal = f"the test run stopped with exit code {proc.returncode}: " \
                         f"{(proc.stderr or proc.stdout).strip()[-800:]}"
         except subprocess.TimeoutExpired:
@@ -195,9 +195,6 @@ def grade(folder, assignment=None, hidden=None, timeout=900, root=ROOT, verbose=
                 r.get("test") == test for r in records):
             parts[number].total += 1
             parts[number].failures.append((test, "did not finish"))
-    if fatal and not records:
-        for p in parts.values():
-            p.total = max(p.total, 1)
     return GradeReport(a.key, str(folder), list(parts.values()), fatal)
 
 

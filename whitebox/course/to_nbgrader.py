@@ -96,14 +96,16 @@ def convert(path):
     return nb, graded
 
 
-def write_course(course, keys=None, root=ROOT):
+def write_course(course, keys=None, root=ROOT, tutorials=None):
     """Write an nbgrader course folder for the assignments ``keys`` (default: all ready ones).
 
+    tutorials: the folder of tutorial files (default: ROOT/tutorials).
     Returns {assignment: [(notebook path, [(solution id, test id, points)])]}.
     """
     import nbformat
     from .assignments import ASSIGNMENTS
     course, root = pathlib.Path(course), pathlib.Path(root)
+    tutorials = pathlib.Path(tutorials) if tutorials else root / "tutorials"
     keys = [get_assignment(k).key for k in keys] if keys else \
         [k for k, a in ASSIGNMENTS.items() if not a.coming]
     written = {}
@@ -112,14 +114,14 @@ def write_course(course, keys=None, root=ROOT):
         folder.mkdir(parents=True, exist_ok=True)
         written[key] = []
         for name in get_assignment(key).tutorials:
-            tutorial = root / "tutorials" / name
+            tutorial = tutorials / name
             if not tutorial.exists():
                 continue
             nb, graded = convert(tutorial)
             target = folder / (tutorial.stem + ".ipynb")
             nbformat.write(nb, target)
             written[key].append((target, graded))
-        for helper in (root / "tutorials").glob("*.py"):   # helpers the notebooks import
+        for helper in tutorials.glob("*.py"):   # helpers the notebooks import
             if not re.match(r"\d\d_", helper.name) and helper.name != "make_exercises.py":
                 shutil.copy2(helper, folder / helper.name)
     config = course / "nbgrader_config.py"

@@ -59,7 +59,7 @@ def test_small_crate_trains():
     images[labels == 1, :, 4:, 4:] += 1.5
     model = CRATE(image_size=8, patch_size=4, num_classes=2, dim=16, depth=2, heads=2,
                   dim_head=8, channels=1, seed=0)
-    opt = Adam(model.parameters(), lr=1e-2, grads=model.grads())
+    opt = Adam(model, lr=1e-2)
     first = None
     for step in range(30):
         model.zero_grad()

@@ -114,7 +114,7 @@ A3 = Assignment(
              ("whitebox/models/crate.py:Transformer.forward",
               "whitebox/models/crate.py:Transformer.backward",
               "whitebox/rate/measure.py:measure_compression"),
-             "04_crate_end_to_end.py", "compression", 3.0),
+             "04_crate_end_to_end.py", "compression and sparsity per layer", 3.0),
     ))
 
 A4_PARTS = (
@@ -123,14 +123,14 @@ A4_PARTS = (
           "whitebox/functional/masked_mse.py:masked_mse_backward",
           "whitebox/functional/masking.py:mask_tokens_forward",
           "whitebox/functional/masking.py:mask_tokens_backward"),
-         "05_denoising_decoder.py", "loss", 2.0),
+         "05_denoising_decoder.py", "A small CRATE-MAE", 2.0),
     Part(2, "one decoder layer: forward and backward", 10,
          ("whitebox/nn/decoder_layers.py:DecoderLayer.forward",
           "whitebox/nn/decoder_layers.py:DecoderLayer.backward"),
          "05_denoising_decoder.py", "decoder layer", 2.0),
     Part(3, "the masked autoencoder's backward, and a training run", 10,
          ("whitebox/models/crate_mae.py:CRATEMAE.backward",),
-         "05_denoising_decoder.py", "backward", 3.0),
+         "05_denoising_decoder.py", "A small CRATE-MAE", 3.0),
 )
 
 

@@ -38,8 +38,10 @@ TITLE = re.compile(r"^#\s+#\s+(.*\S)\s*$")
 
 
 def _write(path, text):
+    """Write only what changed, so `mkdocs serve` (which watches docs/) does not loop."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
 
 
 def _tutorial_title(path):
@@ -107,17 +109,19 @@ def _assignments_page():
 
 def _tutorials(source):
     target = DOCS / "tutorials"
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    nav = []
+    nav, keep = [], set()
     readme = source / "README.md"
     if readme.exists():
         _write(target / "index.md", readme.read_text())
         nav.append({"Overview": "tutorials/index.md"})
+        keep.add("index.md")
     for path in sorted(source.glob("[0-9][0-9]_*.py")):
-        shutil.copy2(path, target / path.name)
+        _write(target / path.name, path.read_text())
         nav.append({_tutorial_title(path): f"tutorials/{path.name}"})
+        keep.add(path.name)
+    for stale in target.iterdir():
+        if stale.name not in keep:
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     return nav
 
 

@@ -147,7 +147,9 @@ while it runs), so one part's mistakes cost only that part.
 ## The tutorials
 
 `tutorials/` holds the notebooks of this assignment as jupytext scripts,
-with their exercise solutions removed. Run one with
+with their exercise solutions removed. They call the library functions you
+write, so their cells that do raise `NotImplementedError` until you have
+written them. Run one with
 `python tutorials/<name>.py`, or open it as a notebook:
 `pip install jupytext && jupytext --to notebook tutorials/<name>.py`.
 

@@ -1,9 +1,7 @@
 """A3 part 2: one CRATE layer, Z^{l+1/2} = Z + MSSA(LN1(Z)), Z^{l+1} = ISTA(LN2(Z^{l+1/2}))."""
-import numpy as np
-
 from course_helpers import assert_close, describe, rng
 from module_checks import check_module_gradients
-from whitebox.nn import CRATELayer, PreNorm, LayerNorm, ISTA
+from whitebox.nn import CRATELayer, ISTA, PreNorm
 
 
 def layer(seed=0):

@@ -36,14 +36,16 @@ def _merge_heads(o):
 
 
 def mssa_forward(x, W_qkv, W_out, b_out, heads, scale=None, causal=False,
-                 dropout=0.0, rng=None, training=True):
+                 dropout=0.0, rng=None, training=True, softmax=True):
     """y = [softmax(s w_k w_k^T) w_k]_k W_out^T + b_out,  w = x W_qkv^T.
 
     Inputs: x (B, N, d); W_qkv (K p, d); W_out (d, K p) or None for no output
     projection (the official code drops it when K = 1 and p = d); b_out (d,)
     or None; heads K; scale s (default p^{-1/2}); causal: mask keys after
     the query; dropout p on the attention and after the output projection
-    (masks drawn from ``rng``, a numpy Generator, only when training).
+    (masks drawn from ``rng``, a numpy Generator, only when training);
+    softmax=False uses A_k = S_k itself (the official CRATE-MAE decoder's
+    ``use_softmax=False``: the Gram weighting of the derivation, unnormalised).
     Returns: y (B, N, d), cache. The attention maps are cache["attn"].
     """
     xp = check_array("x", x, ndim=3)
@@ -63,12 +65,17 @@ def mssa_forward(x, W_qkv, W_out, b_out, heads, scale=None, causal=False,
     S = w @ w.transpose(0, 1, 3, 2)                  # (B, K, N, N)
     S *= s
     if causal:
+        if not softmax:
+            raise ValueError("mssa: causal=True needs softmax=True (the mask is -inf logits)")
         future = xp.triu(xp.ones((N, N), dtype=bool), 1)            # keys after the query
         S += xp.where(future, -xp.inf, 0).astype(S.dtype)           # broadcast over (B, K)
-    # softmax in place: subtract the row max so exp never overflows
-    S -= S.max(axis=-1, keepdims=True)
-    A = xp.exp(S, out=S)
-    A /= sum_last(A)                                 # (B, K, N, N)
+    if softmax:
+        # softmax in place: subtract the row max so exp never overflows
+        S -= S.max(axis=-1, keepdims=True)
+        A = xp.exp(S, out=S)
+        A /= sum_last(A)                             # (B, K, N, N)
+    else:
+        A = S
     A_used, attn_mask = dropout_forward(A, dropout, rng, training)
     O = _merge_heads(A_used @ w)                     # (B, N, K p)
     if W_out is None:
@@ -80,7 +87,8 @@ def mssa_forward(x, W_qkv, W_out, b_out, heads, scale=None, causal=False,
     y, out_mask = dropout_forward(y, dropout, rng, training)
     cache = {"x": x, "w": w, "attn": A, "attn_used": A_used, "attn_mask": attn_mask,
              "O": O, "out_mask": out_mask, "W_qkv": W_qkv, "W_out": W_out,
-             "has_bias": b_out is not None, "scale": s}
+             "has_bias": b_out is not None, "scale": s,
+             "softmax": softmax}
     return y, cache
 
 
@@ -88,7 +96,7 @@ def mssa_backward(dout, cache):
     """Gradients of MSSA (rows form, G = dout).
 
     dW_out = G^T O;  db_out = sum G;  dO = G W_out
-    dA_k = dO_k w_k^T;  dS_k = A_k * (dA_k - rowsum(dA_k * A_k))
+    dA_k = dO_k w_k^T;  dS_k = A_k * (dA_k - rowsum(dA_k * A_k))   (dS_k = dA_k without softmax)
     dw_k = A_k^T dO_k + s (dS_k + dS_k^T) w_k      (q = k = v)
     dx = dw W_qkv;  dW_qkv = dw^T x
     Returns: dx (B, N, d), dW_qkv (K p, d), dW_out (d, K p) or None, db_out (d,) or None.
@@ -112,10 +120,11 @@ def mssa_backward(dout, cache):
     dw = A_used.transpose(0, 1, 3, 2) @ dO                               # (B, K, N, p)
     dA = dO @ w.transpose(0, 1, 3, 2)                                    # (B, K, N, N)
     dA = dropout_backward(dA, cache["attn_mask"])
-    # softmax backward, in place on dA: dS = A * (dA - rowsum(dA * A))
     dS = dA
-    dS -= sum_last(dA * A)
-    dS *= A
+    if cache["softmax"]:
+        # softmax backward, in place on dA: dS = A * (dA - rowsum(dA * A))
+        dS -= sum_last(dA * A)
+        dS *= A
     dS = dS + dS.transpose(0, 1, 3, 2)    # not in place: the operands overlap
     dS *= s
     dw += dS @ w                                                         # (B, K, N, p)

@@ -7,7 +7,10 @@
 
 Rows: coding_rate (value), coding_rate_grad (value and gradient: the gradient
 needs the same factorisation, so it includes the forward), the same with
-float64 accumulation, and compression_rate / its gradients against K = 6
+float64 accumulation, the same on unit-norm rows (whose Gram matrix float32
+holds, so the default stays in float32; the raw N(0, 1) rows at eps=0.5 have a
+condition bound of about 3e4, above float32's 8.4e3, so the default redoes
+them in float64: see whitebox/rate/gram.py), and compression_rate / its gradients against K = 6
 subspaces of dimension p = 64 (CRATE-T's heads). Every number is the median
 of --repeats runs after one warm-up. With PyTorch installed, a reference row
 times torch.logdet on the same Gram matrices (autograd for the gradient).
@@ -107,7 +110,10 @@ def main(argv=None):
     def sync():
         backend.synchronize(Z)
 
+    Zu = Z / backend.get_array_module(Z).linalg.norm(Z, axis=-1, keepdims=True)  # unit rows
     rows = [
+        ("coding_rate, unit rows", lambda: rate.coding_rate(Zu, eps)),
+        ("coding_rate_grad, unit rows", lambda: rate.coding_rate_grad(Zu, eps)),
         ("coding_rate", lambda: rate.coding_rate(Z, eps)),
         ("coding_rate_grad (value + grad)", lambda: rate.coding_rate_grad(Z, eps)),
         ("coding_rate, accumulate=float64", lambda: rate.coding_rate(Z, eps, "float64")),

@@ -17,19 +17,16 @@ initialisation, prints a table and saves ``layers.png``.
 Nothing is downloaded: the weights and images are files you pass.
 """
 import argparse
-import dataclasses
-import json
 import os
 
 import numpy as np
 
 from whitebox import plots
-from whitebox.checkpoint import load_arrays
 from whitebox.data.loader import normalize
 from whitebox.interop import read_state_dict
 from whitebox.models import crate_base, crate_large, crate_small, crate_tiny
-from whitebox.train import CHECKPOINT, CONFIG, NUM_CLASSES, TrainConfig, build_model, \
-    layer_measures, prepare_data
+from whitebox.rate import layer_measures
+from whitebox.training import load_run
 
 ARCHS = {"tiny": crate_tiny, "small": crate_small, "base": crate_base, "large": crate_large}
 # the ImageNet statistics the official training normalises with
@@ -39,19 +36,9 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 def from_run(folder, count):
     """Model (trained and untrained) and normalised held-out images of a whitebox run."""
-    for name in (CONFIG, CHECKPOINT):
-        if not os.path.isfile(os.path.join(folder, name)):
-            raise FileNotFoundError(f"--run {folder!r} has no {name}: train there first "
-                                    "(python -m whitebox.train --out FOLDER)")
-    with open(os.path.join(folder, CONFIG)) as f:
-        saved = json.load(f)
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
-    _, (test_images, _), (mean, std) = prepare_data(cfg)
-    images = normalize(test_images[:count], mean, std)
-    untrained = build_model(cfg, images.shape[1:], NUM_CLASSES)
-    trained = build_model(cfg, images.shape[1:], NUM_CLASSES)
-    trained.load_state_dict(load_arrays(os.path.join(folder, CHECKPOINT)))
+    _, task, trained = load_run(folder)
+    _, _, untrained = load_run(folder, checkpoint=False)
+    images = normalize(task.test_images[:count], task.mean, task.std)
     return trained, untrained, images
 
 

@@ -10,12 +10,18 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--runslow") or "slow" in (config.getoption("-m") or ""):
-        return
-    skip = pytest.mark.skip(reason="slow: run with --runslow or -m slow")
+    """Skip `gpu` tests where no device answers, and `slow` tests unless asked for."""
+    run_slow = config.getoption("--runslow") or "slow" in (config.getoption("-m") or "")
+    no_gpu = pytest.mark.skip(reason="no CuPy/GPU available")
+    slow = pytest.mark.skip(reason="slow: run with --runslow or -m slow")
+    gpu = None
     for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(slow)
+        if "gpu" in item.keywords:
+            gpu = backend.gpu_available() if gpu is None else gpu
+            if not gpu:
+                item.add_marker(no_gpu)
 
 
 _BACKENDS = [pytest.param("numpy", id="numpy"),

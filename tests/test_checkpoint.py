@@ -1,13 +1,16 @@
 """Checkpoints: exact resumption, atomic writes, clear errors for bad files."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from whitebox import nn
 from whitebox.backend import backend_name, to_device, to_numpy
-from whitebox.checkpoint import load_arrays, load_checkpoint, save_checkpoint
+from whitebox.checkpoint import (atomic_write, clean_stale_temporaries, load_arrays,
+                                 load_checkpoint, save_checkpoint)
 from whitebox.losses import cross_entropy
 from whitebox.optim import SGD, AdamW, StepDecay, WarmupCosine, clip_grad_norm
 
@@ -247,6 +250,18 @@ def _set_nan(arrays, meta):
     arrays["model/4.bias"] = np.full_like(arrays["model/4.bias"], np.nan)
 
 
+def _set_inf_moment(arrays, meta):
+    arrays["optim/0.weight/exp_avg_sq"][0, 0] = np.inf
+
+
+def _damage_second_generator(arrays, meta):
+    meta["rng"]["states"]["dropout"]["state"] = {"state": "not a number", "inc": 1}
+
+
+def _damage_step(arrays, meta):
+    meta["step"] = "five"
+
+
 @pytest.mark.parametrize("case,error,match", [
     ("step-decay", ValueError, "WarmupCosine.*StepDecay"),
     ("philox", ValueError, r"rng\['data'\].*Philox.*PCG64"),
@@ -254,6 +269,9 @@ def _set_nan(arrays, meta):
     ("buffer-shape", ValueError, r"0\.weight.*exp_avg.*\(2, 2\)"),
     ("bad-betas", ValueError, r"betas\[1\].*1\.5"),
     ("nan-weight", ValueError, "4.bias.*NaN"),
+    ("inf-moment", ValueError, r"ckpt\.npz.*'0\.weight'/'exp_avg_sq' contains NaN or infinite"),
+    ("damaged-rng", ValueError, r"ckpt\.npz.*rng\['dropout'\] is damaged"),
+    ("damaged-step", ValueError, r"ckpt\.npz.*damaged: step is 'five'"),
 ])
 def test_refused_load_changes_nothing(tmp_path, case, error, match):
     data = make_data()
@@ -261,7 +279,9 @@ def test_refused_load_changes_nothing(tmp_path, case, error, match):
     train(model, optimizer, schedule, rngs, data, 3)
     path = str(tmp_path / "ckpt.npz")
     save_checkpoint(path, model, optimizer, rng=rngs, scheduler=schedule)
-    tamper = {"buffer-shape": _set_buffer, "bad-betas": _set_betas, "nan-weight": _set_nan}
+    tamper = {"buffer-shape": _set_buffer, "bad-betas": _set_betas, "nan-weight": _set_nan,
+              "inf-moment": _set_inf_moment, "damaged-rng": _damage_second_generator,
+              "damaged-step": _damage_step}
     if case in tamper:
         rewrite(path, tamper[case])
 
@@ -343,3 +363,33 @@ def test_dropout_generators_resume_exactly(tmp_path):
     assert resume(restore_dropout=True) == losses_a
     # the masks matter: fresh dropout generators give another run
     assert resume(restore_dropout=False) != losses_a
+
+
+# ------------------------------------------------------------ stale temporaries
+def test_clean_stale_temporaries_removes_only_killed_writes(tmp_path):
+    target = tmp_path / "checkpoint.npz"
+    target.write_bytes(b"the previous checkpoint")
+    # a process killed in the middle of atomic_write leaves its temporary behind
+    code = ("import os, sys; from whitebox.checkpoint import atomic_write; "
+            "atomic_write(sys.argv[1], lambda f: (f.write(b'half'), f.flush(), os._exit(9)))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    assert subprocess.run([sys.executable, "-c", code, str(target)], env=env).returncode == 9
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp"))
+    assert len(left) == 1 and left[0].startswith(".checkpoint.npz.")
+    keep = [".checkpoint.npz.ABCDEF12.tmp", ".x.abc.tmp", "notes.tmp", ".metrics.jsonl.tmp",
+            "checkpoint.npz.0123abcd.tmp", ".a.0123abcd.tmp.bak"]
+    for name in keep:
+        (tmp_path / name).write_text("not ours")
+    (tmp_path / ".dir.0123abcd.tmp").mkdir()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / ".config.json.0123abcd.tmp").write_text("in a subfolder")
+    os.symlink(target, tmp_path / ".link.0123abcd.tmp")
+    removed = clean_stale_temporaries(tmp_path)
+    assert removed == [str(tmp_path / left[0])]
+    for name in keep + [".dir.0123abcd.tmp", "sub/.config.json.0123abcd.tmp",
+                        ".link.0123abcd.tmp", "checkpoint.npz"]:
+        assert os.path.lexists(tmp_path / name), name
+    assert target.read_bytes() == b"the previous checkpoint"
+    assert clean_stale_temporaries(tmp_path) == []
+    atomic_write(tmp_path / "metrics.json", lambda f: f.write(b"{}"))   # its own names match
+    assert clean_stale_temporaries(tmp_path) == []

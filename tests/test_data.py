@@ -287,3 +287,29 @@ def test_batch_loader_errors():
         BatchLoader(images, labels[:3], 2, shuffle=False)
     with pytest.raises(ValueError, match="images"):
         BatchLoader(images[:, 0], labels, 2, shuffle=False)
+
+
+def test_float_labels_are_refused_never_truncated(tmp_path, monkeypatch):
+    import whitebox.data.loader as loader_module
+    images = np.zeros((4, 1, 2, 2), np.float32)
+    for bad in (np.array([0.7, 1.7, 0.0, 1.0]), np.arange(4.0), np.array([True, False] * 2)):
+        with pytest.raises(TypeError, match=r"labels must be an integer array .*\(4,\).*dtype"):
+            BatchLoader(images, bad, 2, shuffle=False)
+        with pytest.raises(TypeError, match="labels must be an integer array"):
+            train_test_split(images, bad, n_test=1)
+    with pytest.raises(ValueError, match="labels must be non-negative class indices, got min -1"):
+        BatchLoader(images, np.array([0, 1, -1, 2]), 2, shuffle=False)
+    # checked once per dataset, at construction, on the host: not once per batch
+    calls = []
+    real = loader_module.check_class_labels
+    monkeypatch.setattr(loader_module, "check_class_labels",
+                        lambda *args: calls.append(1) or real(*args))
+    loader = BatchLoader(images, np.arange(4), 1, shuffle=False)
+    for _ in range(2):
+        assert len(list(loader)) == 4
+    assert len(calls) == 1
+    # a CIFAR batch whose labels are floats names the file and the key
+    write_cifar_folder(tmp_path, np.random.default_rng(7))
+    write_cifar_batch(tmp_path / "data_batch_2", np.zeros((2, 3072), np.uint8), [0.7, 1.7])
+    with pytest.raises(ValueError, match=r"data_batch_2.*'labels' must be integers.*float64"):
+        load_cifar10(tmp_path)

@@ -40,5 +40,5 @@ def test_measures_official_layout_weights(tmp_path):
     assert len(rows[1]["rc"]) == 12
     with pytest.raises(ValueError, match="needs --images"):
         measure_layers.main(["--weights", str(weights), "--arch", "tiny"])
-    with pytest.raises(FileNotFoundError, match="no config.json"):
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
         measure_layers.main(["--run", str(tmp_path / "nothing")])

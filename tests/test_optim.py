@@ -479,10 +479,12 @@ def test_clip_grad_norm_scales_only_above_max(xp):
     expected = math.sqrt(sum(float((v ** 2).sum()) for v in raw.values()))
     grads = moved(raw, xp)
     total = clip_grad_norm(grads, max_norm=expected + 1.0)
-    assert isinstance(total, float) and abs(total - expected) < 1e-12 * expected
+    assert isinstance(total, xp.ndarray) and total.shape == () and total.dtype == np.float64
+    total = float(total)
+    assert abs(total - expected) < 1e-12 * expected
     for k in raw:  # below the threshold: untouched
         assert np.array_equal(to_numpy(grads[k]), raw[k])
-    total = clip_grad_norm(grads, max_norm=0.5)
+    total = float(clip_grad_norm(grads, max_norm=0.5))
     assert abs(total - expected) < 1e-12 * expected
     clipped = math.sqrt(sum(float((to_numpy(g) ** 2).sum()) for g in grads.values()))
     assert abs(clipped - 0.5) < 1e-5
@@ -499,7 +501,7 @@ def test_clip_grad_norm_matches_torch_on_a_module():
     for p, g in zip(tparams, tgrads):
         p.grad = g
     t_total = float(torch.nn.utils.clip_grad_norm_(tparams, 0.7))
-    total = clip_grad_norm(model, 0.7)
+    total = float(clip_grad_norm(model, 0.7))
     assert abs(total - t_total) < 1e-12 * t_total
     for g, tp in zip(model.grads().values(), tparams):
         assert rel_error(g, tp.grad.numpy()) < 1e-12
@@ -512,9 +514,82 @@ def test_clip_grad_norm_bad_input():
     with pytest.raises(TypeError, match="grads"):
         clip_grad_norm([np.ones(2)], 1.0)
     grads["w"][0] = np.nan
-    assert math.isnan(clip_grad_norm(grads, 1.0))
+    assert math.isnan(float(clip_grad_norm(grads, 1.0)))
+    assert math.isnan(grads["w"][0]) and grads["w"][1] == 4.0       # left as they were
     with pytest.raises(RuntimeError, match="NaN"):
         clip_grad_norm(grads, 1.0, error_if_nonfinite=True)
+
+
+class NoSync(np.ndarray):
+    """An array that refuses every conversion to a host scalar (what syncs a GPU)."""
+
+    def _refuse(self, *args, **kwargs):
+        raise AssertionError("a host conversion: on CuPy this would stall the device")
+
+    __float__ = __int__ = __bool__ = __index__ = item = tolist = _refuse
+
+
+def test_clip_grad_norm_stays_on_the_device():
+    rng = np.random.default_rng(2)
+    raw = {k: rng.standard_normal(s) for k, s in SHAPES.items()}
+    grads = {k: v.copy().view(NoSync) for k, v in raw.items()}
+    expected = math.sqrt(sum(float((v ** 2).sum()) for v in raw.values()))
+    total = clip_grad_norm(grads, 0.5)                 # no float()/bool()/item() inside
+    assert isinstance(total, np.ndarray) and total.shape == ()
+    assert abs(np.asarray(total).view(np.ndarray)[()] - expected) < 1e-12 * expected
+    for k in raw:
+        assert rel_error(grads[k].view(np.ndarray), raw[k] * 0.5 / (expected + 1e-6)) < 1e-12
+
+
+# ------------------------------------------------------------ hyper-parameters after construction
+@pytest.mark.parametrize("make", [
+    lambda P, G: SGD(P, 0.1, momentum=0.9, weight_decay=0.1, grads=G),
+    lambda P, G: Adam(P, grads=G), lambda P, G: AdamW(P, grads=G), lambda P, G: Lion(P, grads=G)])
+def test_hyper_parameters_are_checked_on_every_assignment(make):
+    params = {"w": np.ones((2, 3))}
+    grads = {"w": np.ones((2, 3))}
+    opt = make(params, grads)
+    before = (opt.lr, dict(opt.hyper))
+    for bad in (float("inf"), float("nan"), -1e-3):
+        with pytest.raises(ValueError, match=f"lr must be >= 0.0, got {bad!r}"):
+            opt.lr = bad
+        with pytest.raises(ValueError, match="weight_decay must be >= 0.0"):
+            opt.weight_decay = bad
+    with pytest.raises(TypeError, match="lr must be a number, got '1e-3'"):
+        opt.lr = "1e-3"
+    if "betas" in opt.hyper:
+        with pytest.raises(ValueError, match=r"betas\[1\] must be in \[0.0, 1.0\)"):
+            opt.betas = (0.9, 1.0)
+    if "eps" in opt.hyper:
+        with pytest.raises(ValueError, match="eps must be >= 0.0, got inf"):
+            opt.eps = float("inf")
+    with pytest.raises(TypeError, match="does not support item assignment"):
+        opt.hyper["weight_decay"] = float("inf")      # the view is read-only
+    assert (opt.lr, dict(opt.hyper)) == before         # every refusal kept the old values
+    opt.lr, opt.weight_decay = 0.5, 0.25               # good values are taken
+    assert opt.lr == 0.5 and opt.hyper["weight_decay"] == 0.25
+    opt.step()
+    assert np.all(np.isfinite(params["w"]))
+
+
+def test_sgd_rules_across_hyper_parameters_hold_after_construction():
+    params, grads = {"w": np.ones(3)}, {"w": np.ones(3)}
+    opt = SGD(params, 0.1, momentum=0.9, nesterov=True, grads=grads)
+    with pytest.raises(ValueError, match="nesterov=True needs momentum > 0"):
+        opt.momentum = 0.0
+    with pytest.raises(TypeError, match="nesterov must be True or False"):
+        opt.nesterov = "yes"
+    assert opt.momentum == 0.9 and opt.nesterov is True
+
+
+def test_a_schedule_cannot_set_a_bad_lr():
+    params, grads = {"w": np.ones(3)}, {"w": np.ones(3)}
+    opt = AdamW(params, lr=1e-3, grads=grads)
+    sched = WarmupCosine(opt, warmup_steps=1, total_steps=4)
+    sched.lr_at = lambda t: float("inf")             # a broken schedule
+    with pytest.raises(ValueError, match="lr must be >= 0.0, got inf"):
+        sched.step()
+    assert math.isfinite(opt.lr)
 
 
 # ------------------------------------------------------------ schedules
@@ -593,3 +668,16 @@ def test_refused_schedule_state_changes_nothing(key, value, error):
     with pytest.raises(error, match=key):
         sched.load_state_dict(sd)
     assert vars(sched) == before and opt.lr == lr
+
+
+def test_load_state_dict_refuses_non_finite_moments():
+    params, grads = {"w": np.ones((2, 2))}, {"w": np.full((2, 2), 0.5)}
+    opt = Adam(params, grads=grads)
+    opt.step()
+    sd = opt.state_dict()
+    sd["state"]["w"]["exp_avg"][1, 0] = np.nan
+    before = {k: b.copy() for k, b in opt.state["w"].items()}
+    with pytest.raises(ValueError, match=r"optimizer buffer 'w'/'exp_avg' contains NaN"):
+        opt.load_state_dict(sd)
+    for k, b in before.items():
+        assert np.array_equal(opt.state["w"][k], b)

@@ -348,11 +348,99 @@ def test_labels_on_another_backend_than_z_are_refused():
     check_labels(np.array([0, 1, 0]), 3, np)                   # same backend: accepted
 
 
-def test_non_positive_definite_gram_raises():
-    """I + a G with a < 0 is not positive definite: a clear error, never a NaN."""
+def test_negative_scale_is_refused():
+    """I + a G with a < 0 need not be positive definite: a clear error, never a NaN."""
     X = draw(np.random.default_rng(21), 4, 3)
-    with pytest.raises(RuntimeError, match="not positive definite"):
+    with pytest.raises(ValueError, match="a must be a non-negative finite scale, got -10.0"):
         rate.gram_logdet_forward(X, -10.0)
+
+
+# ----------------------------------------------------------------- precision rule
+def issue_example():
+    r = np.random.default_rng(4)
+    return np.outer(r.standard_normal(20), r.standard_normal(8)).astype(np.float32)
+
+
+def test_float32_rank_one_example_is_right_or_refused():
+    """float32 cannot hold this logdet (condition ~6e7): promoted by default, refused on request."""
+    Z = issue_example()
+    R = rate.coding_rate(Z, 1e-3)
+    assert R.dtype == np.float32
+    assert float(R) == pytest.approx(coding_rate_direct(Z, 1e-3), rel=1e-6)   # 9.0660, not 9.74
+    g, g64 = rate.coding_rate_grad(Z, 1e-3), rate.coding_rate_grad(Z.astype(np.float64), 1e-3)
+    assert g.dtype == np.float32 and rel_error(g, g64) < 1e-5
+    with pytest.raises(ValueError, match="float32 cannot hold.*accumulate='float64'"):
+        rate.coding_rate(Z, 1e-3, accumulate="float32")
+    with pytest.raises(ValueError, match="float32 cannot hold.*accumulate='float64'"):
+        rate.compression_rate_grad(Z, np.eye(8, dtype=np.float32)[None], 1e-3,
+                                   accumulate="float32")
+
+
+def _sweep(accumulate, seed, draws):
+    """Random float32 draws of every rank: each result within tolerance of float64, or refused."""
+    rng = np.random.default_rng(seed)
+    checked = refused = 0
+    for _ in range(draws):
+        N, d = (int(v) for v in rng.integers(2, 24, size=2))
+        rank = 1 if rng.random() < 0.5 else int(rng.integers(1, min(N, d) + 1))
+        Z = (draw(rng, N, rank) @ draw(rng, rank, d) * 10 ** rng.uniform(-1, 1))
+        Z = Z.astype(np.float32)
+        U = np.linalg.qr(draw(rng, d, d))[0][:, :2 * (d // 2)].reshape(d, -1, 2)
+        U = U.transpose(1, 0, 2).astype(np.float32)                 # (K, d, 2)
+        labels = np.arange(N) % 2
+        eps = 10 ** rng.uniform(-4, 0)
+        Z64, U64 = Z.astype(np.float64), U.astype(np.float64)
+        cases = [
+            (lambda A, Ub: rate.coding_rate(A, eps, accumulate=accumulate),
+             lambda A, Ub: rate.coding_rate_grad(A, eps, accumulate=accumulate)),
+            (lambda A, Ub: rate.compression_rate(A, Ub, eps, accumulate=accumulate),
+             lambda A, Ub: rate.compression_rate_grad(A, Ub, eps, "both", accumulate=accumulate)),
+            (lambda A, Ub: rate.mcr2_loss(A, labels, eps, accumulate=accumulate)[0],
+             lambda A, Ub: rate.mcr2_loss(A, labels, eps, accumulate=accumulate)[1]),
+        ]
+        if U.shape[0] == 0:
+            cases = cases[::2]
+        for value, grad in cases:
+            try:
+                v, g = value(Z, U), grad(Z, U)
+            except ValueError as err:
+                assert "accumulate='float64'" in str(err) or "eps >=" in str(err)
+                refused += 1
+                continue
+            v64, g64 = value(Z64, U64), grad(Z64, U64)
+            assert abs(float(v) - float(v64)) <= 1e-4 * max(1.0, abs(float(v64)))
+            pairs = zip(g, g64) if isinstance(g, tuple) else [(g, g64)]
+            for a, b in pairs:
+                assert np.linalg.norm(a - b) <= 1e-3 * max(np.linalg.norm(b), 1e-30)
+            checked += 1
+    return checked, refused
+
+
+def test_float32_sweep_never_silently_wrong():
+    checked, refused = _sweep(None, 22, 60)
+    assert refused == 0 and checked > 100          # promoted where needed: all correct
+    checked, refused = _sweep("float32", 23, 60)
+    assert refused > 10 and checked > 20           # both kinds occur in the sweep
+
+
+def test_tiny_eps_and_empty_inputs():
+    Z = draw(np.random.default_rng(24), 6, 4)
+    for call in (lambda e: rate.coding_rate(Z, e),
+                 lambda e: rate.compression_rate(Z, np.eye(4)[None], e),
+                 lambda e: rate.mcr2_loss(Z, np.arange(6) % 2, e)):
+        with pytest.raises(ValueError, match=r"eps = 1e-200 is too small.*at least \d\.\d+e-155"):
+            call(1e-200)
+        with pytest.raises(ValueError, match=r"eps = 1e-09 is too small.*use eps >= \d"):
+            call(1e-9)
+    with pytest.raises(ValueError, match=r"sqrt\(eps2\) = .* is too small"):
+        rate.measure_compression(Z, np.eye(4)[None], eps2=1e-320)
+    for shape in ((0, 4), (6, 0), (2, 0, 4)):
+        with pytest.raises(ValueError, match="Z must have at least one token and one feature"):
+            rate.coding_rate(np.zeros(shape), 0.5)
+    empty = np.zeros((0, 6, 4))                    # an empty batch: an empty answer
+    assert rate.coding_rate(empty, 0.5).shape == (0,)
+    assert rate.coding_rate_grad(empty, 0.5).shape == (0, 6, 4)
+    assert rate.compression_rate(empty, np.eye(4)[None], 0.5).shape == (0,)
 
 
 # ----------------------------------------------------------------- backends

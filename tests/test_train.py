@@ -16,10 +16,15 @@ from whitebox import train as train_job
 from whitebox.checkpoint import load_arrays, load_checkpoint
 from whitebox.data.images import load_mnist
 from whitebox.data.loader import channel_stats, normalize
+from whitebox.rate import layer_measures
+from whitebox.tasks.classify import Classify
+from whitebox.training import load_run, make_config, train
+from whitebox.training.runs import RunFolder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORD_KEYS = {"epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc", "lr",
                "seconds", "elapsed", "rc", "nonzero"}
+FAST_DEPTH = Classify.fast["depth"]
 
 
 def _write_idx(path, array):
@@ -49,8 +54,9 @@ def _run(out, folder, *flags):
 
 
 def _read_metrics(out):
+    """The metric records, without the run id every line carries."""
     with open(out / "metrics.jsonl") as f:
-        return [json.loads(line) for line in f]
+        return [{k: v for k, v in json.loads(line).items() if k != "run"} for line in f]
 
 
 def _without_times(history):
@@ -68,7 +74,7 @@ def test_fast_run_writes_metrics_checkpoint_figures(tmp_path, mnist_folder, caps
     assert records == history and [r["epoch"] for r in records] == [1, 2, 3]
     for r in records:
         assert set(r) == RECORD_KEYS
-        assert len(r["rc"]) == len(r["nonzero"]) == train_job.FAST["depth"]
+        assert len(r["rc"]) == len(r["nonzero"]) == FAST_DEPTH
         assert all(np.isfinite(r["rc"])) and all(0 <= v <= 1 for v in r["nonzero"])
         assert 0 <= r["test_acc"] <= 1 and r["step"] == 3 * r["epoch"]   # 160 / 64 -> 3 steps
     assert records[-1]["lr"] < records[0]["lr"]           # the cosine has come down
@@ -83,13 +89,11 @@ def test_fast_run_writes_metrics_checkpoint_figures(tmp_path, mnist_folder, caps
 def test_layer_measures_match_the_checkpointed_model(tmp_path, mnist_folder):
     out = tmp_path / "run"
     history = _run(out, mnist_folder, "--no-figures")
-    cfg = train_job.TrainConfig(**json.loads((out / "config.json").read_text()))
+    cfg, task, model = load_run(str(out))
     (train_images, _), (test_images, _) = load_mnist(mnist_folder)
-    mean, std = channel_stats(train_images[:cfg.n_train])
-    model = train_job.build_model(cfg, (1, 28, 28), 10)
-    load_checkpoint(out / "checkpoint.npz", model)
-    rc, nonzero = train_job.layer_measures(model, normalize(test_images[:cfg.measure_size],
-                                                            mean, std))
+    mean, std = channel_stats(train_images[:cfg.options.n_train])
+    rc, nonzero = layer_measures(model, normalize(test_images[:cfg.options.measure_size],
+                                                  mean, std))
     np.testing.assert_allclose(rc, history[-1]["rc"], rtol=1e-6)
     np.testing.assert_allclose(nonzero, history[-1]["nonzero"], rtol=1e-6)
     assert rc[0] > 1 and 0 < nonzero[-1] < 1
@@ -136,9 +140,8 @@ def test_resume_with_dropout_continues_exactly(tmp_path, mnist_folder):
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
     # Dropout really ran: the checkpointed generators moved away from their initial state.
-    cfg = train_job.TrainConfig(**json.loads((tmp_path / "b" / "config.json").read_text()))
-    assert (cfg.dropout, cfg.emb_dropout) == (0.2, 0.1)
-    model = train_job.build_model(cfg, (1, 28, 28), 10)
+    cfg, task, model = load_run(str(tmp_path / "b"), checkpoint=False)
+    assert (cfg.options.dropout, cfg.options.emb_dropout) == (0.2, 0.1)
     generators = model.generators()
     initial = {n: g.bit_generator.state for n, g in generators.items()}
     load_checkpoint(tmp_path / "b" / "checkpoint.npz", model,
@@ -155,59 +158,139 @@ def test_resume_survives_a_metrics_line_cut_short(tmp_path, mnist_folder):
     with pytest.warns(RuntimeWarning, match="dropping its last line 2, cut short"):
         history = _run(out, mnist_folder, "--resume")
     assert [r["epoch"] for r in history] == [r["epoch"] for r in _read_metrics(out)] == [1, 2]
-    assert json.loads(lines) == _read_metrics(out)[0]
+    assert {k: v for k, v in json.loads(lines).items() if k != "run"} == _read_metrics(out)[0]
 
     # Damage anywhere but the last line is not a crash: a clear error, nothing guessed.
     (out / "metrics.jsonl").write_text("{broken\n" + lines)
-    with pytest.raises(ValueError, match="line 1 is not valid JSON"):
+    with pytest.raises(ValueError, match="line 1 is not a valid metrics line"):
         _run(out, mnist_folder, "--resume")
 
 
 def test_metrics_and_config_are_replaced_atomically(tmp_path, monkeypatch):
-    path = str(tmp_path / "metrics.jsonl")
-    train_job._write_lines(path, [{"epoch": 1}])
+    run = RunFolder(str(tmp_path))
+    run.write_metrics([{"epoch": 1}])
     synced = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
-    train_job._write_lines(path, [{"epoch": 1}, {"epoch": 2}])
+    run.write_metrics([{"epoch": 1}, {"epoch": 2}])
     # the file is synced before the rename (the directory after it, where possible)
     assert len(synced) >= 1 and _read_metrics(tmp_path) == [{"epoch": 1}, {"epoch": 2}]
     synced_metrics = len(synced)
     # A failure half-way through the new file leaves the old one whole, and no temporary.
     with pytest.raises(TypeError):
-        train_job._write_lines(path, [{"epoch": 1}, {"epoch": 2}, {"epoch": {3}}])
+        run.write_metrics([{"epoch": 1}, {"epoch": 2}, {"epoch": {3}}])
     assert _read_metrics(tmp_path) == [{"epoch": 1}, {"epoch": 2}]
     assert sorted(os.listdir(tmp_path)) == ["metrics.jsonl"]
-    config = str(tmp_path / "config.json")
-    train_job._write_config(config, train_job.TrainConfig(lr=0.125))
-    assert json.loads(open(config).read())["lr"] == 0.125 and len(synced) > synced_metrics
+    run.write_config({"lr": 0.125})
+    assert json.loads((tmp_path / "config.json").read_text())["lr"] == 0.125
+    assert len(synced) > synced_metrics
 
 
 def test_resume_errors(tmp_path, mnist_folder):
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(FileNotFoundError, match="config.json' is missing"):
         _run(tmp_path / "empty", mnist_folder, "--resume")
     out = tmp_path / "run"
     _run(out, mnist_folder, "--epochs", "2", "--stop-after", "1", "--no-figures")
     with pytest.raises(ValueError, match="lr: saved 0.002, now 0.5"):
         _run(out, mnist_folder, "--resume", "--lr", "0.5")
+    # config.json gone: say what is missing instead of guessing the settings
+    os.remove(out / "config.json")
+    with pytest.raises(FileNotFoundError, match="config.json' is missing"):
+        _run(out, mnist_folder, "--resume")
+
+
+def test_a_fresh_run_moves_an_earlier_run_aside(tmp_path, mnist_folder):
+    """The spliced-run case: an old checkpoint, a new run killed before its first one, resume."""
+    out = tmp_path / "run"
+    _run(out, mnist_folder, "--epochs", "2", "--stop-after", "1", "--no-figures")
+    old_id = json.loads((out / "config.json").read_text())["run_id"]
+    old_checkpoint = (out / "checkpoint.npz").read_bytes()
+    # a new run starts; the moment it starts, the old run's files are out of the way
+    with pytest.warns(UserWarning, match="held an earlier run; its files were moved"):
+        RunFolder(str(out)).start_fresh()
+    assert (out / "earlier" / old_id / "checkpoint.npz").read_bytes() == old_checkpoint
+    assert not (out / "checkpoint.npz").exists()
+    # ... it is killed before its first checkpoint: --resume cannot continue the old run
+    with pytest.raises(FileNotFoundError):
+        _run(out, mnist_folder, "--resume")
+    # --overwrite deletes instead of moving
+    _run(out, mnist_folder, "--epochs", "1", "--no-figures")
+    _run(out, mnist_folder, "--epochs", "1", "--no-figures", "--overwrite")
+    assert sorted(os.listdir(out / "earlier")) == [old_id]
+
+
+def test_resume_refuses_files_of_another_run(tmp_path, mnist_folder):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        _run(out, mnist_folder, "--epochs", "2", "--stop-after", "1", "--no-figures")
+    # a checkpoint copied in from another run (same settings, so only the run id tells)
+    (b / "checkpoint.npz").write_bytes((a / "checkpoint.npz").read_bytes())
+    with pytest.raises(ValueError, match="folder mixes two runs"):
+        _run(b, mnist_folder, "--resume")
+    # metric lines of another run
+    _run(a, mnist_folder, "--epochs", "2", "--stop-after", "1", "--no-figures", "--overwrite")
+    (a / "metrics.jsonl").write_text((b / "metrics.jsonl").read_text())
+    with pytest.raises(ValueError, match="refusing to splice two runs"):
+        _run(a, mnist_folder, "--resume")
+
+
+def test_damaged_run_files_are_named(tmp_path, mnist_folder):
+    out = tmp_path / "run"
+    _run(out, mnist_folder, "--epochs", "2", "--stop-after", "1", "--no-figures")
+    (out / "metrics.jsonl").write_bytes(b"\xff\xfe not text\n")
+    with pytest.raises(ValueError, match="metrics.jsonl' is not UTF-8"):
+        _run(out, mnist_folder, "--resume")
+    (out / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="config.json' is not valid JSON"):
+        _run(out, mnist_folder, "--resume")
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--n-train", "-5", "argument --n-train: must be an integer >= 1, got '-5'"),
+    ("--n-test", "0", "argument --n-test: must be an integer >= 1"),
+    ("--seed", "-1", "argument --seed: must be an integer >= 0"),
+    ("--warmup-epochs", "nan", "argument --warmup-epochs: must be a finite number >= 0"),
+    ("--warmup-epochs", "inf", "argument --warmup-epochs: must be a finite number >= 0"),
+    ("--lr", "0", "argument --lr"),
+    ("--dropout", "1.5", r"argument --dropout: must be a finite number in \[0, 1\)"),
+    ("--epochs", "2.5", "argument --epochs: must be an integer"),
+])
+def test_every_numeric_flag_is_checked_when_parsed(flag, value, message, capsys):
+    with pytest.raises(SystemExit):
+        train_job.config_from_args([flag, value])
+    assert re.search(message, capsys.readouterr().err)
 
 
 def test_config_from_args_defaults_fast_and_flags():
-    cfg = train_job.config_from_args(train_job.parse_args([]))
-    assert (cfg.dataset, cfg.out, cfg.dim, cfg.depth, cfg.heads, cfg.dim_head, cfg.patch) == \
+    cfg = train_job.config_from_args([])
+    o = cfg.options
+    assert (o.dataset, cfg.out, o.dim, o.depth, o.heads, o.dim_head, o.patch) == \
         ("mnist5k", "runs/mnist", 96, 4, 4, 24, 7)
-    fast = train_job.config_from_args(train_job.parse_args(["--fast", "--dataset", "cifar10"]))
-    assert fast.patch == 8 and fast.n_train == 512 and fast.out == "runs/cifar10"
-    given = train_job.config_from_args(train_job.parse_args(
-        ["--fast", "--dataset", "digits", "--epochs", "7", "--patch", "4"]))
-    assert (given.epochs, given.patch, given.dim) == (7, 4, train_job.FAST["dim"])
-    with pytest.raises(ValueError, match="epochs must be a positive integer"):
-        train_job.train(train_job.TrainConfig(epochs=0))
-    drop = train_job.config_from_args(train_job.parse_args(["--dropout", "0.1",
-                                                            "--emb-dropout", "0.05"]))
-    assert (drop.dropout, drop.emb_dropout, cfg.dropout, cfg.emb_dropout) == (0.1, 0.05, 0, 0)
-    with pytest.raises(ValueError, match=r"emb_dropout must be a probability in \[0, 1\), got 1.5"):
-        train_job.train(train_job.TrainConfig(emb_dropout=1.5))
+    fast = train_job.config_from_args(["--fast", "--dataset", "cifar10"])
+    assert fast.options.patch == 4 and fast.options.n_train == 512 and fast.out == "runs/cifar10"
+    given = train_job.config_from_args(["--fast", "--dataset", "digits", "--epochs", "7",
+                                        "--patch", "4"])
+    assert (given.epochs, given.options.patch, given.options.dim) == (7, 4, Classify.fast["dim"])
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 0"):
+        make_config(Classify, {"epochs": 0})
+    drop = train_job.config_from_args(["--dropout", "0.1", "--emb-dropout", "0.05"])
+    assert (drop.options.dropout, drop.options.emb_dropout, o.dropout, o.emb_dropout) == \
+        (0.1, 0.05, 0, 0)
+    with pytest.raises(ValueError, match=r"emb_dropout must be a finite number in \[0, 1\), "
+                                         "got 1.5"):
+        make_config(Classify, {"emb_dropout": 1.5})
+    with pytest.raises(ValueError, match="unknown setting"):
+        make_config(Classify, {"dimension": 3})
+    with pytest.raises(ValueError, match="model must be one of"):
+        make_config(Classify, {"model": "gpt"})
+
+
+def test_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit):
+        train_job.config_from_args(["--help"])
+    text = capsys.readouterr().out
+    for shown in ("(default: 20)", "(default: 0.002)", "(default: mnist5k)", "(default: 96)"):
+        assert shown in text, shown
 
 
 def test_default_dataset_fast_run(tmp_path, capsys):
@@ -218,14 +301,18 @@ def test_default_dataset_fast_run(tmp_path, capsys):
 
 
 def test_example_script_runs_the_same_job(tmp_path, mnist_folder):
-    done = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "examples", "train_crate.py"), "--fast",
-         "--dataset", "mnist", "--data", str(mnist_folder), "--out", str(tmp_path / "run"),
-         "--epochs", "1", "--no-figures"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert re.fullmatch(r"test accuracy: \d{1,3}\.\d%", done.stdout.strip().splitlines()[-1])
-    assert "epoch 1/1" in done.stderr                     # the tqdm bar
+    def job(*flags):
+        done = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "examples", "train_crate.py"), "--fast",
+             "--dataset", "mnist", "--data", str(mnist_folder), "--out", str(tmp_path / "run"),
+             "--epochs", "1", "--no-figures", "--overwrite", *flags],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert re.fullmatch(r"test accuracy: \d{1,3}\.\d%",
+                            done.stdout.strip().splitlines()[-1])
+        return done.stderr
+    assert "\r" not in job()                           # stderr is a pipe: no progress bar
+    assert "epoch 1/1" in job("--progress")             # asked for: the tqdm bar
 
 
 @pytest.mark.slow

@@ -7,6 +7,13 @@ one forward and one backward serve both backends.
 The default backend for newly created arrays (parameters, data batches) is
 ``numpy`` unless the environment variable ``WHITEBOX_BACKEND`` says
 ``cupy``.
+
+Value checks (NaN/inf inputs, token ids and labels out of range) read the
+data, which on a GPU means waiting for it and copying the answer to the host.
+They always run on NumPy arrays; on device arrays they run only when device
+checks are switched on (``set_device_checks(True)`` or the environment
+variable ``WHITEBOX_DEVICE_CHECKS=1``), a debug mode. The training jobs check
+every dataset once on the host, before any batch moves to the device.
 """
 import math
 import os
@@ -53,6 +60,24 @@ def default_backend():
         raise ValueError(
             f"environment variable WHITEBOX_BACKEND must be one of {BACKENDS}, got {name!r}")
     return _check_name(name)
+
+
+_device_checks = os.environ.get("WHITEBOX_DEVICE_CHECKS", "0").strip() not in ("", "0")
+
+
+def set_device_checks(on=True):
+    """Run value checks on device arrays too (a debug mode: each one syncs the GPU)."""
+    global _device_checks
+    _device_checks = bool(on)
+
+
+def _on_host(a):
+    return get_array_module(a) is np
+
+
+def checks_values(a):
+    """True when a value check of ``a`` should run: always on NumPy, on a device on demand."""
+    return _device_checks or _on_host(a)
 
 
 def get_array_module(*arrays):

@@ -13,19 +13,27 @@ Arrays are stored on the CPU, so a checkpoint written from CuPy loads into a
 NumPy model and the other way round. The file is written atomically: to a
 temporary file in the same directory, flushed and fsync'ed, then moved over
 the old checkpoint with ``os.replace``. A crash mid-write leaves the previous
-checkpoint as it was.
+checkpoint as it was, and at worst a temporary ``.<name>.<8 hex digits>.tmp``
+beside it, which :func:`clean_stale_temporaries` removes on the next start.
+
+Loading is all or nothing: every part (parameters, optimizer buffers and
+scalars, schedule, each generator state) is checked before any object is
+changed, and an error about a damaged or unfitting file names the file.
 """
 import json
 import os
+import re
 import secrets
 import zipfile
 
 import numpy as np
 
 from .backend import to_numpy
+from .functional._checks import check_array, check_finite
 
 FORMAT = "whitebox-checkpoint"
 VERSION = 1
+META_KEYS = ("step", "epoch", "extra", "optimizer", "scheduler", "rng")
 
 
 # ---------------------------------------------------------------- JSON helpers
@@ -84,6 +92,31 @@ def _fsync_directory(directory):
         os.close(fd)
 
 
+TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[0-9a-f]{8}\.tmp")   # what atomic_write names
+
+
+def _temporary_name(path):
+    return f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp"
+
+
+def clean_stale_temporaries(directory):
+    """Remove the temporary files a killed :func:`atomic_write` left in ``directory``.
+
+    Only regular files named like atomic_write's temporaries,
+    ``.<name>.<8 hex digits>.tmp``, are removed: nothing else, no folder, no
+    link, nothing in subfolders. Call it when no other process is writing
+    into ``directory`` (a training run does, at its start).
+    Returns: the sorted list of removed paths.
+    """
+    directory = os.fspath(directory)
+    removed = []
+    for entry in os.scandir(directory):
+        if TEMP_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            os.remove(entry.path)
+            removed.append(entry.path)
+    return sorted(removed)
+
+
 def atomic_write(path, write, binary=True):
     """Call ``write(f)`` on a temporary sibling of ``path``, fsync, then os.replace it onto path.
 
@@ -94,7 +127,7 @@ def atomic_write(path, write, binary=True):
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"cannot write {path!r}: directory {directory!r} does not exist")
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+    tmp = os.path.join(directory, _temporary_name(path))
     # O_EXCL: never clobber someone else's file; mode 0o666 lets the umask decide
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
@@ -172,6 +205,13 @@ def _read(path):
     if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
         raise ValueError(f"checkpoint {path!r} has format version {meta.get('version')!r}; "
                          f"this whitebox reads versions up to {VERSION}")
+    missing = [k for k in META_KEYS if k not in meta]
+    if missing:
+        raise ValueError(f"checkpoint {path!r} is damaged: its metadata lacks {missing}")
+    for name in ("step", "epoch"):
+        if isinstance(meta[name], bool) or not isinstance(meta[name], int) or meta[name] < 0:
+            raise ValueError(f"checkpoint {path!r} is damaged: {name} is {meta[name]!r}, "
+                             "expected a non-negative integer")
     return arrays, meta
 
 
@@ -197,12 +237,20 @@ def _check_model_state(path, model, state):
         if tuple(state[name].shape) != tuple(p.shape):
             raise ValueError(f"checkpoint {path!r}: key {name!r} has shape "
                              f"{tuple(state[name].shape)}, the model expects {tuple(p.shape)}")
+        try:
+            check_array(f"key {name!r}", state[name])
+            check_finite(f"key {name!r}", state[name])
+        except (TypeError, ValueError) as e:
+            raise _with_path(path, e) from e
 
 
 def _with_path(path, error):
-    """The same kind of error, its message prefixed with the checkpoint's path."""
+    """The same kind of error, its message prefixed with the checkpoint's path (once)."""
     kind = next(k for k in (KeyError, ValueError, TypeError) if isinstance(error, k))
-    return kind(f"checkpoint {path!r}: {error.args[0] if error.args else error}")
+    message = str(error.args[0]) if error.args else str(error)
+    if repr(os.fspath(path)) in message:
+        return kind(message)
+    return kind(f"checkpoint {path!r}: {message}")
 
 
 def _optimizer_state(path, optimizer, meta, arrays):
@@ -263,15 +311,26 @@ def _rng_pairs(path, rng, saved):
     else:
         raise TypeError(f"rng must be a numpy.random.Generator or a dict of name -> Generator, "
                         f"got {type(rng).__name__}")
+    restored = []
     for label, g, state in pairs:
         if not isinstance(g, np.random.Generator):
             raise TypeError(f"{label} must be a numpy.random.Generator, got {type(g).__name__}")
         # a PCG64 state cannot be poured into, say, a Philox generator
-        have, want = type(g.bit_generator).__name__, state.get("bit_generator")
+        have = type(g.bit_generator).__name__
+        want = state.get("bit_generator") if isinstance(state, dict) else None
         if have != want:
             raise ValueError(f"checkpoint {path!r}: {label} is a {have} generator, "
                              f"the saved state is for {want}")
-    return [(g, state) for _, g, state in pairs]
+        # restore into a scratch generator first: a damaged state fails here,
+        # before any object has been changed
+        try:
+            state = _from_json(state)
+            type(g.bit_generator)().state = state
+        except (TypeError, ValueError, KeyError, OverflowError) as e:
+            raise ValueError(f"checkpoint {path!r}: the saved state of {label} is damaged "
+                             f"({type(e).__name__}: {e})") from e
+        restored.append((g, state))
+    return restored
 
 
 def load_checkpoint(path, model, optimizer=None, *, rng=None, scheduler=None):
@@ -290,19 +349,24 @@ def load_checkpoint(path, model, optimizer=None, *, rng=None, scheduler=None):
     Returns: {"step": int, "epoch": int, "extra": dict or None}.
     """
     arrays, meta = _read(path)
-    state = _model_state(arrays)
-    _check_model_state(path, model, state)
-    optim_sd = _optimizer_state(path, optimizer, meta, arrays) if optimizer is not None else None
-    sched_sd = _schedule_state(path, scheduler, meta) if scheduler is not None else None
-    rng_pairs = _rng_pairs(path, rng, meta["rng"]) if rng is not None else []
-
-    # the model checks its own values (e.g. NaN) before it copies any, so
-    # it goes first: a refusal there still leaves everything unchanged
+    # 1. check every part; nothing is changed yet
+    try:
+        state = _model_state(arrays)
+        _check_model_state(path, model, state)
+        optim_sd = (_optimizer_state(path, optimizer, meta, arrays)
+                    if optimizer is not None else None)
+        sched_sd = _schedule_state(path, scheduler, meta) if scheduler is not None else None
+        rng_states = _rng_pairs(path, rng, meta["rng"]) if rng is not None else []
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        if isinstance(e, AttributeError):       # a damaged entry of the wrong JSON type
+            e = ValueError(f"damaged metadata ({e})")
+        raise _with_path(path, e) from e
+    # 2. assign: every value was checked, so none of these refuses
     model.load_state_dict(state)
     if optimizer is not None:
         optimizer.load_state_dict(optim_sd)
     if scheduler is not None:
         scheduler.load_state_dict(sched_sd)
-    for generator, saved_state in rng_pairs:
-        generator.bit_generator.state = _from_json(saved_state)
+    for generator, saved_state in rng_states:
+        generator.bit_generator.state = saved_state
     return {"step": meta["step"], "epoch": meta["epoch"], "extra": meta["extra"]}

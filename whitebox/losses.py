@@ -1,7 +1,9 @@
 """Losses that return (loss, gradient of the loss w.r.t. their input).
 
-Each takes predictions from a model and returns a Python float and the
-gradient with the predictions' shape, ready for ``model.backward``.
+Each takes predictions from a model and returns the loss as a 0-d array on
+the predictions' backend (a NumPy scalar, or a 0-d CuPy array that stays on
+the GPU until someone logs it with ``float(loss)``) and the gradient with the
+predictions' shape, ready for ``model.backward``.
 """
 from .backend import backend_name, get_array_module
 from .functional._checks import check_array, check_finite, check_real
@@ -28,10 +30,13 @@ def cross_entropy(logits, labels, label_smoothing=0.0):
     With smoothing s the target is (1 - s) onehot + s / C.
     loss = mean_i [ logsumexp(z_i) - sum_c t_ic z_ic ];  dlogits = (softmax(z) - t) / B.
     Inputs: logits (B, C) float; labels (B,) ints in [0, C).
-    Returns: loss (float), dlogits (B, C).
+    Returns: loss (0-d array), dlogits (B, C).
     """
     xp = check_array("logits", logits, ndim=2)
     B, C = logits.shape
+    if B == 0:
+        raise ValueError("cross_entropy: logits hold no rows (shape "
+                         f"{tuple(logits.shape)}); a mean over an empty batch is undefined")
     check_labels(labels, C, B, like=logits)
     label_smoothing = check_real("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
     check_finite("logits", logits)
@@ -47,20 +52,26 @@ def cross_entropy(logits, labels, label_smoothing=0.0):
     target = xp.full_like(logits, label_smoothing / C)
     target[rows, labels] += 1.0 - label_smoothing
     dlogits = (xp.exp(logp) - target) / B
-    return float(loss_i.mean()), dlogits
+    return loss_i.mean(), dlogits
 
 
 def mse(pred, target):
-    """loss = mean((pred - target)^2) over every element;  dpred = 2 (pred - target) / n."""
+    """loss = mean((pred - target)^2) over every element;  dpred = 2 (pred - target) / n.
+
+    Returns: loss (0-d array), dpred (pred's shape). An empty pred has no mean: ValueError.
+    """
     check_array("pred", pred)
     check_array("target", target)
     if pred.shape != target.shape:
         raise ValueError(f"mse: pred has shape {tuple(pred.shape)} but target has "
                          f"{tuple(target.shape)}")
+    if pred.size == 0:
+        raise ValueError(f"mse: pred is empty (shape {tuple(pred.shape)}); a mean over no "
+                         "elements is undefined")
     diff = pred - target
-    return float((diff * diff).mean()), diff * (2.0 / diff.size)
+    return (diff * diff).mean(), diff * (2.0 / diff.size)
 
 
 def accuracy(logits, labels):
-    """Fraction of rows whose arg-max equals the label."""
-    return float((logits.argmax(axis=1) == labels).mean())
+    """Fraction of rows whose arg-max equals the label (a 0-d array, like the losses)."""
+    return (logits.argmax(axis=1) == labels).mean()

@@ -189,7 +189,12 @@ def _read_cifar_batch(path):
         raise KeyError(f"CIFAR-10 batch {path!r} must have keys 'data' and 'labels', "
                        f"got {sorted(batch)}")
     data = np.asarray(batch["data"])
-    labels = np.asarray(batch["labels"], dtype=np.int64)
+    labels = np.asarray(batch["labels"])
+    if labels.size == 0:
+        labels = labels.astype(np.int64)     # an empty list reads as float64
+    if labels.dtype.kind not in "iu":       # never truncate 0.7 to class 0
+        raise ValueError(f"CIFAR-10 batch {path!r}: 'labels' must be integers, got dtype "
+                         f"{labels.dtype} (for example {labels.ravel()[0]!r})")
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise ValueError(f"CIFAR-10 batch {path!r}: 'data' must be uint8 of shape (n, 3072), "
                          f"got {data.dtype} of shape {data.shape}")
@@ -200,7 +205,7 @@ def _read_cifar_batch(path):
         raise ValueError(f"CIFAR-10 batch {path!r}: labels must be in 0..9, got range "
                          f"{int(labels.min())}..{int(labels.max())}")
     # Rows store the red plane, then green, then blue, each 32 x 32 row-major.
-    return _as_images(data, 255.0).reshape(-1, 3, 32, 32), labels   # (n, 3, 32, 32)
+    return _as_images(data, 255.0).reshape(-1, 3, 32, 32), labels.astype(np.int64)  # (n, 3, 32, 32)
 
 
 def load_cifar10(folder):

@@ -8,15 +8,18 @@ at the end.
 import numpy as np
 
 from .. import backend
+from ..functional._checks import check_class_labels
 
 
 def _check_images_labels(images, labels):
+    """Once per dataset, on the host: (n, C, H, W) images and n integer class indices."""
     if not isinstance(images, np.ndarray) or images.ndim != 4:
         raise ValueError("images must be a NumPy array of shape (n, C, H, W), got "
                          f"{getattr(images, 'shape', type(images).__name__)}")
-    if not isinstance(labels, np.ndarray) or labels.shape != (len(images),):
+    if not isinstance(labels, np.ndarray):
         raise ValueError(f"labels must be a NumPy array of shape ({len(images)},), got "
-                         f"{getattr(labels, 'shape', type(labels).__name__)}")
+                         f"{type(labels).__name__}")
+    check_class_labels("labels", labels, len(images))
 
 
 def train_test_split(images, labels, n_test, seed=0):
@@ -85,7 +88,8 @@ class BatchLoader:
     (mean, std) and moved to ``backend``. Every sample appears exactly once
     per epoch; the last batch is smaller unless ``drop_last``.
 
-    Inputs: images (n, C, H, W) float on the CPU; labels (n,) ints;
+    Inputs: images (n, C, H, W) float on the CPU; labels (n,) non-negative
+    integers (checked once, here: float labels are refused, never truncated);
     batch_size; rng, a Generator (needed when shuffling or shifting);
     mean, std per channel (None: no normalisation); backend 'numpy'/'cupy'.
     Yields: images (B, C, H, W), labels (B,) int64 on ``backend``.

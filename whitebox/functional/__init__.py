@@ -14,3 +14,4 @@ from .patches import (patchify_backward, patchify_forward, unpatchify,
 from .softmax import softmax_backward, softmax_forward
 from .ista import ista_backward, ista_forward
 from .mssa import mssa_backward, mssa_forward
+from .overcomplete_ista import overcomplete_ista_backward, overcomplete_ista_forward

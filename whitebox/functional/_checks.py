@@ -1,7 +1,7 @@
 """Small input checks shared by the functional ops (clear errors, no asserts)."""
 import numpy as np
 
-from ..backend import get_array_module
+from ..backend import checks_values, get_array_module
 
 
 def check_array(name, a, ndim_min=None, ndim=None, floating=True):
@@ -20,6 +20,9 @@ def check_array(name, a, ndim_min=None, ndim=None, floating=True):
 
 
 def check_finite(name, a):
+    """NaN or inf in ``a`` is an error (on a device only with backend.set_device_checks)."""
+    if not checks_values(a):
+        return
     xp = get_array_module(a)
     if not bool(xp.all(xp.isfinite(a))):
         raise ValueError(f"{name} contains NaN or infinite values")
@@ -51,3 +54,24 @@ def check_real(name, value, low=None, high=None, low_open=False, high_open=False
 def check_probability(name, p):
     """A dropout probability in [0, 1)."""
     return check_real(name, p, 0.0, 1.0, high_open=True)
+
+
+def check_class_labels(name, labels, n=None):
+    """Class indices: an integer array of shape (n,) with no negative entry.
+
+    Labels are never cast: a float array is refused even when its values are
+    whole numbers (0.7 would otherwise become class 0 without a word), so the
+    caller converts on purpose. The minimum is read on the host for NumPy
+    input: call this once per dataset, not per batch.
+    """
+    xp = get_array_module(labels)
+    if not isinstance(labels, xp.ndarray) or labels.dtype.kind not in "iu":
+        got = f"dtype {labels.dtype}" if hasattr(labels, "dtype") else type(labels).__name__
+        raise TypeError(f"{name} must be an integer array of class indices"
+                        f"{'' if n is None else f' of shape ({n},)'}, got {got}; floats are "
+                        f"never truncated: convert whole-number labels with .astype(int)")
+    if labels.ndim != 1 or (n is not None and labels.shape[0] != n):
+        raise ValueError(f"{name} must have shape ({'n' if n is None else n},) (one class "
+                         f"index per sample), got shape {tuple(labels.shape)}")
+    if labels.size and int(labels.min()) < 0:
+        raise ValueError(f"{name} must be non-negative class indices, got min {int(labels.min())}")

@@ -21,8 +21,13 @@ from ..nn.layers import _rng
 
 
 
-def _pair(v):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+def _pair(name, v):
+    """An int n means (n, n); a pair stays; anything else names the argument."""
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{name} must be an int or a (height, width) pair, got {v!r}")
+        return tuple(v)
+    return (v, v)
 
 
 def _positive_int(name, v):
@@ -68,8 +73,8 @@ class CRATE(Module):
                  channels=3, pool="cls", ista_step=0.1, ista_lambda=0.1, dropout=0.0,
                  emb_dropout=0.0, dtype="float32", seed=0):
         super().__init__(dtype)
-        ih, iw = (_positive_int("image_size", v) for v in _pair(image_size))
-        ph, pw = (_positive_int("patch_size", v) for v in _pair(patch_size))
+        ih, iw = (_positive_int("image_size", v) for v in _pair("image_size", image_size))
+        ph, pw = (_positive_int("patch_size", v) for v in _pair("patch_size", patch_size))
         if ih % ph or iw % pw:
             raise ValueError(f"image_size {ih}x{iw} is not divisible by patch_size {ph}x{pw}")
         for name, v in (("num_classes", num_classes), ("dim", dim), ("depth", depth),

@@ -13,7 +13,7 @@ Decay applies only to the parameters :func:`decay_mask` marks.
 import math
 
 from ..backend import get_array_module
-from .optimizer import DEFAULT_NO_DECAY, Optimizer, check_betas, check_hyper
+from .optimizer import DEFAULT_NO_DECAY, HyperParameter, Optimizer, check_betas
 
 
 class Adam(Optimizer):
@@ -26,19 +26,17 @@ class Adam(Optimizer):
 
     buffer_names = ("exp_avg", "exp_avg_sq")
     decoupled = False
+    betas = HyperParameter(check_betas)
+    eps = HyperParameter()
+    weight_decay = HyperParameter()
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  grads=None, no_decay=DEFAULT_NO_DECAY):
         super().__init__(params, lr, grads=grads, no_decay=no_decay)
-        self.hyper = self.make_hyper(betas=betas, eps=eps, weight_decay=weight_decay)
-
-    @staticmethod
-    def make_hyper(betas, eps, weight_decay):
-        return {"betas": check_betas(betas), "eps": check_hyper("eps", eps),
-                "weight_decay": check_hyper("weight_decay", weight_decay)}
+        self.hyper = {"betas": betas, "eps": eps, "weight_decay": weight_decay}
 
     def _update(self, name, p, g, bufs, weight_decay):
-        b1, b2 = self.hyper["betas"]
+        b1, b2 = self.betas
         t = self.step_count
         if weight_decay:
             if self.decoupled:
@@ -52,7 +50,7 @@ class Adam(Optimizer):
         v *= b2
         v += (1.0 - b2) * (g * g)
         step_size = self.lr / (1.0 - b1 ** t)
-        denom = xp.sqrt(v) / math.sqrt(1.0 - b2 ** t) + self.hyper["eps"]
+        denom = xp.sqrt(v) / math.sqrt(1.0 - b2 ** t) + self.eps
         p -= step_size * (m / denom)
 
 

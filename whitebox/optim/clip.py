@@ -1,10 +1,13 @@
 """Gradient clipping by the global norm, as torch.nn.utils.clip_grad_norm_.
 
     total = sqrt( sum over every gradient of sum(g^2) )
-    if total > max_norm:   g <- g * max_norm / (total + 1e-6)    for every g
-"""
-import math
+    g <- g * min(1, max_norm / (total + 1e-6))    for every g
 
+Everything stays on the device: the norm and the scale are 0-d arrays and
+there is no Python ``if`` on them, so a CuPy step is not stalled by a
+device-to-host copy. Convert the returned norm with ``float()`` only when you
+log it.
+"""
 from ..backend import get_array_module
 from .optimizer import to_float
 
@@ -13,9 +16,11 @@ def clip_grad_norm(grads, max_norm, error_if_nonfinite=False):
     """Scale all gradients in place so that their joint L2 norm is at most ``max_norm``.
 
     Inputs: grads, a dict name -> array or a Module (its ``grads()``);
-    max_norm > 0; error_if_nonfinite, raise RuntimeError when the norm is NaN
-    or infinite (otherwise such gradients are left untouched).
-    Returns: the total norm BEFORE clipping, as a Python float.
+    max_norm > 0 (+inf only measures); error_if_nonfinite, raise RuntimeError
+    when the norm is NaN or infinite (this one reads the norm on the host);
+    otherwise such gradients are left untouched.
+    Returns: the total norm BEFORE clipping, a 0-d float64 array on the
+    gradients' backend.
     """
     from ..nn.module import Module
 
@@ -25,25 +30,20 @@ def clip_grad_norm(grads, max_norm, error_if_nonfinite=False):
         raise TypeError(f"grads must be a dict of name -> array or a Module, "
                         f"got {type(grads).__name__}")
     max_norm = to_float("max_norm", max_norm)
-    if not max_norm > 0:   # +inf is allowed: it only measures the norm
+    if not max_norm > 0:
         raise ValueError(f"max_norm must be > 0, got {max_norm!r}")
-    if not grads:
-        return 0.0
     arrays = list(grads.values())
     xp = get_array_module(*arrays)
-    # sum on the device in float64; a single float() at the end syncs once
     total_sq = xp.zeros((), dtype=xp.float64)
     for g in arrays:
         g64 = g.astype(xp.float64, copy=False)   # float32 squares could overflow
         total_sq = total_sq + xp.sum(g64 * g64)
-    total = math.sqrt(float(total_sq))
-    if not math.isfinite(total):
-        if error_if_nonfinite:
-            raise RuntimeError(f"clip_grad_norm: the total gradient norm is {total}; "
-                               "some gradient holds NaN or infinite values")
-        return total
-    if total > max_norm:
-        scale = max_norm / (total + 1e-6)
-        for g in arrays:
-            g *= scale
-    return total
+    total = xp.sqrt(total_sq)                     # 0-d, on the device
+    if error_if_nonfinite and not bool(xp.isfinite(total)):
+        raise RuntimeError(f"clip_grad_norm: the total gradient norm is {float(total)}; "
+                           "some gradient holds NaN or infinite values")
+    scale = xp.minimum(1.0, max_norm / (total + 1e-6))
+    scale = xp.where(xp.isfinite(total), scale, 1.0)   # non-finite: leave them as they are
+    for g in arrays:
+        g *= scale.astype(g.dtype)
+    return xp.asarray(total)              # NumPy would hand back a scalar

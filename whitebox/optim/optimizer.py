@@ -23,9 +23,13 @@ parameter's backend and in its dtype.
 import math
 import operator
 from fnmatch import fnmatchcase
+from types import MappingProxyType
+
+import numpy as np
 
 from .. import backend
 from ..backend import get_array_module
+from ..functional._checks import check_array, check_finite
 
 # Names that mark parameters which should never be pulled towards zero: the
 # learned position table and class token of a ViT/CRATE, normalisation
@@ -124,25 +128,63 @@ def check_hyper(name, value, low=0.0, high=None, high_open=False):
     return value
 
 
-def check_betas(betas):
+def check_betas(name, betas):
+    """A pair (beta1, beta2), each in [0, 1)."""
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-    return (check_hyper("betas[0]", betas[0], 0.0, 1.0, high_open=True),
-            check_hyper("betas[1]", betas[1], 0.0, 1.0, high_open=True))
+        raise ValueError(f"{name} must be a pair (beta1, beta2), got {betas!r}")
+    return (check_hyper(f"{name}[0]", betas[0], 0.0, 1.0, high_open=True),
+            check_hyper(f"{name}[1]", betas[1], 0.0, 1.0, high_open=True))
+
+
+def check_flag(name, value):
+    """True or False (NumPy booleans included), as a Python bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+class HyperParameter:
+    """An optimizer attribute checked on EVERY assignment, not only at construction.
+
+    ``opt.lr = float("inf")`` (by hand or by a schedule) raises like a bad
+    constructor argument and leaves the old value. ``check(name, value)``
+    returns the value to keep; after it, the optimizer's ``check_together``
+    sees all hyper-parameters at once (rules such as "nesterov needs momentum").
+    """
+
+    def __init__(self, check=check_hyper):
+        self.check = check
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, opt, owner=None):
+        if opt is None:
+            return self
+        return opt._hyper[self.name]
+
+    def __set__(self, opt, value):
+        values = dict(getattr(opt, "_hyper", {}))
+        values[self.name] = self.check(self.name, value)
+        opt.check_together(values)
+        opt._hyper = values
 
 
 class Optimizer:
-    """Base class: subclasses define ``make_hyper`` (checks and returns
-    ``self.hyper``), ``_update`` and, when some buffers depend on the
-    hyper-parameters, ``buffers_for``.
+    """Base class: subclasses declare their hyper-parameters as
+    :class:`HyperParameter` class attributes, and define ``_update`` and, when
+    some buffers depend on the hyper-parameters, ``buffers_for``.
 
-    Attributes: ``lr`` (settable; schedules write it), ``step_count`` (updates
-    done so far), ``state`` (per-parameter buffers), ``decays`` (the
+    Attributes: ``lr`` (settable; schedules write it), the subclass's
+    hyper-parameters (settable, e.g. ``opt.weight_decay``), every assignment
+    checked; ``hyper`` (a read-only view of them, lr excluded); ``step_count``
+    (updates done so far), ``state`` (per-parameter buffers), ``decays`` (the
     :func:`decay_mask` of the parameters).
     """
 
     #: names of the per-parameter buffers, in the order _update reads them
     buffer_names = ()
+    lr = HyperParameter()
 
     def __init__(self, params, lr, grads=None, no_decay=DEFAULT_NO_DECAY):
         from ..nn.module import Module
@@ -170,12 +212,11 @@ class Optimizer:
         else:
             raise TypeError(f"params must be a Module or a dict of name -> array, "
                             f"got {type(params).__name__}")
-        self.lr = check_hyper("lr", lr)
+        self.lr = lr
         self.no_decay = _check_patterns(no_decay)
         self.decays = decay_mask(params, self.no_decay)
         self.step_count = 0
         self.state = {}
-        self.hyper = {}
 
     # ------------------------------------------------------------ parameters
     def parameters(self):
@@ -206,24 +247,49 @@ class Optimizer:
     # ------------------------------------------------------------ stepping
     def step(self):
         """One update of every parameter from its current gradient, in place."""
-        if not self.lr >= 0:
-            raise ValueError(f"lr must be >= 0, got {self.lr!r}")
         self.step_count += 1
         params, grads = self.parameters(), self.grads()
         for name, p in params.items():
             self._update(name, p, grads[name], self._buffers(name, p),
-                         self.hyper["weight_decay"] if self.decays.get(name, False) else 0.0)
+                         self.weight_decay if self.decays.get(name, False) else 0.0)
 
     def _update(self, name, p, g, bufs, weight_decay):
         raise NotImplementedError(f"{type(self).__name__} does not define _update")
 
     # ------------------------------------------------------------ hyper-parameters
+    @classmethod
+    def hyper_names(cls):
+        """The names of the class's hyper-parameters other than lr, in declaration order."""
+        names = []
+        for klass in reversed(cls.__mro__):
+            names += [k for k, v in vars(klass).items()
+                      if isinstance(v, HyperParameter) and k != "lr" and k not in names]
+        return tuple(names)
+
+    @classmethod
+    def make_hyper(cls, **values):
+        """Every hyper-parameter but lr, checked, from keyword arguments (nothing is set)."""
+        names = cls.hyper_names()
+        if set(values) != set(names):
+            raise TypeError(f"{cls.__name__} takes hyper-parameters {list(names)}, got "
+                            f"{sorted(values)}")
+        hyper = {name: getattr(cls, name).check(name, values[name]) for name in names}
+        cls.check_together(hyper)
+        return hyper
+
     @staticmethod
-    def make_hyper(**hyper):
-        """The checked ``self.hyper`` dict from keyword arguments (subclasses define it)."""
-        if hyper:
-            raise TypeError(f"unexpected hyper-parameters {sorted(hyper)}")
-        return {}
+    def check_together(hyper):
+        """Rules that involve several hyper-parameters (none here; SGD has one)."""
+
+    @property
+    def hyper(self):
+        """A read-only view {name: value} of the hyper-parameters other than lr."""
+        return MappingProxyType({k: v for k, v in self._hyper.items() if k != "lr"})
+
+    @hyper.setter
+    def hyper(self, values):
+        checked = self.make_hyper(**values)
+        self._hyper = {"lr": self._hyper["lr"], **checked}
 
     def buffers_for(self, hyper):
         """Names of the buffers kept under ``hyper`` (SGD keeps none without momentum)."""
@@ -295,6 +361,9 @@ class Optimizer:
                 if tuple(buf.shape) != tuple(p.shape):
                     raise ValueError(f"optimizer buffer {pname!r}/{key!r} has shape "
                                      f"{tuple(buf.shape)}, expected {tuple(p.shape)}")
+                # a NaN moment would turn every later update into NaN, like a NaN weight
+                check_array(f"optimizer buffer {pname!r}/{key!r}", buf)
+                check_finite(f"optimizer buffer {pname!r}/{key!r}", buf)
         decays = decay_mask(self.module if self.module is not None else params, no_decay)
         return {"hyper": hyper, "lr": lr, "step_count": step, "no_decay": no_decay,
                 "decays": decays}

@@ -5,9 +5,7 @@
     g   = g + momentum * buf   (nesterov)   or   g = buf   (heavy ball)
     p  -= lr * g
 """
-import numpy as np
-
-from .optimizer import DEFAULT_NO_DECAY, Optimizer, check_hyper
+from .optimizer import DEFAULT_NO_DECAY, HyperParameter, Optimizer, check_flag
 
 
 class SGD(Optimizer):
@@ -20,22 +18,19 @@ class SGD(Optimizer):
     """
 
     buffer_names = ("momentum_buffer",)
+    momentum = HyperParameter()
+    nesterov = HyperParameter(check_flag)
+    weight_decay = HyperParameter()
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0,
                  grads=None, no_decay=DEFAULT_NO_DECAY):
         super().__init__(params, lr, grads=grads, no_decay=no_decay)
-        self.hyper = self.make_hyper(momentum=momentum, nesterov=nesterov,
-                                     weight_decay=weight_decay)
+        self.hyper = {"momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay}
 
     @staticmethod
-    def make_hyper(momentum, nesterov, weight_decay):
-        momentum = check_hyper("momentum", momentum)
-        if not isinstance(nesterov, (bool, np.bool_)):
-            raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
-        if nesterov and momentum == 0.0:
+    def check_together(hyper):
+        if hyper.get("nesterov") and hyper.get("momentum") == 0.0:
             raise ValueError("nesterov=True needs momentum > 0, got momentum=0.0")
-        return {"momentum": momentum, "nesterov": bool(nesterov),
-                "weight_decay": check_hyper("weight_decay", weight_decay)}
 
     def buffers_for(self, hyper):
         # read from the hyper-parameters, not fixed at construction: loading a
@@ -45,10 +40,10 @@ class SGD(Optimizer):
     def _update(self, name, p, g, bufs, weight_decay):
         if weight_decay:
             g = g + weight_decay * p      # a new array: never overwrite the model's gradient
-        momentum = self.hyper["momentum"]
+        momentum = self.momentum
         if momentum:
             buf = bufs["momentum_buffer"]
             buf *= momentum
             buf += g
-            g = g + momentum * buf if self.hyper["nesterov"] else buf
+            g = g + momentum * buf if self.nesterov else buf
         p -= self.lr * g

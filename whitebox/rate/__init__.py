@@ -17,6 +17,14 @@ Gradients: ``coding_rate_grad``, ``compression_rate_grad(..., wrt="Z" | "U" |
 ``*_forward`` / ``*_backward`` pairs underneath them; ``mcr2_loss`` returns its
 own. Log-determinants go through Cholesky of the smaller Gram matrix (N x N
 or d x d), and gradients apply the inverse of that same small matrix.
+
+Precision, one rule for all of them (:mod:`whitebox.rate.gram`): a result is
+never silently wrong. float32 input is computed in float32 where a cheap bound
+on the condition number of I + a G says float32 holds the answer to 0.1%, and
+redone in float64 where it does not (``accumulate='float32'`` refuses instead,
+``accumulate='float64'`` always uses float64). An eps too small even for float64
+is refused with the smallest usable eps; empty token sets (N = 0 or d = 0) are
+refused, an empty batch (B = 0) gives an empty result.
 """
 from .coding import coding_rate, coding_rate_backward, coding_rate_forward, coding_rate_grad
 from .compression import (compression_rate, compression_rate_backward,
@@ -25,7 +33,7 @@ from .compression import (compression_rate, compression_rate_backward,
 from .gram import gram_logdet_backward, gram_logdet_forward, gram_side
 from .mcr2 import (class_compression_backward, class_compression_forward,
                    class_compression_rate, mcr2_loss)
-from .measure import bases_from_qkv, measure_compression
+from .measure import bases_from_qkv, layer_measures, measure_compression
 from .reduction import (rate_reduction, rate_reduction_grad, sparse_rate_reduction,
                         sparse_rate_reduction_grad)
 

@@ -5,6 +5,7 @@ import numbers
 import numpy as np
 
 from ..backend import get_array_module
+from ..functional._checks import check_class_labels
 
 ACCUMULATE = (None, "float32", "float64")
 
@@ -18,6 +19,17 @@ def check_eps(eps, name="eps"):
     if not (math.isfinite(eps) and eps > 0):
         raise ValueError(f"{name} must be a positive finite number, got {eps!r}")
     return eps
+
+
+def rate_scale(dim, N, eps, name="eps"):
+    """a = dim / (N eps^2), refusing an eps so small that the scale overflows float64."""
+    a = dim / N / eps / eps                 # not eps ** 2: that underflows to 0 first
+    if not math.isfinite(a):
+        smallest = math.sqrt(dim / N / np.finfo(np.float64).max)
+        raise ValueError(f"{name} = {eps!r} is too small: the scale {dim}/(N {name}^2) "
+                         f"overflows float64; {name} must be at least {smallest:.3g} (and "
+                         f"larger still for features that are not tiny)")
+    return a
 
 
 def check_tokens(name, Z):
@@ -66,20 +78,14 @@ def check_labels(labels, N, xp, name="labels"):
         raise TypeError(f"{name} must be an integer array on the same backend as Z "
                         f"({xp.__name__}), got {type(labels).__module__}."
                         f"{type(labels).__name__}; move it with whitebox.to_device")
-    if labels.dtype.kind not in "iu":
-        raise TypeError(f"{name} must be an integer array of shape ({N},), got dtype "
-                        f"{labels.dtype}")
-    if labels.ndim != 1 or labels.shape[0] != N:
-        raise ValueError(f"{name} must have shape ({N},) to match the N = {N} rows of Z, "
-                         f"got shape {tuple(labels.shape)}")
-    if N and int(labels.min()) < 0:
-        raise ValueError(f"{name} must be non-negative class indices, got min {int(labels.min())}")
+    check_class_labels(name, labels, N)
 
 
-def check_accumulate(accumulate, dtype):
-    """The dtype the Gram matrices and factorizations are computed in (None: ``dtype``)."""
+def check_accumulate(accumulate):
+    """None (work in Z's dtype, promoted to float64 when float32 cannot hold the answer),
+    'float32' (refuse instead of promoting) or 'float64'; returned as a dtype or None."""
     if accumulate is None:
-        return np.dtype(dtype)
+        return None
     try:
         name = np.dtype(accumulate).name
     except TypeError:

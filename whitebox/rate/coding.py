@@ -14,9 +14,14 @@ codes (mcr2, ReduNet, CRATE's vis_utils) pass a number they call ``eps`` that
 stands for epsilon SQUARED (their scale is d / (N eps)). To reproduce a
 result computed with their ``eps=e2``, call these functions with
 ``eps=math.sqrt(e2)``; for example their ``eps=0.5`` is ``eps=0.7071...`` here.
+
+Precision: never silently wrong. float32 input is computed in float32 only
+where float32 holds the answer to 0.1%, otherwise in float64 (or refused with
+``accumulate='float32'``); an eps too small even for float64 is refused with
+the smallest usable eps. The rule and its bound are in :mod:`whitebox.rate.gram`.
 """
 from ..backend import get_array_module
-from ._checks import check_accumulate, check_dout, check_eps, check_tokens
+from ._checks import check_accumulate, check_dout, check_eps, check_tokens, rate_scale
 from .gram import gram_logdet_backward, gram_logdet_forward
 
 
@@ -24,18 +29,18 @@ def coding_rate_forward(Z, eps, accumulate=None, side="auto"):
     """R = 1/2 logdet(I + d/(N eps^2) Z^T Z) per item, with a cache for the gradient.
 
     Inputs: Z (N, d) or (B, N, d) (any leading axes), tokens as rows; eps the
-    distortion (> 0); accumulate None (compute in Z's dtype) or 'float64'
-    (Gram matrix, Cholesky and inverse in float64, useful for float32 Z);
+    distortion (> 0); accumulate None (Z's dtype, promoted to float64 where
+    float32 cannot hold the answer), 'float32' (refuse instead) or 'float64'
+    (Gram matrix, Cholesky and inverse in float64): see :mod:`whitebox.rate.gram`;
     side 'auto' (the smaller Gram matrix), 'rows' (N x N) or 'cols' (d x d).
     Returns: R of shape Z.shape[:-2] (a 0-d value for a single (N, d) matrix)
-    in the accumulation dtype; cache.
+    in Z's dtype (accumulate None) or the accumulate dtype; cache.
     """
     check_tokens("Z", Z)
     eps = check_eps(eps)
-    acc = check_accumulate(accumulate, Z.dtype)
+    acc = check_accumulate(accumulate)
     N, d = Z.shape[-2:]
-    a = d / (N * eps ** 2)
-    R, cache = gram_logdet_forward(Z.astype(acc, copy=False), a, side)
+    R, cache = gram_logdet_forward(Z, rate_scale(d, N, eps), side, acc, eps=eps)
     return R, (cache, Z.dtype)
 
 
@@ -55,8 +60,8 @@ def coding_rate(Z, eps, accumulate=None):
     """R(Z) = 1/2 logdet(I_d + d/(N eps^2) Z^T Z), tokens as rows.
 
     Inputs: Z (N, d) or (B, N, d); eps the papers' epsilon (the official code's
-    ``eps`` is epsilon squared: pass ``math.sqrt(their_eps)``); accumulate None
-    or 'float64'.
+    ``eps`` is epsilon squared: pass ``math.sqrt(their_eps)``); accumulate None,
+    'float32' or 'float64' (the precision rule of :mod:`whitebox.rate.gram`).
     Returns: a 0-d value for (N, d) input, shape (B,) for (B, N, d).
     """
     return coding_rate_forward(Z, eps, accumulate)[0]

@@ -12,13 +12,16 @@ h_k = 1/2 logdet(I + b W_k^T W_k), the chain rule through W_k = Z U_k gives
     dRc/dU_k  = Z^T (dh_k/dW_k)        (summed over a batch).
 
 ``eps`` is the papers' epsilon; the official code's ``eps`` is epsilon squared
-(see :mod:`whitebox.rate.coding`).
+(see :mod:`whitebox.rate.coding`). Precision follows the one rule of
+:mod:`whitebox.rate.gram`: never silently wrong (float64 where float32 cannot
+hold the answer, or a clear refusal).
 """
 import numbers
 import math
 
 from ..backend import get_array_module
-from ._checks import check_accumulate, check_bases, check_dout, check_eps, check_tokens
+from ._checks import (check_accumulate, check_bases, check_dout, check_eps, check_tokens,
+                      rate_scale)
 from .gram import gram_logdet_backward, gram_logdet_forward
 
 WRT = ("Z", "U", "both")
@@ -43,21 +46,27 @@ def project_heads(Z, U):
 def compression_rate_forward(Z, U, eps, accumulate=None, side="auto"):
     """Rc = sum_k 1/2 logdet(I + p/(N eps^2) (Z U_k)^T (Z U_k)), with a cache.
 
-    Inputs: Z (N, d) or (B, N, d); U (K, d, p); eps > 0; accumulate None or
-    'float64'; side 'auto', 'rows' (N x N Grams) or 'cols' (p x p Grams).
-    Returns: Rc of shape Z.shape[:-2]; cache.
+    Inputs: Z (N, d) or (B, N, d); U (K, d, p); eps > 0; accumulate None,
+    'float32' or 'float64' (the precision rule of :mod:`whitebox.rate.gram`:
+    a float64 redo builds Z U_k afresh in float64); side 'auto', 'rows'
+    (N x N Grams) or 'cols' (p x p Grams).
+    Returns: Rc of shape Z.shape[:-2], in Z's dtype (accumulate None) or the
+    accumulate dtype; cache.
     """
     check_tokens("Z", Z)
     check_bases(U, Z)
     eps = check_eps(eps)
-    acc = check_accumulate(accumulate, Z.dtype)
-    Zc, Uc = Z.astype(acc, copy=False), U.astype(acc, copy=False)
+    acc = check_accumulate(accumulate)
     N = Z.shape[-2]
     p = U.shape[2]
-    b = p / (N * eps ** 2)
-    W = project_heads(Zc, Uc)                           # (..., K, N, p)
-    h, gram_cache = gram_logdet_forward(W, b, side)     # (..., K)
-    return h.sum(axis=-1), (gram_cache, Zc, Uc, Z.dtype, U.dtype)
+
+    def heads(dtype):          # W_k = Z U_k, rebuilt from Z and U if float64 is needed
+        return project_heads(Z.astype(dtype, copy=False), U.astype(dtype, copy=False))
+
+    W = heads(acc or Z.dtype)                           # (..., K, N, p)
+    h, gram_cache = gram_logdet_forward(W, rate_scale(p, N, eps), side, acc, source=heads,
+                                        eps=eps)        # (..., K)
+    return h.sum(axis=-1), (gram_cache, Z, U)
 
 
 def compression_rate_backward(dout, cache):
@@ -67,7 +76,7 @@ def compression_rate_backward(dout, cache):
     Inputs: dout of shape Rc.shape (None: ones); cache.
     Returns: dZ (shape and dtype of Z), dU (shape and dtype of U).
     """
-    gram_cache, Z, U, z_dtype, u_dtype = cache
+    gram_cache, Z, U = cache
     xp = get_array_module(Z)
     K, d, p = U.shape
     lead, N = Z.shape[:-2], Z.shape[-2]
@@ -75,17 +84,19 @@ def compression_rate_backward(dout, cache):
     dh = None if dout is None else xp.broadcast_to(dout[..., None], (*lead, K))
     dW = gram_logdet_backward(dh, gram_cache)           # (..., K, N, p)
     dW = xp.moveaxis(dW, -3, -2).reshape(*lead, N, K * p)  # (..., N, K p)
-    dZ = dW @ stack_bases(U).T                          # (..., N, d)
-    dU = Z.reshape(-1, d).T @ dW.reshape(-1, K * p)     # (d, K p), summed over the batch
-    dU = dU.reshape(d, K, p).transpose(1, 0, 2)         # (K, d, p)
-    return dZ.astype(z_dtype, copy=False), dU.astype(u_dtype, copy=False)
+    Uc = stack_bases(U).astype(dW.dtype, copy=False)    # (d, K p)
+    dZ = dW @ Uc.T                                      # (..., N, d)
+    dU = Z.astype(dW.dtype, copy=False).reshape(-1, d).T @ dW.reshape(-1, K * p)  # (d, K p)
+    dU = dU.reshape(d, K, p).transpose(1, 0, 2)         # (K, d, p), summed over the batch
+    return dZ.astype(Z.dtype, copy=False), dU.astype(U.dtype, copy=False)
 
 
 def compression_rate(Z, U, eps, accumulate=None):
     """Rc(Z | U) = sum_k 1/2 logdet(I_p + p/(N eps^2) (Z U_k)^T (Z U_k)).
 
     Inputs: Z (N, d) or (B, N, d), tokens as rows; U (K, d, p); eps the papers'
-    epsilon (official ``eps`` = epsilon squared); accumulate None or 'float64'.
+    epsilon (official ``eps`` = epsilon squared); accumulate None, 'float32' or
+    'float64' (see :mod:`whitebox.rate.gram`).
     Returns: a 0-d value for (N, d) input, shape (B,) for (B, N, d).
     """
     return compression_rate_forward(Z, U, eps, accumulate)[0]

@@ -15,10 +15,11 @@ Features are usually normalised to unit rows first: R grows without bound
 with the feature scale. A negative loss is expected (R > Rc). ``eps`` is the
 papers' epsilon; the official mcr2 code's ``eps`` is epsilon squared: its
 supervised training script's default ``--eps 0.5`` is eps = sqrt(0.5) here,
-and its loss class's own default ``eps=0.01`` is eps = 0.1 here.
+and its loss class's own default ``eps=0.01`` is eps = 0.1 here. Precision
+follows the one rule of :mod:`whitebox.rate.gram` for R and for every class term.
 """
 from ..backend import get_array_module, to_numpy
-from ._checks import check_accumulate, check_eps, check_labels, check_tokens
+from ._checks import check_accumulate, check_eps, check_labels, check_tokens, rate_scale
 from .coding import coding_rate_backward, coding_rate_forward
 from .gram import gram_logdet_backward, gram_logdet_forward
 
@@ -34,36 +35,38 @@ def _check_features(Z):
 def class_compression_forward(Z, labels, eps, accumulate=None):
     """Rc = sum_j N_j/(2N) logdet(I + d/(N_j eps^2) Z_j^T Z_j) over the classes present.
 
-    Inputs: Z (N, d); labels (N,) non-negative ints; eps > 0; accumulate None or 'float64'.
-    Returns: Rc (0-d, accumulation dtype); cache.
+    Inputs: Z (N, d); labels (N,) non-negative ints; eps > 0; accumulate None,
+    'float32' or 'float64' (the precision rule of :mod:`whitebox.rate.gram`,
+    applied to each class).
+    Returns: Rc (0-d, in Z's dtype or the accumulate dtype); cache.
     """
     xp = _check_features(Z)
     check_labels(labels, Z.shape[0], xp)
     eps = check_eps(eps)
-    acc = check_accumulate(accumulate, Z.dtype)
-    Zc = Z.astype(acc, copy=False)
+    acc = check_accumulate(accumulate)
     N, d = Z.shape
-    Rc = xp.zeros((), dtype=acc)
+    Rc = xp.zeros((), dtype=acc or Z.dtype)
     parts = []
     for j in to_numpy(xp.unique(labels)).tolist():      # one small Python loop over classes
         rows = xp.nonzero(labels == j)[0]
         N_j = int(rows.shape[0])
-        h_j, cache_j = gram_logdet_forward(Zc[rows], d / (N_j * eps ** 2))
+        h_j, cache_j = gram_logdet_forward(Z[rows], rate_scale(d, N_j, eps), "auto", acc,
+                                           eps=eps)
         Rc = Rc + (N_j / N) * h_j
         parts.append((rows, N_j / N, cache_j))
-    return Rc, (Zc, parts, Z.dtype)
+    return Rc, (Z, parts, Rc.dtype)
 
 
 def class_compression_backward(dout, cache):
     """dZ_j = dout (N_j/N) a_j (I + a_j Z_j Z_j^T)^{-1} Z_j on each class's rows."""
-    Zc, parts, dtype = cache
-    xp = get_array_module(Zc)
-    dZ = xp.zeros_like(Zc)
+    Z, parts, acc_dtype = cache
+    xp = get_array_module(Z)
+    dZ = xp.zeros(Z.shape, dtype=acc_dtype)
     for rows, weight, cache_j in parts:
         dZ[rows] = weight * gram_logdet_backward(None, cache_j)   # rows are disjoint
     if dout is not None:
         dZ *= dout
-    return dZ.astype(dtype, copy=False)
+    return dZ.astype(Z.dtype, copy=False)
 
 
 def class_compression_rate(Z, labels, eps, accumulate=None):
@@ -76,8 +79,8 @@ def mcr2_loss(Z, labels, eps, accumulate=None):
 
     Inputs: Z (N, d) features (usually unit rows); labels (N,) non-negative
     integer class indices (any subset of classes may be present); eps the
-    papers' epsilon (official ``eps`` = epsilon squared); accumulate None or
-    'float64'.
+    papers' epsilon (official ``eps`` = epsilon squared); accumulate None,
+    'float32' or 'float64' (see :mod:`whitebox.rate.gram`).
     Returns: loss (Python float; -loss is the rate reduction R - Rc),
     dZ (N, d) with Z's dtype.
     """

@@ -1,0 +1,66 @@
+"""Two ISTA steps from zero against an overcomplete dictionary (CRATE-alpha, CRATE-LM).
+
+With a dictionary D of shape (d, m), m = expansion * d >= d, the sparse code
+of a token x (a row, length d) is the non-negative LASSO solution
+    min_{c >= 0}  lambda ||c||_1 + 1/2 ||x - c D^T||^2.
+CRATE-alpha and the overcomplete causal CRATE take two proximal-gradient
+steps on it, starting from c = 0 (tokens as rows, a = x D):
+    c1 = ReLU(eta a - eta lambda)                                first step from 0
+    c2 = ReLU(c1 + eta (a - c1 D^T D) - eta lambda)               second step
+and return c2 (shape (..., m)). Decoding the code back to width d (c2 D^T in
+the language model, c2 D1^T with a separate D1 in CRATE-alpha) is a plain
+linear map and stays outside this operator.
+
+The language model stores W = D^T of shape (m, d); CRATE-alpha stores D
+itself. Both call this one pair.
+"""
+from ._blas import matmul_rows
+from ._checks import check_array, check_dout
+
+
+def overcomplete_ista_forward(x, D, eta=0.1, lam=0.1):
+    """c2 = ReLU(c1 (I - eta D^T D) + eta a - eta lambda), c1 = ReLU(eta a - eta lambda), a = x D.
+
+    Inputs: x (..., d); D (d, m); eta the step size; lam the sparsity weight.
+    Returns: c2 (..., m), cache.
+    """
+    check_array("x", x, ndim_min=1)
+    if D.ndim != 2 or x.shape[-1] != D.shape[0]:
+        raise ValueError(f"overcomplete_ista: x has {x.shape[-1]} features (shape "
+                         f"{tuple(x.shape)}), D must be (d, m) with d = {x.shape[-1]}, "
+                         f"got {tuple(D.shape)}")
+    xp = check_array("D", D, ndim=2)
+    m = D.shape[1]
+    a = matmul_rows(x, D)                            # (..., m) correlations with the atoms
+    u1 = eta * a - eta * lam                         # (..., m) first step's pre-activation
+    c1 = u1 * (u1 > 0)
+    G = D.T @ D                                      # (m, m) Gram matrix of the atoms
+    S = -eta * G                                     # (m, m) S = I - eta G, built in place
+    S[xp.arange(m), xp.arange(m)] += 1
+    u2 = matmul_rows(c1, S)                          # (..., m)
+    u2 += u1                                         # + eta a - eta lambda
+    active2 = u2 > 0
+    u2 *= active2                                    # c2 = ReLU(u2), in place
+    return u2, (x, D, c1, S, u1 > 0, active2, eta)
+
+
+def overcomplete_ista_backward(dout, cache):
+    """With G2 = dout * [u2 > 0]:
+        dc1 = G2 S^T;  G1 = dc1 * [u1 > 0];  da = eta (G2 + G1);
+        dS = c1^T G2;  dG = -eta dS;  dD = x^T da + D (dG + dG^T);  dx = da D^T.
+
+    Returns: dx (..., d), dD (d, m).
+    """
+    x, D, c1, S, active1, active2, eta = cache
+    check_dout("overcomplete_ista", dout, c1.shape)
+    d, m = D.shape
+    G2 = dout * active2                              # (..., m)
+    G1 = matmul_rows(G2, S.T) * active1              # (..., m) through the first step
+    da = G1 + G2
+    da *= eta                                        # (..., m)
+    rows_x, rows_da = x.reshape(-1, d), da.reshape(-1, m)
+    dS = c1.reshape(-1, m).T @ G2.reshape(-1, m)     # (m, m)
+    dD = rows_x.T @ rows_da                          # (d, m) through a = x D
+    dD -= eta * (D @ (dS + dS.T))                    # through G = D^T D
+    dx = matmul_rows(da, D.T)                        # (..., d)
+    return dx, dD

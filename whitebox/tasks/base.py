@@ -1,0 +1,103 @@
+"""What a training task provides to the shared loop.
+
+The loop (:func:`whitebox.training.train`) owns everything tasks share: the
+run folder, the optimizer and schedule, gradient clipping, checkpoints and
+exact resume, metrics.jsonl, progress bars. A task owns what differs: its
+data, its model, its loss, its held-out metrics, its figures and its final
+line. One epoch of the loop, with a task ``t``:
+
+    for batch in t.batches():                  # device arrays, drawn from the data rng
+        model.zero_grad()
+        loss, sums = t.train_step(model, batch)   # forward, loss, backward
+        clip, optimizer step, schedule step
+    record = {train_<k>: sums[k] / count} | t.evaluate(model)
+
+Nothing in a step converts device values to Python numbers: ``loss`` and the
+``sums`` stay 0-d arrays until the loop logs them.
+"""
+import dataclasses
+
+
+@dataclasses.dataclass
+class NoOptions:
+    """A task without settings of its own."""
+
+
+class Task:
+    """Base class; subclasses set the class attributes and implement the methods."""
+    name = None
+    Options = NoOptions       # dataclass of the task's own settings (fields made with `setting`)
+    models = ("crate",)       # values of --model this task can build
+    defaults = {}             # shared or own settings whose default differs for this task
+    fast = {}                 # settings of --fast: a tiny quick run
+    runtime_options = ()      # own settings that may change on --resume (e.g. a data path)
+    description = ""
+
+    def __init__(self, cfg):
+        self.cfg, self.opt = cfg, cfg.options
+
+    # ------------------------------------------------ settings
+    @classmethod
+    def resolve(cls, options):
+        """Fill settings whose default depends on others (e.g. the patch size); returns options."""
+        return options
+
+    @classmethod
+    def default_out(cls, options):
+        return f"runs/{cls.name}"
+
+    # ------------------------------------------------ data and model
+    def setup(self, rng):
+        """Load and check the data once, on the host; ``rng`` is the checkpointed data generator."""
+        raise NotImplementedError
+
+    def steps_per_epoch(self):
+        raise NotImplementedError
+
+    def describe(self):
+        """One line about the data, printed at the start."""
+        return ""
+
+    def build_model(self):
+        """The model, on the host (the loop moves it to cfg.backend)."""
+        raise NotImplementedError
+
+    def generators(self):
+        """Generators the task draws from besides the data rng and the model's (checkpointed)."""
+        return {}
+
+    def state(self):
+        """JSON-able state the run needs besides the config (e.g. a tokenizer); checkpointed."""
+        return None
+
+    def check_state(self, saved):
+        """Refuse a checkpoint whose task state does not match this run's (resume)."""
+
+    # ------------------------------------------------ one epoch
+    def batches(self):
+        """One epoch of training batches, on the device."""
+        raise NotImplementedError
+
+    def train_step(self, model, batch):
+        """Forward, loss and backward for one batch (gradients ADDED into model.grads()).
+
+        Returns: (loss, sums): the mean loss of the batch (a 0-d array) and a
+        dict of 0-d arrays summed over the batch, with a "count" entry; the
+        loop reports train_<key> = sum / count for every other key.
+        """
+        raise NotImplementedError
+
+    def evaluate(self, model):
+        """Held-out metrics after an epoch: a dict of Python numbers (or lists of them)."""
+        raise NotImplementedError
+
+    def epoch_line(self, record):
+        """The line printed after each epoch."""
+        return f"epoch {record['epoch']:3d} | train loss {record['train_loss']:.4f}"
+
+    def figures(self, model, history, out):
+        """Draw the run's figures into ``out``."""
+
+    def summary(self, history):
+        """The last line the job prints."""
+        raise NotImplementedError

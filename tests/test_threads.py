@@ -41,3 +41,28 @@ def test_bad_counts_are_refused(bad):
     with pytest.raises(ValueError, match="threads must be a positive integer"):
         with threads.limited(bad):
             pass
+
+
+def test_train_flag_sets_the_pool_before_any_work(monkeypatch, tmp_path):
+    from whitebox.train import config_from_args
+    from whitebox.training import loop
+
+    cfg = config_from_args(["--fast", "--threads", "2", "--out", str(tmp_path / "run")])
+    assert cfg.threads == 2
+    seen = []
+
+    def record(n):
+        seen.append(n)
+        raise KeyboardInterrupt             # stop before the run starts
+    monkeypatch.setattr(loop, "set_threads", record)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(cfg)
+    assert seen == [2]
+    assert config_from_args(["--fast"]).threads == threads.DEFAULT_THREADS
+
+
+def test_train_flag_refuses_zero_threads(capsys):
+    from whitebox.train import config_from_args
+    with pytest.raises(SystemExit):
+        config_from_args(["--threads", "0"])
+    assert "--threads" in capsys.readouterr().err

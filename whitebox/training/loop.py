@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..optim import AdamW, WarmupCosine, clip_grad_norm
 from ..tasks import get_task
+from ..threads import set_threads
 from .config import RUNTIME_FIELDS, as_dict, make_config, validate
 from .runs import RunFolder, read_json
 
@@ -45,6 +46,7 @@ def train(cfg):
     """
     task_cls = get_task(cfg.task)
     cfg = validate(task_cls, cfg)
+    set_threads(cfg.threads)                     # for the rest of the process
     run = RunFolder(cfg.out)
     if cfg.resume:
         saved = run.open_for_resume()

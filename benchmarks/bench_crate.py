@@ -19,9 +19,9 @@ over the rate of a 2048^3 matrix product measured in the same run with the
 same threads. Peak memory: NumPy buffers allocated during one step
 (tracemalloc) and PyTorch's own CPU allocations during one step (its
 profiler, silenced); on a GPU the CuPy pool against torch.cuda's peak.
-With --cpu-time the run also times every column at ONE thread by CPU time
-(time.process_time), which other processes on the machine disturb far less
-than wall time.
+With --cpu-time the run also reports every column's CPU time per step at ONE
+thread (time.process_time; taken from the same steps when --threads 1),
+which other processes on the machine disturb far less than wall time.
 """
 import argparse
 import contextlib
@@ -207,20 +207,20 @@ def build(name, backend_name, torch, compile_):
     return model, x, runners, notes, extra
 
 
-def time_runners(runners, x, torch, repeats, warmup, clock):
-    """Median seconds per runner, alternating runners step by step."""
+def time_runners(runners, x, torch, repeats, warmup):
+    """Median wall seconds and median CPU seconds per runner, alternating runners step by step."""
     cuda = torch is not None and backend.backend_name(x) == "cupy"
 
     def once(f):
         backend.synchronize(x)
         if cuda:
             torch.cuda.synchronize()
-        t = clock()
+        t, c = time.perf_counter(), time.process_time()
         f()
         backend.synchronize(x)
         if cuda:
             torch.cuda.synchronize()
-        return clock() - t
+        return time.perf_counter() - t, time.process_time() - c
 
     for _ in range(warmup):
         for f in runners.values():
@@ -229,7 +229,9 @@ def time_runners(runners, x, torch, repeats, warmup, clock):
     for _ in range(repeats):
         for k, f in runners.items():
             times[k].append(once(f))
-    return {k: statistics.median(v) for k, v in times.items()}
+    wall = {k: statistics.median(w for w, _ in v) for k, v in times.items()}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in times.items()}
+    return wall, cpu
 
 
 def peak_memory(model, x, y_unused, backend_name, torch, extra):
@@ -255,7 +257,7 @@ def bench(name, backend_name, torch, nthreads, repeats, warmup, compile_, peak):
         model, x, runners, notes, extra = build(name, backend_name, torch, compile_)
         for line in notes:
             print(line, flush=True)
-        med = time_runners(runners, x, torch, repeats, warmup, time.perf_counter)
+        med, cpu = time_runners(runners, x, torch, repeats, warmup)
         extra["y"] = backend.to_device(
             np.random.default_rng(0).integers(0, CONFIGS[name]["num_classes"],
                                               CONFIGS[name]["batch"]), backend_name)
@@ -264,23 +266,23 @@ def bench(name, backend_name, torch, nthreads, repeats, warmup, compile_, peak):
     flops = {"whitebox": gemm_flops(cfg), "compiled": gemm_flops(cfg),
              "eager": gemm_flops(cfg, folded=False)}
     return dict(config=name, batch=cfg["batch"], ms={k: 1e3 * v for k, v in med.items()},
+                cpu_ms={k: 1e3 * v for k, v in cpu.items()},
                 peak={k: flops[k] / v / peak for k, v in med.items()},
                 mem_wb=mem_wb, mem_torch=mem_torch, compile_s=extra.get("compile_s"))
 
 
 def cpu_time_ratios(name, torch, repeats, compile_):
-    """Single-thread CPU seconds per step (process_time), alternating."""
+    """Single-thread CPU milliseconds per step (process_time), alternating."""
     with threads.limited(1):
         torch.set_num_threads(1)
         model, x, runners, notes, _ = build(name, "numpy", torch, compile_)
-        return {k: 1e3 * v for k, v in
-                time_runners(runners, x, torch, repeats, 2, time.process_time).items()}
+        return {k: 1e3 * v for k, v in time_runners(runners, x, torch, repeats, 2)[1].items()}
 
 
 # ------------------------------------------------------------------ table
 
-def fmt(v, spec, missing):
-    return missing if v is None else format(v, spec)
+def fmt(v, spec, missing, suffix=""):
+    return missing if v is None else format(v, spec) + suffix
 
 
 def main(argv=None):
@@ -322,8 +324,9 @@ def main(argv=None):
               f"{fmt(eager, '.1f', miss)} | {fmt(comp, '.1f', miss)} | "
               f"{fmt(eager and ms['whitebox'] / eager, '.2f', miss)} | "
               f"{fmt(comp and ms['whitebox'] / comp, '.2f', miss)} | "
-              f"{100 * pk['whitebox']:.0f}% | {fmt(pk.get('eager') and 100 * pk['eager'], '.0f', miss)} | "
-              f"{fmt(pk.get('compiled') and 100 * pk['compiled'], '.0f', miss)} | "
+              f"{100 * pk['whitebox']:.0f}% | "
+              f"{fmt(pk.get('eager') and 100 * pk['eager'], '.0f', miss, '%')} | "
+              f"{fmt(pk.get('compiled') and 100 * pk['compiled'], '.0f', miss, '%')} | "
               f"{r['mem_wb']:.0f} | {fmt(r['mem_torch'], '.0f', miss)} | "
               f"{fmt(r['compile_s'], '.0f', miss)} |")
     if args.cpu_time and args.backend == "numpy":
@@ -334,8 +337,9 @@ def main(argv=None):
                   f"{args.repeats}")
             print("| config | whitebox ms | eager ms | compiled ms | wb / eager | wb / compiled |")
             print("|---|---|---|---|---|---|")
-            for n in args.configs:
-                c = cpu_time_ratios(n, torch, args.repeats, not args.no_compile)
+            for n, r in zip(args.configs, rows):
+                c = r["cpu_ms"] if args.threads == 1 else \
+                    cpu_time_ratios(n, torch, args.repeats, not args.no_compile)
                 e, k = c.get("eager"), c.get("compiled")
                 print(f"| {n} | {c['whitebox']:.1f} | {fmt(e, '.1f', '-')} | "
                       f"{fmt(k, '.1f', 'failed')} | {fmt(e and c['whitebox'] / e, '.2f', '-')} | "

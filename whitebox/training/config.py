@@ -116,6 +116,8 @@ class TrainConfig:
     backend: str = setting("numpy", "array backend", Check(str, choices=BACKENDS))
     threads: int = setting(DEFAULT_THREADS, "BLAS threads for NumPy (whitebox.threads; "
                            "more than 1 pays only on an otherwise idle machine)", POSITIVE_INT)
+    distributed: bool = setting(False, "data-parallel over MPI ranks (training/distributed.py)",
+                                Check(bool), flag=False)
     out: str = setting(None, "output folder", Check(str, optional=True))
     resume: bool = setting(False, "continue exactly from <out>/checkpoint.npz", Check(bool),
                            flag=False)
@@ -130,7 +132,7 @@ class TrainConfig:
 
 
 # Settings that may change between an interrupted run and its resumption.
-RUNTIME_FIELDS = ("backend", "threads", "out", "resume", "overwrite", "stop_after", "figures",
+RUNTIME_FIELDS = ("backend", "threads", "distributed", "out", "resume", "overwrite", "stop_after", "figures",
                   "progress")
 
 

@@ -55,7 +55,7 @@ def _merge_heads(o):
 
 def mssa_forward(x, W_qkv, W_out, b_out, heads, scale=None, causal=False,
                  dropout=0.0, rng=None, training=True, step="softmax", tied=False,
-                 gain=1.0, shrink=0.0):
+                 gain=1.0, shrink=0.0, softmax=True):
     """y = [softmax(s w_k w_k^T) w_k]_k W_out^T + b_out,  w = x W_qkv^T.
 
     Inputs: x (B, N, d); W_qkv (K p, d); W_out (d, K p) or None for no output
@@ -65,7 +65,9 @@ def mssa_forward(x, W_qkv, W_out, b_out, heads, scale=None, causal=False,
     (masks drawn from ``rng``, a numpy Generator, only when training).
     Variants (module docstring): step "softmax" or "exact" (no causal mask,
     no attention dropout: the exact step has no attention map to drop);
-    tied (W_out must be None); gain c and shrink r.
+    tied (W_out must be None); gain c and shrink r; softmax=False uses
+    A_k = S_k itself (the official CRATE-MAE decoder's ``use_softmax=False``:
+    the Gram weighting of the derivation, unnormalised).
     Returns: y (B, N, d), cache. The attention maps are cache["attn"]
     (for the exact step, the N x N inverses (I + s w_k w_k^T)^{-1}).
     """
@@ -80,6 +82,8 @@ def mssa_forward(x, W_qkv, W_out, b_out, heads, scale=None, causal=False,
         raise ValueError(f"mssa: W_qkv has {Kp} rows, not divisible by heads={heads}")
     if step not in STEPS:
         raise ValueError(f"mssa: step must be one of {STEPS}, got {step!r}")
+    if causal and not softmax:
+        raise ValueError("mssa: causal=True needs softmax=True (the mask is -inf logits)")
     if step == "exact" and causal:
         raise ValueError("mssa: the exact step (step='exact') has no causal form")
     if tied and W_out is not None:
@@ -100,17 +104,21 @@ def mssa_forward(x, W_qkv, W_out, b_out, heads, scale=None, causal=False,
     if causal:
         future = xp.triu(xp.ones((N, N), dtype=bool), 1)            # keys after the query
         S += xp.where(future, -xp.inf, 0).astype(S.dtype)           # broadcast over (B, K)
-    # softmax in place: subtract the row max so exp never overflows
-    S -= S.max(axis=-1, keepdims=True)
-    A = xp.exp(S, out=S)
-    A /= sum_last(A)                                 # (B, K, N, N)
+    if softmax:
+        # softmax in place: subtract the row max so exp never overflows
+        S -= S.max(axis=-1, keepdims=True)
+        A = xp.exp(S, out=S)
+        A /= sum_last(A)                             # (B, K, N, N)
+    else:
+        A = S
     A_used, attn_mask = dropout_forward(A, dropout, rng, training)
     H = A_used @ w                                   # (B, K, N, p)
     if gain != 1.0:
         H *= gain
     return _project_out(x, H, W_qkv, W_out, b_out, tied, gain, shrink, dropout, rng,
                         training, {"w": w, "attn": A, "attn_used": A_used,
-                                   "attn_mask": attn_mask, "scale": s, "exact": None})
+                                   "attn_mask": attn_mask, "scale": s, "exact": None,
+                                   "softmax": softmax})
 
 
 def _project_out(x, H, W_qkv, W_out, b_out, tied, gain, shrink, dropout, rng, training,
@@ -138,7 +146,7 @@ def mssa_backward(dout, cache):
     """Gradients of MSSA (rows form, G = dout).
 
     dW_out = G^T O;  db_out = sum G;  dO = G W_out
-    dA_k = dO_k w_k^T;  dS_k = A_k * (dA_k - rowsum(dA_k * A_k))
+    dA_k = dO_k w_k^T;  dS_k = A_k * (dA_k - rowsum(dA_k * A_k))   (dS_k = dA_k without softmax)
     dw_k = A_k^T dO_k + s (dS_k + dS_k^T) w_k      (q = k = v)
     dx = dw W_qkv;  dW_qkv = dw^T x
     Variants: tied adds dW_qkv += O^T G (the output side of U); shrink r
@@ -177,10 +185,11 @@ def mssa_backward(dout, cache):
     dw = A_used.transpose(0, 1, 3, 2) @ dO                               # (B, K, N, p)
     dA = dO @ w.transpose(0, 1, 3, 2)                                    # (B, K, N, N)
     dA = dropout_backward(dA, cache["attn_mask"])
-    # softmax backward, in place on dA: dS = A * (dA - rowsum(dA * A))
     dS = dA
-    dS -= sum_last(dA * A)
-    dS *= A
+    if cache["softmax"]:
+        # softmax backward, in place on dA: dS = A * (dA - rowsum(dA * A))
+        dS -= sum_last(dA * A)
+        dS *= A
     dS = dS + dS.transpose(0, 1, 3, 2)    # not in place: the operands overlap
     dS *= s
     dw += dS @ w                                                         # (B, K, N, p)

@@ -8,7 +8,7 @@ import whitebox as wb
 from whitebox.gradcheck import check_backward, check_module
 from whitebox.models import (CRATEAlpha, crate_alpha_base16, crate_alpha_large14,
                              crate_alpha_small, crate_alpha_tiny)
-from whitebox.nn import OvercompleteISTA, PatchConv
+from whitebox.nn import OvercompleteISTABlock, PatchConv
 
 TINY = dict(image_size=8, patch_size=4, num_classes=3, dim=6, depth=2, heads=2, dim_head=3,
             channels=2)
@@ -91,7 +91,7 @@ def test_patch_conv_matches_a_direct_convolution(rng):
 
 
 def test_overcomplete_ista_module_decodes_the_codes(rng):
-    ista = OvercompleteISTA(4, expansion=3, step_size=0.5, lambd=0.05, dtype="float64", seed=0)
+    ista = OvercompleteISTABlock(4, expansion=3, step_size=0.5, lambd=0.05, dtype="float64", seed=0)
     x = rng.standard_normal((2, 5, 4))
     y = ista(x)
     c = ista.last_codes

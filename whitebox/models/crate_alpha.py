@@ -22,7 +22,8 @@ import numpy as np
 
 from ..functional._checks import check_dout
 from ..nn import Linear, LayerNorm, Module, ModuleList, Sequential
-from ..nn.alpha_layers import AlphaLayer, PatchConv
+from ..nn.alpha_layers import AlphaLayer
+from ..nn.patch_embed import PatchConv
 from ..nn.crate_layers import CAPTURE_KEYS, attention_options
 from ..nn.layers import _rng
 from .crate import CRATE, _pair, _positive_int

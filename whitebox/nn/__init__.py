@@ -1,10 +1,10 @@
 """Modules: parameter-holding wrappers around whitebox.functional."""
-from .alpha_layers import AlphaLayer, OvercompleteISTA
+from .alpha_layers import AlphaLayer, OvercompleteISTABlock
 from .crate_layers import CRATELayer, ISTA, MSSA, PreNorm
 from .decoder_layers import DecoderLayer, DecoderMSSA
 from .layers import (GELU, Dropout, Embedding, Identity, LayerNorm, Linear, Patchify, ReLU,
                      Softmax, Unpatchify)
-from .lm_layers import LMAttention, LMBlock
+from .lm_layers import LMAttention, LMBlock, OvercompleteISTA
 from .module import Module, ModuleList, Sequential
 from .patch_embed import PatchConv, PatchEmbed
 
@@ -12,4 +12,5 @@ __all__ = ["Module", "Sequential", "ModuleList", "Linear", "LayerNorm", "ReLU", 
            "Softmax", "Dropout", "Embedding", "Patchify", "Unpatchify", "Identity",
            "PreNorm", "MSSA", "ISTA", "CRATELayer",
            "DecoderMSSA", "DecoderLayer", "PatchConv", "PatchEmbed",
-           "LMAttention", "LMBlock", "OvercompleteISTA", "AlphaLayer"]
+           "LMAttention", "LMBlock", "OvercompleteISTA", "AlphaLayer",
+           "OvercompleteISTABlock"]

@@ -1,68 +1,25 @@
 """The CRATE-alpha pieces as Modules, named as the official torch state dict names them.
 
-    PatchConv          -> "weight" (d, C, ph, pw), "bias" (d,)     the official ``conv1``
-    OvercompleteISTA   -> "D" (d, m), "D1" (d, m), m = expansion d  the official
-                          ``OvercompleteISTABlock``
-    AlphaLayer         -> "0.<PreNorm(MSSA)>", "1.<PreNorm(OvercompleteISTA)>"
+    OvercompleteISTABlock -> "D" (d, m), "D1" (d, m), m = expansion d (official name)
+    AlphaLayer            -> "0.<PreNorm(MSSA)>", "1.<PreNorm(OvercompleteISTABlock)>"
+
+The patch convolution ``conv1`` is whitebox.nn.PatchConv (shared with CRATE-MAE).
+The language model's ``OvercompleteISTA`` (whitebox.nn.lm_layers) is the same
+map with D1 = D and no residual, stored as one (m, d) weight.
 
 (UCSC-VLAA/CRATE-alpha, torch_inference/model/crate_alpha.py.)
 """
 import math
 
-import numpy as np
-
 from .. import functional as F
 from ..functional._blas import matmul_rows
 from ..functional._checks import check_real
-from ..functional.patches import _patch_pair
 from .crate_layers import CAPTURE_KEYS, MSSA, PreNorm, attention_options
 from .layers import _rng, uniform_init
 from .module import Module
 
 
-class PatchConv(Module):
-    """A convolution with kernel = stride = patch: one linear map per patch, with bias.
-
-    images (B, C, H, W) -> tokens (B, n, d), n = (H/ph)(W/pw) in row-major order.
-    The kernel (d, C, ph, pw) multiplies patch vectors in (channel, row, col)
-    order; whitebox.functional.patchify gives (row, col, channel), so the
-    kernel is viewed as (d, ph, pw, C) for the product. Initialised as
-    torch.nn.Conv2d: weight and bias U(-1/sqrt(C ph pw), 1/sqrt(C ph pw)).
-    """
-
-    def __init__(self, channels, dim, patch_size, dtype="float32", seed=0):
-        super().__init__(dtype)
-        self.patch_hw = _patch_pair(patch_size)
-        ph, pw = self.patch_hw
-        rng = _rng(seed)
-        bound = 1.0 / math.sqrt(channels * ph * pw)
-        self.add_param("weight", uniform_init(rng, (dim, channels, ph, pw), bound))
-        self.add_param("bias", uniform_init(rng, (dim,), bound))
-
-    def _kernel_rows(self):
-        W = self._params["weight"]
-        return W.transpose(0, 2, 3, 1).reshape(W.shape[0], -1)   # (d, ph pw C)
-
-    def forward(self, images):
-        patches, pcache = F.patchify_forward(images, self.patch_hw)   # (B, n, ph pw C)
-        out, lcache = F.linear_forward(patches, self._kernel_rows(), self._params["bias"])
-        self._cache = (pcache, lcache)
-        return out                                                    # (B, n, d)
-
-    def backward(self, dout):
-        pcache, lcache = self._take_cache()
-        dpatches, dW, db = F.linear_backward(dout, lcache)
-        d, C, ph, pw = self._params["weight"].shape
-        self._accumulate("weight", dW.reshape(d, ph, pw, C).transpose(0, 3, 1, 2))
-        self._accumulate("bias", db)
-        return F.patchify_backward(dpatches, pcache)
-
-    def extra_repr(self):
-        d, C, ph, pw = self._params["weight"].shape
-        return f"{C}, {d}, kernel_size=stride={self.patch_hw}"
-
-
-class OvercompleteISTA(Module):
+class OvercompleteISTABlock(Module):
     """Two ISTA steps from zero against D, decoded by D1:  y = c2 D1^T.
 
         c1 = ReLU(eta x D - eta lambda)
@@ -124,8 +81,9 @@ class AlphaLayer(Module):
         opts = {"out_bias": False, **attention_options(attention)}
         setattr(self, "0", PreNorm(dim, MSSA(dim, heads, dim_head, dtype=dtype, seed=rng,
                                              **opts), eps=1e-6, dtype=dtype))
-        setattr(self, "1", PreNorm(dim, OvercompleteISTA(dim, expansion, ista_step,
-                                                         ista_lambda, dtype=dtype, seed=rng),
+        setattr(self, "1", PreNorm(dim, OvercompleteISTABlock(dim, expansion, ista_step,
+                                                              ista_lambda, dtype=dtype,
+                                                              seed=rng),
                                    eps=1e-6, dtype=dtype))
 
     @property

@@ -34,7 +34,7 @@
 #
 # `WHITEBOX_FAST=1` trains for a few epochs and runs a tiny version of the
 # sweep in section 5 (under a minute on two cores); the full run trains 20
-# epochs and runs the whole sweep (about 15 minutes on two cores).
+# epochs and runs the whole sweep (half an hour on two busy cores).
 
 # %%
 import os
@@ -410,8 +410,8 @@ save(fig, "04_heads_per_patch.png")
 # - width (192 instead of 96) and depth (8 layers instead of 4);
 # - training length (5, 20, 60 epochs).
 #
-# The full run trains every configuration of the table (about 15 minutes on
-# two cores); FAST mode trains a tiny version (width 32, 2 layers, 512 images,
+# The full run trains every configuration of the table (half an hour on
+# two busy cores); FAST mode trains a tiny version (width 32, 2 layers, 512 images,
 # one epoch) just to exercise the code.
 
 # %%

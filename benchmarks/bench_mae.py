@@ -7,15 +7,17 @@ Both libraries get the same images and the same masking noise, so they
 remove the same patches. Runs alternate (whitebox, torch, whitebox, ...) so
 both see the same machine state; the table reports medians, the ratio
 whitebox / PyTorch and the peak memory of one step, measured as
-benchmarks/bench_crate.py measures it (helpers shared from there).
+benchmarks/bench_crate.py measures it (its profiler helper, shared).
 """
 import argparse
+import statistics
 import time
 import tracemalloc
 
 import numpy as np
 
-from bench_crate import fmt, median_ms, torch_peak_cpu_mb
+import bench_crate
+from bench_crate import fmt
 from whitebox import backend
 from whitebox.models import CRATEMAE
 
@@ -39,6 +41,20 @@ def torch_step(model, x, noise):
     loss, _, _ = model(x, noise=noise)
     loss.backward()
     return loss
+
+
+def median_ms(times):
+    return 1e3 * statistics.median(times)
+
+
+def torch_peak_mb(torch, tmodel, x, noise):
+    """bench_crate's profiler measurement of one step, run on the CRATE-MAE step."""
+    classifier_step = bench_crate.torch_step
+    bench_crate.torch_step = lambda _torch, model, a, b: torch_step(model, a, b)
+    try:
+        return bench_crate.torch_peak_cpu_mb(torch, tmodel, x, noise)
+    finally:
+        bench_crate.torch_step = classifier_step
 
 
 def bench(name, cfg, backend_name, repeats, warmup, threads):
@@ -100,8 +116,7 @@ def bench(name, cfg, backend_name, repeats, warmup, threads):
         tracemalloc.stop()
         mem_torch = None
         if torch is not None:
-            mem_torch = torch_peak_cpu_mb(torch, tmodel, tx, tnoise,
-                                          step=lambda _torch, m, a, b: torch_step(m, a, b))
+            mem_torch = torch_peak_mb(torch, tmodel, tx, tnoise)
     else:
         pool = backend.xp_of("cupy").get_default_memory_pool()
         mem_wb = pool.total_bytes() / 2**20
@@ -131,8 +146,8 @@ def main(argv=None):
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['config']} | {r['batch']} | {r['whitebox_ms']:.1f} | "
-              f"{fmt(r['torch_ms'], '.1f')} | {fmt(r['ratio'], '.2f')} | "
-              f"{r['mem_wb']:.0f} | {fmt(r['mem_torch'], '.0f')} |")
+              f"{fmt(r['torch_ms'], '.1f', '-')} | {fmt(r['ratio'], '.2f', '-')} | "
+              f"{r['mem_wb']:.0f} | {fmt(r['mem_torch'], '.0f', '-')} |")
     return rows
 
 

@@ -5,12 +5,13 @@ For every layer l it reports the two quantities the CRATE paper plots:
     official measurement: unit-length head-token vectors, eps^2 = 0.01);
   - the non-zero fraction of the ISTA output Z^{l+1} (1 - sparsity),
 for the given weights and for the same architecture at its random
-initialisation, prints a table and saves ``layers.png``.
+initialisation, prints a table and saves ``layers_trained_vs_untrained.png``
+(in the run folder, or in --out).
 
     # a whitebox training run (reads config.json and checkpoint.npz; held-out images)
     python examples/measure_layers.py --run runs/mnist
 
-    # official CRATE weights (.pth needs PyTorch; .npz does not) on your own images:
+    # official CRATE weights (.safetensors or .npz; .pth needs PyTorch) on your own images:
     # an .npy of shape (n, 3, 224, 224), values in [0, 1] or uint8 in [0, 255]
     python examples/measure_layers.py --weights crate_small.pth --arch small --images imgs.npy
 
@@ -28,6 +29,7 @@ from whitebox.models import crate_base, crate_large, crate_small, crate_tiny
 from whitebox.rate import layer_measures
 from whitebox.training import load_run
 
+FIGURE = "layers_trained_vs_untrained.png"   # the file the docstring promises
 ARCHS = {"tiny": crate_tiny, "small": crate_small, "base": crate_base, "large": crate_large}
 # the ImageNet statistics the official training normalises with
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -64,13 +66,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="folder of a whitebox training run")
-    src.add_argument("--weights", help="official CRATE weights (.pth or .npz)")
+    src.add_argument("--weights", help="official CRATE weights (.safetensors, .npz or .pth)")
     ap.add_argument("--arch", choices=sorted(ARCHS), default="small",
                     help="architecture of --weights (224 px, patch 16)")
     ap.add_argument("--images", help=".npy of images (n, 3, H, W), for --weights")
     ap.add_argument("--count", type=int, default=64, help="how many images to measure on")
     ap.add_argument("--batch", type=int, default=16, help="images per forward pass")
-    ap.add_argument("--out", default=None, help="folder for layers.png (default: the run "
+    ap.add_argument("--out", default=None, help=f"folder for {FIGURE} (default: the run "
                                                 "folder, or outputs/measure)")
     args = ap.parse_args(argv)
     if args.run:
@@ -96,7 +98,7 @@ def main(argv=None):
               f"{rows[0]['nonzero'][l]:.3f} | {rows[1]['nonzero'][l]:.3f} |")
     out = args.out or args.run or os.path.join("outputs", "measure")
     os.makedirs(out, exist_ok=True)
-    path = plots.plot_layer_measures(rows, os.path.join(out, "layers_trained_vs_untrained.png"))
+    path = plots.plot_layer_measures(rows, os.path.join(out, FIGURE))
     print(f"figure: {path}")
     return rows
 

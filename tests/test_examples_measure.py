@@ -27,6 +27,10 @@ def test_measures_a_training_run(tmp_path, capsys):
     assert all(0 < v <= 1 for r in rows for v in r["nonzero"])
     assert rows[0]["rc"] != rows[1]["rc"]
     assert (run / "layers_trained_vs_untrained.png").stat().st_size > 0
+    # the docs name the file that is written, and no other figure
+    assert measure_layers.FIGURE == "layers_trained_vs_untrained.png"
+    assert f"``{measure_layers.FIGURE}``" in measure_layers.__doc__
+    assert sorted(p.name for p in run.glob("layers*.png")) == [measure_layers.FIGURE]
     assert "| 2 |" in capsys.readouterr().out
 
 

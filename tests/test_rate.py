@@ -464,3 +464,13 @@ def test_numpy_cupy_agree_float32(xp):
         np.testing.assert_allclose(to_numpy(got), want, rtol=2e-3, atol=2e-4)
     with pytest.raises(TypeError, match="same backend as Z"):
         rate.mcr2_loss(Zx[0], labels, 0.5)                      # NumPy labels, CuPy features
+
+
+def test_half_precision_is_promoted_too():
+    """float16 input is computed at least in float32, under the same rule."""
+    Z = draw(np.random.default_rng(25), 5, 4).astype(np.float16)
+    assert float(rate.coding_rate(np.zeros((3, 2), np.float16), 0.5)) == 0.0
+    R = rate.coding_rate(Z, 0.5)
+    assert R.dtype == np.float16
+    assert float(R) == pytest.approx(coding_rate_direct(Z, 0.5), rel=1e-3)
+    assert rate.coding_rate_grad(Z, 0.5).dtype == np.float16

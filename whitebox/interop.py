@@ -7,7 +7,7 @@ matter of unwrapping the container and converting arrays.
     load_official(model, "weights.npz")              # arrays keyed by the official names
     load_official(model, "crate_tiny.pth")           # {"state_dict": ...}, {"model": ...} or bare
     export_safetensors(model, "mine.safetensors")
-    export_pth(model, "mine.pth")                    # the official code loads it with load_state_dict
+    export_pth(model, "mine.pth")                    # the official code loads it as it is
     export_npz(model, "mine.npz")
 
 The format follows the file's suffix: ``.safetensors`` is read and written

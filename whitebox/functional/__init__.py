@@ -15,3 +15,5 @@ from .softmax import softmax_backward, softmax_forward
 from .ista import ista_backward, ista_forward
 from .mssa import mssa_backward, mssa_forward
 from .overcomplete_ista import overcomplete_ista_backward, overcomplete_ista_forward
+from .token_cross_entropy import (token_cross_entropy, token_cross_entropy_backward,
+                                  token_cross_entropy_forward)

@@ -143,7 +143,7 @@ def gram_logdet_forward(X, a, side="auto", accumulate=None, source=None, eps=Non
         raise ValueError(f"a must be a non-negative finite scale, got {a!r}: with a < 0, "
                          f"I + a X^T X need not be positive definite")
     out_dtype = np.dtype(accumulate or X.dtype)
-    work = out_dtype
+    work = np.promote_types(out_dtype, np.float32)      # LAPACK has nothing narrower
     rebuild = source or (lambda dtype, X=X: X.astype(dtype))
     X = X.astype(work, copy=False)
     G = _gram(X, side)
@@ -151,8 +151,8 @@ def gram_logdet_forward(X, a, side="auto", accumulate=None, source=None, eps=Non
     if not kappa <= condition_limit(work) and work == np.float32:
         if accumulate is not None:
             raise ValueError(
-                f"float32 cannot hold this log-determinant to 0.1%: the condition bound of "
-                f"I + a Z^T Z is {kappa:.3g}, above {condition_limit(work):.3g}; pass "
+                f"float32 cannot hold this log-determinant to 0.1%: the condition bound "
+                f"of I + a Z^T Z is {kappa:.3g}, above {condition_limit(work):.3g}; pass "
                 f"accumulate='float64' (or accumulate=None to promote when needed)")
         work = np.dtype(np.float64)
         X = rebuild(work)

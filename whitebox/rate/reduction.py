@@ -7,7 +7,9 @@ over the N x d token matrix of each item (the papers' ||Z||_0, relaxed to l1,
 NOT divided by N: pass lam / N for a per-token penalty). Maximising DeltaR expands
 the whole set while compressing each subspace's share; the l1 term asks for
 sparse (axis-aligned) codes. ``eps`` is the papers' epsilon (official ``eps``
-= epsilon squared).
+= epsilon squared). R and Rc follow the one precision rule of
+:mod:`whitebox.rate.gram` (``accumulate`` None, 'float32' or 'float64'): never
+silently wrong.
 """
 from ..backend import get_array_module
 from .coding import coding_rate_backward, coding_rate_forward

@@ -16,7 +16,7 @@ from .. import backend, losses, plots
 from ..data.images import DATASETS, load_dataset
 from ..data.loader import BatchLoader, channel_stats, normalize
 from ..functional.embedding import check_ids
-from ..models import CRATE
+from ..models import CRATE, CRATEAlpha
 from ..rate import layer_measures
 from ..training.config import COUNT, NONNEG, POSITIVE_INT, PROBABILITY, Check, setting
 from .base import Task
@@ -61,7 +61,7 @@ class ClassifyOptions:
 class Classify(Task):
     name = "classify"
     Options = ClassifyOptions
-    models = ("crate",)
+    models = ("crate", "crate-alpha")
     runtime_options = ("data",)
     description = "image classification with cross-entropy"
     fast = dict(n_train=512, n_test=256, epochs=2, batch_size=64, dim=32, depth=2, heads=2,
@@ -114,6 +114,15 @@ class Classify(Task):
 
     def build_model(self):
         o, (C, H, W) = self.opt, self.image_shape
+        if self.cfg.model == "crate-alpha":
+            if o.dropout or o.emb_dropout:
+                raise ValueError("CRATE-alpha has no dropout: --dropout and --emb-dropout "
+                                 f"must be 0 with --model crate-alpha, got {o.dropout} and "
+                                 f"{o.emb_dropout}")
+            return CRATEAlpha(image_size=(H, W), patch_size=o.patch, num_classes=NUM_CLASSES,
+                              dim=o.dim, depth=o.depth, heads=o.heads, dim_head=o.dim_head,
+                              channels=C, ista_step=o.ista_step, ista_lambda=o.ista_lambda,
+                              dtype="float32", seed=self.cfg.seed)
         return CRATE(image_size=(H, W), patch_size=o.patch, num_classes=NUM_CLASSES, dim=o.dim,
                      depth=o.depth, heads=o.heads, dim_head=o.dim_head, channels=C,
                      ista_step=o.ista_step, ista_lambda=o.ista_lambda, dropout=o.dropout,

@@ -1,0 +1,200 @@
+"""The blocks of the CRATE language models, named as the official causal files name them.
+
+    LMAttention (official CausalSelfAttention) -> "c_attn.weight", "c_proj.weight", "c_proj.bias"
+    OvercompleteISTA (crate-lm's MLP)           -> "weight", shape (expansion d, d)
+    ISTA (the classifier's, square)             -> "weight", shape (d, d)
+    LMBlock                                     -> "prenorm_1.*", "attn.*", "prenorm_2.*", "ista.*"
+
+A block computes  x = x + MSSA(LN1(x));  x = ISTA(LN2(x))  (no residual
+round ISTA). The MSSA is the classifier's (whitebox.functional.mssa_forward,
+q = k = v) with or without the causal mask; the square ISTA is the
+classifier's Module itself; the overcomplete ISTA wraps the one functional
+pair it shares with CRATE-alpha.
+"""
+import math
+
+import numpy as np
+
+from .. import functional as F
+from ..functional._blas import matmul_rows
+from ..functional._checks import check_probability, check_real
+from ..functional.mssa import _merge_heads, _split_heads
+from .crate_layers import ISTA
+from .layers import LayerNorm, Linear, _rng, uniform_init
+from .module import Module
+
+# per-layer features a forward with capture appends (see LMBlock.forward)
+LM_CAPTURE_KEYS = ("mssa_in", "attention", "z_half", "ista_in", "code", "z")
+
+
+def _normal(rng, shape, std):
+    """N(0, std^2), drawn on the CPU in float64 (cast when registered)."""
+    return rng.standard_normal(shape) * std
+
+
+class LMAttention(Module):
+    """MSSA with q = k = v = x c_attn^T, optionally causal; output projection c_proj.
+
+    The official CausalSelfAttention: ``c_attn`` (d, d) bias-free (its rows
+    are the stacked subspaces U_k^T), ``c_proj`` (d, d) with bias, dropout
+    after the softmax and after c_proj. Both are initialised N(0, 0.02^2)
+    with c_proj.weight N(0, (0.02 / sqrt(2 L))^2), as GPT-2.
+    """
+
+    def __init__(self, dim, heads, depth, causal=True, dropout=0.0, dtype="float32", seed=0):
+        super().__init__(dtype)
+        rng = _rng(seed)
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        self.heads, self.dim_head, self.causal = int(heads), dim // heads, bool(causal)
+        self.scale = self.dim_head ** -0.5
+        self.c_attn = Linear(dim, dim, bias=False, dtype=dtype, seed=rng)
+        self.c_proj = Linear(dim, dim, dtype=dtype, seed=rng)
+        self.c_attn._params["weight"][...] = _normal(rng, (dim, dim), 0.02)
+        self.c_proj._params["weight"][...] = _normal(rng, (dim, dim), 0.02 / math.sqrt(2 * depth))
+        self.c_proj._params["bias"][...] = 0
+        self.dropout = check_probability("dropout", dropout)
+        self.rng = rng
+        self.last_attention = None
+
+    def forward(self, x):
+        y, self._cache = F.mssa_forward(x, self.c_attn.param("weight"),
+                                        self.c_proj.param("weight"), self.c_proj.param("bias"),
+                                        self.heads, self.scale, self.causal, self.dropout,
+                                        self.rng, self.training)
+        self.last_attention = self._cache["attn"]   # (B, K, T, T)
+        return y
+
+    def backward(self, dout):
+        dx, dW_attn, dW_proj, db_proj = F.mssa_backward(dout, self._take_cache())
+        self.c_attn._accumulate("weight", dW_attn)
+        self.c_proj._accumulate("weight", dW_proj)
+        self.c_proj._accumulate("bias", db_proj)
+        return dx
+
+    def step(self, x, past):
+        """Causal MSSA of new tokens given the projected past: inference only.
+
+        Because q = k = v, the only thing a later token needs from an earlier
+        one is its projection w = x c_attn^T: ONE tensor per layer (a usual
+        key/value cache holds two). Inputs: x (B, t, d) the new tokens (after
+        LN1); past (B, K, P, p) the cached projections of the P earlier
+        tokens, or None. Returns: y (B, t, d), the cache extended to P + t.
+        """
+        xp = self.xp
+        w_new = _split_heads(matmul_rows(x, self.c_attn.param("weight").T), self.heads)  # (B, K, t, p)
+        w = w_new if past is None else xp.concatenate([past, w_new], axis=2)  # (B, K, P+t, p)
+        t, P = w_new.shape[2], w.shape[2] - w_new.shape[2]
+        S = w_new @ w.transpose(0, 1, 3, 2)                # (B, K, t, P+t)
+        S *= self.scale
+        if self.causal and t > 1:
+            # query i sits at position P + i and sees keys 0 .. P + i
+            future = xp.arange(P + t)[None, :] > (P + xp.arange(t))[:, None]   # (t, P+t)
+            S += xp.where(future, -xp.inf, 0).astype(S.dtype)
+        S -= S.max(axis=-1, keepdims=True)
+        A = xp.exp(S, out=S)
+        A /= A.sum(axis=-1, keepdims=True)
+        o = _merge_heads(A @ w)                            # (B, t, d)
+        y = matmul_rows(o, self.c_proj.param("weight").T) + self.c_proj.param("bias")
+        return y, w
+
+    def subspaces(self):
+        """U of shape (K, d, p): U_k = c_attn.weight[k p:(k+1) p, :]^T."""
+        W = self.c_attn.param("weight")
+        return W.reshape(self.heads, self.dim_head, -1).transpose(0, 2, 1)
+
+    def extra_repr(self):
+        return f"heads={self.heads}, dim_head={self.dim_head}, causal={self.causal}"
+
+
+class OvercompleteISTA(Module):
+    """Two ISTA steps from zero against W^T, decoded with the same W (crate-lm).
+
+        a = z W^T;  c0 = ReLU(eta a - eta lambda);
+        c1 = ReLU(c0 + eta (a - c0 W W^T) - eta lambda);  out = c1 W.
+
+    W = ``weight`` has shape (m, d), m = expansion d: its rows are the m
+    dictionary atoms. whitebox.functional.overcomplete_ista_forward takes the
+    dictionary as D = W^T (d, m); its gradient dD maps back as dD^T.
+    Initialised kaiming-uniform U(-sqrt(6/d), sqrt(6/d)) as the official code.
+    """
+
+    def __init__(self, dim, expansion=4, step_size=0.1, lambd=0.1, dtype="float32", seed=0):
+        super().__init__(dtype)
+        for name, v in (("dim", dim), ("expansion", expansion)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        self.step_size = check_real("ista step_size", step_size, 0.0, low_open=True)
+        self.lambd = check_real("ista lambd", lambd, 0.0)
+        self.add_param("weight", uniform_init(_rng(seed), (expansion * dim, dim),
+                                              math.sqrt(6.0 / dim)))
+        self.last_code = None
+
+    def forward(self, x):
+        W = self._params["weight"]                                   # (m, d)
+        c, ista_cache = F.overcomplete_ista_forward(x, W.T, self.step_size, self.lambd)
+        self.last_code = c                                           # (..., m) sparse codes
+        self._cache = (c, ista_cache)
+        return matmul_rows(c, W)                                     # (..., d) decode: c W
+
+    def backward(self, dout):
+        c, ista_cache = self._take_cache()
+        W = self._params["weight"]
+        m, d = W.shape
+        dW = c.reshape(-1, m).T @ dout.reshape(-1, d)                # (m, d) through c W
+        dc = matmul_rows(dout, W.T)                                  # (..., m)
+        dx, dD = F.overcomplete_ista_backward(dc, ista_cache)
+        dW += dD.T                                                   # through D = W^T
+        self._accumulate("weight", dW)
+        return dx
+
+    def extra_repr(self):
+        m, d = self._params["weight"].shape
+        return f"atoms={m}, dim={d}, step_size={self.step_size}, lambd={self.lambd}"
+
+
+class LMBlock(Module):
+    """x = x + MSSA(LN1(x));  x = ISTA(LN2(x)), children named as the official Block."""
+
+    def __init__(self, dim, heads, depth, variant="overcomplete", expansion=4, ista_step=0.1,
+                 ista_lambda=0.1, causal=True, dropout=0.0, dtype="float32", seed=0):
+        super().__init__(dtype)
+        rng = _rng(seed)
+        self.prenorm_1 = LayerNorm(dim, dtype=dtype)
+        self.attn = LMAttention(dim, heads, depth, causal, dropout, dtype=dtype, seed=rng)
+        self.prenorm_2 = LayerNorm(dim, dtype=dtype)
+        if variant == "overcomplete":
+            self.ista = OvercompleteISTA(dim, expansion, ista_step, ista_lambda, dtype=dtype,
+                                         seed=rng)
+        else:
+            self.ista = ISTA(dim, ista_step, ista_lambda, dtype=dtype, seed=rng)
+
+    def code(self, out):
+        """The sparse code of the last forward: c1 (overcomplete) or the output itself (plain)."""
+        return self.ista.last_code if isinstance(self.ista, OvercompleteISTA) else out
+
+    def forward(self, x, capture=None):
+        """x (B, T, d) -> (B, T, d); ``capture``: dict of lists to append this block's features to."""
+        h = self.prenorm_1(x)                      # LN1(Z^l)
+        x_half = x + self.attn(h)                  # Z^{l+1/2}
+        h2 = self.prenorm_2(x_half)                # LN2(Z^{l+1/2})
+        out = self.ista(h2)                        # Z^{l+1}
+        if capture is not None:
+            for key, value in zip(LM_CAPTURE_KEYS, (h, self.attn.last_attention, x_half, h2,
+                                                    self.code(out), out)):
+                capture[key].append(value)
+        self._cache = True
+        return out
+
+    def backward(self, dout):
+        self._take_cache()
+        dx_half = self.prenorm_2.backward(self.ista.backward(dout))
+        return dx_half + self.prenorm_1.backward(self.attn.backward(dx_half))
+
+    def step(self, x, past):
+        """The block on new tokens given the cached past projections (inference only)."""
+        y, past = self.attn.step(self.prenorm_1(x), past)
+        x = x + y
+        out = self.ista(self.prenorm_2(x))
+        self.prenorm_1._cache = self.prenorm_2._cache = self.ista._cache = None
+        return out, past

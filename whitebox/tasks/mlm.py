@@ -1,0 +1,131 @@
+"""Masked language modelling with CRATE: ``python -m whitebox.train --task mlm``.
+
+The same data, model sizes and flags as ``--task lm`` (see whitebox/tasks/lm.py),
+with CRATEBERT: bidirectional MSSA, and BERT's objective. In every training
+window 15% of the positions are chosen; of those 80% become the mask token
+``<mask>`` (an extra entry of the character vocabulary, its last id), 10% a
+random character, 10% stay; the loss is the cross-entropy at the chosen
+positions only. The masking draws from its own generator, saved in the
+checkpoint, so a resumed run masks exactly as an uninterrupted one.
+
+Held out: a fixed masking of the held-out windows (the same every epoch)
+gives the masked accuracy and loss; the baseline always guesses the most
+frequent training character at the chosen positions. The run ends with
+``test masked accuracy: XX.X% (unigram baseline YY.Y%)``.
+
+No official masked CRATE language model exists; this one is the causal
+model's trunk without the causal mask, trained as BERT was.
+"""
+import os
+
+import numpy as np
+
+from .. import backend
+from ..functional.token_cross_entropy import (token_cross_entropy_backward,
+                                              token_cross_entropy_forward)
+from ..models import CRATEBERT, mask_tokens
+from .lm import LanguageModel, layer_measures_text, plot_atoms, plot_losses
+
+MASK = "<mask>"
+MASK_PROB = 0.15
+
+
+class MaskedLanguageModel(LanguageModel):
+    name = "mlm"
+    description = "masked (BERT-style) character language model"
+    specials = (MASK,)
+
+    def setup(self, rng):
+        super().setup(rng)
+        self.mask_id = self.tokenizer.token_id(MASK)
+        V = self.tokenizer.vocab_size
+        # its own generator, checkpointed with the others: resume masks exactly the same
+        self.mask_rng = np.random.default_rng([self.cfg.seed, 1])
+        # a fixed masking of the held-out windows, the same every epoch
+        self.test_inputs, self.test_targets = mask_tokens(self.x_test, self.mask_id, V,
+                                                          np.random.default_rng([self.cfg.seed, 2]),
+                                                          MASK_PROB)
+        chosen = self.test_targets != -1
+        top = np.bincount(self.train_ids, minlength=V).argmax()
+        self.baseline = float((self.test_targets[chosen] == top).mean())
+        self.baseline_char = self.tokenizer.decode([top])
+
+    def generators(self):
+        return {"mask": self.mask_rng}
+
+    def build_model(self):
+        if self.opt.dim % self.opt.heads:
+            raise ValueError(f"--dim ({self.opt.dim}) must be divisible by --heads "
+                             f"({self.opt.heads})")
+        return CRATEBERT(**self.model_kwargs(), mask_id=self.mask_id)
+
+    def batches(self):
+        where = self.cfg.backend
+        for x, _ in super().batches():
+            inputs, targets = mask_tokens(x, self.mask_id, self.tokenizer.vocab_size,
+                                          self.mask_rng, MASK_PROB)
+            yield backend.to_device(inputs, where), backend.to_device(targets, where)
+
+    def train_step(self, model, batch):
+        inputs, targets = batch
+        logits = model(inputs)
+        loss, cache = token_cross_entropy_forward(logits, targets)
+        model.backward(token_cross_entropy_backward(loss.dtype.type(1.0), cache))
+        chosen = targets != -1
+        correct = ((logits.argmax(axis=-1) == targets) & chosen).sum()
+        n = chosen.sum()
+        return loss, {"loss": loss * n, "acc": correct, "count": n}
+
+    def evaluate(self, model):
+        """Masked loss and accuracy on the fixed held-out masking, and the per-layer measures."""
+        self.model = model
+        model.eval()
+        where = self.cfg.backend
+        total_loss = correct = count = 0.0
+        for i in range(0, len(self.test_inputs), 64):
+            x = backend.to_device(self.test_inputs[i:i + 64], where)
+            y = backend.to_device(self.test_targets[i:i + 64], where)
+            logits = model(x)
+            chosen = y != -1
+            n = float(chosen.sum())
+            total_loss += float(token_cross_entropy_forward(logits, y)[0]) * n
+            correct += float(((logits.argmax(axis=-1) == y) & chosen).sum())
+            count += n
+        rc, nonzero = layer_measures_text(model, self.probe)
+        return dict(test_loss=total_loss / count, test_acc=correct / count, rc=rc,
+                    nonzero=nonzero)
+
+    def epoch_line(self, record):
+        return (f"epoch {record['epoch']:3d} | train loss {record['train_loss']:.4f} acc "
+                f"{100 * record['train_acc']:5.1f}% | test loss {record['test_loss']:.4f} "
+                f"masked acc {100 * record['test_acc']:5.1f}%")
+
+    def figures(self, model, history, out):
+        plot_losses(history, None, os.path.join(out, "curves.png"))
+        from .. import plots
+        plots.plot_layer_measures(history, os.path.join(out, "layers.png"))
+        plot_atoms(model, self.probe_windows(), self.tokenizer, os.path.join(out, "atoms.png"))
+
+    def fill_in_lines(self, n=None):
+        """Held-out windows with their masks filled in by the model's top guess."""
+        n = self.opt.samples if n is None else n
+        x = self.test_inputs[:n]
+        logits = backend.to_numpy(self.model(backend.to_device(x, self.cfg.backend)))
+        lines = []
+        for i in range(len(x)):
+            chosen = self.test_targets[i] != -1
+            guess = np.where(chosen, logits[i].argmax(-1), x[i])
+            shown = "".join("_" if c else ch for c, ch in
+                            zip(chosen, self.tokenizer.decode(self.x_test[i])))
+            lines.append(f"  masked:  {shown!r}\n  filled:  "
+                         f"{self.tokenizer.decode(guess)!r}")
+        return lines
+
+    def summary(self, history):
+        lines = self.fill_in_lines() if self.model is not None else []
+        return "\n".join(lines + [
+            f"test masked accuracy: {100 * history[-1]['test_acc']:.1f}% (unigram baseline "
+            f"{100 * self.baseline:.1f}%)"])
+
+
+TASK = MaskedLanguageModel

@@ -41,8 +41,13 @@ import time
 
 import matplotlib
 
-if not os.environ.get("DISPLAY"):
-    matplotlib.use("Agg")
+try:                                      # in Jupyter/IPython figures show inline
+    from IPython import get_ipython
+    IN_NOTEBOOK = get_ipython() is not None
+except ImportError:
+    IN_NOTEBOOK = False
+if not IN_NOTEBOOK:
+    matplotlib.use("Agg")                 # as a script, figures only go to files
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -59,6 +64,15 @@ OUT = pathlib.Path(os.environ.get("WHITEBOX_OUT", "outputs/tutorials"))
 OUT.mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(0)
 t_start = time.time()
+
+
+def save(fig, name):
+    """Write a figure to OUT; a notebook also shows it inline, a script closes it."""
+    fig.savefig(OUT / name, dpi=120)
+    if IN_NOTEBOOK:
+        plt.show()
+    else:
+        plt.close(fig)
 
 # %% [markdown]
 # ## 1. The Bayes denoiser of a mixture of low-rank Gaussians
@@ -244,6 +258,26 @@ for t in noise_levels:
 print(f"{'':<26}" + "".join(f"{'t = ' + str(t):>12}" for t in noise_levels))
 for key in table[noise_levels[0]]:
     print(f"{key:<26}" + "".join(f"{table[t][key]:12.3f}" for t in noise_levels))
+
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+rows = ("noisy", "compression, best kappa", "MSSA, best kappa", "Bayes (MMSE)")
+width = 0.2
+for i, key in enumerate(rows):
+    axes[0].bar(np.arange(len(noise_levels)) + (i - 1.5) * width,
+                [table[t][key] / table[t]["noisy"] for t in noise_levels], width, label=key)
+axes[0].set_xticks(np.arange(len(noise_levels)), [f"t = {t}" for t in noise_levels])
+axes[0].set_ylabel("error left / noisy error")
+axes[0].set_title("one step, best step size")
+axes[0].legend(fontsize=8)
+for key in ("cos(compression, score)", "cos(MSSA, score)"):
+    axes[1].plot(noise_levels, [table[t][key] for t in noise_levels], "o-", label=key)
+axes[1].set_xlabel("noise level t")
+axes[1].set_ylabel("cosine with the score step")
+axes[1].set_ylim(0, 1.02)
+axes[1].set_title("direction of the update")
+axes[1].legend(fontsize=8)
+fig.tight_layout()
+save(fig, "05_denoising_steps.png")
 
 # %% [markdown]
 # Read the columns. At $t = 1$ (noise as strong as the signal per direction)
@@ -442,8 +476,7 @@ for j in range(8):
             axes[row, j].set_ylabel(title, fontsize=8)
 fig.suptitle(f"CRATE-MAE, 75% of the patches removed ({steps} steps)")
 fig.tight_layout()
-fig.savefig(OUT / "05_reconstructions.png", dpi=120)
-plt.close(fig)
+save(fig, "05_reconstructions.png")
 
 # %% [markdown]
 # In the fast mode (150 steps) the prediction is close to a blurred average
@@ -554,5 +587,5 @@ assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10])
 assert test_mse < constant, (test_mse, constant)              # it learned where strokes go
 if not FAST:
     assert test_mse < baseline, (test_mse, baseline)          # and reads the visible strokes
-assert (OUT / "05_reconstructions.png").exists()
+assert (OUT / "05_reconstructions.png").exists() and (OUT / "05_denoising_steps.png").exists()
 print(f"all checks passed in {time.time() - t_start:.1f} s")

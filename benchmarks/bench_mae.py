@@ -1,6 +1,7 @@
 """Time one float32 CRATE-MAE training step (forward, masked loss, backward): whitebox vs PyTorch.
 
-    python benchmarks/bench_mae.py                  # both configs, NumPy, PyTorch if installed
+    python benchmarks/bench_mae.py                  # both configs, NumPy, 2 threads, PyTorch if installed
+    python benchmarks/bench_mae.py --threads 1      # one thread each
     python benchmarks/bench_mae.py --backend cupy   # on a GPU (PyTorch then runs on CUDA too)
 
 Both libraries get the same images and the same masking noise, so they
@@ -18,7 +19,7 @@ import numpy as np
 
 import bench_crate
 from bench_crate import fmt
-from whitebox import backend
+from whitebox import backend, threads as blas_threads
 from whitebox.models import CRATEMAE
 
 CONFIGS = {
@@ -134,13 +135,14 @@ def main(argv=None):
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--repeats", type=int, default=5, help="timed steps per library (median)")
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=0,
-                    help="PyTorch intra-op threads (0: PyTorch's default)")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="threads of NumPy's BLAS and of PyTorch, the same for both")
     args = ap.parse_args(argv)
-    rows = [bench(n, CONFIGS[n], args.backend, args.repeats, args.warmup, args.threads)
-            for n in args.configs]
+    with blas_threads.limited(args.threads):
+        rows = [bench(n, CONFIGS[n], args.backend, args.repeats, args.warmup, args.threads)
+                for n in args.configs]
     print(f"one float32 CRATE-MAE training step (forward + masked loss + backward), "
-          f"backend={args.backend}, median of {args.repeats}")
+          f"backend={args.backend}, {args.threads} thread(s), median of {args.repeats}")
     print("| config | batch | whitebox ms | PyTorch ms | whitebox/PyTorch | "
           "peak MiB whitebox | peak MiB PyTorch |")
     print("|---|---|---|---|---|---|---|")

@@ -1,6 +1,6 @@
 """Time one float32 CRATE-MAE training step (forward, masked loss, backward): whitebox vs PyTorch.
 
-    python benchmarks/bench_mae.py                  # both configs, NumPy, 2 threads, PyTorch if installed
+    python benchmarks/bench_mae.py                  # both configs, NumPy, 2 threads, PyTorch
     python benchmarks/bench_mae.py --threads 1      # one thread each
     python benchmarks/bench_mae.py --backend cupy   # on a GPU (PyTorch then runs on CUDA too)
 

@@ -108,7 +108,8 @@ def test_init_follows_official_distributions():
                "decoder_blocks.0.layers.0.0.fn.weight": math.sqrt(6 / 64)}
     for k, bound in {**xavier, **kaiming}.items():
         assert bound * 0.9 < np.abs(sd[k]).max() <= bound, k
-    assert not sd["decoder_pred.bias"].any() and not sd["blocks.0.layers.0.0.fn.to_out.0.bias"].any()
+    assert not sd["decoder_pred.bias"].any()
+    assert not sd["blocks.0.layers.0.0.fn.to_out.0.bias"].any()
 
 
 # ------------------------------------------------------------------ masking and the loss
@@ -218,7 +219,7 @@ def test_backward_with_an_upstream_gradient_on_pred():
     x, mask = images(), a_mask()
     dpred = np.random.default_rng(6).standard_normal((3, 16, 8))
 
-    def objective(p=None):
+    def objective():
         loss, pred, _ = m(x, mask)
         return 0.5 * float(loss) + float((pred * dpred).sum())
     m(x, mask)

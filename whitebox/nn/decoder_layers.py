@@ -70,7 +70,7 @@ class DecoderLayer(Module):
         return self._modules["1"]
 
     def forward(self, x, capture=None):
-        """x (B, N, d) -> (B, N, d); ``capture``: dict of lists to append this layer's features to."""
+        """x (B, N, d) -> (B, N, d); ``capture``: dict of lists for this layer's features."""
         y = self.step(x)                           # LN0(x) W^T
         h = self.attn.norm(y)                      # LN1(y), the MSSA input
         out = y - self.attn.fn(h)                  # expansion: the MSSA update subtracted

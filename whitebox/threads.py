@@ -16,8 +16,9 @@ than one thread anyway. So whitebox sets the pool deliberately:
 `python -m whitebox.train --threads N` calls `set_threads(N)`. The default,
 DEFAULT_THREADS = 1, was chosen by measurement (benchmarks/bench_threads.py):
 one thread never collapses under load, and on an idle machine a second BLAS
-thread speeds up only the products, a part of each step. The pool is controlled through threadpoolctl, which finds every BLAS
-and OpenMP library loaded into the process, whatever NumPy was built with.
+thread speeds up only the products, a part of each step. The pool is
+controlled through threadpoolctl, which finds every BLAS and OpenMP library
+loaded into the process, whatever NumPy was built with.
 Arrays on a GPU (CuPy) do not use these threads; the setting is harmless there.
 """
 import contextlib

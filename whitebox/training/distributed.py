@@ -116,3 +116,8 @@ def setup(cfg):
         return None, RunFolder(cfg.out)
     dp = DataParallel()
     return dp, (RunFolder(cfg.out) if dp.writer else ReadOnlyRun(cfg.out))
+
+
+def is_writer(cfg):
+    """True for the process that prints and writes: rank 0, or the only process."""
+    return not cfg.distributed or _mpi().COMM_WORLD.Get_rank() == 0

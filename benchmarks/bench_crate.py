@@ -25,6 +25,7 @@ which other processes on the machine disturb far less than wall time.
 """
 import argparse
 import contextlib
+import importlib
 import os
 import statistics
 import sys
@@ -35,8 +36,11 @@ import numpy as np
 
 import whitebox as wb
 from whitebox import backend, threads
-from whitebox.models import CRATE
+from whitebox.models import CRATE, CRATEAlpha
 
+# family -> (whitebox class, module whose torch_model_from builds the PyTorch twin)
+FAMILIES = {"CRATE": (CRATE, "whitebox.torch_crate"),
+            "CRATE-alpha": (CRATEAlpha, "whitebox.torch_crate_alpha")}
 CONFIGS = {
     "mnist-demo": dict(image_size=28, patch_size=4, channels=1, num_classes=10, dim=96,
                        depth=4, heads=4, dim_head=24, batch=128),
@@ -44,7 +48,11 @@ CONFIGS = {
                           depth=12, heads=6, dim_head=64, batch=32),
     "crate-t-224": dict(image_size=224, patch_size=16, channels=3, num_classes=1000, dim=384,
                         depth=12, heads=6, dim_head=64, batch=8),
+    # not in the default run; gpu_check.py times it for the CRATE-alpha family
+    "alpha-tiny": dict(family="CRATE-alpha", image_size=28, patch_size=4, channels=1,
+                       num_classes=10, dim=64, depth=4, heads=4, dim_head=16, batch=128),
 }
+DEFAULT_CONFIGS = ["mnist-demo", "cifar-crate-t", "crate-t-224"]
 TORCH_MISSING = ("PyTorch is not installed: its columns are left empty. CPU build: "
                  "pip install torch --index-url https://download.pytorch.org/whl/cpu")
 
@@ -58,8 +66,11 @@ def gemm_flops(cfg, folded=True):
     12 T d I (one forward, two backward products each); attention 10 B K N^2 p
     (S, A w; dA, A^T dO, dS w). The folded ISTA: 6 T d^2 (x M, dx, dM) plus
     4 d^3 (W^T W and W (dM + dM^T)); three products instead: 18 T d^2.
-    The patch embedding and head add 6 tokens x in x out each.
+    The patch embedding and head add 6 tokens x in x out each. None for
+    families other than CRATE (not counted).
     """
+    if cfg.get("family", "CRATE") != "CRATE":
+        return None
     B, d, K, p = cfg["batch"], cfg["dim"], cfg["heads"], cfg["dim_head"]
     n = (cfg["image_size"] // cfg["patch_size"]) ** 2
     N, T, I = n + 1, B * (n + 1), K * p
@@ -167,11 +178,13 @@ def build(name, backend_name, torch, compile_):
     """The whitebox model, its inputs, and the PyTorch runners that can be built."""
     cfg = dict(CONFIGS[name])
     batch = cfg.pop("batch")
+    family = cfg.pop("family", "CRATE")
+    model_cls, twin = FAMILIES[family]
     rng = np.random.default_rng(0)
     x_np = rng.random((batch, cfg["channels"], cfg["image_size"], cfg["image_size"]),
                       dtype=np.float32)
     y_np = rng.integers(0, cfg["num_classes"], batch)
-    model = CRATE(**cfg, dtype="float32", seed=0)
+    model = model_cls(**cfg, dtype="float32", seed=0)
     if backend_name == "cupy":
         model.to("cupy")
     x, y = backend.to_device(x_np, backend_name), backend.to_device(y_np, backend_name)
@@ -180,7 +193,7 @@ def build(name, backend_name, torch, compile_):
     if torch is None:
         return model, x, runners, notes, extra
     device = "cuda" if backend_name == "cupy" else "cpu"
-    from whitebox.torch_crate import torch_model_from
+    torch_model_from = importlib.import_module(twin).torch_model_from
     try:
         eager = torch_model_from(model).to(device)
         tx, ty = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
@@ -190,7 +203,9 @@ def build(name, backend_name, torch, compile_):
     runners["eager"] = lambda: torch_step(torch, eager, tx, ty)
     extra["torch_inputs"] = (eager, tx, ty)
     if compile_:
-        folded = fold_ista(torch, torch_model_from(model).to(device))
+        folded = torch_model_from(model).to(device)
+        if family == "CRATE":                            # the same algebra as whitebox
+            folded = fold_ista(torch, folded)
         try:
             compiled = torch.compile(folded)
             t = time.perf_counter()
@@ -267,7 +282,7 @@ def bench(name, backend_name, torch, nthreads, repeats, warmup, compile_, peak):
              "eager": gemm_flops(cfg, folded=False)}
     return dict(config=name, batch=cfg["batch"], ms={k: 1e3 * v for k, v in med.items()},
                 cpu_ms={k: 1e3 * v for k, v in cpu.items()},
-                peak={k: flops[k] / v / peak for k, v in med.items()},
+                peak={k: flops[k] and flops[k] / v / peak for k, v in med.items()},
                 mem_wb=mem_wb, mem_torch=mem_torch, compile_s=extra.get("compile_s"))
 
 
@@ -285,10 +300,17 @@ def fmt(v, spec, missing, suffix=""):
     return missing if v is None else format(v, spec) + suffix
 
 
+def pct(peak, column, missing):
+    """A peak fraction as a percentage; n/a where FLOPs are not counted (not CRATE)."""
+    if column not in peak:
+        return missing
+    return "n/a" if peak[column] is None else f"{100 * peak[column]:.0f}%"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", default="numpy", choices=backend.BACKENDS)
-    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, choices=list(CONFIGS))
     ap.add_argument("--threads", type=int, default=2, help="BLAS and PyTorch threads")
     ap.add_argument("--repeats", type=int, default=7, help="timed steps per column (median)")
     ap.add_argument("--warmup", type=int, default=2)
@@ -324,9 +346,8 @@ def main(argv=None):
               f"{fmt(eager, '.1f', miss)} | {fmt(comp, '.1f', miss)} | "
               f"{fmt(eager and ms['whitebox'] / eager, '.2f', miss)} | "
               f"{fmt(comp and ms['whitebox'] / comp, '.2f', miss)} | "
-              f"{100 * pk['whitebox']:.0f}% | "
-              f"{fmt(pk.get('eager') and 100 * pk['eager'], '.0f', miss, '%')} | "
-              f"{fmt(pk.get('compiled') and 100 * pk['compiled'], '.0f', miss, '%')} | "
+              f"{pct(pk, 'whitebox', miss)} | {pct(pk, 'eager', miss)} | "
+              f"{pct(pk, 'compiled', miss)} | "
               f"{r['mem_wb']:.0f} | {fmt(r['mem_torch'], '.0f', miss)} | "
               f"{fmt(r['compile_s'], '.0f', miss)} |")
     if args.cpu_time and args.backend == "numpy":

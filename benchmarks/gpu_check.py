@@ -27,7 +27,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Benchmark configs per model family of whitebox.models (names in bench_crate.CONFIGS).
 # A family without an entry gets a row saying it has no benchmark yet.
-FAMILY_CONFIGS = {"CRATE": ["mnist-demo", "cifar-crate-t", "crate-t-224"]}
+FAMILY_CONFIGS = {"CRATE": ["mnist-demo", "cifar-crate-t", "crate-t-224"],
+                  "CRATEAlpha": ["alpha-tiny"]}
 TRAIN_ARGS = ["--backend", "cupy", "--epochs", "5", "--batch-size", "128", "--no-figures",
               "--no-progress"]
 
@@ -106,7 +107,7 @@ def run_benchmarks(limit):
                              f"{ms['whitebox']:.2f} ms",
                              f"{ms['eager']:.2f} ms" if "eager" in ms else no_torch,
                              f"{ms['compiled']:.2f} ms" if "compiled" in ms else no_torch,
-                             f"ok; {100 * r['peak']['whitebox']:.0f}% of GEMM peak, "
+                             f"ok; {bench.pct(r['peak'], 'whitebox', '-')} of GEMM peak, "
                              f"{r['mem_wb']:.0f} MiB", time.perf_counter() - t))
             except Exception as e:                        # noqa: BLE001 - report, go on
                 rows.append(("step", f"{family} {name}", "", "", "",

@@ -56,3 +56,17 @@ def test_table_says_when_torch_is_missing(bench, monkeypatch, capsys):
     table = [line for line in out.splitlines() if line.startswith("| mnist-demo")]
     assert len(table) == 1 and "no torch" in table[0] and " - " not in table[0]
     assert rows[0]["ms"]["whitebox"] > 0
+
+
+def test_every_config_runs_against_its_torch_twin(bench, monkeypatch, capsys):
+    pytest.importorskip("torch")
+    tiny = dict(image_size=8, patch_size=4, channels=1, num_classes=3, dim=8, depth=1,
+                heads=2, dim_head=4, batch=2)
+    monkeypatch.setitem(bench.CONFIGS, "mnist-demo", tiny)
+    monkeypatch.setitem(bench.CONFIGS, "alpha-tiny", dict(tiny, family="CRATE-alpha"))
+    rows = bench.main(["--configs", "mnist-demo", "alpha-tiny", "--threads", "1", "--repeats",
+                       "1", "--warmup", "0", "--gemm-size", "64", "--no-compile"])
+    assert [sorted(r["ms"]) for r in rows] == [["eager", "whitebox"]] * 2
+    assert rows[0]["peak"]["whitebox"] > 0 and rows[1]["peak"]["whitebox"] is None
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| alpha")]
+    assert "n/a" in table[0]

@@ -51,6 +51,7 @@ def test_two_ranks_follow_one_process(tmp_path):
     train(tmp_path / "one")
     out = train(tmp_path / "two", ranks=2)
     assert out.count("epoch   1 |") == 1                    # only rank 0 prints the epochs
+    assert out.count("test accuracy:") == 1                 # and the last line
     assert_same_curve(curve(tmp_path / "two"), curve(tmp_path / "one"))
     assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one"))
 

@@ -3,9 +3,10 @@
 NumPy's matrix products run in a BLAS thread pool that, left alone, starts one
 thread per core. On a quiet machine that helps the large products; but BLAS
 threads wait for each other, and when another busy process holds a core the
-waiting dominates: a 2-epoch Quickstart run became 5-8x slower with the
-default pool than with one thread, while NumPy's own elementwise work never
-uses more than one thread anyway. So whitebox sets the pool deliberately:
+waiting dominates: on a shared 2-core machine (load average 9-13), a 2-epoch
+Quickstart run took 146-255 s with 2 BLAS threads against 27-32 s with one
+(and 6-8x the CPU time), while NumPy's own elementwise work never uses more
+than one thread anyway. So whitebox sets the pool deliberately:
 
     from whitebox import threads
     threads.set_threads(1)           # from now on
@@ -14,9 +15,10 @@ uses more than one thread anyway. So whitebox sets the pool deliberately:
 
 `python -m whitebox.train --threads N` calls `set_threads(N)`. The default,
 DEFAULT_THREADS = 1, was chosen by measurement (benchmarks/bench_threads.py):
-one thread loses little on an idle 2-core machine and never collapses under
-load. The pool is controlled through threadpoolctl, which finds every BLAS
-and OpenMP library loaded into the process, whatever NumPy was built with.
+one thread never collapses under load, and on an idle machine a second BLAS
+thread speeds up only the products, a part of each step. The pool is
+controlled through threadpoolctl, which finds every BLAS and OpenMP library
+loaded into the process, whatever NumPy was built with.
 Arrays on a GPU (CuPy) do not use these threads; the setting is harmless there.
 """
 import contextlib

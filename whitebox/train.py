@@ -18,6 +18,7 @@ import sys
 
 from .tasks import TASKS, available, get_task
 from .training import train
+from .training import distributed
 from .training.config import TrainConfig, make_config
 from .training.runs import CONFIG, read_json
 
@@ -119,7 +120,8 @@ def main(argv=None):
     """Command line entry point: train, then print the task's last line."""
     cfg = config_from_args(argv)
     history = train(cfg)
-    print(train.last_task.summary(history))
+    if distributed.is_writer(cfg):                  # one last line, not one per rank
+        print(train.last_task.summary(history))
     return history
 
 

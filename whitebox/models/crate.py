@@ -36,17 +36,8 @@ def _positive_int(name, v):
     return int(v)
 
 
-class Transformer(Module):
-    """``depth`` CRATE layers named ``layers.i``, each [PreNorm(MSSA), PreNorm(ISTA)]."""
-
-    def __init__(self, dim, depth, heads, dim_head, dropout=0.0, ista_step=0.1,
-                 ista_lambda=0.1, causal=False, dtype="float32", seed=0, attention=None):
-        super().__init__(dtype)
-        rng = _rng(seed)
-        self.layers = ModuleList([CRATELayer(dim, heads, dim_head, dropout, ista_step,
-                                             ista_lambda, causal, dtype=dtype, seed=rng,
-                                             attention=attention)
-                                  for _ in range(depth)], dtype=dtype)
+class LayerStack(Module):
+    """Layers named ``layers.i``, run in order; backward is the explicit reverse walk."""
 
     def forward(self, x, capture=None):
         """x (B, N, d) -> (B, N, d). ``capture``: a dict of lists to append per-layer features to."""
@@ -61,6 +52,19 @@ class Transformer(Module):
         for layer in reversed(list(self.layers)):
             dout = layer.backward(dout)
         return dout
+
+
+class Transformer(LayerStack):
+    """``depth`` CRATE layers named ``layers.i``, each [PreNorm(MSSA), PreNorm(ISTA)]."""
+
+    def __init__(self, dim, depth, heads, dim_head, dropout=0.0, ista_step=0.1,
+                 ista_lambda=0.1, causal=False, dtype="float32", seed=0, attention=None):
+        super().__init__(dtype)
+        rng = _rng(seed)
+        self.layers = ModuleList([CRATELayer(dim, heads, dim_head, dropout, ista_step,
+                                             ista_lambda, causal, dtype=dtype, seed=rng,
+                                             attention=attention)
+                                  for _ in range(depth)], dtype=dtype)
 
 
 class CRATE(Module):

@@ -26,10 +26,10 @@ from ..nn.alpha_layers import AlphaLayer
 from ..nn.patch_embed import PatchConv
 from ..nn.crate_layers import CAPTURE_KEYS, attention_options
 from ..nn.layers import _rng
-from .crate import CRATE, _pair, _positive_int
+from .crate import CRATE, LayerStack, _pair, _positive_int
 
 
-class AlphaTransformer(Module):
+class AlphaTransformer(LayerStack):
     """``depth`` CRATE-alpha layers named ``layers.i``."""
 
     def __init__(self, dim, depth, heads, dim_head, expansion=4, ista_step=0.1,
@@ -40,19 +40,6 @@ class AlphaTransformer(Module):
                                              ista_lambda, dtype=dtype, seed=rng,
                                              attention=attention)
                                   for _ in range(depth)], dtype=dtype)
-
-    def forward(self, x, capture=None):
-        for layer in self.layers:
-            x = layer(x, capture)
-        self._cache = True
-        return x
-
-    def backward(self, dout):
-        """The explicit reverse walk over the layers."""
-        self._take_cache()
-        for layer in reversed(list(self.layers)):
-            dout = layer.backward(dout)
-        return dout
 
 
 class CRATEAlpha(Module):

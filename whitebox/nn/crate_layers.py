@@ -64,6 +64,7 @@ class MSSA(Module):
                       compression rate (s = b with scale="rate", p^{-1/2} with "sqrt");
                       with out="tied" and scale="rate", x + y is exactly
                       x - kappa dRc(x | U)/dx  (whitebox.rate.compression_step).
+                      It has no attention map, so ``dropout`` acts on the output only.
     """
 
     def __init__(self, dim, heads=8, dim_head=64, dropout=0.0, causal=False,

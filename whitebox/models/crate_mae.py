@@ -30,18 +30,18 @@ from ..functional._checks import check_array, check_dout, check_finite, check_re
 from ..functional.masked_mse import masked_mse_backward, masked_mse_forward
 from ..functional.masking import (mask_from_noise, mask_tokens_backward, mask_tokens_forward,
                                   num_kept)
-from ..functional.patches import patchify_backward, patchify_forward
+from ..functional.patches import patchify_backward, patchify_forward, unpatchify
 from ..functional.pos_embed import sincos_pos_embed_2d
 from ..nn import CRATELayer, LayerNorm, Linear, Module, ModuleList
 from ..nn.crate_layers import CAPTURE_KEYS
 from ..nn.decoder_layers import DECODER_CAPTURE_KEYS, DecoderLayer
 from ..nn.layers import _rng, uniform_init
 from ..nn.patch_embed import PatchEmbed
-from .crate import CRATE, _pair, _positive_int
+from .crate import CRATE, LayerStack, _pair, _positive_int
 
 
-class Block(Module):
-    """The official ``Block_CRATE``: a ModuleList ``layers`` holding one layer.
+class Block(LayerStack):
+    """The official ``Block_CRATE``: a stack ``layers`` of ONE layer.
 
     It exists only so that names read ``blocks.{i}.layers.0.…`` as in the
     official state dict.
@@ -50,14 +50,6 @@ class Block(Module):
     def __init__(self, layer, dtype="float32"):
         super().__init__(dtype)
         self.layers = ModuleList([layer], dtype=dtype)
-
-    def forward(self, x, capture=None):
-        self._cache = True
-        return self.layers[0](x, capture)
-
-    def backward(self, dout):
-        self._take_cache()
-        return self.layers[0].backward(dout)
 
 
 def _xavier(rng, linear):
@@ -318,7 +310,6 @@ class CRATEMAE(Module):
             var = ((target - mean) ** 2).sum(axis=-1, keepdims=True) / (P - 1)
             pred = pred * (var + 1e-6) ** 0.5 + mean
         m = mask[:, :, None]
-        from ..functional.patches import unpatchify
         return unpatchify(target * (1 - m) + pred * m, images.shape, self.patch_hw)
 
     def extra_repr(self):

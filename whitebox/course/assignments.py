@@ -111,8 +111,8 @@ A3 = Assignment(
               "whitebox/nn/crate_layers.py:CRATELayer.backward"),
              "03_ista.py", "One whole CRATE layer", 2.0),
         Part(3, "the network's reverse walk, training, per-layer compression", 10,
-             ("whitebox/models/crate.py:Transformer.forward",
-              "whitebox/models/crate.py:Transformer.backward",
+             ("whitebox/models/crate.py:LayerStack.forward",
+              "whitebox/models/crate.py:LayerStack.backward",
               "whitebox/rate/measure.py:measure_compression"),
              "04_crate_end_to_end.py", "compression and sparsity per layer", 3.0),
     ))

@@ -17,13 +17,13 @@ def test_transformer_forward():
     expected = x
     for layer in T.layers:
         expected = layer(expected)
-    assert_close("Transformer.forward", T(x), expected, describe(x=x, depth=2), 1e-12)
+    assert_close("LayerStack.forward (through Transformer)", T(x), expected, describe(x=x, depth=2), 1e-12)
 
 
 def test_transformer_backward():
     T = Transformer(6, depth=2, heads=2, dim_head=3, dtype="float64", seed=2)
     x = rng(2).standard_normal((2, 3, 6))
-    check_module_gradients("Transformer.backward", T, x,
+    check_module_gradients("LayerStack.backward (through Transformer)", T, x,
                            names=["layers.0.0.fn.qkv.weight", "layers.0.1.fn.weight",
                                   "layers.1.0.norm.weight"],
                            hint="walk the layers in reverse, each backward feeding the next")

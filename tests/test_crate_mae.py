@@ -64,7 +64,8 @@ def test_official_names_shapes_and_frozen_parameters():
     for k, shape in expect.items():
         assert sd[k].shape == shape, k
     assert len(sd) == 4 + 2 + 2 * 8 + 2 + 2 + 2 * 8 + 2 + 2
-    assert set(sd) - set(m.grads()) == {"pos_embed", "decoder_pos_embed"}
+    assert set(sd) - set(m.grads()) == {"pos_embed", "decoder_pos_embed", "decoder_embed.weight",
+                                        "decoder_embed.bias"}
     assert list(m.trainable_parameters()) == list(m.grads())
     assert m.norm.eps == m.decoder_norm.eps == 1e-6
     assert m.encoder_layers()[0].attn.norm.eps == 1e-5
@@ -260,11 +261,12 @@ def test_loss_pred_and_every_gradient_match_the_pytorch_twin(kw):
     np.testing.assert_allclose(pred, pred_t.detach().numpy(), rtol=1e-11, atol=1e-13)
     np.testing.assert_allclose(dx, x_t.grad.numpy(), rtol=1e-9, atol=1e-14)
     params_t = dict(tm.named_parameters())
-    assert set(m.grads()) == {k for k, p in params_t.items() if p.requires_grad}
+    # torch gives decoder_embed (never read) no gradient at all; whitebox freezes it
+    assert set(m.grads()) == {k for k, p in params_t.items()
+                              if p.requires_grad and p.grad is not None}
     for k, g in m.grads().items():
-        ref = params_t[k].grad
-        ref = np.zeros_like(g) if ref is None else ref.numpy()    # decoder_embed: never read
-        np.testing.assert_allclose(g, ref, rtol=1e-9, atol=1e-13, err_msg=k)
+        np.testing.assert_allclose(g, params_t[k].grad.numpy(), rtol=1e-9, atol=1e-13,
+                                   err_msg=k)
 
 
 def test_given_mask_matches_the_twin():
@@ -472,3 +474,21 @@ def test_numpy_and_cupy_models_agree_float32(xp):
                                    err_msg=k)
     _, _, drawn = m_gpu(backend.to_device(x, "cupy"))      # noise from the host generator
     assert backend.backend_name(drawn) == "cupy"
+
+
+def test_parameters_the_forward_never_reads_are_frozen():
+    """pos_embed, decoder_pos_embed and decoder_embed stay put: no gradient, no decay."""
+    from whitebox.optim import AdamW
+    model = CRATEMAE(image_size=8, patch_size=4, dim=8, depth=1, heads=2, decoder_depth=1,
+                     channels=1, seed=0)
+    frozen = {"pos_embed", "decoder_pos_embed", "decoder_embed.weight", "decoder_embed.bias"}
+    assert frozen <= set(model.state_dict()) and not frozen & set(model.grads())
+    before = {k: model.state_dict()[k].copy() for k in frozen}
+    opt = AdamW(model, lr=0.1, weight_decay=0.5)
+    images = np.random.default_rng(0).random((2, 1, 8, 8), dtype=np.float32)
+    model.zero_grad()
+    model.forward(images)
+    model.backward()
+    opt.step()
+    for k in frozen:
+        np.testing.assert_array_equal(model.state_dict()[k], before[k], err_msg=k)

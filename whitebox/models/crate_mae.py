@@ -17,9 +17,11 @@ L patches, N = L + 1 tokens, tokens as rows:
 
 Every name and shape is the official state dict's, including the two
 parameters the official forward never reads (``pos_embed``, ``decoder_embed``);
-``pos_embed`` and ``decoder_pos_embed`` are frozen (Module.add_param(...,
-trainable=False)): they stay in state_dict() and checkpoints, grads() and the
-optimizers skip them.
+``pos_embed``, ``decoder_pos_embed`` and ``decoder_embed`` are frozen
+(Module.add_param(..., trainable=False), Module.freeze()): they stay in
+state_dict() and checkpoints, grads() and the optimizers skip them. (The
+official ``decoder_embed`` is trainable but receives no gradient, so
+torch's AdamW never touches it; freezing it keeps weight decay off it here.)
 """
 import math
 
@@ -119,7 +121,7 @@ class CRATEMAE(Module):
             Block(CRATELayer(dim, heads, dim // heads, 0.0, ista_step, ista_lambda, dtype=dtype,
                              seed=rng), dtype=dtype) for _ in range(depth)], dtype=dtype)
         self.norm = LayerNorm(dim, eps=1e-6, dtype=dtype)
-        self.decoder_embed = Linear(dim, dim, dtype=dtype, seed=rng)    # never read
+        self.decoder_embed = Linear(dim, dim, dtype=dtype, seed=rng)    # never read: frozen
         self.decoder_blocks = ModuleList([
             Block(DecoderLayer(dim, decoder_heads, dim // decoder_heads, decoder_softmax,
                                dtype=dtype, seed=rng), dtype=dtype)
@@ -144,6 +146,7 @@ class CRATEMAE(Module):
             if mssa.project_out:
                 _xavier(rng, mssa.to_out[0])
         _xavier(rng, self.decoder_embed)
+        self.decoder_embed.freeze()
         _xavier(rng, self.decoder_pred)
 
     # ------------------------------------------------------------ structure

@@ -93,6 +93,12 @@ class Module:
         """Dict of dotted name -> parameter array (the live arrays, not copies)."""
         return {full: mod._params[p] for full, mod, p in self._named_slots()}
 
+    def freeze(self):
+        """Make every parameter of this module and its children non-trainable; returns self."""
+        for _, mod in self.named_modules():
+            mod._frozen.update(mod._params)
+        return self
+
     def trainable_parameters(self):
         """parameters() without the frozen ones: what optimizers update."""
         return {full: mod._params[p] for full, mod, p in self._named_slots(True)}

@@ -74,7 +74,12 @@ def _ignore(folder, names):
 def _write_tutorials(assignment, out, root):
     """The assignment's tutorials with solutions stripped, by tutorials/make_exercises.py."""
     tutorials = root / "tutorials"
-    files = [tutorials / t for t in assignment.tutorials if (tutorials / t).exists()]
+    files = [tutorials / t for t in assignment.tutorials]
+    missing = [f.name for f in files if not f.exists()]
+    if missing:
+        raise FileNotFoundError(f"{assignment.key} lists tutorials that {tutorials} lacks: "
+                                f"{missing}; a release without them would point students "
+                                "at files they do not have")
     target = out / "tutorials"
     target.mkdir(parents=True, exist_ok=True)
     if files:

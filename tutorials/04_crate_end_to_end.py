@@ -59,7 +59,6 @@ from whitebox.data.loader import BatchLoader, channel_stats, normalize
 from whitebox.gradcheck import check_module, rel_error
 from whitebox.models import CRATE
 from whitebox.optim import AdamW, WarmupCosine, clip_grad_norm
-from whitebox.rate import measure_compression
 
 FAST = os.environ.get("WHITEBOX_FAST", "0") == "1"   # a short run for the test suite
 OUT = pathlib.Path(os.environ.get("WHITEBOX_OUT", "outputs/tutorials"))
@@ -263,20 +262,24 @@ print(f"{EPOCHS} epochs in {time.time() - tic:.0f} s: held-out accuracy {test_ac
 # $\epsilon^2 = 0.01$; and the fraction of non-zero entries of the ISTA output
 # $Z^{\ell+1}$. `model.forward(x, capture=True)` keeps every intermediate.
 
+# %% [markdown]
+# Both live in the library as `whitebox.rate.layer_measures(model, images)`,
+# a dozen lines worth reading: one captured forward, then
+# `measure_compression(captured["mssa_in"][l], model.subspaces(l))` and the
+# fraction of non-zeros of `captured["z"][l]` for each layer $\ell$.
+
 # %%
-def layer_measures(model, images=probe):
-    """Per layer: Rc of LN1(Z^l) on the layer's subspaces, and the non-zero fraction of Z^{l+1}."""
-    model.eval()
-    model.forward(images, capture=True)
-    captured, model.captured = model.captured, None
-    depth = len(captured["z"])
-    rc = [measure_compression(captured["mssa_in"][l], model.subspaces(l)) for l in range(depth)]
-    nonzero = [float(np.mean(captured["z"][l] != 0)) for l in range(depth)]
+from whitebox.rate import layer_measures
+
+
+def per_layer(model, images=probe):
+    """(Rc per layer, non-zero fraction per layer) as arrays."""
+    rc, nonzero = layer_measures(model, images)
     return np.array(rc), np.array(nonzero)
 
 
-rc_untrained, nz_untrained = layer_measures(untrained)
-rc_trained, nz_trained = layer_measures(model)
+rc_untrained, nz_untrained = per_layer(untrained)
+rc_trained, nz_trained = per_layer(model)
 print(f"{'layer':>5} {'Rc untrained':>13} {'Rc trained':>11} {'nonzero untrained':>18} "
       f"{'nonzero trained':>16}")
 for l in range(len(rc_trained)):
@@ -428,9 +431,9 @@ else:
 def sweep_row(dim, depth, heads, lam, epochs, n_train):
     """Train one configuration; per-layer non-zero fractions and Rc before and after."""
     net = make_model(dim, depth, heads, lam)
-    rc0, nz0 = layer_measures(net)
+    rc0, nz0 = per_layer(net)
     train_crate(net, epochs, n_train=n_train)
-    rc1, nz1 = layer_measures(net)
+    rc1, nz1 = per_layer(net)
     return dict(dim=dim, depth=depth, lam=lam, epochs=epochs, acc=accuracy(net),
                 nz0=nz0, nz1=nz1, rc0=rc0, rc1=rc1)
 

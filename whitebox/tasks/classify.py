@@ -14,49 +14,26 @@ import dataclasses
 import os
 
 from .. import backend, losses, plots
-from ..data.images import DATASETS, load_dataset
-from ..data.loader import BatchLoader, channel_stats, normalize
-from ..functional.embedding import check_ids
+from ..data.loader import BatchLoader, normalize
 from ..models import CRATE, CRATEAlpha
 from ..rate import layer_measures
-from ..training.config import COUNT, NONNEG, POSITIVE_INT, PROBABILITY, Check, setting
+from ..training.config import NONNEG, POSITIVE_INT, PROBABILITY, Check, setting
 from .base import Task
-
-NUM_CLASSES = 10                 # every dataset offered here has ten classes
-# 7 x 7 patches on MNIST: 17 tokens instead of the 50 of 4 x 4 patches, about
-# three times less work per step, and on 4,000 digits no less accurate.
-DEFAULT_PATCH = {"mnist5k": 7, "mnist": 7, "cifar10": 4, "digits": 2}
-IMAGE_SIDE = {"mnist5k": 28, "mnist": 28, "cifar10": 32, "digits": 8}
-DEFAULT_OUT = {"mnist5k": "runs/mnist", "mnist": "runs/mnist-full", "cifar10": "runs/cifar10",
-               "digits": "runs/digits"}
-OPTIONAL_COUNT = Check(int, low=1, optional=True)
+from .images import DEFAULT_OUT, NUM_CLASSES, ImageOptions, load_split, resolve_patch
 
 
 @dataclasses.dataclass
-class ClassifyOptions:
-    dataset: str = setting("mnist5k", "images to classify (mnist5k ships with the package)",
-                           Check(str, choices=DATASETS))
-    data: str = setting(None, "folder with the MNIST idx files or the CIFAR-10 python batches",
-                        Check(str, optional=True))
-    n_train: int = setting(None, "use only this many training images (default: all)",
-                           OPTIONAL_COUNT)
-    n_test: int = setting(None, "held-out size (mnist5k: 1000, digits: 297; else the test set)",
-                          OPTIONAL_COUNT)
+class ClassifyOptions(ImageOptions):
     label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy", PROBABILITY)
-    max_shift: int = setting(2, "random shift of training images, in pixels", COUNT)
     dim: int = setting(96, "token width d", POSITIVE_INT)
     depth: int = setting(4, "number of CRATE layers", POSITIVE_INT)
     heads: int = setting(4, "attention heads K", POSITIVE_INT)
     dim_head: int = setting(24, "width p of each head's subspace", POSITIVE_INT)
-    patch: int = setting(None, "patch size (default: MNIST 7, CIFAR-10 4, digits 2)",
-                         OPTIONAL_COUNT)
     ista_step: float = setting(0.1, "ISTA step size eta", Check(float, low=1e-12))
     ista_lambda: float = setting(0.1, "ISTA sparsity weight lambda", NONNEG)
     dropout: float = setting(0.0, "dropout inside every layer (attention weights, output)",
                              PROBABILITY)
     emb_dropout: float = setting(0.0, "dropout on the patch embeddings", PROBABILITY)
-    measure_size: int = setting(256, "held-out images used for the per-layer measures",
-                                POSITIVE_INT)
 
 
 class Classify(Task):
@@ -71,9 +48,7 @@ class Classify(Task):
 
     @classmethod
     def resolve(cls, options):
-        if options.patch is None:
-            options.patch = DEFAULT_PATCH[options.dataset]
-        return options
+        return resolve_patch(options)
 
     @classmethod
     def default_out(cls, options):
@@ -82,20 +57,8 @@ class Classify(Task):
     # ------------------------------------------------ data and model
     def setup(self, rng):
         o = self.opt
-        split = load_dataset(o.dataset, o.data, seed=self.cfg.seed,
-                             n_test=o.n_test if o.dataset in ("mnist5k", "digits") else None)
-        (train_images, train_labels), (test_images, test_labels) = split
-        if o.n_train is not None:
-            train_images, train_labels = train_images[:o.n_train], train_labels[:o.n_train]
-        if o.n_test is not None:
-            test_images, test_labels = test_images[:o.n_test], test_labels[:o.n_test]
-        for name, labels in (("training labels", train_labels), ("test labels", test_labels)):
-            check_ids(name, labels, NUM_CLASSES)     # once, on the host: no check per step
-        H, W = train_images.shape[2:]
-        if H % o.patch or W % o.patch:
-            raise ValueError(f"patch must divide the {H}x{W} images of {o.dataset}, got "
-                             f"{o.patch}")
-        mean, std = channel_stats(train_images)      # statistics of the training split only
+        (train_images, train_labels), (test_images, test_labels), (mean, std) = \
+            load_split(o, self.cfg.seed)
         self.train_loader = BatchLoader(train_images, train_labels, self.cfg.batch_size, rng=rng,
                                         max_shift=o.max_shift, mean=mean, std=std,
                                         backend=self.cfg.backend)

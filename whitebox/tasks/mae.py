@@ -30,39 +30,27 @@ import os
 import numpy as np
 
 from .. import backend
-from ..data.images import DATASETS, load_dataset
-from ..data.loader import BatchLoader, channel_stats, normalize
+from ..data.loader import BatchLoader, normalize
 from ..functional.masking import mask_from_noise
 from ..functional.patches import patchify_forward, unpatchify
 from ..models import CRATEMAE
 from ..rate import measure_compression
-from ..training.config import COUNT, NONNEG, POSITIVE_INT, Check, setting
+from ..training.config import NONNEG, POSITIVE_INT, Check, setting
 from .base import Task
-from .classify import DEFAULT_OUT as CLASSIFY_OUT, DEFAULT_PATCH
+from .images import DEFAULT_OUT as CLASSIFY_OUT, OPTIONAL_COUNT, ImageOptions, load_split, \
+    resolve_patch
 
-OPTIONAL_COUNT = Check(int, low=1, optional=True)
 PROBE_TRAIN = 1000           # training digits the linear probe fits on (the held-out set is all)
 SHOWN = 8                    # held-out digits in reconstructions.png
 
 
 @dataclasses.dataclass
-class MAEOptions:
-    dataset: str = setting("mnist5k", "images to reconstruct (mnist5k ships with the package)",
-                           Check(str, choices=DATASETS))
-    data: str = setting(None, "folder with the MNIST idx files or the CIFAR-10 python batches",
-                        Check(str, optional=True))
-    n_train: int = setting(None, "use only this many training images (default: all)",
-                           OPTIONAL_COUNT)
-    n_test: int = setting(None, "held-out size (mnist5k: 1000, digits: 297; else the test set)",
-                          OPTIONAL_COUNT)
-    max_shift: int = setting(0, "random shift of training images, in pixels", COUNT)
+class MAEOptions(ImageOptions):
     dim: int = setting(64, "token width d (a multiple of 4)", POSITIVE_INT)
     depth: int = setting(2, "encoder layers", POSITIVE_INT)
     decoder_depth: int = setting(2, "decoder layers", POSITIVE_INT)
     heads: int = setting(4, "attention heads K (dim_head = dim // heads)", POSITIVE_INT)
     decoder_heads: int = setting(None, "decoder heads (default: --heads)", OPTIONAL_COUNT)
-    patch: int = setting(None, "patch size (default: MNIST 7, CIFAR-10 4, digits 2)",
-                         OPTIONAL_COUNT)
     mask_ratio: float = setting(0.5, "fraction of the patches removed (official CRATE-MAE: "
                                 "0.75)",
                                 Check(float, low=0, high=1, high_open=True))
@@ -71,8 +59,6 @@ class MAEOptions:
                                  NONNEG)
     decoder_softmax: bool = setting(True, "softmax in the decoder's MSSA (official default)",
                                     Check(bool), flag=False)
-    measure_size: int = setting(256, "held-out images used for the per-layer measures",
-                                POSITIVE_INT)
 
 
 class MaskedAutoencoding(Task):
@@ -81,14 +67,13 @@ class MaskedAutoencoding(Task):
     models = ("crate",)
     runtime_options = ("data",)
     description = "masked autoencoding of images with CRATE-MAE"
-    defaults = dict(epochs=150, batch_size=128, lr=5e-3, warmup_epochs=1.0)
+    defaults = dict(epochs=150, batch_size=128, lr=5e-3, warmup_epochs=1.0, max_shift=0)
     fast = dict(n_train=512, n_test=256, epochs=2, batch_size=64, dim=32, depth=1,
                 decoder_depth=1, heads=2, measure_size=64)
 
     @classmethod
     def resolve(cls, options):
-        if options.patch is None:
-            options.patch = DEFAULT_PATCH[options.dataset]
+        resolve_patch(options)
         if options.decoder_heads is None:
             options.decoder_heads = options.heads
         return options
@@ -100,18 +85,9 @@ class MaskedAutoencoding(Task):
     # ------------------------------------------------ data and model
     def setup(self, rng):
         o, seed = self.opt, self.cfg.seed
-        split = load_dataset(o.dataset, o.data, seed=seed,
-                             n_test=o.n_test if o.dataset in ("mnist5k", "digits") else None)
-        (train_images, train_labels), (test_images, test_labels) = split
-        if o.n_train is not None:
-            train_images, train_labels = train_images[:o.n_train], train_labels[:o.n_train]
-        if o.n_test is not None:
-            test_images, test_labels = test_images[:o.n_test], test_labels[:o.n_test]
+        (train_images, train_labels), (test_images, test_labels), (self.mean, self.std) = \
+            load_split(o, seed)
         C, H, W = train_images.shape[1:]
-        if H % o.patch or W % o.patch:
-            raise ValueError(f"patch must divide the {H}x{W} images of {o.dataset}, got "
-                             f"{o.patch}")
-        self.mean, self.std = channel_stats(train_images)   # training split only
         self.train_loader = BatchLoader(train_images, train_labels, self.cfg.batch_size,
                                         rng=rng, max_shift=o.max_shift, mean=self.mean,
                                         std=self.std, backend=self.cfg.backend)

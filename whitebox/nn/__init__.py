@@ -1,7 +1,7 @@
 """Modules: parameter-holding wrappers around whitebox.functional."""
 from .alpha_layers import AlphaLayer, OvercompleteISTABlock
 from .crate_layers import CRATELayer, ISTA, MSSA, PreNorm
-from .decoder_layers import DecoderLayer, DecoderMSSA
+from .decoder_layers import DecoderLayer
 from .layers import (GELU, Dropout, Embedding, Identity, LayerNorm, Linear, Patchify, ReLU,
                      Softmax, Unpatchify)
 from .lm_layers import LMAttention, LMBlock, OvercompleteISTA
@@ -11,6 +11,6 @@ from .patch_embed import PatchConv, PatchEmbed
 __all__ = ["Module", "Sequential", "ModuleList", "Linear", "LayerNorm", "ReLU", "GELU",
            "Softmax", "Dropout", "Embedding", "Patchify", "Unpatchify", "Identity",
            "PreNorm", "MSSA", "ISTA", "CRATELayer",
-           "DecoderMSSA", "DecoderLayer", "PatchConv", "PatchEmbed",
+           "DecoderLayer", "PatchConv", "PatchEmbed",
            "LMAttention", "LMBlock", "OvercompleteISTA", "AlphaLayer",
            "OvercompleteISTABlock"]

@@ -65,11 +65,13 @@ class MSSA(Module):
                       with out="tied" and scale="rate", x + y is exactly
                       x - kappa dRc(x | U)/dx  (whitebox.rate.compression_step).
                       It has no attention map, so ``dropout`` acts on the output only.
+      softmax=False   A_k = s w_k w_k^T itself, unnormalised (the CRATE-MAE decoder's
+                      official ``use_softmax=False``).
     """
 
     def __init__(self, dim, heads=8, dim_head=64, dropout=0.0, causal=False,
                  dtype="float32", seed=0, out="learned", scale="sqrt", step="softmax",
-                 eps=None, kappa=1.0, out_bias=True):
+                 eps=None, kappa=1.0, out_bias=True, softmax=True):
         super().__init__(dtype)
         for name, v in (("dim", dim), ("heads", heads), ("dim_head", dim_head)):
             if not isinstance(v, (int, np.integer)) or v <= 0:
@@ -77,6 +79,7 @@ class MSSA(Module):
         self.out = _choice("out", out, OUTS)
         self.scale_kind = _choice("scale", scale, SCALES)
         self.step = _choice("step", step, STEPS)
+        self.softmax = bool(softmax)     # False: the CRATE-MAE decoder's use_softmax=False
         if scale == "rate":
             if eps is None:
                 raise ValueError("attention scale='rate' needs a positive eps (the papers' "
@@ -123,7 +126,8 @@ class MSSA(Module):
         y, self._cache = F.mssa_forward(x, self.qkv.param("weight"), W_out, b_out, self.heads,
                                         s, self.causal, self.dropout, self.rng,
                                         self.training, step=self.step,
-                                        tied=self.out == "tied", gain=gain, shrink=shrink)
+                                        tied=self.out == "tied", gain=gain, shrink=shrink,
+                                        softmax=self.softmax)
         self.last_attention = self._cache["attn"]   # (B, K, N, N), for figures
         return y
 
@@ -148,6 +152,8 @@ class MSSA(Module):
             extra = f", out={self.out!r}, scale={self.scale_kind!r}, step={self.step!r}"
             if self.eps is not None:
                 extra += f", eps={self.eps}, kappa={self.kappa}"
+        if not self.softmax:
+            extra += ", softmax=False"
         return f"heads={self.heads}, dim_head={self.dim_head}, causal={self.causal}{extra}"
 
 

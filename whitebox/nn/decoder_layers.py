@@ -5,7 +5,7 @@ The decoder undoes the two in reverse order (official
 model/crate_ae/crate_decoder.py, children named as the official state dict):
 
     "0"  PreNorm(Linear, no bias)    y = LN0(x) W^T           the inverse of the ISTA step
-    "1"  PreNorm(DecoderMSSA)        out = y - MSSA(LN1(y))    compression run backwards
+    "1"  PreNorm(MSSA)              out = y - MSSA(LN1(y))    compression run backwards
 
 The ISTA step is (for small eta) close to a linear map by the dictionary; its
 inverse is a linear map too, learned freely here (W square, kaiming-uniform as
@@ -15,7 +15,6 @@ denoising (compression) step.
 """
 import math
 
-from .. import functional as F
 from .crate_layers import MSSA, PreNorm
 from .layers import Linear, _rng, uniform_init
 from .module import Module
@@ -23,32 +22,10 @@ from .module import Module
 DECODER_CAPTURE_KEYS = ("y", "mssa_in", "attention", "z")
 
 
-class DecoderMSSA(MSSA):
-    """MSSA with the official decoder's option to drop the softmax.
-
-    softmax=False weights the tokens by s w_k w_k^T itself (official
-    ``use_softmax=False``); the backward is MSSA's, told by the cache.
-    """
-
-    def __init__(self, dim, heads=8, dim_head=64, softmax=True, dtype="float32", seed=0):
-        super().__init__(dim, heads, dim_head, dtype=dtype, seed=seed)
-        self.softmax = bool(softmax)
-
-    def forward(self, x):
-        W_out, b_out = self._out_params()
-        y, self._cache = F.mssa_forward(x, self.qkv.param("weight"), W_out, b_out, self.heads,
-                                        self.scale, softmax=self.softmax)
-        self.last_attention = self._cache["attn"]   # (B, K, N, N), for figures
-        return y
-
-    def extra_repr(self):
-        return f"{super().extra_repr()}, softmax={self.softmax}"
-
-
 class DecoderLayer(Module):
     """One CRATE-MAE decoder layer: y = LN0(x) W^T;  out = y - MSSA(LN1(y)).
 
-    Children "0" (PreNorm(Linear)) and "1" (PreNorm(DecoderMSSA)), also
+    Children "0" (PreNorm(Linear)) and "1" (PreNorm(MSSA), softmax optional), also
     reachable as ``step`` and ``attn``.
     """
 
@@ -58,7 +35,7 @@ class DecoderLayer(Module):
         step = Linear(dim, dim, bias=False, dtype=dtype, seed=rng)
         step.add_param("weight", uniform_init(rng, (dim, dim), math.sqrt(6.0 / dim)))
         setattr(self, "0", PreNorm(dim, step, dtype=dtype))
-        setattr(self, "1", PreNorm(dim, DecoderMSSA(dim, heads, dim_head, softmax, dtype=dtype,
+        setattr(self, "1", PreNorm(dim, MSSA(dim, heads, dim_head, softmax=softmax, dtype=dtype,
                                                     seed=rng), dtype=dtype))
 
     @property

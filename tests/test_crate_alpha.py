@@ -91,7 +91,7 @@ def test_patch_conv_matches_a_direct_convolution(rng):
 
 
 def test_overcomplete_ista_module_decodes_the_codes(rng):
-    ista = OvercompleteISTABlock(4, expansion=3, step_size=0.5, lambd=0.05, dtype="float64", seed=0)
+    ista = OvercompleteISTABlock(4, expansion=3, ista_step=0.5, ista_lambda=0.05, dtype="float64", seed=0)
     x = rng.standard_normal((2, 5, 4))
     y = ista(x)
     c = ista.last_codes

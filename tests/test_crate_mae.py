@@ -69,7 +69,7 @@ def test_official_names_shapes_and_frozen_parameters():
     assert list(m.trainable_parameters()) == list(m.grads())
     assert m.norm.eps == m.decoder_norm.eps == 1e-6
     assert m.encoder_layers()[0].attn.norm.eps == 1e-5
-    assert m.encoder_layers()[0].ista.fn.lambd == 0.5
+    assert m.encoder_layers()[0].ista.fn.ista_lambda == 0.5
 
 
 def test_one_head_full_width_has_no_output_projection():

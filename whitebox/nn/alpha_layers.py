@@ -32,10 +32,10 @@ class OvercompleteISTABlock(Module):
     The last codes c2 are kept as ``last_codes`` for sparsity measurements.
     """
 
-    def __init__(self, dim, expansion=4, step_size=0.1, lambd=0.1, dtype="float32", seed=0):
+    def __init__(self, dim, expansion=4, ista_step=0.1, ista_lambda=0.1, dtype="float32", seed=0):
         super().__init__(dtype)
-        self.step_size = check_real("ista step_size", step_size, 0.0, low_open=True)
-        self.lambd = check_real("ista lambd", lambd, 0.0)
+        self.ista_step = check_real("ista_step", ista_step, 0.0, low_open=True)
+        self.ista_lambda = check_real("ista_lambda", ista_lambda, 0.0)
         m = dim * expansion
         rng = _rng(seed)
         bound = math.sqrt(6.0 / m)
@@ -44,8 +44,8 @@ class OvercompleteISTABlock(Module):
         self.last_codes = None
 
     def forward(self, x):
-        codes, icache = F.overcomplete_ista_forward(x, self._params["D"], self.step_size,
-                                                    self.lambd)        # (..., m)
+        codes, icache = F.overcomplete_ista_forward(x, self._params["D"], self.ista_step,
+                                                    self.ista_lambda)        # (..., m)
         self.last_codes = codes
         self._cache = (icache, codes)
         return matmul_rows(codes, self._params["D1"].T)                # (..., d)
@@ -60,7 +60,7 @@ class OvercompleteISTABlock(Module):
 
     def extra_repr(self):
         d, m = self._params["D"].shape
-        return f"{d}, {m}, step_size={self.step_size}, lambd={self.lambd}"
+        return f"{d}, {m}, ista_step={self.ista_step}, ista_lambda={self.ista_lambda}"
 
 
 class AlphaLayer(Module):

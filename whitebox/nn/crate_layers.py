@@ -177,17 +177,17 @@ class ISTA(Module):
     Initialised kaiming_uniform as the official code: U(-sqrt(6/d), sqrt(6/d)).
     """
 
-    def __init__(self, dim, step_size=0.1, lambd=0.1, dtype="float32", seed=0):
+    def __init__(self, dim, ista_step=0.1, ista_lambda=0.1, dtype="float32", seed=0):
         super().__init__(dtype)
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        self.step_size = check_real("ista step_size", step_size, 0.0, low_open=True)
-        self.lambd = check_real("ista lambd", lambd, 0.0)
+        self.ista_step = check_real("ista_step", ista_step, 0.0, low_open=True)
+        self.ista_lambda = check_real("ista_lambda", ista_lambda, 0.0)
         bound = math.sqrt(6.0 / dim)
         self.add_param("weight", uniform_init(_rng(seed), (dim, dim), bound))
 
     def forward(self, x):
-        y, self._cache = F.ista_forward(x, self._params["weight"], self.step_size, self.lambd)
+        y, self._cache = F.ista_forward(x, self._params["weight"], self.ista_step, self.ista_lambda)
         return y
 
     def backward(self, dout):
@@ -196,7 +196,7 @@ class ISTA(Module):
         return dx
 
     def extra_repr(self):
-        return f"step_size={self.step_size}, lambd={self.lambd}"
+        return f"ista_step={self.ista_step}, ista_lambda={self.ista_lambda}"
 
 
 CAPTURE_KEYS = ("mssa_in", "attention", "z_half", "ista_in", "z")

@@ -233,8 +233,8 @@ def test_whole_model_gradient_check_deeper_sampled():
 @pytest.mark.parametrize("kw, err, match", [
     (dict(dropout=2.0), ValueError, "dropout must be in"),
     (dict(emb_dropout=-0.1), ValueError, "dropout probability p must be in"),
-    (dict(ista_step=0.0), ValueError, "ista step_size must be in"),
-    (dict(ista_lambda="a"), TypeError, "ista lambd must be a real number"),
+    (dict(ista_step=0.0), ValueError, "ista_step must be in"),
+    (dict(ista_lambda="a"), TypeError, "ista_lambda must be a real number"),
 ])
 def test_bad_hyperparameters_fail_at_construction(kw, err, match):
     with pytest.raises(err, match=match):

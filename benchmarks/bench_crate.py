@@ -1,34 +1,101 @@
 """Time one float32 CRATE training step (forward, loss, backward): whitebox vs PyTorch.
 
-    python benchmarks/bench_crate.py                  # both configs, NumPy, PyTorch if installed
-    python benchmarks/bench_crate.py --backend cupy   # on a GPU (PyTorch then runs on CUDA too)
+    python benchmarks/bench_crate.py                      # 2 threads, all configs
+    python benchmarks/bench_crate.py --threads 1 --configs mnist-demo
+    python benchmarks/bench_crate.py --backend cupy       # on a GPU (PyTorch on CUDA too)
 
-Runs alternate between the two libraries (whitebox, torch, whitebox, ...) so
-both see the same machine state; the table reports medians, the ratio
-whitebox / PyTorch, and memory of one step. On the host: the peak of NumPy
-buffers allocated during the step (tracemalloc) against the peak of PyTorch's
-allocations during the step (its profiler). On a GPU: the bytes CuPy's memory
-pool holds after the steps (the pool keeps what it ever needed at once)
-against torch.cuda.max_memory_allocated.
+One run measures, for each config, alternating step by step so all columns
+see the same machine state (medians):
+- whitebox;
+- PyTorch eager running the official model (ISTA as three products);
+- `torch.compile` of the SAME model as whitebox runs it: the ISTA step folded
+  into one product with M = I + eta (W - W^T W), so the comparison is about
+  execution, not algebra. Its compile time (first forward + backward) is
+  reported separately.
+"% peak" is the executed-FLOP fraction of BLAS peak: the GEMM FLOPs the step
+executes (counted from the shapes; the folded count for whitebox and the
+compiled model, the three-product count for eager) divided by the step time,
+over the rate of a 2048^3 matrix product measured in the same run with the
+same threads. Peak memory: NumPy buffers allocated during one step
+(tracemalloc) and PyTorch's own CPU allocations during one step (its
+profiler, silenced); on a GPU the CuPy pool against torch.cuda's peak.
+With --cpu-time the run also reports every column's CPU time per step at ONE
+thread (time.process_time; taken from the same steps when --threads 1),
+which other processes on the machine disturb far less than wall time.
 """
 import argparse
+import contextlib
+import importlib
+import os
 import statistics
+import sys
 import time
 import tracemalloc
 
 import numpy as np
 
 import whitebox as wb
-from whitebox import backend
-from whitebox.models import CRATE
+from whitebox import backend, threads
+from whitebox.models import CRATE, CRATEAlpha
 
+# family -> (whitebox class, module whose torch_model_from builds the PyTorch twin)
+FAMILIES = {"CRATE": (CRATE, "whitebox.torch_crate"),
+            "CRATE-alpha": (CRATEAlpha, "whitebox.torch_crate_alpha")}
 CONFIGS = {
     "mnist-demo": dict(image_size=28, patch_size=4, channels=1, num_classes=10, dim=96,
                        depth=4, heads=4, dim_head=24, batch=128),
     "cifar-crate-t": dict(image_size=32, patch_size=4, channels=3, num_classes=10, dim=384,
                           depth=12, heads=6, dim_head=64, batch=32),
+    "crate-t-224": dict(image_size=224, patch_size=16, channels=3, num_classes=1000, dim=384,
+                        depth=12, heads=6, dim_head=64, batch=8),
+    # not in the default run; gpu_check.py times it for the CRATE-alpha family
+    "alpha-tiny": dict(family="CRATE-alpha", image_size=28, patch_size=4, channels=1,
+                       num_classes=10, dim=64, depth=4, heads=4, dim_head=16, batch=128),
 }
+DEFAULT_CONFIGS = ["mnist-demo", "cifar-crate-t", "crate-t-224"]
+TORCH_MISSING = ("PyTorch is not installed: its columns are left empty. CPU build: "
+                 "pip install torch --index-url https://download.pytorch.org/whl/cpu")
 
+
+# ------------------------------------------------------------------ FLOPs
+
+def gemm_flops(cfg, folded=True):
+    """GEMM FLOPs of one training step (forward + backward), counted from the shapes.
+
+    Per layer, with T = B N tokens, I = K p: the projections in and out take
+    12 T d I (one forward, two backward products each); attention 10 B K N^2 p
+    (S, A w; dA, A^T dO, dS w). The folded ISTA: 6 T d^2 (x M, dx, dM) plus
+    4 d^3 (W^T W and W (dM + dM^T)); three products instead: 18 T d^2.
+    The patch embedding and head add 6 tokens x in x out each. None for
+    families other than CRATE (not counted).
+    """
+    if cfg.get("family", "CRATE") != "CRATE":
+        return None
+    B, d, K, p = cfg["batch"], cfg["dim"], cfg["heads"], cfg["dim_head"]
+    n = (cfg["image_size"] // cfg["patch_size"]) ** 2
+    N, T, I = n + 1, B * (n + 1), K * p
+    patch_dim = cfg["channels"] * cfg["patch_size"] ** 2
+    ista = 6 * T * d * d + 4 * d ** 3 if folded else 18 * T * d * d
+    layer = 12 * T * d * I + 10 * B * K * N * N * p + ista
+    return cfg["depth"] * layer + 6 * B * n * patch_dim * d + 6 * B * d * cfg["num_classes"]
+
+
+def blas_peak(xp, size=2048, repeats=5):
+    """FLOP/s of a float32 size^3 matrix product (median of ``repeats``)."""
+    a = xp.asarray(np.random.default_rng(0).random((size, size), dtype=np.float32))
+    b = a.T.copy()
+    a @ b
+    ts = []
+    for _ in range(repeats):
+        backend.synchronize(a)
+        t = time.perf_counter()
+        a @ b
+        backend.synchronize(a)
+        ts.append(time.perf_counter() - t)
+    return 2 * size ** 3 / statistics.median(ts)
+
+
+# ------------------------------------------------------------------ steps
 
 def whitebox_step(model, x, y):
     loss, dlogits = wb.losses.cross_entropy(model(x), y)
@@ -44,120 +111,260 @@ def torch_step(torch, model, x, y):
     return loss
 
 
-def median_ms(times):
-    return 1e3 * statistics.median(times)
+def fold_ista(torch, tmodel):
+    """Make every ISTA block of a TorchCRATE compute the folded product, as whitebox does."""
+    from torch.nn import functional as F
+
+    def folded_forward(self, x):
+        W, eta = self.weight, self.step_size
+        eye = torch.eye(W.shape[0], dtype=W.dtype, device=W.device)
+        M = eye + eta * (W - W.t() @ W)                  # (d, d)
+        return F.relu(x @ M - eta * self.lambd)
+
+    for _, ista in tmodel.transformer.layers:
+        ista.fn.forward = folded_forward.__get__(ista.fn)
+    return tmodel
 
 
-def bench(name, cfg, backend_name, repeats, warmup, threads):
-    cfg = dict(cfg)
-    batch = cfg.pop("batch")
-    rng = np.random.default_rng(0)
-    x_np = rng.random((batch, cfg["channels"], cfg["image_size"], cfg["image_size"]),
-                      dtype=np.float32)
-    y_np = rng.integers(0, cfg["num_classes"], batch)
-    model = CRATE(**cfg, dtype="float32", seed=0)
-    if backend_name == "cupy":
-        model.to("cupy")
-    x, y = backend.to_device(x_np, backend_name), backend.to_device(y_np, backend_name)
-
-    device = "cuda" if backend_name == "cupy" else "cpu"
-    try:
-        import torch
-        if threads:
-            torch.set_num_threads(threads)
-        from whitebox.torch_crate import torch_model_from
-        tmodel = torch_model_from(model).to(device)
-        tx, ty = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
-    except ImportError:
-        torch = None
-    except (RuntimeError, AssertionError) as e:   # e.g. a CPU-only PyTorch asked for CUDA
-        print(f"[{name}] PyTorch column left out: {e}")
-        torch = None
-
-    def run_wb():
-        backend.synchronize(x)
-        t = time.perf_counter()
-        whitebox_step(model, x, y)
-        backend.synchronize(x)
-        return time.perf_counter() - t
-
-    def run_torch():
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        torch_step(torch, tmodel, tx, ty)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t
-
-    for _ in range(warmup):
-        run_wb()
-        if torch is not None:
-            run_torch()
-    t_wb, t_torch = [], []
-    for _ in range(repeats):
-        t_wb.append(run_wb())
-        if torch is not None:
-            t_torch.append(run_torch())
-
-    # peak memory of one more step, measured separately so tracing costs no time above
-    if backend_name == "numpy":
-        tracemalloc.start()
-        whitebox_step(model, x, y)
-        mem_wb = tracemalloc.get_traced_memory()[1] / 2**20
-        tracemalloc.stop()
-        mem_torch = None
-        if torch is not None:
-            mem_torch = torch_peak_cpu_mb(torch, tmodel, tx, ty)
-    else:
-        pool = backend.xp_of("cupy").get_default_memory_pool()
-        mem_wb = pool.total_bytes() / 2**20
-        mem_torch = (torch.cuda.max_memory_allocated() / 2**20) if torch is not None else None
-    row = dict(config=name, batch=batch, whitebox_ms=median_ms(t_wb),
-               torch_ms=median_ms(t_torch) if t_torch else None,
-               mem_wb=mem_wb, mem_torch=mem_torch)
-    row["ratio"] = row["whitebox_ms"] / row["torch_ms"] if row["torch_ms"] else None
-    return row
+@contextlib.contextmanager
+def silenced():
+    """Send everything written to stdout/stderr (C++ prints included) to /dev/null."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 1)
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
 
 
 def torch_peak_cpu_mb(torch, model, x, y):
     """Peak bytes PyTorch's CPU allocator hands out during one step (profiler memory)."""
+    import warnings
+
     from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        torch_step(torch, model, x, y)
+    with silenced(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            torch_step(torch, model, x, y)
+        events = sorted((e for e in prof.events() if e.self_cpu_memory_usage),
+                        key=lambda e: e.time_range.start)
     live, peak = 0, 0
-    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage),
-                    key=lambda e: e.time_range.start)
     for e in events:
         live += e.self_cpu_memory_usage
         peak = max(peak, live)
     return peak / 2**20
 
 
-def fmt(v, spec):
-    return "-" if v is None else format(v, spec)
+# ------------------------------------------------------------------ one config
+
+def load_torch():
+    try:
+        import torch
+        return torch
+    except ImportError:
+        return None
+
+
+def build(name, backend_name, torch, compile_):
+    """The whitebox model, its inputs, and the PyTorch runners that can be built."""
+    cfg = dict(CONFIGS[name])
+    batch = cfg.pop("batch")
+    family = cfg.pop("family", "CRATE")
+    model_cls, twin = FAMILIES[family]
+    rng = np.random.default_rng(0)
+    x_np = rng.random((batch, cfg["channels"], cfg["image_size"], cfg["image_size"]),
+                      dtype=np.float32)
+    y_np = rng.integers(0, cfg["num_classes"], batch)
+    model = model_cls(**cfg, dtype="float32", seed=0)
+    if backend_name == "cupy":
+        model.to("cupy")
+    x, y = backend.to_device(x_np, backend_name), backend.to_device(y_np, backend_name)
+    runners = {"whitebox": lambda: whitebox_step(model, x, y)}
+    notes, extra = [], {}
+    if torch is None:
+        return model, x, runners, notes, extra
+    device = "cuda" if backend_name == "cupy" else "cpu"
+    torch_model_from = importlib.import_module(twin).torch_model_from
+    try:
+        eager = torch_model_from(model).to(device)
+        tx, ty = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
+    except (RuntimeError, AssertionError) as e:          # e.g. a CPU-only PyTorch asked for CUDA
+        notes.append(f"[{name}] PyTorch columns left out: {e}")
+        return model, x, runners, notes, extra
+    runners["eager"] = lambda: torch_step(torch, eager, tx, ty)
+    extra["torch_inputs"] = (eager, tx, ty)
+    if compile_:
+        folded = torch_model_from(model).to(device)
+        if family == "CRATE":                            # the same algebra as whitebox
+            folded = fold_ista(torch, folded)
+        try:
+            compiled = torch.compile(folded)
+            t = time.perf_counter()
+            with silenced():
+                torch_step(torch, compiled, tx, ty)
+                torch_step(torch, compiled, tx, ty)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            extra["compile_s"] = time.perf_counter() - t
+            runners["compiled"] = lambda: torch_step(torch, compiled, tx, ty)
+        except Exception as e:                            # noqa: BLE001 - report, go on
+            notes.append(f"[{name}] torch.compile failed, column left out: "
+                         f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+    return model, x, runners, notes, extra
+
+
+def time_runners(runners, x, torch, repeats, warmup):
+    """Median wall seconds and median CPU seconds per runner, alternating runners step by step."""
+    cuda = torch is not None and backend.backend_name(x) == "cupy"
+
+    def once(f):
+        backend.synchronize(x)
+        if cuda:
+            torch.cuda.synchronize()
+        t, c = time.perf_counter(), time.process_time()
+        f()
+        backend.synchronize(x)
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - t, time.process_time() - c
+
+    for _ in range(warmup):
+        for f in runners.values():
+            once(f)
+    times = {k: [] for k in runners}
+    for _ in range(repeats):
+        for k, f in runners.items():
+            times[k].append(once(f))
+    wall = {k: statistics.median(w for w, _ in v) for k, v in times.items()}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in times.items()}
+    return wall, cpu
+
+
+def peak_memory(model, x, y_unused, backend_name, torch, extra):
+    if backend_name == "numpy":
+        tracemalloc.start()
+        model.zero_grad()
+        loss, dlogits = wb.losses.cross_entropy(model(x), extra["y"])
+        model.backward(dlogits)
+        mem_wb = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        mem_torch = (torch_peak_cpu_mb(torch, *extra["torch_inputs"])
+                     if "torch_inputs" in extra else None)
+        return mem_wb, mem_torch
+    pool = backend.xp_of("cupy").get_default_memory_pool()
+    mem_torch = (torch.cuda.max_memory_allocated() / 2**20) if "torch_inputs" in extra else None
+    return pool.total_bytes() / 2**20, mem_torch
+
+
+def bench(name, backend_name, torch, nthreads, repeats, warmup, compile_, peak):
+    with threads.limited(nthreads):
+        if torch is not None:
+            torch.set_num_threads(nthreads)
+        model, x, runners, notes, extra = build(name, backend_name, torch, compile_)
+        for line in notes:
+            print(line, flush=True)
+        med, cpu = time_runners(runners, x, torch, repeats, warmup)
+        extra["y"] = backend.to_device(
+            np.random.default_rng(0).integers(0, CONFIGS[name]["num_classes"],
+                                              CONFIGS[name]["batch"]), backend_name)
+        mem_wb, mem_torch = peak_memory(model, x, None, backend_name, torch, extra)
+    cfg = CONFIGS[name]
+    flops = {"whitebox": gemm_flops(cfg), "compiled": gemm_flops(cfg),
+             "eager": gemm_flops(cfg, folded=False)}
+    return dict(config=name, batch=cfg["batch"], ms={k: 1e3 * v for k, v in med.items()},
+                cpu_ms={k: 1e3 * v for k, v in cpu.items()},
+                peak={k: flops[k] and flops[k] / v / peak for k, v in med.items()},
+                mem_wb=mem_wb, mem_torch=mem_torch, compile_s=extra.get("compile_s"))
+
+
+def cpu_time_ratios(name, torch, repeats, compile_):
+    """Single-thread CPU milliseconds per step (process_time), alternating."""
+    with threads.limited(1):
+        torch.set_num_threads(1)
+        model, x, runners, notes, _ = build(name, "numpy", torch, compile_)
+        return {k: 1e3 * v for k, v in time_runners(runners, x, torch, repeats, 2)[1].items()}
+
+
+# ------------------------------------------------------------------ table
+
+def fmt(v, spec, missing, suffix=""):
+    return missing if v is None else format(v, spec) + suffix
+
+
+def pct(peak, column, missing):
+    """A peak fraction as a percentage; n/a where FLOPs are not counted (not CRATE)."""
+    if column not in peak:
+        return missing
+    return "n/a" if peak[column] is None else f"{100 * peak[column]:.0f}%"
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", default="numpy", choices=backend.BACKENDS)
-    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    ap.add_argument("--repeats", type=int, default=7, help="timed steps per library (median)")
+    ap.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, choices=list(CONFIGS))
+    ap.add_argument("--threads", type=int, default=2, help="BLAS and PyTorch threads")
+    ap.add_argument("--repeats", type=int, default=7, help="timed steps per column (median)")
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=0,
-                    help="PyTorch intra-op threads (0: PyTorch's default)")
+    ap.add_argument("--no-compile", action="store_true", help="leave torch.compile out")
+    ap.add_argument("--gemm-size", type=int, default=2048, help="size of the peak GEMM")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="also time every column at one thread by CPU time")
     args = ap.parse_args(argv)
-    rows = [bench(n, CONFIGS[n], args.backend, args.repeats, args.warmup, args.threads)
-            for n in args.configs]
-    print(f"one float32 training step (forward + loss + backward), backend={args.backend}, "
-          f"median of {args.repeats}")
-    print("| config | batch | whitebox ms | PyTorch ms | whitebox/PyTorch | "
-          "peak MiB whitebox | peak MiB PyTorch |")
-    print("|---|---|---|---|---|---|---|")
+    torch = load_torch()
+    miss = "no torch" if torch is None else "-"
+    if torch is None:
+        print(TORCH_MISSING)
+    xp = backend.xp_of(args.backend)
+    with threads.limited(args.threads):
+        peak = blas_peak(xp, args.gemm_size)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    rows = [bench(n, args.backend, torch, args.threads, args.repeats, args.warmup,
+                  not args.no_compile, peak) for n in args.configs]
+
+    print(f"\none float32 training step (forward + loss + backward), backend={args.backend}, "
+          f"{args.threads} thread(s), median of {args.repeats} alternating steps; "
+          f"{args.gemm_size}^3 GEMM: {peak / 1e9:.0f} GFLOP/s; load average at start {load:.1f} on "
+          f"{os.cpu_count()} cores" + (" (machine LOADED: wall times are noisy)"
+                                       if load > 0.5 * (os.cpu_count() or 1) else ""))
+    print("| config | batch | whitebox ms | eager ms | compiled (folded) ms | "
+          "wb / eager | wb / compiled | % peak wb | % peak eager | % peak compiled | "
+          "peak MiB wb | peak MiB torch | compile s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['config']} | {r['batch']} | {r['whitebox_ms']:.1f} | "
-              f"{fmt(r['torch_ms'], '.1f')} | {fmt(r['ratio'], '.2f')} | "
-              f"{r['mem_wb']:.0f} | {fmt(r['mem_torch'], '.0f')} |")
+        ms, pk = r["ms"], r["peak"]
+        eager, comp = ms.get("eager"), ms.get("compiled")
+        print(f"| {r['config']} | {r['batch']} | {ms['whitebox']:.1f} | "
+              f"{fmt(eager, '.1f', miss)} | {fmt(comp, '.1f', miss)} | "
+              f"{fmt(eager and ms['whitebox'] / eager, '.2f', miss)} | "
+              f"{fmt(comp and ms['whitebox'] / comp, '.2f', miss)} | "
+              f"{pct(pk, 'whitebox', miss)} | {pct(pk, 'eager', miss)} | "
+              f"{pct(pk, 'compiled', miss)} | "
+              f"{r['mem_wb']:.0f} | {fmt(r['mem_torch'], '.0f', miss)} | "
+              f"{fmt(r['compile_s'], '.0f', miss)} |")
+    if args.cpu_time and args.backend == "numpy":
+        if torch is None:
+            print("\nsingle-thread CPU-time ratios: " + TORCH_MISSING)
+        else:
+            print("\nsingle thread, CPU time (process_time) per step, median of "
+                  f"{args.repeats}")
+            print("| config | whitebox ms | eager ms | compiled ms | wb / eager | wb / compiled |")
+            print("|---|---|---|---|---|---|")
+            for n, r in zip(args.configs, rows):
+                c = r["cpu_ms"] if args.threads == 1 else \
+                    cpu_time_ratios(n, torch, args.repeats, not args.no_compile)
+                e, k = c.get("eager"), c.get("compiled")
+                print(f"| {n} | {c['whitebox']:.1f} | {fmt(e, '.1f', '-')} | "
+                      f"{fmt(k, '.1f', 'failed')} | {fmt(e and c['whitebox'] / e, '.2f', '-')} | "
+                      f"{fmt(k and c['whitebox'] / k, '.2f', '-')} |", flush=True)
     return rows
 
 

@@ -291,7 +291,7 @@ def test_help_shows_every_default(capsys):
     with pytest.raises(SystemExit):
         train_job.config_from_args(["--help"])
     text = capsys.readouterr().out
-    for shown in ("(default: 20)", "(default: 0.002)", "(default: mnist5k)", "(default: 96)"):
+    for shown in ("(default: 30)", "(default: 0.002)", "(default: mnist5k)", "(default: 96)"):
         assert shown in text, shown
 
 

@@ -43,8 +43,13 @@ import time
 
 import matplotlib
 
-if not os.environ.get("DISPLAY"):
-    matplotlib.use("Agg")
+try:                                      # in Jupyter/IPython figures show inline
+    from IPython import get_ipython
+    IN_NOTEBOOK = get_ipython() is not None
+except ImportError:
+    IN_NOTEBOOK = False
+if not IN_NOTEBOOK:
+    matplotlib.use("Agg")                 # as a script, figures only go to files
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -57,6 +62,31 @@ OUT = pathlib.Path(os.environ.get("WHITEBOX_OUT", "outputs/tutorials"))
 OUT.mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(0)
 t_start = time.time()
+
+
+def save(fig, name):
+    """Write a figure to OUT; a notebook also shows it inline, a script closes it."""
+    fig.savefig(OUT / name, dpi=120)
+    if IN_NOTEBOOK:
+        plt.show()
+    else:
+        plt.close(fig)
+
+
+def check(name, got, want, tol=1e-8, floor=1e-8):
+    """Grade one result against a reference: fail naming the check and by how much.
+
+    The error is max |got - want| / max(|got| + |want|, floor), entry by entry.
+    """
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        raise AssertionError(f"check '{name}' failed: shape {got.shape}, expected {want.shape}")
+    err = rel_error(got, want, floor=floor)
+    if not err <= tol:                    # also catches NaN
+        raise AssertionError(f"check '{name}' failed: relative error {err:.2e} "
+                             f"(tolerance {tol:.0e}); max |got - want| = "
+                             f"{np.abs(got - want).max():.2e}")
+    print(f"check '{name}': ok (relative error {err:.1e})")
 
 # %% [markdown]
 # ## 1. Why a rate: packing epsilon-balls
@@ -106,8 +136,7 @@ ax.set_ylabel("R(Z)  [nats]")
 ax.set_title("The coding rate counts dimensions")
 ax.legend()
 fig.tight_layout()
-fig.savefig(OUT / "01_rate_counts_dimensions.png", dpi=120)
-plt.close(fig)
+save(fig, "01_rate_counts_dimensions.png")
 print({r: round(float(s), 3) for r, s in slopes.items()})
 
 # %% [markdown]
@@ -142,19 +171,30 @@ print(f"0.5 log det(M) = {naive}   (overflow)\nCholesky, smaller side = {safe:.3
 #
 # Here is the computation spelled out, each step named so that the backward
 # pass can give every variable a `d`-twin.
+#
+# **Your turn.** Compute, one named step per line (on the $d \times d$ side):
+# the scale `a`, the Gram matrix `G` $= Z^\top Z$, `M` $= I_d + aG$, its Cholesky
+# factor `L`, and the rate `R` $= \sum_i \log L_{ii}$. Mind that the scale
+# holds $\epsilon^2$, not $\epsilon$. The check cell below compares your `R`
+# with the library.
 
 # %%
 N, d, eps = 6, 10, 0.5
 Z = rng.standard_normal((N, d))
 
+### BEGIN SOLUTION
 a = d / (N * eps ** 2)                 # the scale of the Gram matrix
 G = Z.T @ Z                            # (d, d) Gram matrix (we use the d side here)
 M = np.eye(d) + a * G                  # (d, d), symmetric positive definite
 L = np.linalg.cholesky(M)              # (d, d) lower triangular, M = L L^T
 R = np.log(np.diag(L)).sum()           # 1/2 logdet(M) = sum log diag L
+### END SOLUTION
 
+# %%
 R_lib = float(rate.coding_rate(Z, eps))    # the library picks the N x N side (N < d)
 print(f"step by step: {R:.12f}   whitebox.rate.coding_rate: {R_lib:.12f}")
+check("coding rate R, step by step", R, R_lib, tol=1e-10)
+check("M = I + a G", M, np.eye(d) + d / (N * eps ** 2) * Z.T @ Z, tol=1e-12)
 
 # %% [markdown]
 # ## 3. The gradient, derived
@@ -178,14 +218,27 @@ print(f"step by step: {R:.12f}   whitebox.rate.coding_rate: {R_lib:.12f}")
 # keeps one code path for NumPy and CuPy.
 #
 # First, the backward as a reverse walk over the named steps (`dX` means
-# $\partial R / \partial X$):
+# $\partial R / \partial X$).
+#
+# **Your turn.** Starting from `dR = 1`, write the `d`-twins of the forward in
+# reverse: `dM` (use $d \tfrac12\log\det M = \tfrac12 \operatorname{tr}(M^{-1} dM)$),
+# then `dG`, then `dZ` (careful: $G = Z^\top Z$ uses $Z$ twice). The check
+# cell compares your `dZ` with the library and with finite differences.
 
 # %%
 dR = 1.0
+### BEGIN SOLUTION
 dM = dR * 0.5 * np.linalg.inv(M)       # d(1/2 logdet M)/dM = 1/2 M^{-1}  (M symmetric)
 dG = a * dM                            # M = I + a G
 dZ = Z @ (dG + dG.T)                   # G = Z^T Z  ->  dZ = Z (dG + dG^T)
+### END SOLUTION
 
+# %%
+check("dZ vs whitebox.rate.coding_rate_grad", dZ, rate.coding_rate_grad(Z, eps), tol=1e-10)
+dZ_numeric = numerical_gradient(lambda: rate.coding_rate(Z, eps), Z, np.array(1.0), h=1e-4)
+check("dZ vs finite differences", dZ, dZ_numeric, tol=1e-6, floor=1e-3 * np.abs(dZ).max())
+
+# %%
 dZ_fused = a * Z @ np.linalg.inv(M)                    # the formula, d side
 dZ_tokens = a * np.linalg.solve(np.eye(N) + a * Z @ Z.T, Z)   # the formula, N side
 dZ_lib = rate.coding_rate_grad(Z, eps)                 # the library (inverse, smaller side)
@@ -251,6 +304,30 @@ err_U = rel_error(dUc, numerical_gradient(lambda: rate.compression_rate(Zb, U, e
 print(f"dRc/dZ relative error {err_Z:.1e},  dRc/dU relative error {err_U:.1e}")
 
 # %% [markdown]
+# **Your turn.** Write $\partial R^c / \partial Z$ for the single token set
+# `Z0 = Zb[0]` (shape $7 \times 5$) and the $K = 3$ bases `U` above, straight
+# from the formula: for each $k$, $W_k = Z U_k$,
+# $\partial h_k / \partial W_k = b\, W_k (I_p + b\, W_k^\top W_k)^{-1}$, and
+# $\partial R^c/\partial Z = \sum_k (\partial h_k / \partial W_k)\, U_k^\top$, with
+# $b = p / (N \epsilon^2)$. Call the result `dRc_hand`.
+
+# %%
+Z0 = Zb[0]                                             # (N, d) = (7, 5)
+### BEGIN SOLUTION
+N0, p0 = Z0.shape[0], U.shape[2]
+b0 = p0 / (N0 * eps ** 2)
+dRc_hand = np.zeros_like(Z0)
+for U_k in U:                                          # U_k (d, p)
+    W_k = Z0 @ U_k                                     # (N, p)
+    dW_k = b0 * W_k @ np.linalg.inv(np.eye(p0) + b0 * W_k.T @ W_k)   # (N, p)
+    dRc_hand += dW_k @ U_k.T                           # (N, d)
+### END SOLUTION
+
+# %%
+check("dRc/dZ by hand vs compression_rate_grad", dRc_hand,
+      rate.compression_rate_grad(Z0, U, eps), tol=1e-10)
+
+# %% [markdown]
 # ## 6. The data model: a union of subspaces
 #
 # `whitebox.data.subspace_mixture` samples the model the theory assumes: $K$
@@ -309,8 +386,7 @@ axes[1].set_title("growing noise (d=32, K=4, p=8, Kp = d)")
 axes[0].legend(fontsize=8, loc="lower left")
 axes[1].legend(fontsize=8, loc="center right", bbox_to_anchor=(1.0, 0.75))  # in the gap
 fig.tight_layout()
-fig.savefig(OUT / "01_rates_vs_coherence_and_noise.png", dpi=120)
-plt.close(fig)
+save(fig, "01_rates_vs_coherence_and_noise.png")
 for title, xs, table in [("coherence", coherences, by_coherence), ("noise", noises, by_noise)]:
     print(f"{title:>9}  {'R':>6} {'Rc':>6} {'ΔR':>6} {'MCR2':>6}")
     for x, row in zip(xs, table):
@@ -386,23 +462,40 @@ print("Rc along exact compression steps:", np.round(Rc_path, 2))
 #    rank $r$, $R(sZ) - R(Z) \approx r \log s$.
 
 # %%
-### BEGIN SOLUTION
+# Exercise 1: the rate of Z1 (9 x 6, eps = 0.5) from the eigenvalues; call it R_eig.
 Z1 = rng.standard_normal((9, 6))
+### BEGIN SOLUTION
 a1 = 6 / (9 * 0.5 ** 2)
 lam = np.linalg.eigvalsh(Z1.T @ Z1)
 R_eig = 0.5 * np.log1p(a1 * lam).sum()
-assert abs(R_eig - float(rate.coding_rate(Z1, 0.5))) < 1e-10
+### END SOLUTION
 
+# %%
+check("exercise 1: rate from eigenvalues", R_eig, rate.coding_rate(Z1, 0.5), tol=1e-10)
+
+# %%
+# Exercise 2: dRc/dU for one subspace U1 (K = 1, d = 6, p = 3); call it dU_hand (d, p).
 U1 = rng.standard_normal((1, 6, 3))
+### BEGIN SOLUTION
 W1 = Z1 @ U1[0]                                        # (N, p)
 a_p = 3 / (9 * 0.5 ** 2)
 dU_hand = a_p * Z1.T @ W1 @ np.linalg.inv(np.eye(3) + a_p * W1.T @ W1)   # (d, p)
-assert np.allclose(dU_hand, rate.compression_rate_grad(Z1, U1, 0.5, wrt="U")[0])
-
-Zr = rng.standard_normal((50, 2)) @ rng.standard_normal((2, 6))          # rank 2
-gain = float(rate.coding_rate(1e3 * Zr, 0.5) - rate.coding_rate(Zr, 0.5))
-assert abs(gain / math.log(1e3) - 2) < 0.05
 ### END SOLUTION
+
+# %%
+check("exercise 2: dRc/dU by hand", dU_hand,
+      rate.compression_rate_grad(Z1, U1, 0.5, wrt="U")[0], tol=1e-10)
+
+# %%
+# Exercise 3: for rank-2 data Zr, gain = R(1000 Zr) - R(Zr), which should be ~ 2 log(1000).
+Zr = rng.standard_normal((50, 2)) @ rng.standard_normal((2, 6))          # rank 2
+### BEGIN SOLUTION
+gain = float(rate.coding_rate(1e3 * Zr, 0.5) - rate.coding_rate(Zr, 0.5))
+### END SOLUTION
+
+# %%
+check("exercise 3: R(sZ) - R(Z) in units of log s (the rank)", gain / math.log(1e3), 2.0,
+      tol=0.01)
 
 # %% [markdown]
 # ## Checks (running this file is its test)
@@ -411,7 +504,8 @@ assert abs(gain / math.log(1e3) - 2) < 0.05
 assert all(abs(slopes[r] - r) < 0.1 for r in slopes), slopes
 assert not np.isfinite(naive) and np.isfinite(safe)
 assert abs(R - R_lib) < 1e-10
-assert np.abs(dZ - dZ_lib).max() < 1e-10 and np.abs(dZ_tokens - dZ_lib).max() < 1e-10
+assert np.abs(dZ - dZ_lib).max() < 1e-10 and np.abs(dZ - dZ_fused).max() < 1e-10
+assert np.abs(dZ_tokens - dZ_lib).max() < 1e-10
 assert max(err_R, err_Z, err_U) < 1e-7
 assert by_coherence[0, 2] > 0 > by_coherence[-1, 2]                     # ΔR changes sign
 assert np.all(np.diff(by_coherence[:, 0]) < 0.05) and by_coherence[-1, 0] < by_coherence[0, 0] - 5

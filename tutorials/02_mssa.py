@@ -40,21 +40,51 @@ import time
 
 import matplotlib
 
-if not os.environ.get("DISPLAY"):
-    matplotlib.use("Agg")
+try:                                      # in Jupyter/IPython figures show inline
+    from IPython import get_ipython
+    IN_NOTEBOOK = get_ipython() is not None
+except ImportError:
+    IN_NOTEBOOK = False
+if not IN_NOTEBOOK:
+    matplotlib.use("Agg")                 # as a script, figures only go to files
 import matplotlib.pyplot as plt
 import numpy as np
 
 from whitebox import functional as F
 from whitebox import nn, rate
 from whitebox.data import subspace_mixture
-from whitebox.gradcheck import GradientCheckError, check_backward
+from whitebox.gradcheck import GradientCheckError, check_backward, numerical_gradient, rel_error
 
 FAST = os.environ.get("WHITEBOX_FAST", "0") == "1"   # fewer points for the test run
 OUT = pathlib.Path(os.environ.get("WHITEBOX_OUT", "outputs/tutorials"))
 OUT.mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(0)
 t_start = time.time()
+
+
+def save(fig, name):
+    """Write a figure to OUT; a notebook also shows it inline, a script closes it."""
+    fig.savefig(OUT / name, dpi=120)
+    if IN_NOTEBOOK:
+        plt.show()
+    else:
+        plt.close(fig)
+
+
+def check(name, got, want, tol=1e-8, floor=1e-8):
+    """Grade one result against a reference: fail naming the check and by how much.
+
+    The error is max |got - want| / max(|got| + |want|, floor), entry by entry.
+    """
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        raise AssertionError(f"check '{name}' failed: shape {got.shape}, expected {want.shape}")
+    err = rel_error(got, want, floor=floor)
+    if not err <= tol:                    # also catches NaN
+        raise AssertionError(f"check '{name}' failed: relative error {err:.2e} "
+                             f"(tolerance {tol:.0e}); max |got - want| = "
+                             f"{np.abs(got - want).max():.2e}")
+    print(f"check '{name}': ok (relative error {err:.1e})")
 
 # %% [markdown]
 # ## 1. The exact step, rewritten
@@ -83,6 +113,12 @@ t_start = time.time()
 # orthogonal subspaces of dimension $p = 8$ in $d = 32$ (so $Kp = d$, as in
 # every CRATE config), with noise. We take $\epsilon = 1$ and a step with
 # $\kappa b = 1/2$.
+#
+# **Your turn.** With `W` ($W_k = ZU_k$, shape $(K, N, p)$) and `G` given,
+# compute the ridge hat matrices `H_exact` $= I - (I + bG_k)^{-1}$ (one per
+# subspace, use `np.linalg.solve`), the gradient
+# `grad_exact` $= b \sum_k (W_k - H_k W_k) U_k^\top$ (`back_to_tokens` does the
+# sum over $k$), and the step `Z_exact` $= Z - \kappa\,$`grad_exact`.
 
 # %%
 N = 128 if FAST else 256
@@ -106,12 +142,17 @@ def back_to_tokens(V, U):
 W = rate.project_heads(Z, U)                    # (K, N, p)   W_k = Z U_k
 G = W @ W.transpose(0, 2, 1)                    # (K, N, N)   token-token Gram per subspace
 I_N = np.eye(N)
+### BEGIN SOLUTION
 H_exact = I_N - np.linalg.solve(I_N + b * G, I_N)         # (K, N, N)   ridge hat matrices
 grad_exact = b * back_to_tokens(W - H_exact @ W, U)       # (N, d)
 Z_exact = Z - kappa * grad_exact
+### END SOLUTION
+
+# %%
 Z_lib = rate.compression_step(Z, U, eps, kappa)           # the library's exact step
 print(f"hand-written exact step vs whitebox.rate.compression_step: "
       f"max |diff| = {np.abs(Z_exact - Z_lib).max():.1e}")
+check("exact step vs whitebox.rate.compression_step", Z_exact, Z_lib, tol=1e-10)
 
 # %% [markdown]
 # ## 2. Three approximations, one at a time
@@ -331,8 +372,7 @@ axes[2].set_ylabel("Rc(Z | U)  [nats]")
 axes[2].set_title("Compression along a few steps")
 axes[2].legend(fontsize=8)
 fig.tight_layout()
-fig.savefig(OUT / "02_approximations.png", dpi=120)
-plt.close(fig)
+save(fig, "02_approximations.png")
 
 # %% [markdown]
 # ## 3. MSSA forward, in small named steps
@@ -347,6 +387,12 @@ plt.close(fig)
 #   \quad O_k = A_k w_k,\quad y = [O_1 \dots O_K]\, W_{out}^\top + b_{out}.$$
 #
 # Every step gets a name, so that the backward can give each a `d`-twin.
+#
+# **Your turn.** Inside `mssa_steps_forward`, from the split heads `w`
+# $(B, K, N, p)$ compute the similarities `S` (with the temperature `s`; with
+# `causal=True` set $S_{ij} = -\infty$ for $j > i$), a softmax that subtracts
+# the row max (`S_max`, `E`, `A`), and `O` $= A w$. The check compares the
+# output with `whitebox.functional.mssa_forward`.
 
 # %%
 def mssa_steps_forward(x, W_qkv, W_out, b_out, K, causal=False):
@@ -356,6 +402,7 @@ def mssa_steps_forward(x, W_qkv, W_out, b_out, K, causal=False):
     s = p ** -0.5
     w_cat = x @ W_qkv.T                                      # (B, N, K p)  q = k = v
     w = w_cat.reshape(B, N, K, p).transpose(0, 2, 1, 3)      # (B, K, N, p)  split heads
+    ### BEGIN SOLUTION
     S = s * w @ w.transpose(0, 1, 3, 2)                      # (B, K, N, N)  similarities
     if causal:
         S = np.where(np.triu(np.ones((N, N), dtype=bool), 1), -np.inf, S)
@@ -363,6 +410,7 @@ def mssa_steps_forward(x, W_qkv, W_out, b_out, K, causal=False):
     E = np.exp(S - S_max)                                    # (B, K, N, N)
     A = E / E.sum(axis=-1, keepdims=True)                    # (B, K, N, N)  rows sum to 1
     O = A @ w                                                # (B, K, N, p)
+    ### END SOLUTION
     O_cat = O.transpose(0, 2, 1, 3).reshape(B, N, K * p)     # (B, N, K p)  merge heads
     y = O_cat @ W_out.T + b_out                              # (B, N, d)
     cache = dict(x=x, W_qkv=W_qkv, W_out=W_out, w=w, A=A, O_cat=O_cat, s=s, K=K)
@@ -377,6 +425,12 @@ b_out = 0.1 * rng.standard_normal(d_small)
 y, cache = mssa_steps_forward(x, W_qkv, W_out, b_out, K_small)
 print("y", y.shape, " attention", cache["A"].shape,
       " rows sum to", np.unique(cache["A"].sum(-1).round(12)))
+
+# %%
+check("MSSA forward y vs whitebox.functional.mssa_forward", y,
+      F.mssa_forward(x, W_qkv, W_out, b_out, K_small)[0], tol=1e-12)
+check("attention rows sum to one", cache["A"].sum(-1), np.ones((B, K_small, N_small)),
+      tol=1e-12)
 
 # %% [markdown]
 # ## 4. MSSA backward, with `d`-twins
@@ -398,6 +452,11 @@ print("y", y.shape, " attention", cache["A"].shape,
 #
 # We also write the tempting wrong version, which keeps only the query path
 # of $S$, to see what a gradient check says about it.
+#
+# **Your turn.** Write the body of `mssa_steps_backward`, from `dW_out` to
+# `dW_qkv`, every line a `d`-twin of a forward line; with `symmetric=False` it
+# must keep only the query path (`s dS w`). The checks below compare each
+# gradient with `whitebox.functional.mssa_backward` and with finite differences.
 
 # %%
 def mssa_steps_backward(dy, cache, symmetric=True):
@@ -406,6 +465,7 @@ def mssa_steps_backward(dy, cache, symmetric=True):
                                           ("x", "W_qkv", "W_out", "w", "A", "O_cat", "s", "K"))
     B, N, d = x.shape
     p = w.shape[-1]
+    ### BEGIN SOLUTION
     dW_out = dy.reshape(-1, d).T @ O_cat.reshape(-1, K * p)  # (d, K p)
     db_out = dy.sum(axis=(0, 1))                             # (d,)
     dO_cat = dy @ W_out                                      # (B, N, K p)
@@ -420,7 +480,20 @@ def mssa_steps_backward(dy, cache, symmetric=True):
     dw_cat = dw.transpose(0, 2, 1, 3).reshape(B, N, K * p)   # (B, N, K p)
     dx = dw_cat @ W_qkv                                      # (B, N, d)
     dW_qkv = dw_cat.reshape(-1, K * p).T @ x.reshape(-1, d)  # (K p, d)
+    ### END SOLUTION
     return dx, dW_qkv, dW_out, db_out
+
+
+# %%
+dy_check = rng.standard_normal(y.shape)
+ours = mssa_steps_backward(dy_check, cache)
+reference = F.mssa_backward(dy_check, F.mssa_forward(x, W_qkv, W_out, b_out, K_small)[1])
+for name, g, g_ref in zip(["dx", "dW_qkv", "dW_out", "db_out"], ours, reference):
+    check(f"MSSA backward {name} vs whitebox.functional.mssa_backward", g, g_ref, tol=1e-10)
+dx_numeric = numerical_gradient(lambda: mssa_steps_forward(x, W_qkv, W_out, b_out, K_small)[0],
+                                x, dy_check)
+check("MSSA backward dx vs finite differences", ours[0], dx_numeric, tol=1e-6,
+      floor=1e-3 * np.abs(dx_numeric).max())
 
 # %% [markdown]
 # ### Gradient check
@@ -563,22 +636,32 @@ print(f"official temperature in section-2 units (d=32, p=8): beta = d/sqrt(p) = 
 #    $b\lambda_{\max}$ (the largest eigenvalue of $bG_k$). Where does it break?
 
 # %%
+# Exercise 1: y_causal (causal forward of x), y_later (the same with only the last
+# token changed by +1), causal_errors (check_backward of the causal forward).
 ### BEGIN SOLUTION
-# 1. The mask only changes the forward: masked entries have A = 0, so the
-#    softmax backward A * (dA - rowsum(dA * A)) is zero there by itself.
+# The mask only changes the forward: masked entries have A = 0, so the
+# softmax backward A * (dA - rowsum(dA * A)) is zero there by itself.
 y_causal, cache_causal = mssa_steps_forward(x, W_qkv, W_out, b_out, K_small, causal=True)
-y_causal_lib, _ = F.mssa_forward(x, W_qkv, W_out, b_out, K_small, causal=True)
-assert np.abs(y_causal - y_causal_lib).max() < 1e-12
 x_later = x.copy()
 x_later[:, -1] += 1.0                                        # change only the last token
 y_later, _ = mssa_steps_forward(x_later, W_qkv, W_out, b_out, K_small, causal=True)
-assert np.abs(y_later[:, :-1] - y_causal[:, :-1]).max() < 1e-12
-assert np.abs(y_later[:, -1] - y_causal[:, -1]).max() > 1e-3
 causal_errors = check_backward(lambda *a: mssa_steps_forward(*a, K_small, causal=True),
                                mssa_steps_backward, inputs)
-assert max(causal_errors.values()) < 1e-7
+### END SOLUTION
 
-# 2. The Neumann error grows roughly like (b lambda_max)^2 and explodes past 1.
+# %%
+check("exercise 1: causal forward vs F.mssa_forward(causal=True)", y_causal,
+      F.mssa_forward(x, W_qkv, W_out, b_out, K_small, causal=True)[0], tol=1e-12)
+check("exercise 1: earlier outputs ignore a later token", y_later[:, :-1], y_causal[:, :-1],
+      tol=1e-12)
+assert np.abs(y_later[:, -1] - y_causal[:, -1]).max() > 1e-3, \
+    "exercise 1: the last output must change when the last token does"
+assert max(causal_errors.values()) < 1e-7, f"exercise 1: causal gradient check {causal_errors}"
+
+# %%
+# Exercise 2: neumann_rows, one row (eps, b lambda_max, Neumann distance) per eps.
+### BEGIN SOLUTION
+# The Neumann error grows roughly like (b lambda_max)^2 and explodes past 1.
 neumann_rows = []
 W_i = rate.project_heads(Z, U)                               # (K, N, p)
 G_i = W_i @ W_i.transpose(0, 2, 1)                           # (K, N, N)
@@ -591,9 +674,16 @@ for eps_i in (0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0):
     neumann_rows.append((eps_i, b_i * lam_max, dist_i))
     print(f"eps {eps_i:4.2f}  b lambda_max {b_i * lam_max:6.3f}  Neumann distance {dist_i:.4f}")
 neumann_rows = np.array(neumann_rows)
-assert np.all(np.diff(neumann_rows[:, 2]) < 0)               # error falls as eps grows
-assert neumann_rows[0, 2] > 1 and neumann_rows[-1, 2] < 1e-2
 ### END SOLUTION
+
+# %%
+neumann_rows = np.asarray(neumann_rows)
+assert neumann_rows.shape == (8, 3), f"exercise 2: expected 8 rows of 3, got {neumann_rows.shape}"
+assert np.all(np.diff(neumann_rows[:, 2]) < 0), \
+    f"exercise 2: the Neumann distance must fall as eps grows, got {neumann_rows[:, 2]}"
+assert neumann_rows[0, 2] > 1 and neumann_rows[-1, 2] < 1e-2, \
+    f"exercise 2: distance {neumann_rows[0, 2]:.3g} at eps 0.35 (> 1 expected), " \
+    f"{neumann_rows[-1, 2]:.3g} at eps 4 (< 0.01 expected)"
 
 # %% [markdown]
 # ## Checks (running this file is its test)

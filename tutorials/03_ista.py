@@ -39,14 +39,19 @@ import time
 
 import matplotlib
 
-if not os.environ.get("DISPLAY"):
-    matplotlib.use("Agg")
+try:                                      # in Jupyter/IPython figures show inline
+    from IPython import get_ipython
+    IN_NOTEBOOK = get_ipython() is not None
+except ImportError:
+    IN_NOTEBOOK = False
+if not IN_NOTEBOOK:
+    matplotlib.use("Agg")                 # as a script, figures only go to files
 import matplotlib.pyplot as plt
 import numpy as np
 
 from whitebox import functional as F
 from whitebox import nn
-from whitebox.gradcheck import GradientCheckError, check_backward, check_module
+from whitebox.gradcheck import GradientCheckError, check_backward, check_module, rel_error
 from whitebox.models import CRATE
 
 FAST = os.environ.get("WHITEBOX_FAST", "0") == "1"   # fewer iterations for the test run
@@ -54,6 +59,31 @@ OUT = pathlib.Path(os.environ.get("WHITEBOX_OUT", "outputs/tutorials"))
 OUT.mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(0)
 t_start = time.time()
+
+
+def save(fig, name):
+    """Write a figure to OUT; a notebook also shows it inline, a script closes it."""
+    fig.savefig(OUT / name, dpi=120)
+    if IN_NOTEBOOK:
+        plt.show()
+    else:
+        plt.close(fig)
+
+
+def check(name, got, want, tol=1e-8, floor=1e-8):
+    """Grade one result against a reference: fail naming the check and by how much.
+
+    The error is max |got - want| / max(|got| + |want|, floor), entry by entry.
+    """
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        raise AssertionError(f"check '{name}' failed: shape {got.shape}, expected {want.shape}")
+    err = rel_error(got, want, floor=floor)
+    if not err <= tol:                    # also catches NaN
+        raise AssertionError(f"check '{name}' failed: relative error {err:.2e} "
+                             f"(tolerance {tol:.0e}); max |got - want| = "
+                             f"{np.abs(got - want).max():.2e}")
+    print(f"check '{name}': ok (relative error {err:.1e})")
 
 # %% [markdown]
 # ## 1. Sparse coding as a non-negative LASSO
@@ -195,8 +225,7 @@ axes[2].set_ylabel("fraction of non-zero codes")
 axes[2].set_title("Sparsity along the iterations")
 axes[2].legend()
 fig.tight_layout()
-fig.savefig(OUT / "03_ista_convergence.png", dpi=120)
-plt.close(fig)
+save(fig, "03_ista_convergence.png")
 
 # %% [markdown]
 # Both converge linearly once the support is found (the non-negative LASSO is
@@ -308,30 +337,47 @@ print(f"best of 5: three products {timings['three_products']:.1f} ms, M then one
 #
 # Written out with $M^\top = I + \eta (W^\top - W^\top W)$, `dX` is
 # $dA + \eta\, dA\, W^\top - \eta\, dA\, W^\top W$, the form the three official products give.
+#
+# **Your turn.** Write the forward (`M`, `A`, `y`) and the backward (`dA`, `dx`,
+# `dM`, `dW`) below. The checks that follow compare both with
+# `whitebox.functional.ista_forward` / `ista_backward` and the backward with
+# finite differences.
 
 # %%
 def ista_steps_forward(x, W, eta=0.1, lam=0.1):
     """One warm-started ISTA step on x (..., d), in named steps. Returns y, cache."""
     d = W.shape[0]
+    ### BEGIN SOLUTION
     M = np.eye(d) + eta * (W - W.T @ W)                      # (d, d)
     A = x @ M - eta * lam                                    # (..., d) pre-activation
     y = np.maximum(A, 0.0)                                   # (..., d)
+    ### END SOLUTION
     return y, dict(x=x, W=W, M=M, A=A, eta=eta)
 
 
+# %%
+x_small = rng.standard_normal((2, 5, 6))                     # (B, N, d)
+W_small = rng.uniform(-1, 1, size=(6, 6))
+check("ISTA forward y vs whitebox.functional.ista_forward",
+      ista_steps_forward(x_small, W_small)[0],
+      F.ista_forward(x_small, W_small, eta=0.1, lam=0.1)[0], tol=1e-12)
+
+
+# %%
 def ista_steps_backward(dy, cache):
     """(dx, dW) for one ISTA step."""
     x, W, M, A, eta = (cache[k] for k in ("x", "W", "M", "A", "eta"))
     d = W.shape[0]
+    ### BEGIN SOLUTION
     dA = dy * (A > 0)                                        # (..., d)
     dx = dA @ M.T                                            # (..., d)
     dM = x.reshape(-1, d).T @ dA.reshape(-1, d)              # (d, d), summed over tokens
     dW = eta * dM - eta * W @ (dM + dM.T)                    # (d, d)
+    ### END SOLUTION
     return dx, dW
 
 
-x_small = rng.standard_normal((2, 5, 6))                     # (B, N, d)
-W_small = rng.uniform(-1, 1, size=(6, 6))
+# %%
 y_small, cache_small = ista_steps_forward(x_small, W_small)
 print(f"y {y_small.shape}, fraction of zeros {np.mean(y_small == 0):.2f}, "
       f"closest pre-activation to the kink: {np.abs(cache_small['A']).min():.1e}")
@@ -341,13 +387,18 @@ print(f"y {y_small.shape}, fraction of zeros {np.mean(y_small == 0):.2f}, "
 # may sit within $h$ of the ReLU's kink at 0 (printed above: far enough).
 
 # %%
-ista_errors = check_backward(ista_steps_forward, ista_steps_backward, [x_small, W_small])
-print("relative errors:", {name: f"{ista_errors[i]:.1e}" for i, name in enumerate(["x", "W"])})
-
 dy_small = rng.standard_normal(y_small.shape)
 grads_steps = ista_steps_backward(dy_small, cache_small)
 y_fn, cache_fn = F.ista_forward(x_small, W_small, eta=0.1, lam=0.1)
 grads_fn = F.ista_backward(dy_small, cache_fn)
+check("ISTA backward dx vs whitebox.functional.ista_backward", grads_steps[0], grads_fn[0],
+      tol=1e-12)
+check("ISTA backward dW vs whitebox.functional.ista_backward", grads_steps[1], grads_fn[1],
+      tol=1e-12)
+ista_errors = check_backward(ista_steps_forward, ista_steps_backward, [x_small, W_small])
+print("relative errors vs finite differences:",
+      {name: f"{ista_errors[i]:.1e}" for i, name in enumerate(["x", "W"])})
+assert max(ista_errors.values()) < 1e-7, f"ISTA backward vs finite differences: {ista_errors}"
 ista_lib_diff = max(np.abs(y_fn - y_small).max(),
                     *(np.abs(a - b).max() for a, b in zip(grads_fn, grads_steps)))
 print(f"whitebox.functional.ista_forward/backward vs step by step: "
@@ -445,21 +496,21 @@ for lam_i, nz in zip(lams, nonzero_vs_lam):
 print(f"the book's sign (+eta lambda, lambda = 0.1): {nonzero_typo:.3f};  "
       f"the model's own layer (lambda = 0.1): {nonzero_official:.3f}")
 
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-axes[0].plot(lams, nonzero_vs_lam, marker="o")
-axes[0].axhline(nonzero_typo, color="tab:red", ls=":", label="open book ch. 7: +eta lambda (lambda=0.1)")
+fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+axes[0].plot(lams, nonzero_vs_lam, marker="o", label="official sign: ReLU(... - eta lambda)")
+axes[0].axhline(nonzero_typo, color="tab:red", ls=":",
+                label="open book ch. 7 sign: + eta lambda (lambda = 0.1)")
 axes[0].set_xlabel("lambda (eta = 0.1)")
 axes[0].set_ylabel("fraction of non-zeros at the ISTA output")
 axes[0].set_title("Sparsity of a CRATE layer at initialisation")
-axes[0].legend()
+axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8)   # below: hides nothing
 axes[1].hist(wide.captured["z"][0].ravel(), bins=60, color="tab:blue")
 axes[1].set_yscale("log")
 axes[1].set_xlabel("ISTA output value")
 axes[1].set_ylabel("count")
 axes[1].set_title(f"Output of the layer: {1 - nonzero_official:.0%} exact zeros")
 fig.tight_layout()
-fig.savefig(OUT / "03_layer_sparsity.png", dpi=120)
-plt.close(fig)
+save(fig, "03_layer_sparsity.png")
 
 # %% [markdown]
 # About half the entries are exact zeros at initialisation (a ReLU of
@@ -497,17 +548,20 @@ plt.close(fig)
 #    objective after $T = 1, 2, 5, 20$.
 
 # %%
-### BEGIN SOLUTION
-# 1. FISTA
+# Exercise 1: fista_hist, the LASSO objective after each of n_iter FISTA steps (eta = 1/L).
 pr = problems["random"]
 D, X, L = pr["D"], pr["X"], pr["L"]
 F_star = pr["history"].min()
+### BEGIN SOLUTION
 Z_prev = Z_cur = np.zeros((n_tokens, m))
 fista_hist = []
 for t in range(1, n_iter + 1):
     Y = Z_cur + (t - 1) / (t + 2) * (Z_cur - Z_prev)
     Z_prev, Z_cur = Z_cur, ista_step(Y, X, D, 1.0 / L, lam)
     fista_hist.append(lasso_objective(Z_cur, X, D, lam))
+### END SOLUTION
+
+# %%
 F_star = min(F_star, min(fista_hist))
 
 
@@ -518,34 +572,57 @@ def iterations_to(hist, tol=1e-8):
 
 print(f"iterations to F - F* < 1e-8: ISTA {iterations_to(pr['history'])}, "
       f"FISTA {iterations_to(fista_hist)}")
-assert iterations_to(fista_hist) is not None
+assert len(fista_hist) == n_iter, f"exercise 1: {len(fista_hist)} objectives, expected {n_iter}"
+assert iterations_to(fista_hist) is not None, \
+    f"exercise 1: FISTA never reached F - F* < 1e-8 (best gap {min(fista_hist) - F_star:.2e})"
+if iterations_to(pr["history"]) is not None:
+    assert iterations_to(fista_hist) < iterations_to(pr["history"]), \
+        "exercise 1: FISTA should need fewer iterations than ISTA"
 
-# 2. 2 dM assumes dM = dM^T; X^T dA is not symmetric in general.
+
+# %%
+# Exercise 2: ista_wrong_backward, the backward with 2 dM in place of dM + dM^T.
+### BEGIN SOLUTION
+# 2 dM assumes dM = dM^T; X^T dA is not symmetric in general.
 def ista_wrong_backward(dy, cache):
     dx, _ = ista_steps_backward(dy, cache)
     dA = dy * (cache["A"] > 0)
     d = cache["W"].shape[0]
     dM = cache["x"].reshape(-1, d).T @ dA.reshape(-1, d)
     return dx, cache["eta"] * dM - cache["eta"] * 2 * cache["W"] @ dM
+### END SOLUTION
 
 
+# %%
 try:
     check_backward(ista_steps_forward, ista_wrong_backward, [x_small, W_small])
-    raise AssertionError("the wrong backward passed the check")
+    wrong_ista_caught = False
 except GradientCheckError as err:
+    wrong_ista_caught = True
     print("2 dM instead of dM + dM^T:", err)
+assert wrong_ista_caught, "exercise 2: the backward with 2 dM passed the gradient check"
 
-# 3. unrolled warm-started steps
+# %%
+# Exercise 3: objective_T[T], the LASSO objective after T = 1, 2, 5, 20 warm-started steps.
 pr = problems["near-identity"]
+### BEGIN SOLUTION
 Z_T, objective_T = pr["X"].copy(), {}
 for t in range(1, 21):
     Z_T = ista_step(Z_T, pr["X"], pr["D"], 0.1, lam)
     if t in (1, 2, 5, 20):
         objective_T[t] = lasso_objective(Z_T, pr["X"], pr["D"], lam)
+### END SOLUTION
+
+# %%
 print("objective after T steps (eta = 0.1):", {t: round(v, 4) for t, v in objective_T.items()},
       f" optimum {pr['history'].min():.4f}")
-assert objective_T[20] < objective_T[5] < objective_T[1]
-### END SOLUTION
+Z_check = pr["X"].copy()
+for _ in range(5):
+    Z_check = ista_step(Z_check, pr["X"], pr["D"], 0.1, lam)
+check("exercise 3: objective after T = 5 steps", objective_T[5],
+      lasso_objective(Z_check, pr["X"], pr["D"], lam), tol=1e-10)
+assert objective_T[20] < objective_T[5] < objective_T[1], \
+    f"exercise 3: the objective must fall with T, got {objective_T}"
 
 # %% [markdown]
 # ## Checks (running this file is its test)

@@ -162,7 +162,7 @@ def check_module(module, inputs, h=1e-5, tol=1e-7, seed=0, max_entries=None,
     module.zero_grad()
     dx = module.backward(dout if loss is None else dloss)
     errors = {}
-    for name, p in module.parameters().items():
+    for name, p in module.trainable_parameters().items():
         _require_float64(name, p)
         entries = _entries(p, max_entries, rng)
         g = module.grads()[name].copy()

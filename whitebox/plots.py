@@ -106,6 +106,8 @@ def cls_attention_grid(attention, grid):
 def plot_attention(images, attention_by_layer, grid, path, labels=None, predictions=None):
     """Class-token attention maps: one row per image, one column per head and layer.
 
+    Every map shares one colour scale (0 to the largest weight in the figure)
+    shown by a colorbar, so maps can be compared across heads and layers.
     Inputs: images (B, C, H, W) in [0, 1] (CPU or GPU); attention_by_layer, a
     dict layer index -> attention (B, K, N, N) of that layer; grid, the patch
     grid (gh, gw); path of the PNG; optional labels and predictions (B,).
@@ -116,8 +118,12 @@ def plot_attention(images, attention_by_layer, grid, path, labels=None, predicti
     maps = {l: cls_attention_grid(a, grid) for l, a in attention_by_layer.items()}
     K = next(iter(maps.values())).shape[1]
     cols = 1 + K * len(maps)
-    fig, axes = _figure(B, cols, (1.3 * cols, 1.4 * B))
+    fig, axes = _figure(B, cols, (1.3 * cols + 1.0, 1.4 * B + 0.6))
     H, W = images.shape[2:]
+    vmax = max(float(m.max()) for m in maps.values())       # one scale for every map
+    n = grid[0] * grid[1]
+    fig.suptitle(f"Attention of the cls token over the {grid[0]} x {grid[1]} patches, "
+                 f"per layer and head (uniform = 1/{n + 1:d})", fontsize=9)
     for b in range(B):
         shown = images[b].transpose(1, 2, 0)                 # (H, W, C)
         ax = axes[b, 0]
@@ -136,11 +142,13 @@ def plot_attention(images, attention_by_layer, grid, path, labels=None, predicti
             for k in range(K):
                 ax = axes[b, col]
                 # Stretch the coarse grid over the image so the two line up.
-                ax.imshow(m[b, k], cmap="inferno", extent=(0, W, H, 0))
+                shown_map = ax.imshow(m[b, k], cmap="inferno", extent=(0, W, H, 0),
+                                      vmin=0.0, vmax=vmax)
                 if b == 0:
                     ax.set_title(f"layer {l + 1}\nhead {k + 1}", fontsize=7)
                 col += 1
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
+    fig.colorbar(shown_map, ax=axes[:, 1:], shrink=0.8, label="cls attention weight")
     return _save(fig, path)

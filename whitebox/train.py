@@ -18,6 +18,7 @@ import sys
 
 from .tasks import TASKS, available, get_task
 from .training import train
+from .training import distributed
 from .training.config import TrainConfig, make_config
 from .training.runs import CONFIG, read_json
 
@@ -76,6 +77,9 @@ def build_parser(task, fast=False):
     run.add_argument("--fast", action="store_true",
                      help="a tiny quick run (few hundred samples, 2 epochs, small model)")
     run.add_argument("--no-figures", action="store_true", help="draw no figures")
+    run.add_argument("--distributed", action="store_true",
+                     help="data-parallel over MPI: mpirun -n 2 python -m whitebox.train "
+                          "--distributed (needs mpi4py)")
     bars = run.add_mutually_exclusive_group()
     bars.add_argument("--progress", dest="progress", action="store_true", default=None,
                       help="progress bars even when stderr is not a terminal")
@@ -94,9 +98,10 @@ def config_from_args(argv=None):
     first = _first_pass(argv)
     task = get_task(first.task)
     args = vars(build_parser(task, first.fast).parse_args(argv))
-    flags = {"resume", "overwrite", "fast", "no_figures", "progress", "task"}
+    flags = {"resume", "overwrite", "fast", "no_figures", "progress", "task", "distributed"}
     given = {k: v for k, v in args.items() if k not in flags}
     runtime = dict(resume=args["resume"], overwrite=args["overwrite"],
+                   distributed=args["distributed"],
                    figures=not args["no_figures"], progress=args["progress"])
     if args["resume"]:
         out = given.get("out") or make_config(task, given, fast=first.fast).out
@@ -115,7 +120,8 @@ def main(argv=None):
     """Command line entry point: train, then print the task's last line."""
     cfg = config_from_args(argv)
     history = train(cfg)
-    print(train.last_task.summary(history))
+    if distributed.is_writer(cfg):                  # one last line, not one per rank
+        print(train.last_task.summary(history))
     return history
 
 

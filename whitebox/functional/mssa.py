@@ -15,6 +15,21 @@ projection w = x W_qkv^T serves as query, key and value:
 
 Because q = k = v = w, the backward through S has a symmetric term: S is
 quadratic in w, so dw collects s (dS + dS^T) w as well as A^T dO.
+
+The same pair computes the theory-faithful variants (keyword arguments; the
+defaults are the official computation above, unchanged):
+
+    step="exact"   O_k = -(I_N + s w_k w_k^T)^{-1} w_k     (whitebox.functional.mssa_exact)
+                   instead of A_k w_k: the exact gradient of the compression
+                   rate, through K N x N inverses per item;
+    tied=True      the output projection is the subspaces themselves,
+                   [O_1 .. O_K] [U_1 .. U_K]^T = O W_qkv  (no W_out, no bias);
+    gain c, shrink r   y = c [O_1 .. O_K] W_out^T + b_out - r x.
+
+With s = b = p/(N eps^2), c = kappa b, tied and step="exact", y is exactly
+-kappa dRc(x | U)/dx, so x + y is one gradient step on the compression rate
+(whitebox.rate.compression_step). With the softmax, c = r = kappa b gives the
+paper's (1 - kappa b) x + kappa b [SSA_k] U^T.
 """
 import numpy as np
 
@@ -22,6 +37,9 @@ from ..backend import get_array_module
 from ._blas import matmul_rows, sum_last, sum_leading
 from ._checks import check_array, check_dout
 from .dropout import dropout_backward, dropout_forward
+from .mssa_exact import exact_heads_backward, exact_heads_forward
+
+STEPS = ("softmax", "exact")
 
 
 def _split_heads(w, K):
@@ -36,7 +54,8 @@ def _merge_heads(o):
 
 
 def mssa_forward(x, W_qkv, W_out, b_out, heads, scale=None, causal=False,
-                 dropout=0.0, rng=None, training=True):
+                 dropout=0.0, rng=None, training=True, step="softmax", tied=False,
+                 gain=1.0, shrink=0.0, softmax=True):
     """y = [softmax(s w_k w_k^T) w_k]_k W_out^T + b_out,  w = x W_qkv^T.
 
     Inputs: x (B, N, d); W_qkv (K p, d); W_out (d, K p) or None for no output
@@ -44,7 +63,13 @@ def mssa_forward(x, W_qkv, W_out, b_out, heads, scale=None, causal=False,
     or None; heads K; scale s (default p^{-1/2}); causal: mask keys after
     the query; dropout p on the attention and after the output projection
     (masks drawn from ``rng``, a numpy Generator, only when training).
-    Returns: y (B, N, d), cache. The attention maps are cache["attn"].
+    Variants (module docstring): step "softmax" or "exact" (no causal mask,
+    no attention dropout: the exact step has no attention map to drop);
+    tied (W_out must be None); gain c and shrink r; softmax=False uses
+    A_k = S_k itself (the official CRATE-MAE decoder's ``use_softmax=False``:
+    the Gram weighting of the derivation, unnormalised).
+    Returns: y (B, N, d), cache. The attention maps are cache["attn"]
+    (for the exact step, the N x N inverses (I + s w_k w_k^T)^{-1}).
     """
     xp = check_array("x", x, ndim=3)
     if not isinstance(heads, (int, np.integer)) or heads <= 0:
@@ -55,32 +80,65 @@ def mssa_forward(x, W_qkv, W_out, b_out, heads, scale=None, causal=False,
                          f"expected {d} to match W_qkv of shape {tuple(W_qkv.shape)}")
     if Kp % heads:
         raise ValueError(f"mssa: W_qkv has {Kp} rows, not divisible by heads={heads}")
+    if step not in STEPS:
+        raise ValueError(f"mssa: step must be one of {STEPS}, got {step!r}")
+    if causal and not softmax:
+        raise ValueError("mssa: causal=True needs softmax=True (the mask is -inf logits)")
+    if step == "exact" and causal:
+        raise ValueError("mssa: the exact step (step='exact') has no causal form")
+    if tied and W_out is not None:
+        raise ValueError("mssa: a tied output projection (tied=True) takes W_out=None")
     p = Kp // heads
     s = p ** -0.5 if scale is None else scale
     B, N, _ = x.shape
 
     w = _split_heads(matmul_rows(x, W_qkv.T), heads)             # (B, K, N, p)
+    if step == "exact":
+        H, exact_cache = exact_heads_forward(w, s)                # (B, K, N, p)
+        H = H * -gain                  # O_k = -c M_k^{-1} w_k (a new array: the cache keeps M^{-1} w)
+        return _project_out(x, H, W_qkv, W_out, b_out, tied, gain, shrink, dropout, rng,
+                            training, {"w": w, "attn": exact_cache["attn"], "scale": s,
+                                       "exact": exact_cache, "attn_mask": None})
     S = w @ w.transpose(0, 1, 3, 2)                  # (B, K, N, N)
     S *= s
     if causal:
         future = xp.triu(xp.ones((N, N), dtype=bool), 1)            # keys after the query
         S += xp.where(future, -xp.inf, 0).astype(S.dtype)           # broadcast over (B, K)
-    # softmax in place: subtract the row max so exp never overflows
-    S -= S.max(axis=-1, keepdims=True)
-    A = xp.exp(S, out=S)
-    A /= sum_last(A)                                 # (B, K, N, N)
+    if softmax:
+        # softmax in place: subtract the row max so exp never overflows
+        S -= S.max(axis=-1, keepdims=True)
+        A = xp.exp(S, out=S)
+        A /= sum_last(A)                             # (B, K, N, N)
+    else:
+        A = S
     A_used, attn_mask = dropout_forward(A, dropout, rng, training)
-    O = _merge_heads(A_used @ w)                     # (B, N, K p)
-    if W_out is None:
+    H = A_used @ w                                   # (B, K, N, p)
+    if gain != 1.0:
+        H *= gain
+    return _project_out(x, H, W_qkv, W_out, b_out, tied, gain, shrink, dropout, rng,
+                        training, {"w": w, "attn": A, "attn_used": A_used,
+                                   "attn_mask": attn_mask, "scale": s, "exact": None,
+                                   "softmax": softmax})
+
+
+def _project_out(x, H, W_qkv, W_out, b_out, tied, gain, shrink, dropout, rng, training,
+                 cache):
+    """y = [H_1 .. H_K] P (+ b_out) - r x, P = W_out^T, W_qkv (tied) or I; output dropout."""
+    O = _merge_heads(H)                              # (B, N, K p)
+    if tied:
+        y = matmul_rows(O, W_qkv)                    # (B, N, d)  O [U_1 .. U_K]^T
+    elif W_out is None:
         y = O
     else:
         y = matmul_rows(O, W_out.T)                  # (B, N, d)
         if b_out is not None:
             y += b_out
+    if shrink:
+        y -= shrink * x
     y, out_mask = dropout_forward(y, dropout, rng, training)
-    cache = {"x": x, "w": w, "attn": A, "attn_used": A_used, "attn_mask": attn_mask,
-             "O": O, "out_mask": out_mask, "W_qkv": W_qkv, "W_out": W_out,
-             "has_bias": b_out is not None, "scale": s}
+    cache.update({"x": x, "O": O, "out_mask": out_mask, "W_qkv": W_qkv, "W_out": W_out,
+                  "has_bias": b_out is not None, "tied": tied, "gain": gain,
+                  "shrink": shrink})
     return y, cache
 
 
@@ -88,19 +146,26 @@ def mssa_backward(dout, cache):
     """Gradients of MSSA (rows form, G = dout).
 
     dW_out = G^T O;  db_out = sum G;  dO = G W_out
-    dA_k = dO_k w_k^T;  dS_k = A_k * (dA_k - rowsum(dA_k * A_k))
+    dA_k = dO_k w_k^T;  dS_k = A_k * (dA_k - rowsum(dA_k * A_k))   (dS_k = dA_k without softmax)
     dw_k = A_k^T dO_k + s (dS_k + dS_k^T) w_k      (q = k = v)
     dx = dw W_qkv;  dW_qkv = dw^T x
+    Variants: tied adds dW_qkv += O^T G (the output side of U); shrink r
+    adds -r G to dx; gain c scales dO; the exact step's dw comes from
+    whitebox.functional.mssa_exact.exact_heads_backward.
     Returns: dx (B, N, d), dW_qkv (K p, d), dW_out (d, K p) or None, db_out (d,) or None.
     """
-    x, w, A, A_used = cache["x"], cache["w"], cache["attn"], cache["attn_used"]
-    W_qkv, W_out, s = cache["W_qkv"], cache["W_out"], cache["scale"]
+    x, w, W_qkv, W_out, s = cache["x"], cache["w"], cache["W_qkv"], cache["W_out"], cache["scale"]
     B, K, N, p = w.shape
     d = x.shape[-1]
     check_dout("mssa", dout, (B, N, d))
     G = dropout_backward(dout, cache["out_mask"])    # (B, N, d)
 
-    if W_out is None:
+    dW_qkv_out = None
+    if cache["tied"]:
+        dW_out = db_out = None
+        dO = matmul_rows(G, W_qkv.T)                                     # (B, N, K p)
+        dW_qkv_out = cache["O"].reshape(-1, K * p).T @ G.reshape(-1, d)  # (K p, d)
+    elif W_out is None:
         dW_out = db_out = None
         dO = G
     else:
@@ -108,19 +173,38 @@ def mssa_backward(dout, cache):
         db_out = sum_leading(G) if cache["has_bias"] else None
         dO = matmul_rows(G, W_out)                                       # (B, N, K p)
     dO = _split_heads(dO, K)                                             # (B, K, N, p)
+    # O_k = c A_k w_k, or -c M_k^{-1} w_k for the exact step; not in place: dO may be a view of G
+    factor = -cache["gain"] if cache["exact"] is not None else cache["gain"]
+    if factor != 1.0:
+        dO = dO * factor
+    if cache["exact"] is not None:
+        dw = exact_heads_backward(dO, cache["exact"])
+        return _input_grads(dw, x, W_qkv, G, cache["shrink"], dW_qkv_out) + (dW_out, db_out)
 
+    A, A_used = cache["attn"], cache["attn_used"]
     dw = A_used.transpose(0, 1, 3, 2) @ dO                               # (B, K, N, p)
     dA = dO @ w.transpose(0, 1, 3, 2)                                    # (B, K, N, N)
     dA = dropout_backward(dA, cache["attn_mask"])
-    # softmax backward, in place on dA: dS = A * (dA - rowsum(dA * A))
     dS = dA
-    dS -= sum_last(dA * A)
-    dS *= A
+    if cache["softmax"]:
+        # softmax backward, in place on dA: dS = A * (dA - rowsum(dA * A))
+        dS -= sum_last(dA * A)
+        dS *= A
     dS = dS + dS.transpose(0, 1, 3, 2)    # not in place: the operands overlap
     dS *= s
     dw += dS @ w                                                         # (B, K, N, p)
+    return _input_grads(dw, x, W_qkv, G, cache["shrink"], dW_qkv_out) + (dW_out, db_out)
 
+
+def _input_grads(dw, x, W_qkv, G, shrink, dW_qkv_out):
+    """dx = dw W_qkv - r G;  dW_qkv = dw^T x (+ the tied output side)."""
+    B, K, N, p = dw.shape
+    d = x.shape[-1]
     dw = _merge_heads(dw)                                                # (B, N, K p)
     dx = matmul_rows(dw, W_qkv)                                          # (B, N, d)
+    if shrink:
+        dx -= shrink * G
     dW_qkv = dw.reshape(-1, K * p).T @ x.reshape(-1, d)                  # (K p, d)
-    return dx, dW_qkv, dW_out, db_out
+    if dW_qkv_out is not None:
+        dW_qkv += dW_qkv_out
+    return dx, dW_qkv

@@ -16,7 +16,7 @@ from ..backend import backend_name
 from ..functional._checks import check_array, check_dout, check_finite
 from ..nn import CRATELayer, Dropout, LayerNorm, Linear, Module, ModuleList, Patchify, \
     Sequential
-from ..nn.crate_layers import CAPTURE_KEYS
+from ..nn.crate_layers import CAPTURE_KEYS, attention_options
 from ..nn.layers import _rng
 
 
@@ -36,16 +36,8 @@ def _positive_int(name, v):
     return int(v)
 
 
-class Transformer(Module):
-    """``depth`` CRATE layers named ``layers.i``, each [PreNorm(MSSA), PreNorm(ISTA)]."""
-
-    def __init__(self, dim, depth, heads, dim_head, dropout=0.0, ista_step=0.1,
-                 ista_lambda=0.1, causal=False, dtype="float32", seed=0):
-        super().__init__(dtype)
-        rng = _rng(seed)
-        self.layers = ModuleList([CRATELayer(dim, heads, dim_head, dropout, ista_step,
-                                             ista_lambda, causal, dtype=dtype, seed=rng)
-                                  for _ in range(depth)], dtype=dtype)
+class LayerStack(Module):
+    """Layers named ``layers.i``, run in order; backward is the explicit reverse walk."""
 
     def forward(self, x, capture=None):
         """x (B, N, d) -> (B, N, d). ``capture``: a dict of lists to append per-layer features to."""
@@ -62,17 +54,34 @@ class Transformer(Module):
         return dout
 
 
+class Transformer(LayerStack):
+    """``depth`` CRATE layers named ``layers.i``, each [PreNorm(MSSA), PreNorm(ISTA)]."""
+
+    def __init__(self, dim, depth, heads, dim_head, dropout=0.0, ista_step=0.1,
+                 ista_lambda=0.1, causal=False, dtype="float32", seed=0, attention=None):
+        super().__init__(dtype)
+        rng = _rng(seed)
+        self.layers = ModuleList([CRATELayer(dim, heads, dim_head, dropout, ista_step,
+                                             ista_lambda, causal, dtype=dtype, seed=rng,
+                                             attention=attention)
+                                  for _ in range(depth)], dtype=dtype)
+
+
 class CRATE(Module):
     """The CRATE vision classifier (Yu et al.), official architecture and names.
 
     Inputs of forward: images (B, channels, H, W) with (H, W) = image_size.
     Returns: logits (B, num_classes).
+    attention: None (official MSSA) or a dict of the theory-faithful options
+    of whitebox.nn.MSSA, e.g. dict(out="tied", scale="rate", eps=1.0,
+    kappa=1.0, step="exact"); each departure can be switched off alone.
     """
 
     def __init__(self, image_size, patch_size, num_classes, dim, depth, heads, dim_head=64,
                  channels=3, pool="cls", ista_step=0.1, ista_lambda=0.1, dropout=0.0,
-                 emb_dropout=0.0, dtype="float32", seed=0):
+                 emb_dropout=0.0, dtype="float32", seed=0, attention=None):
         super().__init__(dtype)
+        attention = attention_options(attention)
         ih, iw = (_positive_int("image_size", v) for v in _pair("image_size", image_size))
         ph, pw = (_positive_int("patch_size", v) for v in _pair("patch_size", patch_size))
         if ih % ph or iw % pw:
@@ -87,6 +96,8 @@ class CRATE(Module):
                            dim_head=dim_head, channels=channels, pool=pool,
                            ista_step=ista_step, ista_lambda=ista_lambda, dropout=dropout,
                            emb_dropout=emb_dropout, dtype=self.dtype, seed=seed)
+        if attention:
+            self.config["attention"] = attention
         self.image_hw, self.patch_hw = (ih, iw), (ph, pw)
         self.channels, self.pool, self.dim = channels, pool, dim
         num_patches = (ih // ph) * (iw // pw)
@@ -101,7 +112,7 @@ class CRATE(Module):
         self.add_param("cls_token", rng.standard_normal((1, 1, dim)))
         self.dropout = Dropout(emb_dropout, dtype=dtype, seed=rng)
         self.transformer = Transformer(dim, depth, heads, dim_head, dropout, ista_step,
-                                       ista_lambda, dtype=dtype, seed=rng)
+                                       ista_lambda, dtype=dtype, seed=rng, attention=attention)
         self.mlp_head = Sequential(LayerNorm(dim, dtype=dtype),
                                    Linear(dim, num_classes, dtype=dtype, seed=rng), dtype=dtype)
         self.captured = None

@@ -1,11 +1,16 @@
 """Modules: parameter-holding wrappers around whitebox.functional."""
+from .alpha_layers import AlphaLayer, OvercompleteISTABlock
 from .crate_layers import CRATELayer, ISTA, MSSA, PreNorm
+from .decoder_layers import DecoderLayer, DecoderMSSA
 from .layers import (GELU, Dropout, Embedding, Identity, LayerNorm, Linear, Patchify, ReLU,
                      Softmax, Unpatchify)
-from .module import Module, ModuleList, Sequential
 from .lm_layers import LMAttention, LMBlock, OvercompleteISTA
+from .module import Module, ModuleList, Sequential
+from .patch_embed import PatchConv, PatchEmbed
 
 __all__ = ["Module", "Sequential", "ModuleList", "Linear", "LayerNorm", "ReLU", "GELU",
            "Softmax", "Dropout", "Embedding", "Patchify", "Unpatchify", "Identity",
            "PreNorm", "MSSA", "ISTA", "CRATELayer",
-           "LMAttention", "OvercompleteISTA", "LMBlock"]
+           "DecoderMSSA", "DecoderLayer", "PatchConv", "PatchEmbed",
+           "LMAttention", "LMBlock", "OvercompleteISTA", "AlphaLayer",
+           "OvercompleteISTABlock"]

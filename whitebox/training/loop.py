@@ -30,6 +30,8 @@ from tqdm.auto import tqdm
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..optim import AdamW, WarmupCosine, clip_grad_norm
 from ..tasks import get_task
+from ..threads import set_threads
+from . import distributed
 from .config import RUNTIME_FIELDS, as_dict, make_config, validate
 from .runs import RunFolder, read_json
 
@@ -45,7 +47,9 @@ def train(cfg):
     """
     task_cls = get_task(cfg.task)
     cfg = validate(task_cls, cfg)
-    run = RunFolder(cfg.out)
+    set_threads(cfg.threads)                     # for the rest of the process
+    dp, run = distributed.setup(cfg)             # dp None unless --distributed
+    writer = dp is None or dp.writer             # only rank 0 prints and writes files
     if cfg.resume:
         saved = run.open_for_resume()
         _check_resumable(task_cls, cfg, saved)
@@ -77,7 +81,7 @@ def train(cfg):
     run.write_config(as_dict(cfg))
 
     progress = sys.stderr.isatty() if cfg.progress is None else cfg.progress
-    say = tqdm.write                 # prints above any progress bar
+    say = tqdm.write if writer else (lambda line: None)   # prints above any progress bar
     say(f"{task.name}: {type(model).__name__} {model.num_params():,} parameters | "
         f"{task.describe()} | {cfg.epochs} epochs of {steps_per_epoch} steps"
         + (f" | resuming after epoch {start_epoch}" if cfg.resume else ""))
@@ -91,7 +95,9 @@ def train(cfg):
                    leave=False, disable=not progress, file=sys.stderr)
         for i, batch in enumerate(bar):
             model.zero_grad()
-            loss, sums = task.train_step(model, batch)
+            loss, sums = task.train_step(model, dp.shard(batch) if dp else batch)
+            if dp:
+                sums = dp.allreduce(model, sums)     # gradients of the whole global batch
             if cfg.grad_clip:
                 clip_grad_norm(model, cfg.grad_clip)
             optimizer.step()
@@ -113,11 +119,13 @@ def train(cfg):
         # Metrics first, then the checkpoint: after a crash in between, resume
         # drops the metric line of the epoch the checkpoint does not hold.
         run.write_metrics(history)
-        save_checkpoint(run.checkpoint, model, optimizer, step=step, epoch=epoch, rng=generators,
-                        scheduler=schedule, extra={"config": as_dict(cfg), "run_id": run.run_id,
-                                                   "task": task.state()})
+        if writer:
+            save_checkpoint(run.checkpoint, model, optimizer, step=step, epoch=epoch,
+                            rng=generators, scheduler=schedule,
+                            extra={"config": as_dict(cfg), "run_id": run.run_id,
+                                   "task": task.state()})
 
-    if cfg.figures and history:
+    if cfg.figures and history and writer:
         task.figures(model, history, cfg.out)
     train.last_task = task
     return history

@@ -43,7 +43,7 @@ class RunFolder:
     def start_fresh(self, overwrite=False):
         """Make the folder ready for a new run; returns the paths moved aside (or deleted)."""
         os.makedirs(self.out, exist_ok=True)
-        _clean_temporaries(self.out)
+        clean_stale_temporaries(self.out)   # left by a killed write
         used = [name for name in os.listdir(self.out)
                 if name in RUN_FILES or name.endswith(".png")]
         if used and not overwrite:
@@ -72,7 +72,7 @@ class RunFolder:
             raise FileNotFoundError(
                 f"--resume: no checkpoint {self.checkpoint!r} to continue from (the run "
                 "stopped before its first epoch ended: start it again without --resume)")
-        _clean_temporaries(self.out)
+        clean_stale_temporaries(self.out)   # left by a killed write
         saved = read_json(self.config)
         self.run_id = saved.get("run_id")
         return saved
@@ -151,8 +151,3 @@ def read_json(path):
     if not isinstance(data, dict):
         raise ValueError(f"{path!r} must hold a JSON object, got {type(data).__name__}")
     return data
-
-
-def _clean_temporaries(out):
-    """Remove temporary files of this project's own pattern left by a killed write."""
-    clean_stale_temporaries(out)

@@ -1,0 +1,77 @@
+"""Time LayerNorm forward + backward: whitebox's fast path and reference against PyTorch.
+
+    python benchmarks/bench_layernorm.py [--threads 1]
+
+Alternating runs, medians (ms), float32, the token shapes of the benchmark
+configs. PyTorch's column says so when PyTorch is not installed.
+"""
+import argparse
+import statistics
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from whitebox.functional.layernorm import (layernorm_backward, layernorm_forward,
+                                           layernorm_reference_backward,
+                                           layernorm_reference_forward)
+
+SHAPES = {"mnist-demo (128, 50, 96)": (128, 50, 96),
+          "cifar-crate-t (32, 65, 384)": (32, 65, 384),
+          "CRATE-T 224px (8, 197, 384)": (8, 197, 384)}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=41)
+    args = ap.parse_args(argv)
+    try:
+        import torch
+        torch.set_num_threads(args.threads)
+    except ImportError:
+        torch = None
+    rng = np.random.default_rng(0)
+    print(f"LayerNorm forward + backward, float32, {args.threads} thread(s), "
+          f"median of {args.repeats} alternating runs (ms)")
+    print("| tokens x d | reference | fast path | PyTorch | fast / PyTorch |")
+    print("|---|---|---|---|---|")
+    with threadpool_limits(args.threads):
+        for name, shape in SHAPES.items():
+            x = rng.standard_normal(shape, dtype=np.float32)
+            g = np.ones(shape[-1], np.float32)
+            b = np.zeros(shape[-1], np.float32)
+            dout = rng.standard_normal(shape, dtype=np.float32)
+
+            def ours(fwd, bwd):
+                return lambda: bwd(dout, fwd(x, g, b)[1])
+            runs = {"reference": ours(layernorm_reference_forward, layernorm_reference_backward),
+                    "fast": ours(layernorm_forward, layernorm_backward)}
+            if torch is not None:
+                ln = torch.nn.LayerNorm(shape[-1])
+                tx = torch.from_numpy(x).requires_grad_()
+                tdout = torch.from_numpy(dout)
+
+                def run_torch():
+                    ln.zero_grad()
+                    tx.grad = None
+                    ln(tx).backward(tdout)
+                runs["torch"] = run_torch
+            times = {k: [] for k in runs}
+            for _ in range(3):
+                for f in runs.values():
+                    f()
+            for _ in range(args.repeats):
+                for k, f in runs.items():
+                    t = time.perf_counter()
+                    f()
+                    times[k].append(time.perf_counter() - t)
+            med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+            t_torch = (f"{med['torch']:.2f}" if "torch" in med else "PyTorch not installed")
+            ratio = f"{med['fast'] / med['torch']:.2f}" if "torch" in med else "n/a"
+            print(f"| {name} | {med['reference']:.2f} | {med['fast']:.2f} | {t_torch} | "
+                  f"{ratio} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

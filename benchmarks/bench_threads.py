@@ -1,0 +1,80 @@
+"""Which BLAS thread count is robust? Time short training runs at 1 and 2 threads.
+
+    python benchmarks/bench_threads.py [--repeats 3] [--epochs 2]
+
+Runs `python -m whitebox.train --epochs E --no-figures` alternating between
+thread counts, first on the machine as it is ("idle"), then beside one busy
+process (`python -c "while True: pass"`), and prints the median wall time and
+CPU time (user + system) of each. The thread count is passed as `--threads`
+when the training command has that flag, else through the BLAS environment
+variables.
+"""
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def has_threads_flag():
+    out = subprocess.run([sys.executable, "-m", "whitebox.train", "--help"],
+                         capture_output=True, text=True).stdout
+    return "--threads" in out
+
+
+def one_run(threads, epochs, flag, out):
+    cmd = [sys.executable, "-m", "whitebox.train", "--epochs", str(epochs), "--no-figures",
+           "--no-progress", "--out", out]
+    env = dict(os.environ)
+    if flag:
+        cmd += ["--threads", str(threads)]
+    else:
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(threads)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if res.returncode != 0:
+        raise SystemExit(f"training failed:\n{res.stderr[-2000:]}")
+    acc = [line for line in res.stdout.splitlines() if "accuracy" in line][-1:]
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, acc[0] if acc else ""
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    args = ap.parse_args(argv)
+    flag = has_threads_flag()
+    print(f"python -m whitebox.train --epochs {args.epochs} --no-figures, threads via "
+          f"{'--threads' if flag else 'environment variables'}; median of {args.repeats}")
+    print("| machine | threads | wall s | CPU s | last line |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for condition in ("idle", "one busy process"):
+            busy = None
+            if condition != "idle":
+                busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            try:
+                results = {n: [] for n in args.threads}
+                for _ in range(args.repeats):
+                    for n in args.threads:
+                        results[n].append(one_run(n, args.epochs, flag, os.path.join(tmp, "r")))
+            finally:
+                if busy is not None:
+                    busy.kill()
+                    busy.wait()
+            for n, rs in results.items():
+                print(f"| {condition} | {n} | {statistics.median(r[0] for r in rs):.1f} | "
+                      f"{statistics.median(r[1] for r in rs):.1f} | {rs[-1][2]} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""benchmarks/bench_crate.py: the folded PyTorch model is the same model, FLOPs count right,
+and the table says so when PyTorch is missing."""
+import importlib.util
+import pathlib
+
+import numpy as np
+import pytest
+
+from whitebox.models import CRATE
+
+PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_crate.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_crate", PATH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_folded_torch_model_equals_the_official_one(bench):
+    torch = pytest.importorskip("torch")
+    from whitebox.torch_crate import torch_model_from
+    model = CRATE(image_size=8, patch_size=4, num_classes=3, dim=8, depth=2, heads=2,
+                  dim_head=4, channels=1, dtype="float64", seed=0)
+    x = torch.from_numpy(np.random.default_rng(1).random((2, 1, 8, 8)))
+    y = torch.tensor([0, 2])
+    official, folded = torch_model_from(model), bench.fold_ista(torch, torch_model_from(model))
+    for m in (official, folded):
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+    torch.testing.assert_close(folded(x), official(x), rtol=1e-12, atol=1e-12)
+    for (name, a), (_, b) in zip(official.named_parameters(), folded.named_parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_gemm_flops_by_hand(bench):
+    cfg = dict(image_size=8, patch_size=4, channels=1, num_classes=3, dim=8, depth=1,
+               heads=2, dim_head=4, batch=2)
+    T, N, d, I, K, p = 2 * 5, 5, 8, 8, 2, 4
+    layer_common = 12 * T * d * I + 10 * 2 * K * N * N * p
+    ends = 6 * 2 * 4 * 16 * d + 6 * 2 * d * 3
+    assert bench.gemm_flops(cfg) == layer_common + 6 * T * d * d + 4 * d ** 3 + ends
+    assert bench.gemm_flops(cfg, folded=False) == layer_common + 18 * T * d * d + ends
+
+
+def test_table_says_when_torch_is_missing(bench, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "load_torch", lambda: None)
+    monkeypatch.setitem(bench.CONFIGS, "mnist-demo", dict(
+        image_size=8, patch_size=4, channels=1, num_classes=3, dim=8, depth=1, heads=2,
+        dim_head=4, batch=2))
+    rows = bench.main(["--configs", "mnist-demo", "--threads", "1", "--repeats", "1",
+                       "--warmup", "0", "--gemm-size", "256", "--cpu-time"])
+    out = capsys.readouterr().out
+    assert "PyTorch is not installed" in out and "download.pytorch.org/whl/cpu" in out
+    table = [line for line in out.splitlines() if line.startswith("| mnist-demo")]
+    assert len(table) == 1 and "no torch" in table[0] and " - " not in table[0]
+    assert rows[0]["ms"]["whitebox"] > 0
+
+
+def test_every_config_runs_against_its_torch_twin(bench, monkeypatch, capsys):
+    pytest.importorskip("torch")
+    tiny = dict(image_size=8, patch_size=4, channels=1, num_classes=3, dim=8, depth=1,
+                heads=2, dim_head=4, batch=2)
+    monkeypatch.setitem(bench.CONFIGS, "mnist-demo", tiny)
+    monkeypatch.setitem(bench.CONFIGS, "alpha-tiny", dict(tiny, family="CRATE-alpha"))
+    rows = bench.main(["--configs", "mnist-demo", "alpha-tiny", "--threads", "1", "--repeats",
+                       "1", "--warmup", "0", "--gemm-size", "64", "--no-compile"])
+    assert [sorted(r["ms"]) for r in rows] == [["eager", "whitebox"]] * 2
+    assert rows[0]["peak"]["whitebox"] > 0 and rows[1]["peak"]["whitebox"] is None
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| alpha")]
+    assert "n/a" in table[0]

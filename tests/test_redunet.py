@@ -1,0 +1,95 @@
+"""ReduNet: operators against whitebox.rate's gradients, MCR^2 rising layer by layer."""
+import numpy as np
+import pytest
+
+from whitebox import rate
+from whitebox.data import subspace_mixture
+from whitebox.gradcheck import numerical_gradient, rel_error
+from whitebox.models import ReduNet
+from whitebox.models.redunet import (compression_operators, expansion_operator,
+                                     rate_reduction_gradient, soft_membership)
+
+EPS = 0.5
+
+
+@pytest.fixture(scope="module")
+def mixture():
+    Z, y, _ = subspace_mixture(240, 16, 3, 3, noise=0.3, rng=0, normalize=True)
+    return Z, y
+
+
+def test_expansion_operator_is_the_coding_rate_gradient(mixture):
+    Z, _ = mixture
+    E = expansion_operator(Z, EPS)
+    assert np.allclose(E, E.T)
+    assert rel_error(Z @ E, rate.coding_rate_grad(Z, EPS)) < 1e-10
+
+
+def test_compression_operators_are_the_class_compression_gradient(mixture):
+    Z, y = mixture
+    C, gamma = compression_operators(Z, y, EPS, 3)
+    assert np.allclose(gamma, np.bincount(y) / len(y))
+    _, cache = rate.class_compression_forward(Z, y, EPS)
+    dRc = rate.class_compression_backward(None, cache)
+    ours = np.stack([gamma[j] * Z[i] @ C[j] for i, j in enumerate(y)])
+    assert rel_error(ours, dRc) < 1e-10
+
+
+def test_layer_direction_is_the_mcr2_gradient(mixture):
+    Z, y = mixture
+    E = expansion_operator(Z, EPS)
+    C, gamma = compression_operators(Z, y, EPS, 3)
+    direction = rate_reduction_gradient(Z, E, C, gamma, np.eye(3)[y])
+    reference = -rate.mcr2_loss(Z, y, EPS)[1]
+    # small entries are differences of two terms: judge them against the largest entry
+    assert rel_error(direction, reference, floor=1e-3 * np.abs(reference).max()) < 1e-10
+    # and against finite differences of Delta R itself, on a few rows
+    Zs, ys = Z[:24].copy(), y[:24]
+    Es = expansion_operator(Zs, EPS)
+    Cs, gs = compression_operators(Zs, ys, EPS, 3)
+    analytic = rate_reduction_gradient(Zs, Es, Cs, gs, np.eye(3)[ys])
+    numeric = numerical_gradient(lambda: np.array(-rate.mcr2_loss(Zs, ys, EPS)[0]), Zs,
+                                 np.array(1.0), h=1e-5)
+    assert rel_error(analytic, numeric, floor=1e-3 * np.abs(analytic).max()) < 1e-6
+
+
+def test_rate_reduction_never_falls_over_layers(mixture):
+    Z, y = mixture
+    net = ReduNet(depth=12, eps=EPS, eta=0.5)
+    out = net.construct(Z, y)
+    history = np.array(net.history)
+    assert len(history) == 13 and len(net.layers) == 12
+    assert np.all(np.diff(history) >= -1e-10), history
+    assert history[-1] > history[0] + 1.0
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0)
+    # the same layers with the true labels reproduce the construction exactly
+    assert np.abs(net.transform(Z, labels=y) - out).max() < 1e-12
+
+
+def test_new_samples_are_transformed_with_soft_memberships():
+    Z, y, _ = subspace_mixture(480, 16, 3, 3, noise=0.3, rng=1, normalize=True)
+    net = ReduNet(depth=10, eps=EPS, eta=0.5, temperature=100.0)
+    net.construct(Z[:240], y[:240])
+    held_out = net.transform(Z[240:], return_all=True)
+    rates = [net.rate_reduction(f, y[240:]) for f in held_out]
+    assert rates[-1] > rates[0] + 0.5, rates
+    assert np.mean(net.predict(Z[240:]) == y[240:]) > 0.9
+
+
+def test_soft_membership_rows_and_limit(mixture):
+    Z, y = mixture
+    C, _ = compression_operators(Z, y, EPS, 3)
+    pi = soft_membership(Z, C, 10.0)
+    assert pi.shape == (len(Z), 3) and np.allclose(pi.sum(axis=1), 1.0)
+    norms = np.linalg.norm(np.einsum("nd,jde->nje", Z, C), axis=-1)
+    assert np.array_equal(soft_membership(Z, C, 1e6).argmax(axis=1), norms.argmin(axis=1))
+
+
+def test_bad_use_is_refused(mixture):
+    Z, y = mixture
+    with pytest.raises(RuntimeError, match="before construct"):
+        ReduNet(depth=2).transform(Z)
+    with pytest.raises(ValueError, match="depth"):
+        ReduNet(depth=0)
+    with pytest.raises(ValueError, match="labels"):
+        ReduNet(depth=2).construct(Z, y[:-1])

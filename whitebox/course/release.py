@@ -1,0 +1,225 @@
+"""Write a student release: the library with one assignment's functions removed.
+
+    release("A2", "handout/")   # python -m whitebox.course release A2 --out handout
+
+The folder holds ``whitebox/`` (a copy of the library, every function of the
+assignment's parts stripped to a NotImplementedError that says which part
+and which tutorial section derives it), ``tutorials/`` (the assignment's
+tutorials without their solution blocks, written by
+tutorials/make_exercises.py), ``tests/`` (the checks the grader runs, for the
+student to run locally), ``pyproject.toml`` (``pip install -e .`` makes it
+importable as ``whitebox``), ``README.md`` and ``ASSIGNMENT.json`` (which
+assignment this is, read by the grader).
+"""
+import datetime
+import json
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+from .assignments import get_assignment
+from .strip import strip_functions
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1]        # .../whitebox
+ROOT = PACKAGE.parent                                         # the project
+CHECKS = pathlib.Path(__file__).resolve().parent / "checks"
+HEADING = re.compile(r"^#\s+(#{2,4})\s+(.*\S)\s*$")
+
+
+def check_files(key):
+    """The check files of an assignment, in part order."""
+    return sorted(CHECKS.glob(f"test_{key.lower()}_part*.py"))
+
+
+def section(tutorial, words, root=ROOT):
+    """The heading of ``tutorial`` that contains ``words`` (case-insensitive), or None."""
+    path = root / "tutorials" / tutorial
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        m = HEADING.match(line)
+        if m and words.lower() in m.group(2).lower():
+            return m.group(2).replace("`", "")
+    return None
+
+
+def pointer(part, root=ROOT):
+    """'tutorials/02_mssa.py, section "4. MSSA backward, with d-twins"' (or just the file)."""
+    where = f"tutorials/{part.tutorial}"
+    heading = section(part.tutorial, part.section, root)
+    return f'{where}, section "{heading}"' if heading else where
+
+
+def stub_messages(assignment, root=ROOT):
+    """{file: {qualname: message}} for every function the assignment strips."""
+    out = {}
+    for part in assignment.parts:
+        where = pointer(part, root)
+        for spec in part.functions:
+            path, name = spec.split(":")
+            out.setdefault(path, {})[name] = (
+                f"{assignment.key} part {part.number}: write {name}; see {where}")
+    return out
+
+
+def _ignore(folder, names):
+    skip = {"__pycache__", ".pytest_cache"}
+    if pathlib.Path(folder).resolve() == PACKAGE:
+        skip.add("course")             # the grader and its checks stay with the instructor
+    return [n for n in names if n in skip or n.endswith((".pyc", ".pyo"))]
+
+
+def _write_tutorials(assignment, out, root):
+    """The assignment's tutorials with solutions stripped, by tutorials/make_exercises.py."""
+    tutorials = root / "tutorials"
+    files = [tutorials / t for t in assignment.tutorials if (tutorials / t).exists()]
+    target = out / "tutorials"
+    target.mkdir(parents=True, exist_ok=True)
+    if files:
+        proc = subprocess.run([sys.executable, str(tutorials / "make_exercises.py"),
+                               *map(str, files), "--out", str(target)],
+                              capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"tutorials/make_exercises.py failed:\n{proc.stderr}")
+    # helpers the tutorials import (plots.py and the like) travel unchanged
+    for helper in tutorials.glob("*.py"):
+        if not re.match(r"\d\d_", helper.name) and helper.name != "make_exercises.py":
+            shutil.copy2(helper, target / helper.name)
+    return [f.name for f in files]
+
+
+PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=61", "wheel"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "whitebox-{key_lower}"
+version = "{version}"
+description = "whitebox course assignment {key}: {title}"
+requires-python = ">=3.10"
+dependencies = ["numpy>=1.23", "matplotlib>=3.5", "tqdm>=4.60"]
+
+[project.optional-dependencies]
+test = ["pytest>=7"]
+
+[tool.setuptools.packages.find]
+include = ["whitebox", "whitebox.*"]
+
+[tool.pytest.ini_options]
+testpaths = ["tests"]
+"""
+
+README = """\
+# Assignment {key}: {title}
+
+{summary}
+
+This folder is a copy of the whitebox library in which the functions below
+raise `NotImplementedError`. Write them; everything else already works.
+
+## Setup
+
+```bash
+pip install -e ".[test]"        # installs this folder as `whitebox`
+```
+
+## What to write ({points} points, about {hours:g} hours)
+
+{parts}
+
+## Check your work
+
+```bash
+python -m pytest tests -q                          # every part
+python -m pytest tests/test_{key_lower}_part1_*.py -q       # one part
+```
+
+A failing check names the function, the input it was given and, for a
+gradient, the analytic and the numerical value and how far apart they are.
+Run the parts in order: a later part may call the functions of an earlier
+one. The grader runs these checks and a few more; each part is graded on
+its own (the other parts' functions are replaced by reference versions
+while it runs), so one part's mistakes cost only that part.
+
+## The tutorials
+
+`tutorials/` holds the notebooks of this assignment as jupytext scripts,
+with their exercise solutions removed. They call the library functions you
+write, so their cells that do raise `NotImplementedError` until you have
+written them. Run one with
+`python tutorials/<name>.py`, or open it as a notebook:
+`pip install jupytext && jupytext --to notebook tutorials/<name>.py`.
+
+## Hand in
+
+Hand in this whole folder (or an archive of it) without renaming
+`whitebox/`; `ASSIGNMENT.json` tells the grader which assignment it is.
+"""
+
+
+def release(key, out, root=ROOT, force=False):
+    """Write the student release of assignment ``key`` into folder ``out``; return its path."""
+    assignment = get_assignment(key)
+    if assignment.coming:
+        raise ValueError(f"{assignment.key} cannot be released yet: {assignment.coming}")
+    out = pathlib.Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise FileExistsError(f"{out} exists and is not empty; choose a new folder "
+                                  "or pass force=True (--force) to replace it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = pathlib.Path(root)
+    shutil.copytree(root / "whitebox", out / "whitebox", ignore=_ignore)
+
+    for path, messages in stub_messages(assignment, root).items():
+        target = out / path
+        target.write_text(strip_functions(target.read_text(), messages, path))
+
+    tutorials = _write_tutorials(assignment, out, root)
+    (out / "tests").mkdir()
+    for helper in CHECKS.glob("*.py"):             # the checks' shared helpers
+        if not helper.name.startswith("test_"):
+            shutil.copy2(helper, out / "tests" / helper.name)
+    for check in check_files(assignment.key):
+        shutil.copy2(check, out / "tests" / check.name)
+
+    from .. import __version__
+    fields = dict(key=assignment.key, key_lower=assignment.key.lower(),
+                  title=assignment.title, summary=assignment.summary,
+                  points=assignment.points, hours=assignment.hours, version=__version__)
+    parts = "\n".join(
+        f"{p.number}. **{p.title}** ({p.points} points): "
+        + ", ".join(f"`{f.split(':')[1]}` in `{f.split(':')[0]}`" for f in p.functions)
+        + f". Derived in {pointer(p, root)}." for p in assignment.parts)
+    (out / "pyproject.toml").write_text(PYPROJECT.format(**fields))
+    (out / "README.md").write_text(README.format(parts=parts, **fields))
+    record = {"assignment": assignment.key, "title": assignment.title,
+              "points": assignment.points, "whitebox_version": __version__,
+              "released": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                  timespec="seconds"),
+              "tutorials": tutorials,
+              "parts": [{"number": p.number, "title": p.title, "points": p.points,
+                         "functions": list(p.functions)} for p in assignment.parts]}
+    (out / "ASSIGNMENT.json").write_text(json.dumps(record, indent=2) + "\n")
+    return out
+
+
+def fill_in(folder, key, parts, root=ROOT):
+    """Put the reference functions of ``parts`` back into a release (a partial solution).
+
+    For instructors checking a release, and for the course's own tests:
+    ``fill_in("handout/", "A2", [1])`` makes part 1 of the handout complete.
+    """
+    from .strip import function_source, replace_function
+    assignment = get_assignment(key)
+    folder, root = pathlib.Path(folder), pathlib.Path(root)
+    for number in parts:
+        for spec in assignment.part(number).functions:
+            path, name = spec.split(":")
+            reference = function_source((root / path).read_text(), name, path)
+            target = folder / path
+            target.write_text(replace_function(target.read_text(), name, reference, path))

@@ -1,0 +1,64 @@
+"""How many threads the BLAS library (OpenBLAS, MKL, ...) under NumPy may use.
+
+NumPy's matrix products run in a BLAS thread pool that, left alone, starts one
+thread per core. On a quiet machine that helps the large products; but BLAS
+threads wait for each other, and when another busy process holds a core the
+waiting dominates: on a shared 2-core machine (load average 9-13), a 2-epoch
+Quickstart run took 146-255 s with 2 BLAS threads against 27-32 s with one
+(and 6-8x the CPU time), while NumPy's own elementwise work never uses more
+than one thread anyway. So whitebox sets the pool deliberately:
+
+    from whitebox import threads
+    threads.set_threads(1)           # from now on
+    with threads.limited(2):         # only inside the block
+        ...
+
+`python -m whitebox.train --threads N` calls `set_threads(N)`. The default,
+DEFAULT_THREADS = 1, was chosen by measurement (benchmarks/bench_threads.py):
+one thread never collapses under load, and on an idle machine a second BLAS
+thread speeds up only the products, a part of each step. The pool is
+controlled through threadpoolctl, which finds every BLAS and OpenMP library
+loaded into the process, whatever NumPy was built with.
+Arrays on a GPU (CuPy) do not use these threads; the setting is harmless there.
+"""
+import contextlib
+import os
+
+from threadpoolctl import threadpool_info, threadpool_limits
+
+DEFAULT_THREADS = 1
+
+
+def _check_threads(n):
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"threads must be a positive integer (or None for all cores), "
+                         f"got {n!r}")
+
+
+def _resolve(n):
+    if n is None:
+        return os.cpu_count() or 1
+    _check_threads(n)
+    return n
+
+
+def get_threads():
+    """The number of threads the BLAS pool(s) may use now (the largest, if several)."""
+    counts = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    return max(counts) if counts else 1
+
+
+def set_threads(n=DEFAULT_THREADS):
+    """Let BLAS use ``n`` threads from now on (None: one per core). Returns the previous count."""
+    n = _resolve(n)
+    previous = get_threads()
+    threadpool_limits(limits=n, user_api="blas")
+    return previous
+
+
+@contextlib.contextmanager
+def limited(n=DEFAULT_THREADS):
+    """Let BLAS use ``n`` threads inside a ``with`` block; the previous setting comes back."""
+    n = _resolve(n)
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield n

@@ -414,3 +414,12 @@ def test_interop_pth_loads_strictly_into_the_official_modules(tmp_path, variant)
                                atol=1e-14)
     torch.save(TorchCRATEGPT(**TINY, variant=variant).state_dict(), tmp_path / "t.pth")
     load_official(m, tmp_path / "t.pth")             # an official file, alias and buffers included
+
+
+def test_overcomplete_ista_never_forms_the_gram_matrix():
+    """(c1 D^T) D, not c1 (D^T D): nothing of shape (m, m) is built (d m^2 work per call)."""
+    from whitebox.functional import overcomplete_ista_forward
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    D = np.random.default_rng(1).standard_normal((4, 16))
+    _, cache = overcomplete_ista_forward(x, D, 0.1, 0.1)
+    assert all(getattr(a, "shape", None) != (16, 16) for a in cache)

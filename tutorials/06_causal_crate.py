@@ -219,12 +219,14 @@ def lm_ista_forward(x, W, eta, lam):
 # |---|---|
 # | $out = c_2 W$ | $dc_2 = d\,out\, W^\top$, $dW \mathrel{+}= c_2^\top d\,out$ |
 # | $c_2 = \mathrm{ReLU}(u_2)$ | $du_2 = dc_2 \odot [u_2 > 0]$ |
-# | $u_2 = c_1 + \eta a - \eta c_1 W W^\top - \eta\lambda$ | $dc_1 = du_2 - \eta\, du_2 W W^\top$, $da = \eta\, du_2$, $dW \mathrel{+}= -\eta (W c_1^\top du_2 + W du_2^\top c_1)^\top$-style terms |
+# | $u_2 = c_1 + \eta a - \eta c_1 W W^\top - \eta\lambda$ | $dc_1 = du_2 - \eta\, du_2 W W^\top$, $da = \eta\, du_2$, $dW \mathrel{-}= \eta\,(c_1^\top du_2 + du_2^\top c_1)\, W$ |
 # | $c_1 = \mathrm{ReLU}(u_1)$, $u_1 = \eta a - \eta\lambda$ | $da \mathrel{+}= \eta\, dc_1 \odot [u_1 > 0]$ |
 # | $a = x W^\top$ | $dx = da\, W$, $dW \mathrel{+}= da^\top x$ |
 #
-# The Gram term $c_1 W W^\top$ is quadratic in $W$; written as products,
-# $d(c_1 W W^\top) / dW$ against $du_2$ gives $-\eta\,(c_1^\top du_2 + du_2^\top c_1) W$.
+# The Gram term $c_1 W W^\top$ is quadratic in $W$, so its gradient has two
+# parts, one per factor: $-\eta\,(c_1^\top du_2 + du_2^\top c_1) W$. (The library
+# never forms the $m \times m$ matrix $W W^\top$: it computes $(c_1 W) W^\top$,
+# two products of cost $N d m$, instead of $d m^2 + N m^2$.)
 
 # %%
 def lm_ista_backward(dout, cache):

@@ -13,6 +13,12 @@ linear map and stays outside this operator.
 
 The language model stores W = D^T of shape (m, d); CRATE-alpha stores D
 itself. Both call this one pair.
+
+The Gram matrix D^T D (m x m) is never formed: c1 D^T D is computed as
+(c1 D^T) D, two products of N x d x m each, instead of d m^2 to form the
+Gram plus N m^2 to apply it (at m = 4d the Gram route costs about twice as
+much per token, and forming it alone costs d m^2 per call: at d = 768 that
+dominates a step at small batch and every generated token).
 """
 from ._blas import matmul_rows
 from ._checks import check_array, check_dout
@@ -29,38 +35,39 @@ def overcomplete_ista_forward(x, D, eta=0.1, lam=0.1):
         raise ValueError(f"overcomplete_ista: x has {x.shape[-1]} features (shape "
                          f"{tuple(x.shape)}), D must be (d, m) with d = {x.shape[-1]}, "
                          f"got {tuple(D.shape)}")
-    xp = check_array("D", D, ndim=2)
-    m = D.shape[1]
+    check_array("D", D, ndim=2)
     a = matmul_rows(x, D)                            # (..., m) correlations with the atoms
     u1 = eta * a - eta * lam                         # (..., m) first step's pre-activation
     c1 = u1 * (u1 > 0)
-    G = D.T @ D                                      # (m, m) Gram matrix of the atoms
-    S = -eta * G                                     # (m, m) S = I - eta G, built in place
-    S[xp.arange(m), xp.arange(m)] += 1
-    u2 = matmul_rows(c1, S)                          # (..., m)
+    r = matmul_rows(c1, D.T)                         # (..., d) c1 D^T, the first reconstruction
+    u2 = matmul_rows(r, D)                           # (..., m) c1 D^T D
+    u2 *= -eta
+    u2 += c1                                         # c1 - eta c1 D^T D
     u2 += u1                                         # + eta a - eta lambda
     active2 = u2 > 0
     u2 *= active2                                    # c2 = ReLU(u2), in place
-    return u2, (x, D, c1, S, u1 > 0, active2, eta)
+    return u2, (x, D, c1, r, u1 > 0, active2, eta)
 
 
 def overcomplete_ista_backward(dout, cache):
-    """With G2 = dout * [u2 > 0]:
-        dc1 = G2 S^T;  G1 = dc1 * [u1 > 0];  da = eta (G2 + G1);
-        dS = c1^T G2;  dG = -eta dS;  dD = x^T da + D (dG + dG^T);  dx = da D^T.
+    """With G2 = dout * [u2 > 0], q = G2 D^T and r = c1 D^T:
+        G1 = (G2 - eta q D) * [u1 > 0];  da = eta (G2 + G1);
+        dD = x^T da - eta (r^T G2 + q^T c1);  dx = da D^T.
 
     Returns: dx (..., d), dD (d, m).
     """
-    x, D, c1, S, active1, active2, eta = cache
+    x, D, c1, r, active1, active2, eta = cache
     check_dout("overcomplete_ista", dout, c1.shape)
     d, m = D.shape
     G2 = dout * active2                              # (..., m)
-    G1 = matmul_rows(G2, S.T) * active1              # (..., m) through the first step
+    q = matmul_rows(G2, D.T)                         # (..., d) G2 D^T
+    G1 = G2 - eta * matmul_rows(q, D)                # (..., m) G2 (I - eta D^T D)
+    G1 *= active1                                    # through the first step
     da = G1 + G2
     da *= eta                                        # (..., m)
-    rows_x, rows_da = x.reshape(-1, d), da.reshape(-1, m)
-    dS = c1.reshape(-1, m).T @ G2.reshape(-1, m)     # (m, m)
-    dD = rows_x.T @ rows_da                          # (d, m) through a = x D
-    dD -= eta * (D @ (dS + dS.T))                    # through G = D^T D
+    dD = x.reshape(-1, d).T @ da.reshape(-1, m)      # (d, m) through a = x D
+    # through c1 D^T D: d/dD of -eta <G2, c1 D^T D> = -eta (r^T G2 + q^T c1)
+    dD -= eta * (r.reshape(-1, d).T @ G2.reshape(-1, m)
+                 + q.reshape(-1, d).T @ c1.reshape(-1, m))
     dx = matmul_rows(da, D.T)                        # (..., d)
     return dx, dD

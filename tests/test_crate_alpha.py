@@ -195,18 +195,18 @@ def test_capture_has_crates_keys_with_the_codes_as_ista_output():
     x = images()
     m.forward(x, capture=True)
     cap = m.captured
-    for key in ("mssa_in", "attention", "z_half", "ista_in", "z", "out"):
+    for key in ("mssa_in", "attention", "z_half", "ista_in", "code", "z"):
         assert len(cap[key]) == 2, key
     assert cap["attention"][0].shape == (2, 2, 5, 5)
-    assert cap["z"][1].shape == (2, 5, 24) and (cap["z"][1] >= 0).all()
+    assert cap["code"][1].shape == (2, 5, 24) and (cap["code"][1] >= 0).all()
     # Z^{l+1} = Z^{l+1/2} + c2 D1^T, and it feeds the next layer
     D1 = m.state_dict()["transformer.layers.0.1.fn.D1"]
-    np.testing.assert_allclose(cap["out"][0], cap["z_half"][0] + cap["z"][0] @ D1.T)
+    np.testing.assert_allclose(cap["z"][0], cap["z_half"][0] + cap["code"][0] @ D1.T)
     np.testing.assert_allclose(cap["mssa_in"][1],
-                               m.transformer.layers[1].attn.norm(cap["out"][0]))
+                               m.transformer.layers[1].attn.norm(cap["z"][0]))
     rc, nonzero = wb.rate.layer_measures(m, x)
     assert len(rc) == 2 and all(np.isfinite(rc)) and all(0 < v < 1 for v in nonzero)
-    assert nonzero[0] == float((cap["z"][0] != 0).mean())
+    assert nonzero[0] == float((cap["code"][0] != 0).mean())
     assert len(m.attention_maps()) == 2
 
 

@@ -100,10 +100,9 @@ class CRATEAlpha(Module):
         """images (B, C, H, W) -> logits (B, num_classes).
 
         With capture=True, ``self.captured`` holds per-layer lists under CRATE's
-        keys: "mssa_in", "attention", "z_half", "ista_in", and "z", the ISTA
-        output, which in CRATE-alpha is the sparse code c2 (B, N, expansion d);
-        the layer output Z^{l+1} = Z^{l+1/2} + c2 D1^T is under "out". So
-        whitebox.rate.layer_measures reads the sparsity of the codes.
+        keys: "mssa_in", "attention", "z_half", "ista_in", "code" (the sparse
+        code c2, (B, N, expansion d), whose sparsity whitebox.rate.layer_measures
+        reads) and "z" (the layer output Z^{l+1} = Z^{l+1/2} + c2 D1^T).
         """
         xp = self._check_images(images)
         images = images.astype(self.dtype, copy=False)
@@ -112,7 +111,7 @@ class CRATEAlpha(Module):
         cls = xp.broadcast_to(self._params["cls_token"], (B, 1, d))
         x = xp.concatenate([cls, x], axis=1)                       # (B, N, d)
         x += self._params["pos_embedding"]
-        self.captured = {k: [] for k in CAPTURE_KEYS + ("out",)} if capture else None
+        self.captured = {k: [] for k in CAPTURE_KEYS} if capture else None
         x = self.transformer(x, self.captured)
         logits = self.mlp_head(x[:, 0])                            # cls pooling
         self._cache = (x.shape, logits.shape)

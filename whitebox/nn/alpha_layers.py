@@ -103,19 +103,18 @@ class AlphaLayer(Module):
     def forward(self, x, capture=None):
         """x (B, N, d) -> (B, N, d); ``capture``: dict of lists to append this layer's features to.
 
-        Captured as in CRATE: "mssa_in", "attention", "z_half", "ista_in", and
-        "z" = the ISTA output, which here is the sparse code c2 (B, N, m) (the
-        quantity whose sparsity the per-layer measures read); the layer output
-        Z^{l+1} = Z^{l+1/2} + c2 D1^T is "out".
+        Captured under CRATE's keys: "mssa_in", "attention", "z_half",
+        "ista_in", "code" = the sparse code c2 (B, N, m), whose sparsity the
+        per-layer measures read, and "z" = the layer output
+        Z^{l+1} = Z^{l+1/2} + c2 D1^T.
         """
         h = self.attn.norm(x)                      # LN1(Z^l)
         x_half = x + self.attn.fn(h)               # Z^{l+1/2}
         h2 = self.ista.norm(x_half)                # LN2(Z^{l+1/2})
         out = x_half + self.ista.fn(h2)            # Z^{l+1}
         if capture is not None:
-            for key, value in zip(CAPTURE_KEYS + ("out",),
-                                  (h, self.attn.fn.last_attention, x_half, h2,
-                                   self.ista.fn.last_codes, out)):
+            for key, value in zip(CAPTURE_KEYS, (h, self.attn.fn.last_attention, x_half, h2,
+                                                 self.ista.fn.last_codes, out)):
                 capture[key].append(value)
         self._cache = True
         return out

@@ -199,7 +199,10 @@ class ISTA(Module):
         return f"ista_step={self.ista_step}, ista_lambda={self.ista_lambda}"
 
 
-CAPTURE_KEYS = ("mssa_in", "attention", "z_half", "ista_in", "z")
+# Per-layer features a forward with capture appends, the same keys for every
+# model: "code" is always the sparse code the ISTA step produces (for CRATE
+# the layer output itself), "z" always the layer's output Z^{l+1}.
+CAPTURE_KEYS = ("mssa_in", "attention", "z_half", "ista_in", "code", "z")
 
 
 class CRATELayer(Module):
@@ -247,7 +250,7 @@ class CRATELayer(Module):
         out = self.ista.fn(h2)                     # Z^{l+1}
         if capture is not None:
             for key, value in zip(CAPTURE_KEYS, (h, self.attn.fn.last_attention, x_half, h2,
-                                                 out)):
+                                                 out, out)):
                 capture[key].append(value)
         self._cache = True
         return out

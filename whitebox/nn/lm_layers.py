@@ -19,12 +19,12 @@ from .. import functional as F
 from ..functional._blas import matmul_rows
 from ..functional._checks import check_probability, check_real
 from ..functional.mssa import _merge_heads, _split_heads
-from .crate_layers import ISTA
+from .crate_layers import CAPTURE_KEYS, ISTA
 from .layers import LayerNorm, Linear, _rng, uniform_init
 from .module import Module
 
-# per-layer features a forward with capture appends (see LMBlock.forward)
-LM_CAPTURE_KEYS = ("mssa_in", "attention", "z_half", "ista_in", "code", "z")
+# per-layer features a forward with capture appends (see LMBlock.forward): CRATE's keys
+LM_CAPTURE_KEYS = CAPTURE_KEYS
 
 
 def _normal(rng, shape, std):

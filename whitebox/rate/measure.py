@@ -65,18 +65,19 @@ def layer_measures(model, inputs, eps2=0.01):
     """Per layer l of a model: Rc of its MSSA input on the layer's subspaces, and sparsity.
 
     Works for any model whose ``forward(inputs, capture=True)`` fills
-    ``model.captured`` ("mssa_in": LN1(Z^l), "z": the ISTA output, one entry
-    per layer) and whose ``subspaces(l)`` returns U (K, d, p). Rc follows
-    :func:`measure_compression` (official convention); the non-zero fraction
-    is 1 - (fraction of exact zeros of the ISTA output), the paper's
-    sparsity plot. Returns: (rc list, nonzero list), one float per layer.
+    ``model.captured`` ("mssa_in": LN1(Z^l), "code": the sparse code of the
+    ISTA step, one entry per layer) and whose ``subspaces(l)`` returns U
+    (K, d, p): CRATE, CRATE-alpha, CRATE-MAE's encoder, the language models.
+    Rc follows :func:`measure_compression` (official convention); the
+    non-zero fraction is 1 - (fraction of exact zeros of the code), the
+    paper's sparsity plot. Returns: (rc list, nonzero list), one float per layer.
     """
     model.eval()
     model.forward(inputs, capture=True)
     captured = model.captured
-    depth = len(captured["z"])
+    depth = len(captured["code"])
     rc = [measure_compression(captured["mssa_in"][l], model.subspaces(l), eps2)
           for l in range(depth)]
-    nonzero = [float((captured["z"][l] != 0).mean()) for l in range(depth)]
+    nonzero = [float((captured["code"][l] != 0).mean()) for l in range(depth)]
     model.captured = None          # drop the captured features: they are large
     return rc, nonzero

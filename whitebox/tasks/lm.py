@@ -30,7 +30,7 @@ from ..data.text import (CharTokenizer, bigram_cross_entropy, pydoc_corpus, rand
 from ..functional.token_cross_entropy import (token_cross_entropy_backward,
                                               token_cross_entropy_forward)
 from ..models import CRATEGPT
-from ..rate import measure_compression
+from ..rate import layer_measures
 from ..training.config import NONNEG, POSITIVE_INT, PROBABILITY, Check, setting
 from ..training.runs import RunFolder
 from .base import Task
@@ -165,7 +165,7 @@ class LanguageModel(Task):
             x = backend.to_device(self.x_test[i:i + 64], where)
             y = backend.to_device(self.y_test[i:i + 64], where)
             total += float(token_cross_entropy_forward(model(x), y)[0]) * len(x)
-        rc, nonzero = layer_measures_text(model, self.probe)
+        rc, nonzero = layer_measures(model, self.probe)
         return dict(test_loss=total / len(self.x_test), rc=rc, nonzero=nonzero)
 
     def epoch_line(self, record):
@@ -204,22 +204,6 @@ class LanguageModel(Task):
 
 
 # ---------------------------------------------------------------- measures and figures
-def layer_measures_text(model, probe):
-    """Per layer: Rc of LN1(x) on the layer's subspaces, and the non-zero fraction of the codes.
-
-    The code is the ISTA's sparse output: c1 (B, T, m) for the overcomplete
-    variant (its decoded output c1 W is not sparse), the block output for plain.
-    """
-    model.eval()
-    model.forward(probe, capture=True)
-    cap = model.captured
-    rc = [measure_compression(cap["mssa_in"][l], model.subspaces(l))
-          for l in range(len(cap["code"]))]
-    nonzero = [float((c != 0).mean()) for c in cap["code"]]
-    model.captured = None
-    return rc, nonzero
-
-
 def plot_losses(history, baseline, path):
     """Train and held-out loss per epoch, with the bigram baseline as a line."""
     fig, axes = plots._figure(1, 1, (6, 3.5))

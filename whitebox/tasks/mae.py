@@ -189,7 +189,7 @@ class MaskedAutoencoding(Task):
               for l, z in enumerate(enc["mssa_in"])]
         rc_dec = [measure_compression(z, model.decoder_subspaces(l))
                   for l, z in enumerate(dec["mssa_in"])]
-        nonzero = [float((z != 0).mean()) for z in enc["z"]]
+        nonzero = [float((c != 0).mean()) for c in enc["code"]]
         model.captured = None
         return dict(rc=rc, rc_decoder=rc_dec, nonzero=nonzero)
 

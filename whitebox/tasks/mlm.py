@@ -24,7 +24,8 @@ from .. import backend
 from ..functional.token_cross_entropy import (token_cross_entropy_backward,
                                               token_cross_entropy_forward)
 from ..models import CRATEBERT, mask_tokens
-from .lm import LanguageModel, layer_measures_text, plot_atoms, plot_losses
+from ..rate import layer_measures
+from .lm import LanguageModel, plot_atoms, plot_losses
 
 MASK = "<mask>"
 MASK_PROB = 0.15
@@ -91,7 +92,7 @@ class MaskedLanguageModel(LanguageModel):
             total_loss += float(token_cross_entropy_forward(logits, y)[0]) * n
             correct += float(((logits.argmax(axis=-1) == y) & chosen).sum())
             count += n
-        rc, nonzero = layer_measures_text(model, self.probe)
+        rc, nonzero = layer_measures(model, self.probe)
         return dict(test_loss=total_loss / count, test_acc=correct / count, rc=rc,
                     nonzero=nonzero)
 

@@ -59,13 +59,17 @@ def device_like(monkeypatch):
     return Counting
 
 
-def _counting_model():
-    model = CRATE(image_size=28, patch_size=7, num_classes=10, dim=32, depth=2, heads=2,
-                  dim_head=16, channels=1, dropout=0.1, seed=0)
+def on_device(model):
+    """The model with every parameter and gradient as a Counting ("device") array."""
     for _, m in model.named_modules():
         m._params = {k: v.view(Counting) for k, v in m._params.items()}
         m._grads = {k: v.view(Counting) for k, v in m._grads.items()}
     return model
+
+
+def _counting_model():
+    return on_device(CRATE(image_size=28, patch_size=7, num_classes=10, dim=32, depth=2,
+                           heads=2, dim_head=16, channels=1, dropout=0.1, seed=0))
 
 
 def test_one_training_step_reads_nothing_back(device_like):
@@ -108,3 +112,17 @@ def test_device_checks_can_be_switched_on(device_like):
             losses.cross_entropy(logits, bad)
     finally:
         backend.set_device_checks(False)
+
+
+def test_a_crate_alpha_step_reads_nothing_back(device_like):
+    from whitebox.models import CRATEAlpha
+    model = on_device(CRATEAlpha(image_size=28, patch_size=7, num_classes=10, dim=16, depth=2,
+                                 heads=2, channels=1, seed=0))
+    optimizer = AdamW(model, lr=1e-3, weight_decay=0.05)
+    task = Classify(make_config(Classify, {"model": "crate-alpha"}))
+    images = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32).view(Counting)
+    model.zero_grad()
+    loss, _ = task.train_step(model, (images, (np.arange(4) % 10).view(Counting)))
+    clip_grad_norm(model, 1.0)
+    optimizer.step()
+    assert Counting.reads == [], f"the step read device values back: {Counting.reads}"

@@ -8,7 +8,7 @@ import pytest
 from whitebox import train as train_job
 from whitebox.checkpoint import load_arrays
 
-from test_no_sync import Counting, device_like  # noqa: F401  (a fixture)
+from test_no_sync import Counting, device_like, on_device  # noqa: F401  (a fixture)
 
 TEXT = ("Python is a programming language that lets you work quickly and integrate "
         "systems more effectively. ") * 40
@@ -114,10 +114,7 @@ def test_one_training_step_reads_nothing_back(device_like, task_name):
     task_cls = get_task(task_name)
     task = task_cls(make_config(task_cls, {}, fast=True))
     task.setup(np.random.default_rng(0))
-    model = task.build_model()
-    for _, m in model.named_modules():
-        m._params = {k: v.view(Counting) for k, v in m._params.items()}
-        m._grads = {k: v.view(Counting) for k, v in m._grads.items()}
+    model = on_device(task.build_model())
     optimizer = AdamW(model, lr=1e-3, weight_decay=0.1)
     x, y = next(iter(task.batches()))
     Counting.reads = []

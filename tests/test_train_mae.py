@@ -99,17 +99,15 @@ def test_bad_flags_are_refused_before_any_work(tmp_path, mnist_folder, capsys):
 
 def test_one_mae_training_step_reads_nothing_back(monkeypatch):
     """Masks drawn, loss, backward, clip and AdamW: no device value read back (see test_no_sync)."""
-    from test_no_sync import Counting
+    from test_no_sync import Counting, on_device
     from whitebox import backend
     from whitebox.models import CRATEMAE
     from whitebox.optim import AdamW, clip_grad_norm
     from whitebox.training import make_config
     monkeypatch.setattr(backend, "_on_host", lambda a: not isinstance(a, Counting))
     Counting.reads = []
-    model = CRATEMAE(28, 7, dim=32, depth=1, heads=2, decoder_depth=1, channels=1, seed=0)
-    for _, m in model.named_modules():
-        m._params = {k: v.view(Counting) for k, v in m._params.items()}
-        m._grads = {k: v.view(Counting) for k, v in m._grads.items()}
+    model = on_device(CRATEMAE(28, 7, dim=32, depth=1, heads=2, decoder_depth=1, channels=1,
+                               seed=0))
     # the drawn masking noise arrives on the "device" too
     monkeypatch.setattr("whitebox.models.crate_mae.to_device",
                         lambda a, name=None: np.asarray(a).view(Counting))

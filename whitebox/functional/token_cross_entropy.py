@@ -62,6 +62,6 @@ def token_cross_entropy_backward(dout, cache):
 
 
 def token_cross_entropy(logits, targets, ignore_index=-1):
-    """(loss as a Python float, dlogits) for a training step, like whitebox.losses."""
+    """(loss as a 0-d array, dlogits) for a training step, like whitebox.losses."""
     loss, cache = token_cross_entropy_forward(logits, targets, ignore_index)
-    return float(loss), token_cross_entropy_backward(loss.dtype.type(1.0), cache)
+    return loss, token_cross_entropy_backward(loss.dtype.type(1.0), cache)

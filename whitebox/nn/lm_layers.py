@@ -119,20 +119,20 @@ class OvercompleteISTA(Module):
     Initialised kaiming-uniform U(-sqrt(6/d), sqrt(6/d)) as the official code.
     """
 
-    def __init__(self, dim, expansion=4, step_size=0.1, lambd=0.1, dtype="float32", seed=0):
+    def __init__(self, dim, expansion=4, ista_step=0.1, ista_lambda=0.1, dtype="float32", seed=0):
         super().__init__(dtype)
         for name, v in (("dim", dim), ("expansion", expansion)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        self.step_size = check_real("ista step_size", step_size, 0.0, low_open=True)
-        self.lambd = check_real("ista lambd", lambd, 0.0)
+        self.ista_step = check_real("ista_step", ista_step, 0.0, low_open=True)
+        self.ista_lambda = check_real("ista_lambda", ista_lambda, 0.0)
         self.add_param("weight", uniform_init(_rng(seed), (expansion * dim, dim),
                                               math.sqrt(6.0 / dim)))
         self.last_code = None
 
     def forward(self, x):
         W = self._params["weight"]                                   # (m, d)
-        c, ista_cache = F.overcomplete_ista_forward(x, W.T, self.step_size, self.lambd)
+        c, ista_cache = F.overcomplete_ista_forward(x, W.T, self.ista_step, self.ista_lambda)
         self.last_code = c                                           # (..., m) sparse codes
         self._cache = (c, ista_cache)
         return matmul_rows(c, W)                                     # (..., d) decode: c W
@@ -150,7 +150,7 @@ class OvercompleteISTA(Module):
 
     def extra_repr(self):
         m, d = self._params["weight"].shape
-        return f"atoms={m}, dim={d}, step_size={self.step_size}, lambd={self.lambd}"
+        return f"atoms={m}, dim={d}, ista_step={self.ista_step}, ista_lambda={self.ista_lambda}"
 
 
 class LMBlock(Module):

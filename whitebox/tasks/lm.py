@@ -142,10 +142,15 @@ class LanguageModel(Task):
         return CRATEGPT(**self.model_kwargs())
 
     # ------------------------------------------------ one epoch
+    def host_batches(self):
+        """One epoch of (inputs, next tokens) windows, NumPy arrays on the host."""
+        for _ in range(self.opt.steps_per_epoch):
+            yield random_windows(self.train_ids, self.opt.block_size, self.cfg.batch_size,
+                                 self.rng)
+
     def batches(self):
-        o, where = self.opt, self.cfg.backend
-        for _ in range(o.steps_per_epoch):
-            x, y = random_windows(self.train_ids, o.block_size, self.cfg.batch_size, self.rng)
+        where = self.cfg.backend
+        for x, y in self.host_batches():
             yield backend.to_device(x, where), backend.to_device(y, where)
 
     def train_step(self, model, batch):

@@ -61,8 +61,9 @@ class MaskedLanguageModel(LanguageModel):
         return CRATEBERT(**self.model_kwargs(), mask_id=self.mask_id)
 
     def batches(self):
+        """Windows masked on the host (BERT's rule), then moved: one transfer each way, none back."""
         where = self.cfg.backend
-        for x, _ in super().batches():
+        for x, _ in self.host_batches():
             inputs, targets = mask_tokens(x, self.mask_id, self.tokenizer.vocab_size,
                                           self.mask_rng, MASK_PROB)
             yield backend.to_device(inputs, where), backend.to_device(targets, where)

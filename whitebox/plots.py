@@ -16,14 +16,16 @@ import numpy as np
 from .backend import to_numpy
 
 
-def _figure(rows, cols, size):
+def figure(rows, cols, size):
+    """A (Figure, rows x cols axes) pair, without pyplot (tasks draw their own figures with it)."""
     from matplotlib.figure import Figure   # imported here: plotting is optional work
     fig = Figure(figsize=size, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     return fig, axes
 
 
-def _save(fig, path):
+def save(fig, path):
+    """Write ``fig`` as a PNG; returns the path."""
     fig.savefig(path, dpi=110)
     return path
 
@@ -38,7 +40,7 @@ def plot_curves(history, path):
     if not history:
         raise ValueError("history is empty: train at least one epoch before plotting")
     epochs = [h["epoch"] for h in history]
-    fig, axes = _figure(1, 2, (9, 3.5))
+    fig, axes = figure(1, 2, (9, 3.5))
     ax_loss, ax_acc = axes[0]
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     ax_loss.plot(epochs, [h["test_loss"] for h in history], "s-", label="held out")
@@ -51,7 +53,7 @@ def plot_curves(history, path):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # epochs are whole numbers
         ax.grid(alpha=0.3)
         ax.legend()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_layer_measures(history, path):
@@ -66,7 +68,7 @@ def plot_layer_measures(history, path):
         raise ValueError("history holds no per-layer measures (keys 'rc' and 'nonzero')")
     from matplotlib import colormaps
     cmap = colormaps["viridis"]
-    fig, axes = _figure(1, 2, (9, 3.5))
+    fig, axes = figure(1, 2, (9, 3.5))
     ax_rc, ax_nz = axes[0]
     for i, h in enumerate(history):
         # Early epochs light, late epochs dark; label only the first and the last.
@@ -84,7 +86,7 @@ def plot_layer_measures(history, path):
         ax.set_xticks(layers)
         ax.grid(alpha=0.3)
         ax.legend()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def cls_attention_grid(attention, grid):
@@ -118,7 +120,7 @@ def plot_attention(images, attention_by_layer, grid, path, labels=None, predicti
     maps = {l: cls_attention_grid(a, grid) for l, a in attention_by_layer.items()}
     K = next(iter(maps.values())).shape[1]
     cols = 1 + K * len(maps)
-    fig, axes = _figure(B, cols, (1.3 * cols + 1.0, 1.4 * B + 0.6))
+    fig, axes = figure(B, cols, (1.3 * cols + 1.0, 1.4 * B + 0.6))
     H, W = images.shape[2:]
     vmax = max(float(m.max()) for m in maps.values())       # one scale for every map
     n = grid[0] * grid[1]
@@ -151,4 +153,4 @@ def plot_attention(images, attention_by_layer, grid, path, labels=None, predicti
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(shown_map, ax=axes[:, 1:], shrink=0.8, label="cls attention weight")
-    return _save(fig, path)
+    return save(fig, path)

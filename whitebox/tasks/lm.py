@@ -211,7 +211,7 @@ class LanguageModel(Task):
 # ---------------------------------------------------------------- measures and figures
 def plot_losses(history, baseline, path):
     """Train and held-out loss per epoch, with the bigram baseline as a line."""
-    fig, axes = plots._figure(1, 1, (6, 3.5))
+    fig, axes = plots.figure(1, 1, (6, 3.5))
     ax = axes[0][0]
     epochs = [h["epoch"] for h in history]
     ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
@@ -221,7 +221,7 @@ def plot_losses(history, baseline, path):
     ax.set(xlabel="epoch", ylabel="nats / character", title="loss")
     ax.grid(alpha=0.3)
     ax.legend()
-    return plots._save(fig, path)
+    return plots.save(fig, path)
 
 
 def top_atom_contexts(model, windows, tokenizer, atoms=6, per_atom=5, left=12, layer=-1):
@@ -262,7 +262,7 @@ def top_atom_contexts(model, windows, tokenizer, atoms=6, per_atom=5, left=12, l
 def plot_atoms(model, windows, tokenizer, path, atoms=6, per_atom=5):
     """atoms.png: one panel per atom, its strongest contexts with the firing character boxed."""
     found = top_atom_contexts(model, windows, tokenizer, atoms, per_atom)
-    fig, axes = plots._figure(len(found), 1, (7.5, 1.05 * len(found) + 0.4))
+    fig, axes = plots.figure(len(found), 1, (7.5, 1.05 * len(found) + 0.4))
     for ax, (atom, frac, hits) in zip(axes[:, 0], found):
         ax.set_axis_off()
         ax.set_title(f"atom {atom} (last layer), active on {100 * frac:.0f}% of characters",
@@ -276,7 +276,7 @@ def plot_atoms(model, windows, tokenizer, path, atoms=6, per_atom=5):
                     bbox=dict(boxstyle="round,pad=0.15", fc="gold", ec="none"))
             ax.text(0.62, y, f"{value:.3f}", ha="left", va="center", fontsize=8,
                     transform=ax.transAxes)
-    return plots._save(fig, path)
+    return plots.save(fig, path)
 
 
 TASK = LanguageModel

@@ -29,7 +29,7 @@ import os
 
 import numpy as np
 
-from .. import backend
+from .. import backend, plots
 from ..data.loader import BatchLoader, normalize
 from ..functional.masking import mask_from_noise
 from ..functional.patches import patchify_forward, unpatchify
@@ -224,7 +224,6 @@ class MaskedAutoencoding(Task):
 
     def plot_reconstructions(self, model, path, count=SHOWN):
         """Original, masked input (removed patches grey) and reconstruction of held-out images."""
-        from ..plots import _figure, _save
         p, shape = self.opt.patch, (count,) + self.image_shape
         pred, mask = self._predict(model, 0, count)
         target = patchify_forward(self.test_images[:count], p)[0]
@@ -233,7 +232,7 @@ class MaskedAutoencoding(Task):
                 ("masked input", unpatchify(target * (1 - m) + 0.5 * m, shape, p)),
                 ("reconstruction", unpatchify(target * (1 - m) + np.clip(pred, 0, 1) * m,
                                               shape, p)))
-        fig, axes = _figure(3, count, (1.3 * count, 4.2))
+        fig, axes = plots.figure(3, count, (1.3 * count, 4.2))
         for r, (title, images) in enumerate(rows):
             for j in range(count):
                 img = images[j].transpose(1, 2, 0)
@@ -243,7 +242,7 @@ class MaskedAutoencoding(Task):
                 axes[r, j].set_yticks([])
             axes[r, 0].set_ylabel(title, fontsize=8)
         fig.suptitle(f"held-out images, {self.opt.mask_ratio:.0%} of the patches removed")
-        return _save(fig, path)
+        return plots.save(fig, path)
 
     def summary(self, history):
         last = history[-1]
@@ -259,10 +258,9 @@ class MaskedAutoencoding(Task):
 
 def plot_mae_curves(history, path):
     """Training loss (normalised pixels), held-out masked MSE against the baseline, probe."""
-    from ..plots import _figure, _save
     epochs = [h["epoch"] for h in history]
     probe = [h["probe_acc"] for h in history]
-    fig, axes = _figure(1, 3 if probe[-1] is not None else 2, (12, 3.5))
+    fig, axes = plots.figure(1, 3 if probe[-1] is not None else 2, (12, 3.5))
     axes[0, 0].plot(epochs, [h["train_loss"] for h in history], "o-")
     axes[0, 0].set(xlabel="epoch", ylabel="masked MSE (normalised pixels)", title="training loss")
     axes[0, 1].plot(epochs, [h["test_mse"] for h in history], "s-", label="CRATE-MAE")
@@ -278,16 +276,15 @@ def plot_mae_curves(history, path):
         axes[0, 2].legend()
     for ax in axes[0]:
         ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return plots.save(fig, path)
 
 
 def plot_mae_layers(history, path):
     """Per layer: Rc of the encoder's and decoder's MSSA inputs, encoder ISTA non-zeros."""
     from matplotlib import colormaps
 
-    from ..plots import _figure, _save
     cmap = colormaps["viridis"]
-    fig, axes = _figure(1, 3, (13, 3.5))
+    fig, axes = plots.figure(1, 3, (13, 3.5))
     panels = (("rc", "Rc", "encoder: Rc of the MSSA input"),
               ("rc_decoder", "Rc", "decoder: Rc of the MSSA input"),
               ("nonzero", "non-zero fraction", "encoder: non-zeros of the ISTA output"))
@@ -302,7 +299,7 @@ def plot_mae_layers(history, path):
         ax.grid(alpha=0.3)
         ax.legend()
     axes[0, 2].set_ylim(0, 1.02)
-    return _save(fig, path)
+    return plots.save(fig, path)
 
 
 TASK = MaskedAutoencoding

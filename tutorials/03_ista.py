@@ -33,57 +33,21 @@
 # dictionary $D \in \mathbb{R}^{d \times m}$ (CRATE: $m = d$).
 
 # %%
-import os
-import pathlib
 import time
 
-import matplotlib
-
-try:                                      # in Jupyter/IPython figures show inline
-    from IPython import get_ipython
-    IN_NOTEBOOK = get_ipython() is not None
-except ImportError:
-    IN_NOTEBOOK = False
-if not IN_NOTEBOOK:
-    matplotlib.use("Agg")                 # as a script, figures only go to files
+from whitebox.notebook import FAST, OUT, check, save   # before pyplot: inline or files
 import matplotlib.pyplot as plt
 import numpy as np
 
 from whitebox import functional as F
 from whitebox import nn
-from whitebox.gradcheck import GradientCheckError, check_backward, check_module, rel_error
+from whitebox.gradcheck import GradientCheckError, check_backward, check_module
 from whitebox.models import CRATE
 
-FAST = os.environ.get("WHITEBOX_FAST", "0") == "1"   # fewer iterations for the test run
-OUT = pathlib.Path(os.environ.get("WHITEBOX_OUT", "outputs/tutorials"))
-OUT.mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(0)
 t_start = time.time()
 
 
-def save(fig, name):
-    """Write a figure to OUT; a notebook also shows it inline, a script closes it."""
-    fig.savefig(OUT / name, dpi=120)
-    if IN_NOTEBOOK:
-        plt.show()
-    else:
-        plt.close(fig)
-
-
-def check(name, got, want, tol=1e-8, floor=1e-8):
-    """Grade one result against a reference: fail naming the check and by how much.
-
-    The error is max |got - want| / max(|got| + |want|, floor), entry by entry.
-    """
-    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-    if got.shape != want.shape:
-        raise AssertionError(f"check '{name}' failed: shape {got.shape}, expected {want.shape}")
-    err = rel_error(got, want, floor=floor)
-    if not err <= tol:                    # also catches NaN
-        raise AssertionError(f"check '{name}' failed: relative error {err:.2e} "
-                             f"(tolerance {tol:.0e}); max |got - want| = "
-                             f"{np.abs(got - want).max():.2e}")
-    print(f"check '{name}': ok (relative error {err:.1e})")
 
 # %% [markdown]
 # ## 1. Sparse coding as a non-negative LASSO

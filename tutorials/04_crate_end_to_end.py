@@ -37,59 +37,24 @@
 # epochs and runs the whole sweep (half an hour on two busy cores).
 
 # %%
-import os
-import pathlib
 import time
 
-import matplotlib
-
-try:                                      # in Jupyter/IPython figures show inline
-    from IPython import get_ipython
-    IN_NOTEBOOK = get_ipython() is not None
-except ImportError:
-    IN_NOTEBOOK = False
-if not IN_NOTEBOOK:
-    matplotlib.use("Agg")                 # as a script, figures only go to files
+from whitebox.notebook import FAST, OUT, check, save, show_file   # before pyplot: inline or files
 import matplotlib.pyplot as plt
+from matplotlib.colors import ListedColormap
 import numpy as np
 
 from whitebox import losses, nn, plots
 from whitebox.data.images import load_dataset
 from whitebox.data.loader import BatchLoader, channel_stats, normalize
-from whitebox.gradcheck import check_module, rel_error
+from whitebox.gradcheck import check_module
 from whitebox.models import CRATE
 from whitebox.optim import AdamW, WarmupCosine, clip_grad_norm
 
-FAST = os.environ.get("WHITEBOX_FAST", "0") == "1"   # a short run for the test suite
-OUT = pathlib.Path(os.environ.get("WHITEBOX_OUT", "outputs/tutorials"))
-OUT.mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(0)
 t_start = time.time()
 
 
-def save(fig, name):
-    """Write a figure to OUT; a notebook also shows it inline, a script closes it."""
-    fig.savefig(OUT / name, dpi=120)
-    if IN_NOTEBOOK:
-        plt.show()
-    else:
-        plt.close(fig)
-
-
-def check(name, got, want, tol=1e-8, floor=1e-8):
-    """Grade one result against a reference: fail naming the check and by how much.
-
-    The error is max |got - want| / max(|got| + |want|, floor), entry by entry.
-    """
-    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-    if got.shape != want.shape:
-        raise AssertionError(f"check '{name}' failed: shape {got.shape}, expected {want.shape}")
-    err = rel_error(got, want, floor=floor)
-    if not err <= tol:                    # also catches NaN
-        raise AssertionError(f"check '{name}' failed: relative error {err:.2e} "
-                             f"(tolerance {tol:.0e}); max |got - want| = "
-                             f"{np.abs(got - want).max():.2e}")
-    print(f"check '{name}': ok (relative error {err:.1e})")
 
 # %% [markdown]
 # ## 1. Assemble the classifier
@@ -331,9 +296,7 @@ last = len(captured["z"]) - 1
 attention_path = plots.plot_attention(test_x[:show], {last: captured["attention"][last]}, (4, 4),
                                       OUT / "04_cls_attention.png", labels=test_y[:show],
                                       predictions=model(probe[:show]).argmax(axis=1))
-if IN_NOTEBOOK:
-    from IPython.display import Image, display
-    display(Image(str(attention_path)))
+show_file(attention_path)             # inline in a notebook
 
 
 def head_of_patch(model, images, layer):
@@ -368,7 +331,7 @@ print(f"patches grouped by head agree with ink/background: trained {agree_traine
 
 fig, axes = plt.subplots(2, show, figsize=(1.6 * show, 3.6))
 K = QUICKSTART["heads"]
-head_colours = matplotlib.colors.ListedColormap(plt.cm.tab10.colors[:K])
+head_colours = ListedColormap(plt.cm.tab10.colors[:K])
 for b in range(show):
     axes[0, b].imshow(test_x[b, 0], cmap="gray")
     axes[0, b].set_title(f"digit {test_y[b]}", fontsize=8)

@@ -35,19 +35,9 @@
 # bases $U_k \in \mathbb{R}^{d \times p}$.
 
 # %%
-import os
-import pathlib
 import time
 
-import matplotlib
-
-try:                                      # in Jupyter/IPython figures show inline
-    from IPython import get_ipython
-    IN_NOTEBOOK = get_ipython() is not None
-except ImportError:
-    IN_NOTEBOOK = False
-if not IN_NOTEBOOK:
-    matplotlib.use("Agg")                 # as a script, figures only go to files
+from whitebox.notebook import FAST, OUT, save   # before pyplot: inline or files
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -59,20 +49,9 @@ from whitebox.models import CRATEMAE
 from whitebox.nn import DecoderLayer
 from whitebox.rate import compression_rate_grad
 
-FAST = os.environ.get("WHITEBOX_FAST", "0") == "1"   # smaller samples, fewer steps
-OUT = pathlib.Path(os.environ.get("WHITEBOX_OUT", "outputs/tutorials"))
-OUT.mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(0)
 t_start = time.time()
 
-
-def save(fig, name):
-    """Write a figure to OUT; a notebook also shows it inline, a script closes it."""
-    fig.savefig(OUT / name, dpi=120)
-    if IN_NOTEBOOK:
-        plt.show()
-    else:
-        plt.close(fig)
 
 # %% [markdown]
 # ## 1. The Bayes denoiser of a mixture of low-rank Gaussians

@@ -33,14 +33,9 @@
 # the row $z_t$, and "the past of $t$" is $Z_{\le t}$, its first $t$ rows.
 
 # %%
-import os
-import pathlib
 import time
 
-import matplotlib
-
-if not os.environ.get("DISPLAY"):
-    matplotlib.use("Agg")
+from whitebox.notebook import FAST, OUT, save   # before pyplot: inline or files
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -53,9 +48,6 @@ from whitebox.gradcheck import GradientCheckError, check_backward
 from whitebox.models import CRATEBERT, CRATEGPT
 from whitebox.optim import AdamW, WarmupCosine, clip_grad_norm
 
-FAST = os.environ.get("WHITEBOX_FAST", "0") == "1"   # a smaller, shorter run for the test suite
-OUT = pathlib.Path(os.environ.get("WHITEBOX_OUT", "outputs/tutorials"))
-OUT.mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(0)
 t_start = time.time()
 
@@ -333,8 +325,7 @@ ax.set_xlabel("step")
 ax.set_ylabel("nats / character")
 ax.legend()
 fig.tight_layout()
-fig.savefig(OUT / "06_char_model_loss.png", dpi=120)
-plt.show()
+save(fig, "06_char_model_loss.png", dpi=120)
 
 # %% [markdown]
 # ### Sampling

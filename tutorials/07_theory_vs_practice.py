@@ -35,14 +35,9 @@
 # $U_k \in \mathbb{R}^{d \times p}$, projected tokens $W_k = Z U_k \in \mathbb{R}^{N \times p}$.
 
 # %%
-import os
-import pathlib
 import time
 
-import matplotlib
-
-if not os.environ.get("DISPLAY"):
-    matplotlib.use("Agg")
+from whitebox.notebook import FAST, OUT, save   # before pyplot: inline or files
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -54,9 +49,6 @@ from whitebox.gradcheck import GradientCheckError, check_backward, check_module
 from whitebox.models import CRATE, CRATEAlpha
 from whitebox.rate import compression_rate, compression_rate_grad, compression_step
 
-FAST = os.environ.get("WHITEBOX_FAST", "0") == "1"   # fewer steps for the test run
-OUT = pathlib.Path(os.environ.get("WHITEBOX_OUT", "outputs/tutorials"))
-OUT.mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(0)
 t_start = time.time()
 
@@ -364,8 +356,7 @@ axes[1].legend(fontsize=8)
 axes[1].set_title("cosine(softmax step, exact step), tied, rate scale")
 axes[1].set_xlabel("epsilon")
 fig.tight_layout()
-fig.savefig(OUT / "07_theory_vs_practice.png", dpi=110)
-plt.show()
+save(fig, "07_theory_vs_practice.png", dpi=110)
 
 # %% [markdown]
 # The full comparison (`python examples/theory_vs_practice.py --seeds 0 1 2`: d 64,

@@ -21,12 +21,14 @@ def test_crate_layer_forward():
 def test_crate_layer_forward_capture():
     L = layer()
     x = rng(2).standard_normal((2, 4, 6))
-    capture = {k: [] for k in ("mssa_in", "attention", "z_half", "ista_in", "z")}
+    capture = {k: [] for k in ("mssa_in", "attention", "z_half", "ista_in", "code", "z")}
     y = L(x, capture)
     assert all(len(v) == 1 for v in capture.values()), \
         "CRATELayer.forward(x, capture) must append one entry to each of the capture lists " \
         f"{list(capture)}; got lengths {[len(v) for v in capture.values()]}"
     assert_close('CRATELayer.forward: capture["z"]', capture["z"][0], y, "", 1e-12)
+    # CRATE's layer output is its sparse code: the ISTA step has no residual
+    assert_close('CRATELayer.forward: capture["code"]', capture["code"][0], y, "", 1e-12)
 
 
 def test_prenorm_backward():

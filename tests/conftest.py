@@ -43,3 +43,25 @@ def rng():
 
 def requires_gpu():
     return pytest.mark.skipif(not backend.gpu_available(), reason="no CuPy/GPU available")
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def write_bar_mnist(folder, noise=60, cols=(4, 24)):
+    """A small learnable MNIST look-alike as idx files: each class a bright bar at its own height.
+
+    160 training and 64 test images of 28 x 28 over noise in [0, ``noise``).
+    Returns: the folder.
+    """
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 160), ("t10k", 64)):
+        labels = rng.integers(0, 10, size=n)
+        images = rng.integers(0, noise, size=(n, 28, 28))
+        for i, c in enumerate(labels):
+            images[i, 2 * c + 3: 2 * c + 6, cols[0]:cols[1]] = 250
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte", images)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels)
+    return folder

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import write_bar_mnist
 
 from whitebox import train as train_job
 from whitebox.checkpoint import load_arrays, load_checkpoint
@@ -18,7 +19,7 @@ from whitebox.data.images import load_mnist
 from whitebox.data.loader import channel_stats, normalize
 from whitebox.rate import layer_measures
 from whitebox.tasks.classify import Classify
-from whitebox.training import load_run, make_config, train
+from whitebox.training import load_run, make_config
 from whitebox.training.runs import RunFolder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,24 +28,10 @@ RECORD_KEYS = {"epoch", "step", "train_loss", "train_acc", "test_loss", "test_ac
 FAST_DEPTH = Classify.fast["depth"]
 
 
-def _write_idx(path, array):
-    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
 @pytest.fixture(scope="module")
 def mnist_folder(tmp_path_factory):
     """A small learnable MNIST look-alike: each class a bright bar at its own place."""
-    folder = tmp_path_factory.mktemp("mnist")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 160), ("t10k", 64)):
-        labels = rng.integers(0, 10, size=n)
-        images = rng.integers(0, 60, size=(n, 28, 28))
-        for i, c in enumerate(labels):
-            images[i, 2 * c + 3: 2 * c + 6, 4:24] = 250
-        _write_idx(folder / f"{prefix}-images-idx3-ubyte", images)
-        _write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels)
-    return folder
+    return write_bar_mnist(tmp_path_factory.mktemp("mnist"))
 
 
 def _run(out, folder, *flags):

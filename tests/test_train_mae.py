@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+from conftest import write_bar_mnist
 
 from whitebox import train as train_job
 from whitebox.checkpoint import load_arrays
@@ -18,24 +19,10 @@ RECORD_KEYS = {"epoch", "step", "train_loss", "test_mse", "baseline", "rc", "rc_
                "nonzero", "probe_acc", "pixel_probe_acc", "lr", "seconds", "elapsed"}
 
 
-def _write_idx(path, array):
-    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
 @pytest.fixture(scope="module")
 def mnist_folder(tmp_path_factory):
     """Each class a bright bar at its own height: masked bars are guessable from the rest."""
-    folder = tmp_path_factory.mktemp("mnist_mae")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 160), ("t10k", 64)):
-        labels = rng.integers(0, 10, size=n)
-        images = rng.integers(0, 40, size=(n, 28, 28))
-        for i, c in enumerate(labels):
-            images[i, 2 * c + 3: 2 * c + 6, 2:26] = 250
-        _write_idx(folder / f"{prefix}-images-idx3-ubyte", images)
-        _write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels)
-    return folder
+    return write_bar_mnist(tmp_path_factory.mktemp("mnist_mae"), noise=40, cols=(2, 26))
 
 
 def _run(out, folder, *flags):

@@ -5,8 +5,10 @@
 On a machine with CuPy and a CUDA device it runs, within about 8 minutes:
   1. the `gpu`-marked tests (`pytest -m gpu`);
   2. the float32 training-step benchmark of every model family in
-     whitebox.models against PyTorch on CUDA (eager, and `torch.compile` of
-     the same folded model where it works), via benchmarks/bench_crate.py;
+     whitebox.models against PyTorch on CUDA: CRATE and CRATE-alpha through
+     benchmarks/bench_crate.py (eager, and `torch.compile` of the same folded
+     model where it works), CRATE-MAE through bench_mae.py and the language
+     models through bench_lm.py (their tables are printed as they come);
   3. a short CRATE training run on the GPU
      (`python -m whitebox.train --backend cupy ...`) and its held-out accuracy;
 and prints one table. Where CuPy or a device is missing it says so and exits 0.
@@ -26,9 +28,14 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Benchmark configs per model family of whitebox.models (names in bench_crate.CONFIGS).
-# A family without an entry gets a row saying it has no benchmark yet.
 FAMILY_CONFIGS = {"CRATE": ["mnist-demo", "cifar-crate-t", "crate-t-224"],
                   "CRATEAlpha": ["alpha-tiny"]}
+# Families timed by their own benchmark script, whose table is printed as it comes.
+FAMILY_SCRIPTS = {"CRATEMAE": ["bench_mae.py"],
+                  "CRATEGPT": ["bench_lm.py", "--variant", "overcomplete"],
+                  "CRATEBERT": ["bench_lm.py", "--variant", "plain"]}
+# Families with no training step to time.
+NO_STEP = {"ReduNet": "built layer by layer without backpropagation: no training step"}
 TRAIN_ARGS = ["--backend", "cupy", "--epochs", "5", "--batch-size", "128", "--no-figures",
               "--no-progress"]
 
@@ -87,11 +94,16 @@ def run_benchmarks(limit):
     peak = bench.blas_peak(__import__("cupy"))
     families = [n for n in getattr(models, "__all__", dir(models))
                 if isinstance(getattr(models, n), type) and issubclass(getattr(models, n), Module)]
-    rows, start = [], time.perf_counter()
+    rows, tables, start = [], [], time.perf_counter()
     for family in families:
+        if family in FAMILY_SCRIPTS:
+            rows.append(run_script(family, FAMILY_SCRIPTS[family],
+                                   limit - (time.perf_counter() - start), tables))
+            continue
         configs = FAMILY_CONFIGS.get(family)
         if not configs:
-            rows.append(("step", family, "no benchmark config yet", "", "", "skipped", 0.0))
+            rows.append(("step", family, NO_STEP.get(family, "no benchmark config yet"), "",
+                         "", "skipped", 0.0))
             continue
         for name in configs:
             if time.perf_counter() - start > limit:
@@ -113,7 +125,25 @@ def run_benchmarks(limit):
                 rows.append(("step", f"{family} {name}", "", "", "",
                              f"FAILED: {type(e).__name__}: {str(e)[:120]}",
                              time.perf_counter() - t))
+    for name, text in tables:
+        print(f"\n--- {name} ---\n{text}")
     return rows
+
+
+def run_script(family, script, limit, tables):
+    """Run a family's own benchmark script on CuPy; its table goes to ``tables``."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script[0]), *script[1:],
+           "--backend", "cupy"]
+    t = time.perf_counter()
+    if limit <= 0:
+        return ("step", family, "", "", "", "skipped: time budget", 0.0)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, cwd=ROOT)
+        status = "ok; table below" if r.returncode == 0 else f"FAILED (exit {r.returncode})"
+        tables.append((f"{family}: {' '.join(script)}", (r.stdout + r.stderr).strip()))
+    except subprocess.TimeoutExpired:
+        status = f"timed out after {limit:.0f} s"
+    return ("step", f"{family} ({script[0]})", "", "", "", status, time.perf_counter() - t)
 
 
 def run_training(limit):

@@ -36,6 +36,13 @@ def check_dout(op, dout, shape):
                          "(the shape of the forward's output)")
 
 
+def check_positive_int(name, value):
+    """A positive integer (booleans refused); returns it as int."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def check_real(name, value, low=None, high=None, low_open=False, high_open=False):
     """A finite real number within [low, high] (ends open where asked); returns it as float."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):

@@ -10,10 +10,9 @@
 Parameter names and shapes are the official state-dict names, so official
 weights load as they are (see whitebox.interop for .pth files).
 """
-import numpy as np
 
 from ..backend import backend_name
-from ..functional._checks import check_array, check_dout, check_finite
+from ..functional._checks import check_array, check_dout, check_finite, check_positive_int
 from ..nn import CRATELayer, Dropout, LayerNorm, Linear, Module, ModuleList, Patchify, \
     Sequential
 from ..nn.crate_layers import CAPTURE_KEYS, attention_options
@@ -28,12 +27,6 @@ def _pair(name, v):
             raise ValueError(f"{name} must be an int or a (height, width) pair, got {v!r}")
         return tuple(v)
     return (v, v)
-
-
-def _positive_int(name, v):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    return int(v)
 
 
 class LayerStack(Module):
@@ -82,13 +75,13 @@ class CRATE(Module):
                  emb_dropout=0.0, dtype="float32", seed=0, attention=None):
         super().__init__(dtype)
         attention = attention_options(attention)
-        ih, iw = (_positive_int("image_size", v) for v in _pair("image_size", image_size))
-        ph, pw = (_positive_int("patch_size", v) for v in _pair("patch_size", patch_size))
+        ih, iw = (check_positive_int("image_size", v) for v in _pair("image_size", image_size))
+        ph, pw = (check_positive_int("patch_size", v) for v in _pair("patch_size", patch_size))
         if ih % ph or iw % pw:
             raise ValueError(f"image_size {ih}x{iw} is not divisible by patch_size {ph}x{pw}")
         for name, v in (("num_classes", num_classes), ("dim", dim), ("depth", depth),
                         ("heads", heads), ("dim_head", dim_head), ("channels", channels)):
-            _positive_int(name, v)
+            check_positive_int(name, v)
         if pool not in ("cls", "mean"):
             raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
         self.config = dict(image_size=image_size, patch_size=patch_size,

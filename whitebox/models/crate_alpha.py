@@ -20,13 +20,13 @@ embedding. LayerNorm eps 1e-6 in the blocks, 1e-5 in mlp_head.0.
 """
 import numpy as np
 
-from ..functional._checks import check_dout
+from ..functional._checks import check_dout, check_positive_int
 from ..nn import Linear, LayerNorm, Module, ModuleList, Sequential
 from ..nn.alpha_layers import AlphaLayer
 from ..nn.patch_embed import PatchConv
 from ..nn.crate_layers import CAPTURE_KEYS, attention_options
 from ..nn.layers import _rng
-from .crate import CRATE, LayerStack, _pair, _positive_int
+from .crate import CRATE, LayerStack, _pair
 
 
 class AlphaTransformer(LayerStack):
@@ -55,18 +55,18 @@ class CRATEAlpha(Module):
                  channels=3, expansion=4, ista_step=0.1, ista_lambda=0.1, dtype="float32",
                  seed=0, attention=None):
         super().__init__(dtype)
-        ih, iw = (_positive_int("image_size", v) for v in _pair("image_size", image_size))
-        ph, pw = (_positive_int("patch_size", v) for v in _pair("patch_size", patch_size))
+        ih, iw = (check_positive_int("image_size", v) for v in _pair("image_size", image_size))
+        ph, pw = (check_positive_int("patch_size", v) for v in _pair("patch_size", patch_size))
         if ih % ph or iw % pw:
             raise ValueError(f"image_size {ih}x{iw} is not divisible by patch_size {ph}x{pw}")
         for name, v in (("num_classes", num_classes), ("dim", dim), ("depth", depth),
                         ("heads", heads), ("channels", channels)):
-            _positive_int(name, v)
+            check_positive_int(name, v)
         if dim_head is None:
             if dim % heads:
                 raise ValueError(f"dim={dim} is not divisible by heads={heads}: pass dim_head")
             dim_head = dim // heads
-        _positive_int("dim_head", dim_head)
+        check_positive_int("dim_head", dim_head)
         if isinstance(expansion, bool) or not isinstance(expansion, (int, np.integer)) \
                 or expansion < 1:
             raise ValueError(f"expansion must be an integer >= 1 (atoms per dimension of the "

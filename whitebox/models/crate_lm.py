@@ -34,19 +34,13 @@ import numpy as np
 
 from ..backend import backend_name, to_device, to_numpy
 from ..functional._blas import matmul_rows
-from ..functional._checks import check_dout, check_probability, check_real
+from ..functional._checks import check_dout, check_positive_int, check_probability, check_real
 from ..functional.embedding import check_ids
 from ..nn import Dropout, Embedding, LayerNorm, Module, ModuleList
 from ..nn.layers import _rng
 from ..nn.lm_layers import LM_CAPTURE_KEYS, LMBlock
 
 VARIANTS = ("overcomplete", "plain")
-
-
-def _positive_int(name, v):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    return int(v)
 
 
 class _Trunk(Module):
@@ -78,7 +72,7 @@ class CRATELanguageModel(Module):
         super().__init__(dtype)
         for name, v in (("vocab_size", vocab_size), ("block_size", block_size), ("dim", dim),
                         ("depth", depth), ("heads", heads), ("expansion", expansion)):
-            _positive_int(name, v)
+            check_positive_int(name, v)
         if dim % heads:
             raise ValueError(f"dim ({dim}) must be divisible by heads ({heads}): "
                              f"dim_head = dim // heads")
@@ -271,7 +265,7 @@ class CRATEGPT(CRATELanguageModel):
                              f"{max_new_tokens!r}")
         temperature = check_real("temperature", temperature, 0.0, low_open=True)
         if top_k is not None:
-            top_k = _positive_int("top_k", top_k)
+            top_k = check_positive_int("top_k", top_k)
         self._check_idx(idx[:, -self.block_size:] if getattr(idx, "ndim", 0) == 2 else idx)
         rng = _rng(rng if rng is not None else 0)
         self.eval()

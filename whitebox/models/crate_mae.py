@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from ..backend import backend_name, to_device
-from ..functional._checks import check_array, check_dout, check_finite, check_real
+from ..functional._checks import (check_array, check_dout, check_finite, check_positive_int, check_real)
 from ..functional.masked_mse import masked_mse_backward, masked_mse_forward
 from ..functional.masking import (mask_from_noise, mask_tokens_backward, mask_tokens_forward,
                                   num_kept)
@@ -39,7 +39,7 @@ from ..nn.crate_layers import CAPTURE_KEYS
 from ..nn.decoder_layers import DECODER_CAPTURE_KEYS, DecoderLayer
 from ..nn.layers import _rng, uniform_init
 from ..nn.patch_embed import PatchEmbed
-from .crate import CRATE, LayerStack, _pair, _positive_int
+from .crate import CRATE, LayerStack, _pair
 
 
 class Block(LayerStack):
@@ -74,15 +74,15 @@ class CRATEMAE(Module):
                  decoder_heads=None, mask_ratio=0.75, norm_pix_loss=False, ista_step=0.1,
                  ista_lambda=0.5, decoder_softmax=True, dtype="float32", seed=0):
         super().__init__(dtype)
-        ih, iw = (_positive_int("image_size", v) for v in _pair("image_size", image_size))
-        ph, pw = (_positive_int("patch_size", v) for v in _pair("patch_size", patch_size))
+        ih, iw = (check_positive_int("image_size", v) for v in _pair("image_size", image_size))
+        ph, pw = (check_positive_int("patch_size", v) for v in _pair("patch_size", patch_size))
         if ih % ph or iw % pw:
             raise ValueError(f"image_size {ih}x{iw} is not divisible by patch_size {ph}x{pw}")
         decoder_heads = heads if decoder_heads is None else decoder_heads
         for name, v in (("dim", dim), ("depth", depth), ("heads", heads),
                         ("decoder_depth", decoder_depth), ("decoder_heads", decoder_heads),
                         ("channels", channels)):
-            _positive_int(name, v)
+            check_positive_int(name, v)
         if dim % 4:
             raise ValueError(f"dim must be a multiple of 4 (the 2-D sin-cos position table "
                              f"gives each axis sin and cos halves), got {dim}")

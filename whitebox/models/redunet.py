@@ -26,7 +26,6 @@ official code's ``eps`` is epsilon squared).
 """
 import numbers
 
-import numpy as np
 
 from ..backend import get_array_module, to_numpy
 from ..rate import mcr2_loss
@@ -71,7 +70,6 @@ def rate_reduction_gradient(Z, E, C, gamma, membership):
     rows summing to one (one-hot labels or soft estimates). Returns: (N, d).
     With one-hot labels this is d(R - Rc)/dZ at the Z the operators came from.
     """
-    xp = get_array_module(Z)
     compressed = Z @ C                                         # (J, N, d)   Z C_j
     weights = (gamma[None, :] * membership).T[:, :, None]      # (J, N, 1)
     return Z @ E - (weights * compressed).sum(axis=0)          # (N, d)

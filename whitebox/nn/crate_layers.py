@@ -8,10 +8,9 @@
 """
 import math
 
-import numpy as np
 
 from .. import functional as F
-from ..functional._checks import check_probability, check_real
+from ..functional._checks import check_positive_int, check_probability, check_real
 from ..functional.mssa import STEPS
 from .layers import LayerNorm, Linear, _rng, uniform_init
 from .module import Module, Sequential
@@ -74,8 +73,7 @@ class MSSA(Module):
                  eps=None, kappa=1.0, out_bias=True, softmax=True):
         super().__init__(dtype)
         for name, v in (("dim", dim), ("heads", heads), ("dim_head", dim_head)):
-            if not isinstance(v, (int, np.integer)) or v <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            check_positive_int(name, v)
         self.out = _choice("out", out, OUTS)
         self.scale_kind = _choice("scale", scale, SCALES)
         self.step = _choice("step", step, STEPS)
@@ -179,8 +177,7 @@ class ISTA(Module):
 
     def __init__(self, dim, ista_step=0.1, ista_lambda=0.1, dtype="float32", seed=0):
         super().__init__(dtype)
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        check_positive_int("dim", dim)
         self.ista_step = check_real("ista_step", ista_step, 0.0, low_open=True)
         self.ista_lambda = check_real("ista_lambda", ista_lambda, 0.0)
         bound = math.sqrt(6.0 / dim)

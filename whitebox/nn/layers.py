@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from .. import functional as F
-from ..functional._checks import check_probability, check_real
+from ..functional._checks import check_positive_int, check_probability, check_real
 from .module import Module
 
 
@@ -29,10 +29,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, dtype="float32", seed=0):
         super().__init__(dtype)
-        for name, v in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(v, (int, np.integer)) or v <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features = check_positive_int("in_features", in_features)
+        self.out_features = check_positive_int("out_features", out_features)
         rng = _rng(seed)
         bound = 1.0 / math.sqrt(in_features)
         self.add_param("weight", uniform_init(rng, (out_features, in_features), bound))
@@ -61,9 +59,8 @@ class LayerNorm(Module):
 
     def __init__(self, d, eps=1e-5, dtype="float32"):
         super().__init__(dtype)
-        if not isinstance(d, (int, np.integer)) or d <= 0:
-            raise ValueError(f"normalized dimension d must be a positive integer, got {d!r}")
-        self.d, self.eps = int(d), check_real("eps", eps, 0.0, low_open=True)
+        self.d = check_positive_int("normalized dimension d", d)
+        self.eps = check_real("eps", eps, 0.0, low_open=True)
         self.add_param("weight", np.ones(d))
         self.add_param("bias", np.zeros(d))
 
@@ -143,10 +140,8 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings, d, dtype="float32", seed=0):
         super().__init__(dtype)
-        for name, v in (("num_embeddings", num_embeddings), ("d", d)):
-            if not isinstance(v, (int, np.integer)) or v <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        self.num_embeddings, self.d = int(num_embeddings), int(d)
+        self.num_embeddings = check_positive_int("num_embeddings", num_embeddings)
+        self.d = check_positive_int("d", d)
         self.add_param("weight", _rng(seed).standard_normal((num_embeddings, d)))
 
     def forward(self, ids):

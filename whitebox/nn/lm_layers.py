@@ -13,11 +13,10 @@ pair it shares with CRATE-alpha.
 """
 import math
 
-import numpy as np
 
 from .. import functional as F
 from ..functional._blas import matmul_rows
-from ..functional._checks import check_probability, check_real
+from ..functional._checks import check_positive_int, check_probability, check_real
 from ..functional.mssa import _merge_heads, _split_heads
 from .crate_layers import CAPTURE_KEYS, ISTA
 from .layers import LayerNorm, Linear, _rng, uniform_init
@@ -121,9 +120,7 @@ class OvercompleteISTA(Module):
 
     def __init__(self, dim, expansion=4, ista_step=0.1, ista_lambda=0.1, dtype="float32", seed=0):
         super().__init__(dtype)
-        for name, v in (("dim", dim), ("expansion", expansion)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        dim, expansion = check_positive_int("dim", dim), check_positive_int("expansion", expansion)
         self.ista_step = check_real("ista_step", ista_step, 0.0, low_open=True)
         self.ista_lambda = check_real("ista_lambda", ista_lambda, 0.0)
         self.add_param("weight", uniform_init(_rng(seed), (expansion * dim, dim),

@@ -11,11 +11,11 @@ tokens per second of CRATEGPT.generate with the one-tensor-per-layer cache
 and without it (every new token re-runs the whole window).
 """
 import argparse
-import statistics
 import time
 
 import numpy as np
 
+from bench_crate import time_runners
 from whitebox import backend
 from whitebox.functional import token_cross_entropy
 from whitebox.models import CRATEGPT
@@ -53,37 +53,20 @@ def bench_step(name, cfg, variant, backend_name, repeats, warmup):
         torch = None
 
     def run_wb():
-        backend.synchronize(x)
-        t = time.perf_counter()
         _, d = token_cross_entropy(model(x), y)
         model.zero_grad()
         model.backward(d)
-        backend.synchronize(x)
-        return time.perf_counter() - t
 
     def run_torch():
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
         tmodel.zero_grad(set_to_none=False)
         logits = tmodel(tx)
         torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                           ty.reshape(-1)).backward()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t
 
-    for _ in range(warmup):
-        run_wb()
-        if torch is not None:
-            run_torch()
-    t_wb, t_torch = [], []
-    for _ in range(repeats):
-        t_wb.append(run_wb())
-        if torch is not None:
-            t_torch.append(run_torch())
-    wb_ms = 1e3 * statistics.median(t_wb)
-    torch_ms = 1e3 * statistics.median(t_torch) if t_torch else None
+    runners = {"whitebox": run_wb, **({"torch": run_torch} if torch is not None else {})}
+    wall, _ = time_runners(runners, x, torch, repeats, warmup)   # alternating, medians
+    wb_ms = 1e3 * wall["whitebox"]
+    torch_ms = 1e3 * wall["torch"] if "torch" in wall else None
     return dict(config=name, variant=variant, batch=batch, T=T, whitebox_ms=wb_ms,
                 torch_ms=torch_ms, ratio=wb_ms / torch_ms if torch_ms else None)
 

@@ -11,8 +11,6 @@ whitebox / PyTorch and the peak memory of one step, measured as
 benchmarks/bench_crate.py measures it (its profiler helper, shared).
 """
 import argparse
-import statistics
-import time
 import tracemalloc
 
 import numpy as np
@@ -42,10 +40,6 @@ def torch_step(model, x, noise):
     loss, _, _ = model(x, noise=noise)
     loss.backward()
     return loss
-
-
-def median_ms(times):
-    return 1e3 * statistics.median(times)
 
 
 def torch_peak_mb(torch, tmodel, x, noise):
@@ -84,31 +78,10 @@ def bench(name, cfg, backend_name, repeats, warmup, threads):
         print(f"[{name}] PyTorch column left out: {e}")
         torch = None
 
-    def run_wb():
-        backend.synchronize(x)
-        t = time.perf_counter()
-        whitebox_step(model, x, noise)
-        backend.synchronize(x)
-        return time.perf_counter() - t
-
-    def run_torch():
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        torch_step(tmodel, tx, tnoise)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t
-
-    for _ in range(warmup):
-        run_wb()
-        if torch is not None:
-            run_torch()
-    t_wb, t_torch = [], []
-    for _ in range(repeats):
-        t_wb.append(run_wb())
-        if torch is not None:
-            t_torch.append(run_torch())
+    runners = {"whitebox": lambda: whitebox_step(model, x, noise)}
+    if torch is not None:
+        runners["torch"] = lambda: torch_step(tmodel, tx, tnoise)
+    wall, _ = bench_crate.time_runners(runners, x, torch, repeats, warmup)   # alternating
 
     if backend_name == "numpy":
         tracemalloc.start()
@@ -122,8 +95,8 @@ def bench(name, cfg, backend_name, repeats, warmup, threads):
         pool = backend.xp_of("cupy").get_default_memory_pool()
         mem_wb = pool.total_bytes() / 2**20
         mem_torch = (torch.cuda.max_memory_allocated() / 2**20) if torch is not None else None
-    row = dict(config=name, batch=batch, whitebox_ms=median_ms(t_wb),
-               torch_ms=median_ms(t_torch) if t_torch else None,
+    row = dict(config=name, batch=batch, whitebox_ms=1e3 * wall["whitebox"],
+               torch_ms=1e3 * wall["torch"] if "torch" in wall else None,
                mem_wb=mem_wb, mem_torch=mem_torch)
     row["ratio"] = row["whitebox_ms"] / row["torch_ms"] if row["torch_ms"] else None
     return row

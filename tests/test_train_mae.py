@@ -102,7 +102,7 @@ def test_one_mae_training_step_reads_nothing_back(monkeypatch):
     task = MaskedAutoencoding(make_config(MaskedAutoencoding, {}))
     images = np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32).view(Counting)
     model.zero_grad()
-    loss, sums = task.train_step(model, (images, None))
+    loss, sums = task.train_step(model, task.draw(model, (images, None)))
     clip_grad_norm(model, 1.0)
     optimizer.step()
     assert Counting.reads == [], f"the step read device values back: {Counting.reads}"

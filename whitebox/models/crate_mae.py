@@ -205,7 +205,7 @@ class CRATEMAE(Module):
                              f"{L}), so the loss over removed patches is 0/0; raise mask_ratio, "
                              "or use model.encode(images) for features of whole images")
         if noise is None:
-            noise = to_device(self.rng.random((B, L)), self.backend)
+            noise = self.draw_noise(B)
         else:
             xp = check_array("noise", noise)
             if tuple(noise.shape) != (B, L):
@@ -242,6 +242,14 @@ class CRATEMAE(Module):
         latent = self._encode(images, mask, None)
         self._cache = None
         return latent
+
+    def _draws(self):
+        return True                    # the patch masks, unless forward is given noise
+
+    def draw_noise(self, batch):
+        """Noise for ``batch`` images from ``self.rng``: what forward draws when given none."""
+        return to_device(self.rng.random((check_positive_int("batch", batch),
+                                          self.num_patches)), self.backend)
 
     def forward(self, images, mask=None, noise=None, capture=False):
         """images (B, C, H, W) -> (loss, pred, mask).

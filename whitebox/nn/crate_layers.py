@@ -105,6 +105,9 @@ class MSSA(Module):
         self.dropout = check_probability("dropout", dropout)
         self.rng = rng
 
+    def _draws(self):
+        return self.dropout > 0
+
     def _out_params(self):
         if not self.project_out:
             return None, None

@@ -131,6 +131,9 @@ class Dropout(Module):
     def backward(self, dout):
         return F.dropout_backward(dout, self._take_cache()[1])
 
+    def _draws(self):
+        return self.p > 0
+
     def extra_repr(self):
         return f"p={self.p}"
 

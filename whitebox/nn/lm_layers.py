@@ -56,6 +56,9 @@ class LMAttention(Module):
         self.rng = rng
         self.last_attention = None
 
+    def _draws(self):
+        return self.dropout > 0
+
     def forward(self, x):
         y, self._cache = F.mssa_forward(x, self.c_attn.param("weight"),
                                         self.c_proj.param("weight"), self.c_proj.param("bias"),

@@ -189,6 +189,49 @@ class Module:
     def eval(self):
         return self.train(False)
 
+    def draws_in_training(self):
+        """True when a training forward of this module or a child draws random numbers
+        (dropout with p > 0, CRATE-MAE's patch masks) from the module's generators."""
+        return self._draws() or any(c.draws_in_training() for c in self._modules.values())
+
+    def _draws(self):
+        """This module's own part of draws_in_training (subclasses that draw override it)."""
+        return False
+
+    def replica(self):
+        """A twin that SHARES this module's parameter arrays but has its own gradients and caches.
+
+        Used to run one shard of a batch in another thread (whitebox.training.threaded):
+        the twin's forward and backward never touch this module's caches or gradients,
+        while an optimizer step on this module moves the twin's parameters too (the
+        arrays are the same objects). Generators are shared as well, so a twin must not
+        draw (see draws_in_training). Attributes that refer to modules of the tree
+        (a weight tied through a module reference) are pointed at their twins.
+        """
+        twins = {}
+        copy = self._replicate(twins)
+        for twin in twins.values():
+            for name, value in list(twin.__dict__.items()):
+                if isinstance(value, Module) and id(value) in twins:
+                    object.__setattr__(twin, name, twins[id(value)])
+        return copy
+
+    def _replicate(self, twins):
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__dict__)          # shallow: the same _params dict and arrays
+        xp = None
+        grads = {}
+        for name, g in self._grads.items():
+            xp = xp or get_array_module(g)
+            grads[name] = xp.zeros_like(g)
+        object.__setattr__(twin, "_grads", grads)
+        object.__setattr__(twin, "_modules", {name: child._replicate(twins)
+                                              for name, child in self._modules.items()})
+        twin.__dict__.update(twin._modules)
+        object.__setattr__(twin, "_cache", None)
+        twins[id(self)] = twin
+        return twin
+
     def to(self, backend_name):
         """Move every parameter and gradient to 'numpy' or 'cupy' (in place)."""
         backend.xp_of(backend_name)  # a clear error before anything moves

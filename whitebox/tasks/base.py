@@ -7,8 +7,10 @@ data, its model, its loss, its held-out metrics, its figures and its final
 line. One epoch of the loop, with a task ``t``:
 
     for batch in t.batches():                  # device arrays, drawn from the data rng
+        batch = t.draw(model, batch)           # e.g. CRATE-MAE's masks, for the whole batch
         model.zero_grad()
         loss, sums = t.train_step(model, batch)   # forward, loss, backward
+                                                  # (or on shards: training/threaded.py)
         clip, optimizer step, schedule step
     record = {train_<k>: sums[k] / count} | t.evaluate(model)
 
@@ -77,6 +79,19 @@ class Task:
     def batches(self):
         """One epoch of training batches, on the device."""
         raise NotImplementedError
+
+    def draw(self, model, batch):
+        """The batch with any random draws the step takes from the model's generators.
+
+        Called on the WHOLE batch before it is split into shards (threads or
+        MPI ranks), so every shard gets its rows of the same draws as a
+        one-process step. The default draws nothing here.
+        """
+        return batch
+
+    def step_draws(self, model):
+        """True when ``train_step`` itself draws random numbers (dropout > 0)."""
+        return model.draws_in_training()
 
     def train_step(self, model, batch):
         """Forward, loss and backward for one batch (gradients ADDED into model.grads()).

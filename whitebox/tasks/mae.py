@@ -150,9 +150,16 @@ class MaskedAutoencoding(Task):
     def batches(self):
         return iter(self.train_loader)
 
+    def draw(self, model, batch):
+        images, labels = batch
+        return images, labels, model.draw_noise(len(images))   # from model.rng (checkpointed)
+
+    def step_draws(self, model):
+        return any(child.draws_in_training() for child in model.children())
+
     def train_step(self, model, batch):
-        images, _ = batch
-        loss, _, _ = model(images)             # masks drawn from model.rng (checkpointed)
+        images, _, noise = batch
+        loss, _, _ = model(images, noise=noise)
         model.backward()
         n = images.shape[0]
         return loss, {"loss": loss * n, "count": n}

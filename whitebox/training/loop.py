@@ -7,7 +7,8 @@
   2. the task loads and checks its data once, on the host, and builds the
      model; AdamW with a warm-up + cosine schedule;
   3. per epoch: the task's batches, each a zero_grad / forward + loss +
-     backward (the task's ``train_step``) / clip / step; then the task's
+     backward (the task's ``train_step``; with ``--threads W`` on NumPy, on
+     W shards of the batch in W threads, see threaded.py) / clip / step; then the task's
      held-out metrics; metrics.jsonl and checkpoint.npz rewritten atomically;
   4. at the end the task draws its figures.
 
@@ -31,7 +32,7 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..optim import AdamW, WarmupCosine, clip_grad_norm
 from ..tasks import get_task
 from ..threads import set_threads
-from . import distributed
+from . import distributed, threaded
 from .config import RUNTIME_FIELDS, as_dict, make_config, validate
 from .runs import RunFolder, read_json
 
@@ -80,10 +81,16 @@ def train(cfg):
     run.write_metrics(history)
     run.write_config(as_dict(cfg))
 
+    shards = None
+    if threaded.plan(cfg, task, model) == "shards":
+        set_threads(1)                           # one BLAS thread inside each shard's thread
+        shards = threaded.ShardThreads(model, cfg.threads)
+
     progress = sys.stderr.isatty() if cfg.progress is None else cfg.progress
     say = tqdm.write if writer else (lambda line: None)   # prints above any progress bar
     say(f"{task.name}: {type(model).__name__} {model.num_params():,} parameters | "
         f"{task.describe()} | {cfg.epochs} epochs of {steps_per_epoch} steps"
+        + (f" | {cfg.threads} threads, each batch split in {cfg.threads}" if shards else "")
         + (f" | resuming after epoch {start_epoch}" if cfg.resume else ""))
 
     last_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, cfg.stop_after)
@@ -94,8 +101,14 @@ def train(cfg):
         bar = tqdm(task.batches(), total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}",
                    leave=False, disable=not progress, file=sys.stderr)
         for i, batch in enumerate(bar):
+            batch = task.draw(model, batch)          # draws for the whole batch, before any split
+            if dp:
+                batch = dp.shard(batch)
             model.zero_grad()
-            loss, sums = task.train_step(model, dp.shard(batch) if dp else batch)
+            if shards:
+                loss, sums = shards.step(task.train_step, batch)
+            else:
+                loss, sums = task.train_step(model, batch)
             if dp:
                 sums = dp.allreduce(model, sums)     # gradients of the whole global batch
             if cfg.grad_clip:
@@ -125,6 +138,8 @@ def train(cfg):
                             extra={"config": as_dict(cfg), "run_id": run.run_id,
                                    "task": task.state()})
 
+    if shards:
+        shards.close()
     if cfg.figures and history and writer:
         task.figures(model, history, cfg.out)
     train.last_task = task

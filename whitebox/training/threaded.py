@@ -1,0 +1,120 @@
+"""Data parallelism over threads: one process, each batch split across the cores.
+
+NumPy runs its elementwise work (the softmax, LayerNorm, ISTA's threshold)
+on one core whatever the machine has; BLAS threads speed up only the matrix
+products, and wait for each other when another process holds a core. So
+with ``--threads W`` (W > 1, NumPy) the loop splits every batch into W
+shards instead, and W threads each run forward, loss and backward of one
+shard, every one of them on one core with a one-thread BLAS:
+
+    shard i  ->  replica i:  forward, loss_i, backward    (in parallel)
+    grads    =   sum_i (c_i / c) grads_i                  c_i: shard i's count
+    loss     =   sum_i (c_i / c) loss_i
+
+Replica 0 is the model itself; the others come from ``Module.replica()``:
+they share the model's parameter arrays (so the optimizer's step moves
+them all) and keep their own gradients and caches. The weights c_i / c
+make the sum the gradient of the mean loss over the whole batch, because
+each task's loss is the mean of its shard over the shard's "count" (rows,
+or masked tokens for the masked LM) and the gradient is linear. This is the
+argument of MPI data parallelism (distributed.py), with threads for ranks;
+only the order of float additions differs from a one-thread step.
+
+The threads really run at once because NumPy lets go of Python's global
+lock inside its array loops and BLAS calls. A step that draws random
+numbers inside ``train_step`` (dropout > 0) would draw them in whichever
+order the threads happen to run, so such a run keeps one thread for the
+step and gives the BLAS pool the W threads instead (``plan`` says which).
+Random draws a task makes in ``Task.draw`` (CRATE-MAE's patch masks) are
+made for the whole batch before the split, and are unaffected.
+"""
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+
+def split_batch(batch, parts, who="--threads"):
+    """Contiguous shards of the rows of every array of a batch tuple: a list of ``parts`` tuples."""
+    if not isinstance(batch, (tuple, list)):
+        raise TypeError(f"{who} needs batches that are tuples of arrays with the samples "
+                        f"along axis 0, got {type(batch).__name__}")
+    n = len(batch[0])
+    if any(len(a) != n for a in batch):
+        raise ValueError(f"{who}: the arrays of a batch differ in length {[len(a) for a in batch]}")
+    if n < parts:
+        raise ValueError(f"{who}: a batch of {n} samples cannot be split into {parts} shards; "
+                         "use a larger --batch-size")
+    bounds = np.linspace(0, n, parts + 1).round().astype(int)
+    return [type(batch)(a[lo:hi] for a in batch) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def plan(cfg, task, model):
+    """How a run uses cfg.threads: 'shards' (this module) or 'blas' (the BLAS pool only)."""
+    if cfg.threads is None or cfg.threads < 2 or cfg.backend != "numpy" \
+            or task.step_draws(model):
+        return "blas"
+    return "shards"
+
+
+class ShardThreads:
+    """Runs each training step on ``workers`` shards of the batch in parallel threads.
+
+    The steps given to ``step`` must not draw random numbers (``plan`` checks
+    that for a task); the replicas share the model's generators.
+    """
+
+    def __init__(self, model, workers):
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 2:
+            raise ValueError(f"workers must be an integer >= 2, got {workers!r}")
+        self.model, self.workers = model, workers
+        self.replicas = [model] + [model.replica() for _ in range(workers - 1)]
+        self._names = sorted(model.grads())
+        self._pool = ThreadPoolExecutor(workers - 1, thread_name_prefix="whitebox-shard")
+
+    def close(self):
+        self._pool.shutdown()
+
+    def step(self, train_step, batch):
+        """``train_step(model, shard)`` on every shard at once; gradients combined into the model's.
+
+        The model's gradients must be zero on entry (the loop's zero_grad), as
+        for one ``train_step``. Returns (loss, sums) like one train_step on the
+        whole batch.
+        """
+        shards = split_batch(batch, self.workers)
+        futures = [self._pool.submit(self._run, train_step, r, s)
+                   for r, s in zip(self.replicas[1:], shards[1:])]
+        results = [train_step(self.model, shards[0])] + [f.result() for f in futures]
+        counts = [float(sums["count"]) for _, sums in results]
+        total = sum(counts)
+        weights = [c / total for c in counts] if total else [1.0 / len(counts)] * len(counts)
+        self._combine(weights)
+        loss = sum(w * loss for w, (loss, _) in zip(weights, results) if w)
+        sums = {k: sum(s[k] for _, s in results) for k in results[0][1]}
+        return np.asarray(loss, dtype=results[0][0].dtype), sums
+
+    @staticmethod
+    def _run(train_step, replica, shard):
+        replica.zero_grad()
+        return train_step(replica, shard)
+
+    def _combine(self, weights):
+        """grads = sum_i w_i grads_i into the model's, the parameters split among the threads."""
+        grads = [r.grads() for r in self.replicas]
+        groups = [self._names[i::self.workers] for i in range(self.workers)]
+
+        def combine(names):
+            for k in names:
+                g = grads[0][k]
+                if weights[0] == 0.0:
+                    g.fill(0)
+                elif weights[0] != 1.0:
+                    g *= weights[0]
+                for w, other in zip(weights[1:], grads[1:]):
+                    if w:
+                        g += other[k] * w
+
+        futures = [self._pool.submit(combine, names) for names in groups[1:]]
+        combine(groups[0])
+        for f in futures:
+            f.result()

@@ -6,7 +6,9 @@
 
 One run measures, for each config, alternating step by step so all columns
 see the same machine state (medians):
-- whitebox;
+- whitebox, as training runs it: with --threads W > 1 on NumPy, each batch
+  split into W shards that W threads run at once, each with a one-thread
+  BLAS (whitebox/training/threaded.py); otherwise one step on W BLAS threads;
 - PyTorch eager running the official model (ISTA as three products);
 - `torch.compile` of the SAME model as whitebox runs it: the ISTA step folded
   into one product with M = I + eta (W - W^T W), so the comparison is about
@@ -37,6 +39,7 @@ import numpy as np
 import whitebox as wb
 from whitebox import backend, threads
 from whitebox.models import CRATE, CRATEAlpha
+from whitebox.training.threaded import ShardThreads
 
 # family -> (whitebox class, module whose torch_model_from builds the PyTorch twin)
 FAMILIES = {"CRATE": (CRATE, "whitebox.torch_crate"),
@@ -102,6 +105,28 @@ def whitebox_step(model, x, y):
     model.zero_grad()
     model.backward(dlogits)
     return loss
+
+
+def shard_step(model, batch):
+    """One shard's step, as a task's train_step: (loss, sums with the shard's count)."""
+    x, y = batch
+    loss, dlogits = wb.losses.cross_entropy(model(x), y)
+    model.backward(dlogits)
+    return loss, {"count": len(y)}
+
+
+def whitebox_runner(model, x, y, workers):
+    """The whitebox step as training runs it with --threads workers (training/threaded.py):
+    on NumPy with workers > 1, the batch in `workers` shards at once, BLAS at one thread each."""
+    if workers < 2 or backend.backend_name(x) != "numpy":
+        return lambda: whitebox_step(model, x, y)
+    engine = ShardThreads(model, workers)
+
+    def run():
+        with threads.limited(1):
+            model.zero_grad()
+            return engine.step(shard_step, (x, y))[0]
+    return run
 
 
 def torch_step(torch, model, x, y):
@@ -174,7 +199,7 @@ def load_torch():
         return None
 
 
-def build(name, backend_name, torch, compile_):
+def build(name, backend_name, torch, compile_, workers=1):
     """The whitebox model, its inputs, and the PyTorch runners that can be built."""
     cfg = dict(CONFIGS[name])
     batch = cfg.pop("batch")
@@ -188,7 +213,7 @@ def build(name, backend_name, torch, compile_):
     if backend_name == "cupy":
         model.to("cupy")
     x, y = backend.to_device(x_np, backend_name), backend.to_device(y_np, backend_name)
-    runners = {"whitebox": lambda: whitebox_step(model, x, y)}
+    runners = {"whitebox": whitebox_runner(model, x, y, workers)}
     notes, extra = [], {}
     if torch is None:
         return model, x, runners, notes, extra
@@ -249,12 +274,10 @@ def time_runners(runners, x, torch, repeats, warmup):
     return wall, cpu
 
 
-def peak_memory(model, x, y_unused, backend_name, torch, extra):
+def peak_memory(runners, backend_name, torch, extra):
     if backend_name == "numpy":
         tracemalloc.start()
-        model.zero_grad()
-        loss, dlogits = wb.losses.cross_entropy(model(x), extra["y"])
-        model.backward(dlogits)
+        runners["whitebox"]()
         mem_wb = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
         mem_torch = (torch_peak_cpu_mb(torch, *extra["torch_inputs"])
@@ -269,14 +292,11 @@ def bench(name, backend_name, torch, nthreads, repeats, warmup, compile_, peak):
     with threads.limited(nthreads):
         if torch is not None:
             torch.set_num_threads(nthreads)
-        model, x, runners, notes, extra = build(name, backend_name, torch, compile_)
+        model, x, runners, notes, extra = build(name, backend_name, torch, compile_, nthreads)
         for line in notes:
             print(line, flush=True)
         med, cpu = time_runners(runners, x, torch, repeats, warmup)
-        extra["y"] = backend.to_device(
-            np.random.default_rng(0).integers(0, CONFIGS[name]["num_classes"],
-                                              CONFIGS[name]["batch"]), backend_name)
-        mem_wb, mem_torch = peak_memory(model, x, None, backend_name, torch, extra)
+        mem_wb, mem_torch = peak_memory(runners, backend_name, torch, extra)
     cfg = CONFIGS[name]
     flops = {"whitebox": gemm_flops(cfg), "compiled": gemm_flops(cfg),
              "eager": gemm_flops(cfg, folded=False)}

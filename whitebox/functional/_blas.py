@@ -37,6 +37,12 @@ def sum_last(x):
     return xp.einsum("...k->...", x)[..., None]
 
 
+def sum_last_product(x, y):
+    """Sum over the last axis of x * y, without forming x * y: (..., k) -> (..., 1)."""
+    xp = get_array_module(x)
+    return xp.einsum("...k,...k->...", x, y)[..., None]
+
+
 def mean_last(x):
     """Mean over the last axis, kept as a length-1 axis: (..., k) -> (..., 1)."""
     s = sum_last(x)

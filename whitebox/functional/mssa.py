@@ -34,7 +34,7 @@ paper's (1 - kappa b) x + kappa b [SSA_k] U^T.
 import numpy as np
 
 from ..backend import get_array_module
-from ._blas import matmul_rows, sum_last, sum_leading
+from ._blas import matmul_rows, sum_last, sum_last_product, sum_leading
 from ._checks import check_array, check_dout
 from .dropout import dropout_backward, dropout_forward
 from .mssa_exact import exact_heads_backward, exact_heads_forward
@@ -43,9 +43,31 @@ STEPS = ("softmax", "exact")
 
 
 def _split_heads(w, K):
+    """(B, N, K p) -> (B, K, N, p) as a VIEW, no copy: batched products read its
+    strided (N, p) blocks as fast as contiguous ones."""
     B, N, Kp = w.shape
-    w = w.reshape(B, N, K, Kp // K)                 # (B, N, K, p)
-    return get_array_module(w).ascontiguousarray(w.transpose(0, 2, 1, 3))  # (B, K, N, p)
+    return w.reshape(B, N, K, Kp // K).transpose(0, 2, 1, 3)
+
+
+def _heads_buffer(w):
+    """An empty array shaped like w (B, K, N, p) but laid out as (B, N, K, p) in
+    memory, for a product to write into: merging its heads afterwards is free."""
+    B, K, N, p = w.shape
+    return get_array_module(w).empty((B, N, K, p), dtype=w.dtype).transpose(0, 2, 1, 3)
+
+
+def _scaled_transpose(w, s):
+    """s w^T per head, (B, K, p, N), as its own contiguous array (one pass over w).
+
+    A batched product with a transposed VIEW runs at about half the speed of
+    one with contiguous operands (NumPy, OpenBLAS), more than this copy costs;
+    and carrying s here spares a pass over the N x N scores in the forward
+    (S = w (s w^T)) and in the backward (dA comes out already times s).
+    """
+    xp = get_array_module(w)
+    B, K, N, p = w.shape
+    out = xp.empty((B, K, p, N), dtype=w.dtype)
+    return xp.multiply(w.transpose(0, 1, 3, 2), w.dtype.type(s), out=out)
 
 
 def _merge_heads(o):
@@ -99,24 +121,26 @@ def mssa_forward(x, W_qkv, W_out, b_out, heads, scale=None, causal=False,
         return _project_out(x, H, W_qkv, W_out, b_out, tied, gain, shrink, dropout, rng,
                             training, {"w": w, "attn": exact_cache["attn"], "scale": s,
                                        "exact": exact_cache, "attn_mask": None})
-    S = w @ w.transpose(0, 1, 3, 2)                  # (B, K, N, N)
-    S *= s
+    swT = _scaled_transpose(w, s)                    # (B, K, p, N)  s w^T
+    S = w @ swT                                      # (B, K, N, N)  s w w^T
     if causal:
         future = xp.triu(xp.ones((N, N), dtype=bool), 1)            # keys after the query
         S += xp.where(future, -xp.inf, 0).astype(S.dtype)           # broadcast over (B, K)
     if softmax:
-        # softmax in place: subtract the row max so exp never overflows
-        S -= S.max(axis=-1, keepdims=True)
+        # softmax in place: subtract the row max so exp never overflows. Without the
+        # mask S is symmetric, and its column max (a reduction across rows, which
+        # NumPy vectorises) is the row max up to round-off: any shift near it will do.
+        S -= S.max(axis=-1, keepdims=True) if causal else S.max(axis=-2)[..., None]
         A = xp.exp(S, out=S)
         A /= sum_last(A)                             # (B, K, N, N)
     else:
         A = S
     A_used, attn_mask = dropout_forward(A, dropout, rng, training)
-    H = A_used @ w                                   # (B, K, N, p)
+    H = xp.matmul(A_used, w, out=_heads_buffer(w))   # (B, K, N, p)
     if gain != 1.0:
         H *= gain
     return _project_out(x, H, W_qkv, W_out, b_out, tied, gain, shrink, dropout, rng,
-                        training, {"w": w, "attn": A, "attn_used": A_used,
+                        training, {"w": w, "swT": swT, "attn": A, "attn_used": A_used,
                                    "attn_mask": attn_mask, "scale": s, "exact": None,
                                    "softmax": softmax})
 
@@ -154,7 +178,7 @@ def mssa_backward(dout, cache):
     whitebox.functional.mssa_exact.exact_heads_backward.
     Returns: dx (B, N, d), dW_qkv (K p, d), dW_out (d, K p) or None, db_out (d,) or None.
     """
-    x, w, W_qkv, W_out, s = cache["x"], cache["w"], cache["W_qkv"], cache["W_out"], cache["scale"]
+    x, w, W_qkv, W_out = cache["x"], cache["w"], cache["W_qkv"], cache["W_out"]
     B, K, N, p = w.shape
     d = x.shape[-1]
     check_dout("mssa", dout, (B, N, d))
@@ -182,17 +206,18 @@ def mssa_backward(dout, cache):
         return _input_grads(dw, x, W_qkv, G, cache["shrink"], dW_qkv_out) + (dW_out, db_out)
 
     A, A_used = cache["attn"], cache["attn_used"]
-    dw = A_used.transpose(0, 1, 3, 2) @ dO                               # (B, K, N, p)
-    dA = dO @ w.transpose(0, 1, 3, 2)                                    # (B, K, N, N)
-    dA = dropout_backward(dA, cache["attn_mask"])
-    dS = dA
+    xp = get_array_module(A)
+    dw = xp.matmul(A_used.transpose(0, 1, 3, 2), dO, out=_heads_buffer(w))  # (B, K, N, p)
+    # every N x N array below carries the factor s, from s w^T: sdA = s dA, sdS = s dS
+    sdA = dO @ cache["swT"]                                              # (B, K, N, N)
+    sdA = dropout_backward(sdA, cache["attn_mask"])
+    sdS = sdA
     if cache["softmax"]:
-        # softmax backward, in place on dA: dS = A * (dA - rowsum(dA * A))
-        dS -= sum_last(dA * A)
-        dS *= A
-    dS = dS + dS.transpose(0, 1, 3, 2)    # not in place: the operands overlap
-    dS *= s
-    dw += dS @ w                                                         # (B, K, N, p)
+        # softmax backward, in place: dS = A * (dA - rowsum(dA * A)), linear in dA
+        sdS -= sum_last_product(sdA, A)
+        sdS *= A
+    sdS = sdS + sdS.transpose(0, 1, 3, 2)  # not in place: the operands overlap
+    dw += sdS @ w                                                        # (B, K, N, p)
     return _input_grads(dw, x, W_qkv, G, cache["shrink"], dW_qkv_out) + (dW_out, db_out)
 
 

@@ -177,8 +177,8 @@ def test_grade_names_a_wrong_gradient(tmp_path):
     fill_in(out, "A2", [3])
     path = out / "whitebox" / "functional" / "mssa.py"
     source = path.read_text()
-    assert "    dw += dS @ w" in source
-    path.write_text(source.replace("    dw += dS @ w", "    pass  # forgot the symmetric term"))
+    assert "    dw += sdS @ w" in source
+    path.write_text(source.replace("    dw += sdS @ w", "    pass  # forgot the symmetric term"))
     # a check file that cannot import costs its own part only; the rest still runs
     hidden = tmp_path / "hidden"
     hidden.mkdir()

@@ -1,6 +1,10 @@
-"""Which BLAS thread count is robust? Time short training runs at 1 and 2 threads.
+"""Which thread count is robust? Time short training runs at 1 and 2 threads.
 
     python benchmarks/bench_threads.py [--repeats 3] [--epochs 2]
+    python benchmarks/bench_threads.py --train-args="--dim 256 --depth 8 --batch-size 128 --n-train 1024"
+
+With --threads 2 the training splits each batch into 2 shards run by 2
+threads (whitebox/training/threaded.py); --threads 1 runs one thread.
 
 Runs `python -m whitebox.train --epochs E --no-figures` alternating between
 thread counts, first on the machine as it is ("idle"), then beside one busy
@@ -25,9 +29,9 @@ def has_threads_flag():
     return "--threads" in out
 
 
-def one_run(threads, epochs, flag, out):
+def one_run(threads, epochs, flag, out, extra=()):
     cmd = [sys.executable, "-m", "whitebox.train", "--epochs", str(epochs), "--no-figures",
-           "--no-progress", "--out", out]
+           "--no-progress", "--out", out, *extra]
     env = dict(os.environ)
     if flag:
         cmd += ["--threads", str(threads)]
@@ -51,9 +55,13 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--train-args", default="", help="more flags for the training command "
+                    "(one string, e.g. a larger model: \"--dim 256 --depth 8\")")
     args = ap.parse_args(argv)
+    extra = args.train_args.split()
     flag = has_threads_flag()
-    print(f"python -m whitebox.train --epochs {args.epochs} --no-figures, threads via "
+    print(f"python -m whitebox.train --epochs {args.epochs} --no-figures {args.train_args}, "
+          "threads via "
           f"{'--threads' if flag else 'environment variables'}; median of {args.repeats}")
     print("| machine | threads | wall s | CPU s | last line |")
     print("|---|---|---|---|---|")
@@ -66,7 +74,8 @@ def main(argv=None):
                 results = {n: [] for n in args.threads}
                 for _ in range(args.repeats):
                     for n in args.threads:
-                        results[n].append(one_run(n, args.epochs, flag, os.path.join(tmp, "r")))
+                        results[n].append(one_run(n, args.epochs, flag, os.path.join(tmp, "r"),
+                                                      extra))
             finally:
                 if busy is not None:
                     busy.kill()

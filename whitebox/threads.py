@@ -13,10 +13,16 @@ than one thread anyway. So whitebox sets the pool deliberately:
     with threads.limited(2):         # only inside the block
         ...
 
-`python -m whitebox.train --threads N` calls `set_threads(N)`. The default,
-DEFAULT_THREADS = 1, was chosen by measurement (benchmarks/bench_threads.py):
-one thread never collapses under load, and on an idle machine a second BLAS
-thread speeds up only the products, a part of each step. The pool is
+Training uses the cores another way: `python -m whitebox.train --threads N`
+splits each batch into N shards that N threads run at once, each with a
+one-thread BLAS (whitebox/training/threaded.py), so the elementwise work
+runs on every core too and no thread waits on another's BLAS call. That
+holds up under load: beside one busy process on 2 cores a step still took
+0.7-0.9x the one-thread time, where two BLAS threads took 1.6-5x
+(benchmarks/bench_shards.py). Only a step that draws dropout masks gives
+the N threads to BLAS instead. DEFAULT_THREADS = 1 is the library's
+default and the image tasks' (the Quickstart's steps are too small to
+split with profit); the language-model tasks default to 2. The pool is
 controlled through threadpoolctl, which finds every BLAS and OpenMP library
 loaded into the process, whatever NumPy was built with.
 Arrays on a GPU (CuPy) do not use these threads; the setting is harmless there.

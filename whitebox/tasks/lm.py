@@ -67,8 +67,10 @@ class LanguageModel(Task):
     models = ("crate",)
     runtime_options = ("data",)
     description = "causal (GPT-style) character language model"
+    # threads=2: each batch in two shards at once (training/threaded.py); measured 1.5x
+    # faster per epoch than one thread on 2 cores, and still faster beside a busy process
     defaults = dict(epochs=8, batch_size=32, lr=3e-3, weight_decay=0.1, warmup_epochs=0.5,
-                    min_lr=3e-4)
+                    min_lr=3e-4, threads=2)
     fast = dict(epochs=2, batch_size=8, steps_per_epoch=5, block_size=32, dim=32, depth=2,
                 heads=2, eval_windows=16, measure_size=4, samples=1)
     specials = ()                                # the masked model adds "<mask>"

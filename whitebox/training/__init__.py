@@ -7,6 +7,11 @@
 task's defaults and the given settings (shared ones such as ``epochs`` or
 ``lr``, and the task's own such as ``dim`` or ``dataset``) and trains;
 ``train(cfg)`` trains a :class:`TrainConfig` you built yourself.
+
+Data parallelism: ``threads=W`` (``--threads W``) splits each NumPy batch
+into W shards run at once by W threads (threaded.py); ``--distributed``
+shares each batch among MPI ranks (distributed.py). Both weight each
+shard's gradient by its share of the batch's count.
 """
 from ..tasks import get_task
 from .config import TrainConfig, make_config

@@ -114,8 +114,9 @@ class TrainConfig:
     grad_clip: float = setting(1.0, "global gradient-norm clip (0: none)", NONNEG)
     seed: int = setting(0, "seed of the data order, initialisation and dropout", COUNT)
     backend: str = setting("numpy", "array backend", Check(str, choices=BACKENDS))
-    threads: int = setting(DEFAULT_THREADS, "BLAS threads for NumPy (whitebox.threads; "
-                           "more than 1 pays only on an otherwise idle machine)", POSITIVE_INT)
+    threads: int = setting(DEFAULT_THREADS, "threads for NumPy: W > 1 splits each batch into W "
+                           "shards run at once (training/threaded.py; BLAS threads instead "
+                           "when the step draws dropout masks)", POSITIVE_INT)
     distributed: bool = setting(False, "data-parallel over MPI ranks (training/distributed.py)",
                                 Check(bool), flag=False)
     out: str = setting(None, "output folder", Check(str, optional=True))

@@ -90,7 +90,9 @@ def train(cfg):
     say = tqdm.write if writer else (lambda line: None)   # prints above any progress bar
     say(f"{task.name}: {type(model).__name__} {model.num_params():,} parameters | "
         f"{task.describe()} | {cfg.epochs} epochs of {steps_per_epoch} steps"
-        + (f" | {cfg.threads} threads, each batch split in {cfg.threads}" if shards else "")
+        + (f" | {cfg.threads} threads, each batch split in {cfg.threads}" if shards else
+           f" | {cfg.threads} BLAS threads (the step draws dropout masks, so it is not split)"
+           if cfg.threads > 1 and cfg.backend == "numpy" else "")
         + (f" | resuming after epoch {start_epoch}" if cfg.resume else ""))
 
     last_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, cfg.stop_after)

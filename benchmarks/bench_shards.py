@@ -1,0 +1,96 @@
+"""Two cores for one training step: batch shards in threads against BLAS threads, idle and loaded.
+
+    python benchmarks/bench_shards.py [--repeats 7]
+
+For each model, the median wall time of one float32 training step
+(forward, cross-entropy, backward) three ways, alternating step by step:
+- 1 thread: one step, one BLAS thread;
+- 2 shards: the batch split in two, each half run by its own thread with a
+  one-thread BLAS (whitebox/training/threaded.py; what --threads 2 does);
+- 2 BLAS threads: one step, the matrix products on two BLAS threads.
+First on the machine as it is ("idle"), then beside one busy process
+(`python -c "while True: pass"`), as a laptop running something else would be.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from whitebox import threads
+from whitebox.models import CRATE
+from whitebox.training.threaded import ShardThreads
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_crate import shard_step, time_runners  # noqa: E402
+
+# name -> (batch, image side, patch, dim, depth, heads, dim_head)
+MODELS = {
+    "Quickstart (d 96, L 4, patch 7)": (64, 28, 7, 96, 4, 4, 24),
+    "mnist-demo (d 96, L 4, patch 4)": (128, 28, 4, 96, 4, 4, 24),
+    "wider (d 256, L 8, patch 7)": (128, 28, 7, 256, 8, 4, 64),
+    "cifar-crate-t (d 384, L 12, patch 4)": (32, 32, 4, 384, 12, 6, 64),
+}
+
+
+def runners(batch, side, patch, dim, depth, heads, dim_head):
+    channels = 3 if side == 32 else 1
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, channels, side, side), dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+    model = CRATE(side, patch, 10, dim, depth, heads, dim_head, channels=channels, seed=0)
+    engine = ShardThreads(model, 2)
+
+    def one():
+        with threads.limited(1):
+            model.zero_grad()
+            shard_step(model, (x, y))
+
+    def shards():
+        with threads.limited(1):
+            model.zero_grad()
+            engine.step(shard_step, (x, y))
+
+    def blas():
+        with threads.limited(2):
+            model.zero_grad()
+            shard_step(model, (x, y))
+
+    return {"1 thread": one, "2 shards": shards, "2 BLAS threads": blas}, x
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    args = ap.parse_args(argv)
+    rows = []
+    for condition in ("idle", "one busy process"):
+        busy = None
+        if condition != "idle":
+            busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            time.sleep(0.5)
+        try:
+            for name in args.models:
+                run, x = runners(*MODELS[name])
+                wall, _ = time_runners(run, x, None, args.repeats, 2)
+                rows.append((name, condition, wall))
+        finally:
+            if busy is not None:
+                busy.kill()
+                busy.wait()
+    print(f"\none float32 training step, ms (median of {args.repeats}, alternating), "
+          f"{os.cpu_count()} cores")
+    print("| model | machine | 1 thread | 2 shards | 2 BLAS threads | 1 thread / 2 shards |")
+    print("|---|---|---|---|---|---|")
+    for name, condition, wall in rows:
+        ms = {k: 1e3 * v for k, v in wall.items()}
+        print(f"| {name} | {condition} | {ms['1 thread']:.1f} | {ms['2 shards']:.1f} | "
+              f"{ms['2 BLAS threads']:.1f} | {ms['1 thread'] / ms['2 shards']:.2f} |")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

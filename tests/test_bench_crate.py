@@ -70,3 +70,28 @@ def test_every_config_runs_against_its_torch_twin(bench, monkeypatch, capsys):
     assert rows[0]["peak"]["whitebox"] > 0 and rows[1]["peak"]["whitebox"] is None
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| alpha")]
     assert "n/a" in table[0]
+
+
+def test_whitebox_runner_with_two_workers_gives_the_one_thread_gradients(bench):
+    """The benchmark times training's shard step, and that step computes the same gradients."""
+    model = CRATE(image_size=8, patch_size=4, num_classes=3, dim=8, depth=1, heads=2,
+                  dim_head=4, channels=1, dtype="float64", seed=0)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((5, 1, 8, 8)), np.array([0, 1, 2, 0, 1])
+    bench.whitebox_runner(model, x, y, 1)()
+    whole = {k: v.copy() for k, v in model.grads().items()}
+    loss = bench.whitebox_runner(model, x, y, 2)()
+    assert np.isfinite(float(loss))
+    for k, g in model.grads().items():
+        np.testing.assert_allclose(g, whole[k], rtol=1e-10, atol=1e-12, err_msg=k)
+
+
+def test_bench_shards_prints_its_table(capsys):
+    spec = importlib.util.spec_from_file_location("bench_shards", PATH.parent / "bench_shards.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = mod.main(["--models", "Quickstart (d 96, L 4, patch 7)", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert [r[1] for r in rows] == ["idle", "one busy process"]
+    assert out.count("| Quickstart (d 96, L 4, patch 7) |") == 2
+    assert all(set(r[2]) == {"1 thread", "2 shards", "2 BLAS threads"} for r in rows)

@@ -222,3 +222,20 @@ def test_training_with_two_threads_follows_one_thread(tmp_path, capsys):
     for a, b in zip(runs[1], runs[2]):
         for k in ("train_loss", "train_acc", "test_loss", "test_acc"):
             np.testing.assert_allclose(b[k], a[k], rtol=2e-4, atol=1e-5, err_msg=k)
+
+
+def test_worker_threads_end_with_the_engine():
+    import gc
+
+    def workers():
+        return [t for t in threading.enumerate() if t.name.startswith("whitebox-shard")]
+    before = len(workers())
+    engine = ShardThreads(CRATE(28, 7, 10, 16, 1, 2, 8, channels=1), 2)
+    task = _task("classify")
+    engine.step(task.train_step, _images(4))
+    assert len(workers()) == before + 1
+    del engine                                     # no close(): e.g. a run stopped by an error
+    gc.collect()
+    for t in workers()[before:]:
+        t.join(timeout=5)
+    assert len(workers()) == before

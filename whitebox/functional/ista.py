@@ -32,8 +32,8 @@ def ista_forward(x, W, eta=0.1, lam=0.1):
     M[xp.arange(d), xp.arange(d)] += 1
     a = matmul_rows(x, M)                            # (..., d) pre-activation
     a -= eta * lam
-    active = a > 0
-    a *= active                                      # ReLU in place
+    active = a > 0                                   # kept for the backward
+    xp.maximum(a, 0, out=a)                          # ReLU in place
     return a, (x, W, M, active, eta)
 
 

@@ -28,6 +28,7 @@ step and gives the BLAS pool the W threads instead (``plan`` says which).
 Random draws a task makes in ``Task.draw`` (CRATE-MAE's patch masks) are
 made for the whole batch before the split, and are unaffected.
 """
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -70,9 +71,12 @@ class ShardThreads:
         self.replicas = [model] + [model.replica() for _ in range(workers - 1)]
         self._names = sorted(model.grads())
         self._pool = ThreadPoolExecutor(workers - 1, thread_name_prefix="whitebox-shard")
+        # the threads end with the engine, even when a run stops on an error before close()
+        self._finalizer = weakref.finalize(self, self._pool.shutdown, wait=False)
 
     def close(self):
-        self._pool.shutdown()
+        """End the worker threads (also done when the engine is garbage-collected)."""
+        self._finalizer()
 
     def step(self, train_step, batch):
         """``train_step(model, shard)`` on every shard at once; gradients combined into the model's.

@@ -56,6 +56,18 @@ def test_two_ranks_follow_one_process(tmp_path):
     assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one"))
 
 
+def test_two_ranks_follow_one_process_with_random_masks(tmp_path):
+    """CRATE-MAE draws its masks for the whole global batch before the split (Task.draw)."""
+    mpirun()
+    train(tmp_path / "one", "--task", "mae")
+    train(tmp_path / "two", "--task", "mae", ranks=2)
+    one, two = curve(tmp_path / "one"), curve(tmp_path / "two")
+    assert len(one) == len(two) == 2
+    for ra, rb in zip(two, one):
+        for k in ("train_loss", "test_mse"):
+            np.testing.assert_allclose(ra[k], rb[k], rtol=2e-5, err_msg=k)
+
+
 @pytest.mark.slow
 def test_two_ranks_resume_exactly(tmp_path):
     mpirun()

@@ -18,8 +18,8 @@ splits each batch into N shards that N threads run at once, each with a
 one-thread BLAS (whitebox/training/threaded.py), so the elementwise work
 runs on every core too and no thread waits on another's BLAS call. That
 holds up under load: beside one busy process on 2 cores a step still took
-0.7-0.9x the one-thread time, where two BLAS threads took 1.6-5x
-(benchmarks/bench_shards.py). Only a step that draws dropout masks gives
+0.6-1.0x the one-thread time, where two BLAS threads took 1.5-5x, over two
+runs of benchmarks/bench_shards.py. Only a step that draws dropout masks gives
 the N threads to BLAS instead. DEFAULT_THREADS = 1 is the library's
 default and the image tasks' (the Quickstart's steps are too small to
 split with profit); the language-model tasks default to 2. The pool is

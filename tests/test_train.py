@@ -278,7 +278,7 @@ def test_help_shows_every_default(capsys):
     with pytest.raises(SystemExit):
         train_job.config_from_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())      # argparse wraps lines
-    for shown in ("(default: 30)", "(default: 0.002)", "(default: mnist5k)", "(default: 96)"):
+    for shown in ("(default: 40)", "(default: 0.002)", "(default: mnist5k)", "(default: 96)"):
         assert shown in text, shown
 
 

@@ -219,12 +219,8 @@ class Module:
     def _replicate(self, twins):
         twin = object.__new__(type(self))
         twin.__dict__.update(self.__dict__)          # shallow: the same _params dict and arrays
-        xp = None
-        grads = {}
-        for name, g in self._grads.items():
-            xp = xp or get_array_module(g)
-            grads[name] = xp.zeros_like(g)
-        object.__setattr__(twin, "_grads", grads)
+        object.__setattr__(twin, "_grads", {name: get_array_module(g).zeros_like(g)
+                                            for name, g in self._grads.items()})
         object.__setattr__(twin, "_modules", {name: child._replicate(twins)
                                               for name, child in self._modules.items()})
         twin.__dict__.update(twin._modules)

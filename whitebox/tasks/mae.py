@@ -155,6 +155,7 @@ class MaskedAutoencoding(Task):
         return images, labels, model.draw_noise(len(images))   # from model.rng (checkpointed)
 
     def step_draws(self, model):
+        # the model's own draws, the masks, are made in draw(); only its children could draw
         return any(child.draws_in_training() for child in model.children())
 
     def train_step(self, model, batch):

@@ -51,8 +51,7 @@ def split_batch(batch, parts, who="--threads"):
 
 def plan(cfg, task, model):
     """How a run uses cfg.threads: 'shards' (this module) or 'blas' (the BLAS pool only)."""
-    if cfg.threads is None or cfg.threads < 2 or cfg.backend != "numpy" \
-            or task.step_draws(model):
+    if cfg.threads < 2 or cfg.backend != "numpy" or task.step_draws(model):
         return "blas"
     return "shards"
 

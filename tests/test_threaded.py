@@ -157,6 +157,13 @@ def test_split_batch_names_what_is_wrong():
         ShardThreads(CRATE(28, 7, 10, 16, 1, 2, 8, channels=1), 1)
 
 
+def test_shard_threads_refuse_a_gpu_model(monkeypatch):
+    model = CRATE(28, 7, 10, 16, 1, 2, 8, channels=1)
+    monkeypatch.setattr(type(model), "backend", property(lambda self: "cupy"))
+    with pytest.raises(ValueError, match="NumPy models"):
+        ShardThreads(model, 2)
+
+
 def test_allreduce_weights_ranks_by_their_counts():
     """Two stand-in MPI ranks (threads with a barrier): the sum is weighted by sums['count']."""
     pytest.importorskip("mpi4py")

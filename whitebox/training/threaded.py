@@ -66,6 +66,9 @@ class ShardThreads:
     def __init__(self, model, workers):
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 2:
             raise ValueError(f"workers must be an integer >= 2, got {workers!r}")
+        if model.backend != "numpy":
+            raise ValueError(f"ShardThreads runs NumPy models; this one lives on {model.backend!r}, "
+                             "where the device runs the whole batch")
         self.model, self.workers = model, workers
         self.replicas = [model] + [model.replica() for _ in range(workers - 1)]
         self._names = sorted(model.grads())

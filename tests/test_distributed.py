@@ -7,9 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
+
+from whitebox.models import CRATE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--fast", "--n-train", "192", "--n-test", "64", "--batch-size", "48", "--epochs", "2",
@@ -77,19 +80,29 @@ def test_two_ranks_resume_exactly(tmp_path):
     assert_same_curve(curve(tmp_path / "split"), curve(tmp_path / "whole"))
 
 
+class Comm:
+    """A stand-in communicator: rank ``rank`` of ``size``; Allreduce sums over ``peers``
+    (one dict shared by ranks running in threads, met at ``barrier``)."""
+
+    def __init__(self, rank, size=3, peers=None, barrier=None):
+        self.rank, self.size, self.peers, self.barrier = rank, size, peers, barrier
+
+    def Get_rank(self):
+        return self.rank
+
+    def Get_size(self):
+        return self.size
+
+    def Allreduce(self, _, buf, op=None):
+        self.peers[self.rank] = buf.copy()
+        self.barrier.wait()
+        buf[...] = sum(self.peers.values())
+        self.barrier.wait()
+
+
 def test_shards_cover_the_batch():
     pytest.importorskip("mpi4py")
     from whitebox.training.distributed import DataParallel
-
-    class Comm:                                    # a stand-in rank of a 3-rank world
-        def __init__(self, rank):
-            self.rank = rank
-
-        def Get_rank(self):
-            return self.rank
-
-        def Get_size(self):
-            return 3
 
     images, labels = np.arange(20.0).reshape(10, 2), np.arange(10)
     rows = []
@@ -101,3 +114,30 @@ def test_shards_cover_the_batch():
     assert rows == list(range(10))
     with pytest.raises(ValueError, match="batch-size"):
         DataParallel(Comm(0)).shard((images[:2], labels[:2]))
+
+
+def test_allreduce_weights_ranks_by_their_counts():
+    """Two stand-in MPI ranks (threads with a barrier): the sum is weighted by sums['count']."""
+    pytest.importorskip("mpi4py")
+    from whitebox.training.distributed import DataParallel
+
+    barrier, peers = threading.Barrier(2), {}
+    models = [CRATE(28, 7, 10, 16, 1, 2, 8, channels=1, seed=0) for _ in range(2)]
+    counts, fills, out = [1.0, 3.0], [2.0, 6.0], {}
+    for m, v in zip(models, fills):
+        for g in m.grads().values():
+            g.fill(v)
+
+    def rank(r):
+        out[r] = DataParallel(Comm(r, 2, peers, barrier)).allreduce(models[r], {"count": np.asarray(counts[r]),
+                                                             "loss": np.asarray(1.0)})
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    expected = (1.0 * 2.0 + 3.0 * 6.0) / 4.0                  # count-weighted, not 4.0 (rows)
+    for m in models:
+        for g in m.grads().values():
+            np.testing.assert_allclose(g, expected)
+    assert float(out[0]["count"]) == 4.0 and float(out[1]["loss"]) == 2.0

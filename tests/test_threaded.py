@@ -164,50 +164,6 @@ def test_shard_threads_refuse_a_gpu_model(monkeypatch):
         ShardThreads(model, 2)
 
 
-def test_allreduce_weights_ranks_by_their_counts():
-    """Two stand-in MPI ranks (threads with a barrier): the sum is weighted by sums['count']."""
-    pytest.importorskip("mpi4py")
-    from whitebox.training.distributed import DataParallel
-
-    barrier, buffers = threading.Barrier(2), {}
-
-    class Comm:
-        def __init__(self, rank):
-            self.rank = rank
-
-        def Get_rank(self):
-            return self.rank
-
-        def Get_size(self):
-            return 2
-
-        def Allreduce(self, _, buf, op=None):
-            buffers[self.rank] = buf.copy()
-            barrier.wait()
-            buf[...] = buffers[0] + buffers[1]
-            barrier.wait()
-
-    models = [CRATE(28, 7, 10, 16, 1, 2, 8, channels=1, seed=0) for _ in range(2)]
-    counts, fills, out = [1.0, 3.0], [2.0, 6.0], {}
-    for m, v in zip(models, fills):
-        for g in m.grads().values():
-            g.fill(v)
-
-    def rank(r):
-        out[r] = DataParallel(Comm(r)).allreduce(models[r], {"count": np.asarray(counts[r]),
-                                                             "loss": np.asarray(1.0)})
-    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    expected = (1.0 * 2.0 + 3.0 * 6.0) / 4.0                  # count-weighted, not 4.0 (rows)
-    for m in models:
-        for g in m.grads().values():
-            np.testing.assert_allclose(g, expected)
-    assert float(out[0]["count"]) == 4.0 and float(out[1]["loss"]) == 2.0
-
-
 def test_training_with_two_threads_follows_one_thread(tmp_path, capsys):
     """The whole loop: --threads 2 splits each batch, and the run follows --threads 1."""
     from conftest import write_bar_mnist

@@ -51,9 +51,14 @@ CONFIGS = {
                           depth=12, heads=6, dim_head=64, batch=32),
     "crate-t-224": dict(image_size=224, patch_size=16, channels=3, num_classes=1000, dim=384,
                         depth=12, heads=6, dim_head=64, batch=8),
-    # not in the default run; gpu_check.py times it for the CRATE-alpha family
+    # not in the default run: gpu_check.py times alpha-tiny for the CRATE-alpha family,
+    # bench_alpha.py the other two
     "alpha-tiny": dict(family="CRATE-alpha", image_size=28, patch_size=4, channels=1,
                        num_classes=10, dim=64, depth=4, heads=4, dim_head=16, batch=128),
+    "alpha-mnist-demo": dict(family="CRATE-alpha", image_size=28, patch_size=4, channels=1,
+                             num_classes=10, dim=96, depth=4, heads=4, batch=128),
+    "alpha-cifar-small": dict(family="CRATE-alpha", image_size=32, patch_size=4, channels=3,
+                              num_classes=10, dim=192, depth=6, heads=6, batch=32),
 }
 DEFAULT_CONFIGS = ["mnist-demo", "cifar-crate-t", "crate-t-224"]
 TORCH_MISSING = ("PyTorch is not installed: its columns are left empty. CPU build: "

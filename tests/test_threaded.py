@@ -48,6 +48,15 @@ def _images(n, size=28, channels=1, seed=0):
             rng.integers(0, 10, n))
 
 
+@pytest.mark.parametrize("rows", [1, 2])
+def test_a_batch_shorter_than_the_workers_runs_on_fewer_shards(rows):
+    """The last batch of an epoch may hold fewer samples than there are threads."""
+    task = _task("classify")
+    build = lambda: CRATE(image_size=28, patch_size=7, num_classes=10, dim=16, depth=1,  # noqa: E731
+                          heads=2, dim_head=8, channels=1, seed=0)
+    _one_step_vs_shards(task, build, _images(rows), 3)
+
+
 @pytest.mark.parametrize("workers", [2, 3])
 def test_classify_crate_shards_equal_the_whole_batch(workers):
     task = _task("classify")
@@ -147,7 +156,7 @@ def test_split_batch_names_what_is_wrong():
     shards = split_batch((x, y), 2)
     assert [len(s[1]) for s in shards] == [2, 3] or [len(s[1]) for s in shards] == [3, 2]
     np.testing.assert_array_equal(np.concatenate([s[1] for s in shards]), y)
-    with pytest.raises(ValueError, match="batch-size"):
+    with pytest.raises(ValueError, match="last batch of an epoch"):
         split_batch((x[:1], y[:1]), 2)
     with pytest.raises(ValueError, match="differ in length"):
         split_batch((x, y[:3]), 2)

@@ -34,17 +34,25 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 
-def split_batch(batch, parts, who="--threads"):
-    """Contiguous shards of the rows of every array of a batch tuple: a list of ``parts`` tuples."""
-    if not isinstance(batch, (tuple, list)):
+def batch_rows(batch, who="--threads"):
+    """The number of samples in a batch tuple (every array holds them along axis 0)."""
+    if not isinstance(batch, (tuple, list)) or not batch:
         raise TypeError(f"{who} needs batches that are tuples of arrays with the samples "
                         f"along axis 0, got {type(batch).__name__}")
     n = len(batch[0])
     if any(len(a) != n for a in batch):
         raise ValueError(f"{who}: the arrays of a batch differ in length {[len(a) for a in batch]}")
+    return n
+
+
+def split_batch(batch, parts, who="--threads"):
+    """Contiguous shards of the rows of every array of a batch tuple: a list of ``parts`` tuples."""
+    n = batch_rows(batch, who)
     if n < parts:
-        raise ValueError(f"{who}: a batch of {n} samples cannot be split into {parts} shards; "
-                         "use a larger --batch-size")
+        raise ValueError(f"{who}: a batch of {n} samples cannot be split into {parts} shards "
+                         "(the last batch of an epoch holds the remainder of the training "
+                         "set); choose --batch-size or the training-set size so that every "
+                         "batch has at least that many")
     bounds = np.linspace(0, n, parts + 1).round().astype(int)
     return [type(batch)(a[lo:hi] for a in batch) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
@@ -87,14 +95,18 @@ class ShardThreads:
         for one ``train_step``. Returns (loss, sums) like one train_step on the
         whole batch.
         """
-        shards = split_batch(batch, self.workers)
+        parts = min(self.workers, batch_rows(batch))     # a short last batch: fewer shards
+        if parts == 1:
+            return train_step(self.model, batch)
+        shards = split_batch(batch, parts)
+        replicas = self.replicas[:parts]
         futures = [self._pool.submit(self._run, train_step, r, s)
-                   for r, s in zip(self.replicas[1:], shards[1:])]
+                   for r, s in zip(replicas[1:], shards[1:])]
         results = [train_step(self.model, shards[0])] + [f.result() for f in futures]
         counts = [float(sums["count"]) for _, sums in results]
         total = sum(counts)
         weights = [c / total for c in counts] if total else [1.0 / len(counts)] * len(counts)
-        self._combine(weights)
+        self._combine(replicas, weights)
         loss = sum(w * loss for w, (loss, _) in zip(weights, results) if w)
         sums = {k: sum(s[k] for _, s in results) for k in results[0][1]}
         return np.asarray(loss, dtype=results[0][0].dtype), sums
@@ -104,9 +116,9 @@ class ShardThreads:
         replica.zero_grad()
         return train_step(replica, shard)
 
-    def _combine(self, weights):
+    def _combine(self, replicas, weights):
         """grads = sum_i w_i grads_i into the model's, the parameters split among the threads."""
-        grads = [r.grads() for r in self.replicas]
+        grads = [r.grads() for r in replicas]
         groups = [self._names[i::self.workers] for i in range(self.workers)]
 
         def combine(names):

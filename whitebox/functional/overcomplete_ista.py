@@ -30,23 +30,25 @@ def overcomplete_ista_forward(x, D, eta=0.1, lam=0.1):
     Inputs: x (..., d); D (d, m); eta the step size; lam the sparsity weight.
     Returns: c2 (..., m), cache.
     """
-    check_array("x", x, ndim_min=1)
+    xp = check_array("x", x, ndim_min=1)
     if D.ndim != 2 or x.shape[-1] != D.shape[0]:
         raise ValueError(f"overcomplete_ista: x has {x.shape[-1]} features (shape "
                          f"{tuple(x.shape)}), D must be (d, m) with d = {x.shape[-1]}, "
                          f"got {tuple(D.shape)}")
     check_array("D", D, ndim=2)
-    a = matmul_rows(x, D)                            # (..., m) correlations with the atoms
-    u1 = eta * a - eta * lam                         # (..., m) first step's pre-activation
-    c1 = u1 * (u1 > 0)
+    u1 = matmul_rows(x, D)                           # (..., m) a = x D, correlations with atoms
+    u1 *= eta
+    u1 -= eta * lam                                  # first step's pre-activation, in place
+    active1 = u1 > 0
+    c1 = xp.maximum(u1, 0)                           # c1 = ReLU(u1)
     r = matmul_rows(c1, D.T)                         # (..., d) c1 D^T, the first reconstruction
     u2 = matmul_rows(r, D)                           # (..., m) c1 D^T D
     u2 *= -eta
     u2 += c1                                         # c1 - eta c1 D^T D
     u2 += u1                                         # + eta a - eta lambda
     active2 = u2 > 0
-    u2 *= active2                                    # c2 = ReLU(u2), in place
-    return u2, (x, D, c1, r, u1 > 0, active2, eta)
+    xp.maximum(u2, 0, out=u2)                        # c2 = ReLU(u2), in place
+    return u2, (x, D, c1, r, active1, active2, eta)
 
 
 def overcomplete_ista_backward(dout, cache):
@@ -61,9 +63,12 @@ def overcomplete_ista_backward(dout, cache):
     d, m = D.shape
     G2 = dout * active2                              # (..., m)
     q = matmul_rows(G2, D.T)                         # (..., d) G2 D^T
-    G1 = G2 - eta * matmul_rows(q, D)                # (..., m) G2 (I - eta D^T D)
+    G1 = matmul_rows(q, D)                           # (..., m) G2 D^T D
+    G1 *= -eta
+    G1 += G2                                         # G2 (I - eta D^T D)
     G1 *= active1                                    # through the first step
-    da = G1 + G2
+    da = G1                                          # in place from here: G1 is not needed again
+    da += G2
     da *= eta                                        # (..., m)
     dD = x.reshape(-1, d).T @ da.reshape(-1, m)      # (d, m) through a = x D
     # through c1 D^T D: d/dD of -eta <G2, c1 D^T D> = -eta (r^T G2 + q^T c1)

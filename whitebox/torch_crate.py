@@ -24,9 +24,9 @@ def _pair(v):
 
 
 class PreNorm(nn.Module):
-    def __init__(self, dim, fn):
+    def __init__(self, dim, fn, eps=1e-5):        # CRATE-alpha's official PreNorm: eps 1e-6
         super().__init__()
-        self.norm = nn.LayerNorm(dim)
+        self.norm = nn.LayerNorm(dim, eps=eps)
         self.fn = fn
 
     def forward(self, x):
@@ -34,15 +34,15 @@ class PreNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    """MSSA: one bias-free projection as query, key and value."""
+    """MSSA: one bias-free projection as query, key and value (CRATE-alpha: out_bias=False)."""
 
-    def __init__(self, dim, heads, dim_head, dropout=0.0):
+    def __init__(self, dim, heads, dim_head, dropout=0.0, out_bias=True):
         super().__init__()
         inner = heads * dim_head
         self.heads, self.scale = heads, dim_head ** -0.5
         self.qkv = nn.Linear(dim, inner, bias=False)
         self.drop = nn.Dropout(dropout)
-        self.to_out = (nn.Sequential(nn.Linear(inner, dim), nn.Dropout(dropout))
+        self.to_out = (nn.Sequential(nn.Linear(inner, dim, bias=out_bias), nn.Dropout(dropout))
                        if not (heads == 1 and dim_head == dim) else nn.Identity())
 
     def forward(self, x):

@@ -19,19 +19,7 @@ except ImportError as e:  # say which extra brings it
 from torch import nn
 from torch.nn import functional as F
 
-
-def _pair(v):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
-
-class PreNorm(nn.Module):
-    def __init__(self, dim, fn):
-        super().__init__()
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(self.norm(x))
+from .torch_crate import Attention, PreNorm, _pair
 
 
 class OvercompleteISTABlock(nn.Module):
@@ -50,32 +38,15 @@ class OvercompleteISTABlock(nn.Module):
         return z2 @ self.D1.t()                                                # (B, N, d)
 
 
-class Attention(nn.Module):
-    """MSSA: one bias-free projection as query, key and value; to_out without bias."""
-
-    def __init__(self, dim, heads, dim_head):
-        super().__init__()
-        inner = heads * dim_head
-        self.heads, self.scale = heads, dim_head ** -0.5
-        self.qkv = nn.Linear(dim, inner, bias=False)
-        self.to_out = (nn.Sequential(nn.Linear(inner, dim, bias=False), nn.Dropout(0.0))
-                       if not (heads == 1 and dim_head == dim) else nn.Identity())
-
-    def forward(self, x):
-        B, N, _ = x.shape
-        w = self.qkv(x).reshape(B, N, self.heads, -1).transpose(1, 2)       # (B, K, N, p)
-        attn = torch.softmax(w @ w.transpose(-1, -2) * self.scale, dim=-1)
-        return self.to_out((attn @ w).transpose(1, 2).reshape(B, N, -1))
-
-
 class Transformer(nn.Module):
     def __init__(self, dim, depth, heads, dim_head, expansion=4, ista_step=0.1,
                  ista_lambda=0.1):
         super().__init__()
         self.layers = nn.ModuleList(
-            nn.ModuleList([PreNorm(dim, Attention(dim, heads, dim_head)),
+            nn.ModuleList([PreNorm(dim, Attention(dim, heads, dim_head, out_bias=False),
+                                   eps=1e-6),
                            PreNorm(dim, OvercompleteISTABlock(dim, expansion, ista_step,
-                                                              ista_lambda))])
+                                                              ista_lambda), eps=1e-6)])
             for _ in range(depth))
 
     def forward(self, x):

@@ -14,7 +14,7 @@ import math
 from .. import functional as F
 from ..functional._blas import matmul_rows
 from ..functional._checks import check_real
-from .crate_layers import CAPTURE_KEYS, MSSA, PreNorm, attention_options
+from .crate_layers import CAPTURE_KEYS, MSSA, PreNorm, TwoHalves, attention_options
 from .layers import _rng, uniform_init
 from .module import Module
 
@@ -63,7 +63,7 @@ class OvercompleteISTABlock(Module):
         return f"{d}, {m}, ista_step={self.ista_step}, ista_lambda={self.ista_lambda}"
 
 
-class AlphaLayer(Module):
+class AlphaLayer(TwoHalves):
     """One CRATE-alpha layer, both halves with a residual:
 
         Z^{l+1/2} = Z^l + MSSA(LN1(Z^l))               (output projection without bias)
@@ -85,20 +85,6 @@ class AlphaLayer(Module):
                                                               ista_lambda, dtype=dtype,
                                                               seed=rng),
                                    eps=1e-6, dtype=dtype))
-
-    @property
-    def attn(self):
-        return self._modules["0"]
-
-    @property
-    def ista(self):
-        return self._modules["1"]
-
-    def __iter__(self):
-        return iter((self.attn, self.ista))
-
-    def __len__(self):
-        return 2
 
     def forward(self, x, capture=None):
         """x (B, N, d) -> (B, N, d); ``capture``: dict of lists to append this layer's features to.

@@ -205,7 +205,32 @@ class ISTA(Module):
 CAPTURE_KEYS = ("mssa_in", "attention", "z_half", "ista_in", "code", "z")
 
 
-class CRATELayer(Module):
+class TwoHalves(Module):
+    """A layer of two PreNorm halves named "0" (the MSSA half, ``attn``) and "1" (the
+    sparse-coding half, ``ista``), as in the official ModuleList [attn, ff]."""
+
+    @property
+    def attn(self):
+        return self._modules["0"]
+
+    @property
+    def ista(self):
+        return self._modules["1"]
+
+    def __getitem__(self, i):
+        if i not in (0, 1, -1, -2):
+            raise IndexError(f"a {type(self).__name__} has two children (0: MSSA, 1: ISTA), "
+                             f"got index {i}")
+        return self._modules[str(i % 2)]
+
+    def __iter__(self):
+        return iter((self.attn, self.ista))
+
+    def __len__(self):
+        return 2
+
+
+class CRATELayer(TwoHalves):
     """One CRATE layer: Z^{l+1/2} = Z^l + MSSA(LN1(Z^l));  Z^{l+1} = ISTA(LN2(Z^{l+1/2})).
 
     Children are named "0" (PreNorm(MSSA)) and "1" (PreNorm(ISTA)) as in the
@@ -222,25 +247,6 @@ class CRATELayer(Module):
                                              **attention_options(attention)), dtype=dtype))
         setattr(self, "1", PreNorm(dim, ISTA(dim, ista_step, ista_lambda, dtype=dtype,
                                              seed=rng), dtype=dtype))
-
-    @property
-    def attn(self):
-        return self._modules["0"]
-
-    @property
-    def ista(self):
-        return self._modules["1"]
-
-    def __getitem__(self, i):
-        if i not in (0, 1, -1, -2):
-            raise IndexError(f"a CRATE layer has two children (0: MSSA, 1: ISTA), got index {i}")
-        return self._modules[str(i % 2)]
-
-    def __iter__(self):
-        return iter((self.attn, self.ista))
-
-    def __len__(self):
-        return 2
 
     def forward(self, x, capture=None):
         """x (B, N, d) -> (B, N, d); ``capture``: dict of lists to append this layer's features to."""

@@ -1,7 +1,21 @@
+import importlib.util
+import pathlib
+
 import numpy as np
 import pytest
 
 from whitebox import backend
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_script(relative):
+    """A script of the repository (e.g. "benchmarks/bench_crate.py") imported as a module."""
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def pytest_addoption(parser):

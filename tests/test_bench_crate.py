@@ -1,22 +1,17 @@
 """benchmarks/bench_crate.py: the folded PyTorch model is the same model, FLOPs count right,
 and the table says so when PyTorch is missing."""
-import importlib.util
-import pathlib
-
 import numpy as np
 import pytest
 
 from whitebox.models import CRATE
 
-PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_crate.py"
+from conftest import load_script
+
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_crate", PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/bench_crate.py")
 
 
 def test_folded_torch_model_equals_the_official_one(bench):
@@ -87,10 +82,7 @@ def test_whitebox_runner_with_two_workers_gives_the_one_thread_gradients(bench):
 
 
 def test_bench_shards_prints_its_table(capsys):
-    spec = importlib.util.spec_from_file_location("bench_shards", PATH.parent / "bench_shards.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    rows = mod.main(["--models", "Quickstart (d 96, L 4, patch 7)", "--repeats", "1"])
+    rows = load_script("benchmarks/bench_shards.py").main(["--models", "Quickstart (d 96, L 4, patch 7)", "--repeats", "1"])
     out = capsys.readouterr().out
     assert [r[1] for r in rows] == ["idle", "one busy process"]
     assert out.count("| Quickstart (d 96, L 4, patch 7) |") == 2

@@ -5,21 +5,16 @@ import numpy as np
 import pytest
 
 import whitebox as wb
-from whitebox.gradcheck import check_backward, check_module
+from whitebox.gradcheck import check_module
 from whitebox.models import (CRATEAlpha, crate_alpha_base16, crate_alpha_large14,
                              crate_alpha_small, crate_alpha_tiny)
 from whitebox.nn import OvercompleteISTABlock, PatchConv
 
-TINY = dict(image_size=8, patch_size=4, num_classes=3, dim=6, depth=2, heads=2, dim_head=3,
-            channels=2)
+from test_crate import TINY, images          # the classifier's tiny configuration
 
 
 def tiny(dtype="float64", **kw):
     return CRATEAlpha(**{**TINY, **kw}, dtype=dtype, seed=1)
-
-
-def images(B=2, C=2, S=8, seed=0, dtype="float64"):
-    return np.random.default_rng(seed).standard_normal((B, C, S, S)).astype(dtype)
 
 
 # ------------------------------------------------------------------ structure

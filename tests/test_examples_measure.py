@@ -1,6 +1,4 @@
 """examples/measure_layers.py on a whitebox run and on official-layout weights."""
-import importlib.util
-import pathlib
 
 import numpy as np
 import pytest
@@ -9,11 +7,9 @@ from whitebox import train as train_job
 from whitebox.interop import export_npz
 from whitebox.models import crate_tiny
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("measure_layers",
-                                              ROOT / "examples" / "measure_layers.py")
-measure_layers = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(measure_layers)
+from conftest import load_script
+
+measure_layers = load_script("examples/measure_layers.py")
 
 
 def test_measures_a_training_run(tmp_path, capsys):

@@ -1,8 +1,6 @@
 """examples/mcr2_features.py: its hand-written chain is exact, and a fast run learns."""
-import importlib.util
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -12,18 +10,16 @@ import pytest
 from whitebox import rate
 from whitebox.gradcheck import check_backward, check_module
 
+from conftest import ROOT, load_script
+
 pytest.importorskip("sklearn")
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "mcr2_features.py"
 
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("mcr2_features", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples/mcr2_features.py")
 
 
 def test_l2_normalize_gradient(example):

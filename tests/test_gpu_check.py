@@ -1,7 +1,5 @@
 """benchmarks/gpu_check.py: where no GPU answers it says so and exits 0; its parsers read
 pytest's and the training run's last lines."""
-import importlib.util
-import pathlib
 import subprocess
 import sys
 
@@ -9,20 +7,18 @@ import pytest
 
 from whitebox import backend
 
-PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+from conftest import ROOT, load_script
+
 
 
 @pytest.fixture(scope="module")
 def check():
-    spec = importlib.util.spec_from_file_location("gpu_check", PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/gpu_check.py")
 
 
 @pytest.mark.skipif(backend.gpu_available(), reason="a GPU is here: the check would run")
 def test_without_a_gpu_it_says_so_and_exits_cleanly():
-    r = subprocess.run([sys.executable, str(PATH)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "No GPU check here" in r.stdout
     assert ("CuPy is not installed" in r.stdout) or ("no CUDA device" in r.stdout)

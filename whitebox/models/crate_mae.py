@@ -167,17 +167,22 @@ class CRATEMAE(Module):
     # ------------------------------------------------------------ inputs
     _check_images = CRATE._check_images      # the classifier's checks, shared
 
+    def _check_per_patch(self, name, a, xp, B):
+        """One value per patch of B images: shape (B, L), on the model's backend; returns xp."""
+        L = self.num_patches
+        if tuple(a.shape) != (B, L):
+            raise ValueError(f"{name} must have shape (B, L) = ({B}, {L}) for {B} images of "
+                             f"{L} patches, got {tuple(a.shape)}")
+        if xp is not self.xp:
+            raise TypeError(f"{name} is a {backend_name(a)} array but the model lives on "
+                            f"{self.backend}: move it with whitebox.to_device")
+        return xp
+
     def _check_mask(self, mask, B, for_loss=True):
         """A user's mask: (B, L) of 0/1 on the model's backend, at least one patch kept per
         image and (for the loss) at least one removed."""
         L = self.num_patches
-        xp = check_array("mask", mask, floating=False)
-        if tuple(mask.shape) != (B, L):
-            raise ValueError(f"mask must have shape (B, L) = ({B}, {L}) for {B} images of "
-                             f"{L} patches, got {tuple(mask.shape)}")
-        if xp is not self.xp:
-            raise TypeError(f"mask is a {backend_name(mask)} array but the model lives on "
-                            f"{self.backend}: move it with whitebox.to_device")
+        xp = self._check_per_patch("mask", mask, check_array("mask", mask, floating=False), B)
         m = mask.astype(self.dtype)
         if not bool(xp.all((m == 0) | (m == 1))):
             raise ValueError("mask must hold only 0 (kept) and 1 (removed)")
@@ -207,13 +212,7 @@ class CRATEMAE(Module):
         if noise is None:
             noise = self.draw_noise(B)
         else:
-            xp = check_array("noise", noise)
-            if tuple(noise.shape) != (B, L):
-                raise ValueError(f"noise must have shape (B, L) = ({B}, {L}), "
-                                 f"got {tuple(noise.shape)}")
-            if xp is not self.xp:
-                raise TypeError(f"noise is a {backend_name(noise)} array but the model lives "
-                                f"on {self.backend}: move it with whitebox.to_device")
+            self._check_per_patch("noise", noise, check_array("noise", noise), B)
             check_finite("noise", noise)
         return mask_from_noise(noise, r).astype(self.dtype, copy=False)
 

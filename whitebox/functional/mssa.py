@@ -34,6 +34,7 @@ paper's (1 - kappa b) x + kappa b [SSA_k] U^T.
 import numpy as np
 
 from ..backend import get_array_module
+from . import fused
 from ._blas import matmul_rows, sum_last, sum_last_product, sum_leading
 from ._checks import check_array, check_dout
 from .dropout import dropout_backward, dropout_forward
@@ -68,6 +69,45 @@ def _scaled_transpose(w, s):
     B, K, N, p = w.shape
     out = xp.empty((B, K, p, N), dtype=w.dtype)
     return xp.multiply(w.transpose(0, 1, 3, 2), w.dtype.type(s), out=out)
+
+
+def _softmax_in_place(S, causal):
+    """Softmax over the last axis of the scores S (B, K, N, N), in place; returns S.
+
+    Each row is shifted by its max first, so exp never overflows. Without the
+    causal mask S is symmetric, and the NumPy arrangement takes its column max
+    (a reduction across rows, which NumPy vectorises) as the row max: equal up
+    to round-off, and any shift near the max will do.
+    """
+    xp = get_array_module(S)
+    rows = S.reshape(-1, S.shape[-1])                # (B K N, N), a view
+    if fused.usable(rows):
+        fused.subtract_row_max(rows)
+        xp.exp(S, out=S)
+        fused.divide_row_sum(rows)
+        return S
+    S -= S.max(axis=-1, keepdims=True) if causal else S.max(axis=-2)[..., None]
+    xp.exp(S, out=S)
+    S /= sum_last(S)
+    return S
+
+
+def _scores_backward(sdA, A, softmax):
+    """sdS + sdS^T from sdA = s dA (B, K, N, N), in place in sdA; returns it.
+
+    sdS = A * (sdA - rowsum(sdA * A)) through the softmax (sdS = sdA without it),
+    and the transpose adds the key side of S = s w w^T, as q = k = v.
+    """
+    if fused.usable(sdA, A):
+        N = A.shape[-1]
+        fused.attention_scores_backward(sdA.reshape(-1, N, N), A.reshape(-1, N, N), softmax)
+        return sdA
+    sdS = sdA
+    if softmax:
+        # softmax backward, in place: dS = A * (dA - rowsum(dA * A)), linear in dA
+        sdS -= sum_last_product(sdA, A)
+        sdS *= A
+    return sdS + sdS.transpose(0, 1, 3, 2)  # not in place: the operands overlap
 
 
 def _merge_heads(o):
@@ -127,12 +167,7 @@ def mssa_forward(x, W_qkv, W_out, b_out, heads, scale=None, causal=False,
         future = xp.triu(xp.ones((N, N), dtype=bool), 1)            # keys after the query
         S += xp.where(future, -xp.inf, 0).astype(S.dtype)           # broadcast over (B, K)
     if softmax:
-        # softmax in place: subtract the row max so exp never overflows. Without the
-        # mask S is symmetric, and its column max (a reduction across rows, which
-        # NumPy vectorises) is the row max up to round-off: any shift near it will do.
-        S -= S.max(axis=-1, keepdims=True) if causal else S.max(axis=-2)[..., None]
-        A = xp.exp(S, out=S)
-        A /= sum_last(A)                             # (B, K, N, N)
+        A = _softmax_in_place(S, causal)             # (B, K, N, N)
     else:
         A = S
     A_used, attn_mask = dropout_forward(A, dropout, rng, training)
@@ -211,12 +246,7 @@ def mssa_backward(dout, cache):
     # every N x N array below carries the factor s, from s w^T: sdA = s dA, sdS = s dS
     sdA = dO @ cache["swT"]                                              # (B, K, N, N)
     sdA = dropout_backward(sdA, cache["attn_mask"])
-    sdS = sdA
-    if cache["softmax"]:
-        # softmax backward, in place: dS = A * (dA - rowsum(dA * A)), linear in dA
-        sdS -= sum_last_product(sdA, A)
-        sdS *= A
-    sdS = sdS + sdS.transpose(0, 1, 3, 2)  # not in place: the operands overlap
+    sdS = _scores_backward(sdA, A, cache["softmax"])                     # s (dS + dS^T)
     dw += sdS @ w                                                        # (B, K, N, p)
     return _input_grads(dw, x, W_qkv, G, cache["shrink"], dW_qkv_out) + (dW_out, db_out)
 

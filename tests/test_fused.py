@@ -1,0 +1,167 @@
+"""The fused loops (whitebox.functional.fused) against the NumPy arrangement of each op.
+
+Two levels:
+- the loops as plain Python (their `py_func` under Numba, themselves without
+  it) on small arrays: the loop arithmetic is checked wherever the suite runs;
+- compiled (skipped without Numba): each op with the loops on equals the op
+  with them off to round-off, in float64 and float32, and a whole model
+  passes its gradient check with them on.
+"""
+import numpy as np
+import pytest
+
+import whitebox.functional as F
+from whitebox.functional import fused
+from whitebox.functional.mssa import _scores_backward, _softmax_in_place
+from whitebox.gradcheck import check_module
+from whitebox.models import CRATE
+
+needs_numba = pytest.mark.skipif(not fused.available(), reason="Numba is not installed")
+
+
+def plain(loop):
+    """The loop as plain Python: the uncompiled function under Numba, itself without."""
+    return getattr(loop, "py_func", loop)
+
+
+@pytest.fixture
+def fused_on():
+    previous = fused.set_enabled(True)
+    yield
+    fused.set_enabled(previous)
+
+
+# ------------------------------------------------------------ the loops, as Python
+
+def test_layernorm_loops_match_the_reference(rng):
+    x = rng.standard_normal((5, 7)) * 2 + 0.5
+    gamma, beta = 1 + 0.3 * rng.standard_normal(7), rng.standard_normal(7)
+    dout = rng.standard_normal((5, 7))
+    y, xhat, rstd = np.empty_like(x), np.empty_like(x), np.empty(5)
+    plain(fused.layernorm_rows_forward)(x, gamma, beta, 1e-5, y, xhat, rstd)
+    y_ref, cache = F.layernorm.layernorm_reference_forward(x, gamma, beta)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+    dx, dgamma, dbeta = np.empty_like(x), np.empty(7), np.empty(7)
+    plain(fused.layernorm_rows_backward)(dout, xhat, rstd, gamma, dx, dgamma, dbeta)
+    for got, ref in zip((dx, dgamma, dbeta), F.layernorm.layernorm_reference_backward(dout, cache)):
+        np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_softmax_loops_match_softmax(rng):
+    S = rng.standard_normal((6, 5)) * 3
+    expected = F.softmax_forward(S)[0]
+    E = S.copy()
+    plain(fused.subtract_row_max)(E)
+    assert np.allclose(E.max(axis=-1), 0)
+    np.exp(E, out=E)
+    plain(fused.divide_row_sum)(E)
+    np.testing.assert_allclose(E, expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("softmax", [True, False])
+def test_scores_backward_loop_is_the_softmax_backward_plus_its_transpose(rng, softmax):
+    A = F.softmax_forward(rng.standard_normal((3, 4, 4)))[0]
+    dA = rng.standard_normal((3, 4, 4))
+    dS = F.softmax_backward(dA, A) if softmax else dA
+    got = plain(fused.attention_scores_backward)(dA.copy(), A, softmax)
+    np.testing.assert_allclose(got, dS + dS.transpose(0, 2, 1), rtol=1e-12, atol=1e-14)
+
+
+# ------------------------------------------------------------ when the loops run
+
+def test_usable_says_no_where_the_loops_cannot_run(monkeypatch):
+    monkeypatch.setattr(fused, "_enabled", True)
+    a = np.zeros((3, 4), np.float32)
+    assert fused.usable(a, np.zeros(4, np.float32))
+    assert not fused.usable(a, np.zeros(4))                          # mixed dtypes
+    assert not fused.usable(a.T)                                     # not C-contiguous
+    assert not fused.usable(a.astype(np.float16))
+    assert not fused.usable(np.zeros((3, 4), int))
+    monkeypatch.setattr(fused, "_enabled", False)
+    assert not fused.usable(a)
+
+
+def test_switching_on_without_numba_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(fused, "numba", None)
+    with pytest.raises(RuntimeError, match=r"whitebox-crate\[fast\]"):
+        fused.set_enabled(True)
+    assert fused.set_enabled(False) in (True, False)
+
+
+@needs_numba
+def test_disabled_restores_the_setting(fused_on):
+    with fused.disabled():
+        assert not fused.enabled()
+    assert fused.enabled()
+
+
+# ------------------------------------------------------------ compiled, through the ops
+
+def _both_ways(run):
+    """run() with the loops on, then off (the NumPy arrangement)."""
+    previous = fused.set_enabled(True)
+    try:
+        on = run()
+        fused.set_enabled(False)
+        off = run()
+    finally:
+        fused.set_enabled(previous)
+    return on, off
+
+
+def _assert_close_trees(on, off, dtype):
+    rtol, atol = (1e-11, 1e-12) if dtype == "float64" else (2e-5, 2e-5)
+    for a, b in zip(on, off):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_layernorm_with_and_without_the_loops(rng, dtype):
+    x = (rng.standard_normal((3, 11, 40)) * 2 + 0.5).astype(dtype)
+    gamma, beta = (1 + 0.3 * rng.standard_normal(40)).astype(dtype), rng.standard_normal(40).astype(dtype)
+    dout = rng.standard_normal(x.shape).astype(dtype)
+
+    def run():
+        y, cache = F.layernorm_forward(x, gamma, beta)
+        return (y,) + F.layernorm_backward(dout, cache)
+    _assert_close_trees(*_both_ways(run), dtype)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_mssa_with_and_without_the_loops(rng, dtype, causal):
+    B, N, d, K = 2, 9, 12, 3
+    x = rng.standard_normal((B, N, d)).astype(dtype)
+    W_qkv, W_out = (0.4 * rng.standard_normal(s).astype(dtype) for s in ((d, d), (d, d)))
+    b_out = rng.standard_normal(d).astype(dtype)
+    dout = rng.standard_normal((B, N, d)).astype(dtype)
+
+    def run():
+        y, cache = F.mssa_forward(x, W_qkv, W_out, b_out, K, causal=causal)
+        return (y, cache["attn"]) + tuple(F.mssa_backward(dout, cache))
+    _assert_close_trees(*_both_ways(run), dtype)
+
+
+@needs_numba
+def test_softmax_and_scores_backward_in_place_on_compiled_loops(rng, fused_on):
+    S = rng.standard_normal((2, 3, 5, 5))
+    S = S + S.transpose(0, 1, 3, 2)
+    expected = F.softmax_forward(S)[0]
+    A = _softmax_in_place(S.copy(), causal=False)
+    np.testing.assert_allclose(A, expected, rtol=1e-12, atol=1e-15)
+    dA = rng.standard_normal(A.shape)
+    dS = F.softmax_backward(dA, A)
+    np.testing.assert_allclose(_scores_backward(dA.copy(), A, True),
+                               dS + dS.transpose(0, 1, 3, 2), rtol=1e-12, atol=1e-14)
+
+
+@needs_numba
+def test_whole_model_gradient_check_with_the_loops(fused_on):
+    model = CRATE(image_size=8, patch_size=4, channels=2, num_classes=3, dim=8, depth=2,
+                  heads=2, dim_head=4, dtype="float64", seed=3)
+    x = np.random.default_rng(1).standard_normal((2, 2, 8, 8))
+    errors = check_module(model, [x], tol=1e-6, floor=1e-4)    # the tolerances of test_crate
+    assert set(errors) == set(model.state_dict()) | {"input 0"}

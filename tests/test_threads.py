@@ -66,3 +66,14 @@ def test_train_flag_refuses_zero_threads(capsys):
     with pytest.raises(SystemExit):
         config_from_args(["--threads", "0"])
     assert "--threads" in capsys.readouterr().err
+
+
+def test_keep_freed_memory_reports_whether_glibc_took_it():
+    import ctypes
+    from whitebox import memory
+    try:
+        ctypes.CDLL(None).gnu_get_libc_version
+        glibc = True
+    except (OSError, AttributeError):
+        glibc = False
+    assert memory.keep_freed_memory() is glibc

@@ -29,6 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..memory import keep_freed_memory
 from ..optim import AdamW, WarmupCosine, clip_grad_norm
 from ..tasks import get_task
 from ..threads import set_threads
@@ -49,6 +50,8 @@ def train(cfg):
     task_cls = get_task(cfg.task)
     cfg = validate(task_cls, cfg)
     set_threads(cfg.threads)                     # for the rest of the process
+    if cfg.backend == "numpy":
+        keep_freed_memory()                      # each step reuses the last one's blocks
     dp, run = distributed.setup(cfg)             # dp None unless --distributed
     writer = dp is None or dp.writer             # only rank 0 prints and writes files
     if cfg.resume:

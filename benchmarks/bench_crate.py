@@ -21,6 +21,11 @@ over the rate of a 2048^3 matrix product measured in the same run with the
 same threads. Peak memory: NumPy buffers allocated during one step
 (tracemalloc) and PyTorch's own CPU allocations during one step (its
 profiler, silenced); on a GPU the CuPy pool against torch.cuda's peak.
+Where Numba is installed the whitebox column runs the fused loops
+(whitebox/functional/fused.py) and a "wb, NumPy only" column the same step
+without them, as a user without Numba runs it. Every column runs under
+whitebox.memory.keep_freed_memory() (as training does; --malloc-default
+leaves malloc alone).
 With --cpu-time the run also reports every column's CPU time per step at ONE
 thread (time.process_time; taken from the same steps when --threads 1),
 which other processes on the machine disturb far less than wall time.
@@ -37,7 +42,8 @@ import tracemalloc
 import numpy as np
 
 import whitebox as wb
-from whitebox import backend, threads
+from whitebox import backend, memory, threads
+from whitebox.functional import fused
 from whitebox.models import CRATE, CRATEAlpha
 from whitebox.training.threaded import ShardThreads
 
@@ -134,6 +140,14 @@ def whitebox_runner(model, x, y, workers):
     return run
 
 
+def without_fused_loops(run):
+    """The same runner with the fused loops switched off: NumPy calls only."""
+    def numpy_only():
+        with fused.disabled():
+            return run()
+    return numpy_only
+
+
 def torch_step(torch, model, x, y):
     model.zero_grad(set_to_none=False)
     loss = torch.nn.functional.cross_entropy(model(x), y)
@@ -219,6 +233,8 @@ def build(name, backend_name, torch, compile_, workers=1):
         model.to("cupy")
     x, y = backend.to_device(x_np, backend_name), backend.to_device(y_np, backend_name)
     runners = {"whitebox": whitebox_runner(model, x, y, workers)}
+    if fused.enabled() and backend_name == "numpy":
+        runners["numpy-only"] = without_fused_loops(runners["whitebox"])
     notes, extra = [], {}
     if torch is None:
         return model, x, runners, notes, extra
@@ -303,7 +319,8 @@ def bench(name, backend_name, torch, nthreads, repeats, warmup, compile_, peak):
         med, cpu = time_runners(runners, x, torch, repeats, warmup)
         mem_wb, mem_torch = peak_memory(runners, backend_name, torch, extra)
     cfg = CONFIGS[name]
-    flops = {"whitebox": gemm_flops(cfg), "compiled": gemm_flops(cfg),
+    flops = {"whitebox": gemm_flops(cfg), "numpy-only": gemm_flops(cfg),
+             "compiled": gemm_flops(cfg),
              "eager": gemm_flops(cfg, folded=False)}
     return dict(config=name, batch=cfg["batch"], ms={k: 1e3 * v for k, v in med.items()},
                 cpu_ms={k: 1e3 * v for k, v in cpu.items()},
@@ -332,6 +349,14 @@ def pct(peak, column, missing):
     return "n/a" if peak[column] is None else f"{100 * peak[column]:.0f}%"
 
 
+def fused_state(backend_name):
+    if backend_name != "numpy":
+        return "not used on a GPU"
+    if not fused.available():
+        return 'Numba not installed (pip install "whitebox-crate[fast]")'
+    return f"on (Numba {fused.numba.__version__})" if fused.enabled() else "switched off"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", default="numpy", choices=backend.BACKENDS)
@@ -343,7 +368,10 @@ def main(argv=None):
     ap.add_argument("--gemm-size", type=int, default=2048, help="size of the peak GEMM")
     ap.add_argument("--cpu-time", action="store_true",
                     help="also time every column at one thread by CPU time")
+    ap.add_argument("--malloc-default", action="store_true",
+                    help="leave malloc's thresholds alone (no keep_freed_memory)")
     args = ap.parse_args(argv)
+    kept = not args.malloc_default and memory.keep_freed_memory()
     torch = load_torch()
     miss = "no torch" if torch is None else "-"
     if torch is None:
@@ -360,14 +388,17 @@ def main(argv=None):
           f"{args.gemm_size}^3 GEMM: {peak / 1e9:.0f} GFLOP/s; load average at start {load:.1f} on "
           f"{os.cpu_count()} cores" + (" (machine LOADED: wall times are noisy)"
                                        if load > 0.5 * (os.cpu_count() or 1) else ""))
-    print("| config | batch | whitebox ms | eager ms | compiled (folded) ms | "
+    print(f"fused loops: {fused_state(args.backend)}; malloc: "
+          + ("freed memory kept for reuse (whitebox.memory)" if kept else "default thresholds"))
+    print("| config | batch | whitebox ms | wb, NumPy only ms | eager ms | compiled (folded) ms | "
           "wb / eager | wb / compiled | % peak wb | % peak eager | % peak compiled | "
           "peak MiB wb | peak MiB torch | compile s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ms, pk = r["ms"], r["peak"]
         eager, comp = ms.get("eager"), ms.get("compiled")
         print(f"| {r['config']} | {r['batch']} | {ms['whitebox']:.1f} | "
+              f"{fmt(ms.get('numpy-only'), '.1f', 'n/a')} | "
               f"{fmt(eager, '.1f', miss)} | {fmt(comp, '.1f', miss)} | "
               f"{fmt(eager and ms['whitebox'] / eager, '.2f', miss)} | "
               f"{fmt(comp and ms['whitebox'] / comp, '.2f', miss)} | "

@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-from whitebox import backend, threads
+from whitebox import backend, memory, threads
 from whitebox.functional import mssa_backward, mssa_forward
 from whitebox.models import CRATE
 
@@ -94,6 +94,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2,
                     help="threads: PyTorch's, and whitebox's batch shards (BLAS for table 2)")
     args = ap.parse_args(argv)
+    memory.keep_freed_memory()                   # as training runs
 
     torch = load_torch()
     if torch is None:

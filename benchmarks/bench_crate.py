@@ -143,7 +143,7 @@ def whitebox_runner(model, x, y, workers):
 def without_fused_loops(run):
     """The same runner with the fused loops switched off: NumPy calls only."""
     def numpy_only():
-        with fused.disabled():
+        with fused.setting(False):
             return run()
     return numpy_only
 

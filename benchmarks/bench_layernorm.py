@@ -3,7 +3,11 @@
     python benchmarks/bench_layernorm.py [--threads 1]
 
 Alternating runs, medians (ms), float32, the token shapes of the benchmark
-configs. PyTorch's column says so when PyTorch is not installed.
+configs: the readable reference, the fast path in NumPy calls, the fast path
+with the fused loops (whitebox/functional/fused.py, where Numba is
+installed) and PyTorch; a column says so when its library is missing.
+Every column runs under whitebox.memory.keep_freed_memory(), as training does
+(--malloc-default leaves malloc alone).
 """
 import argparse
 import statistics
@@ -12,6 +16,8 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from whitebox import memory
+from whitebox.functional import fused
 from whitebox.functional.layernorm import (layernorm_backward, layernorm_forward,
                                            layernorm_reference_backward,
                                            layernorm_reference_forward)
@@ -25,7 +31,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=41)
+    ap.add_argument("--malloc-default", action="store_true",
+                    help="leave malloc's thresholds alone (no keep_freed_memory)")
     args = ap.parse_args(argv)
+    kept = not args.malloc_default and memory.keep_freed_memory()
     try:
         import torch
         torch.set_num_threads(args.threads)
@@ -33,9 +42,11 @@ def main(argv=None):
         torch = None
     rng = np.random.default_rng(0)
     print(f"LayerNorm forward + backward, float32, {args.threads} thread(s), "
-          f"median of {args.repeats} alternating runs (ms)")
-    print("| tokens x d | reference | fast path | PyTorch | fast / PyTorch |")
-    print("|---|---|---|---|---|")
+          f"median of {args.repeats} alternating runs (ms); malloc: "
+          + ("freed memory kept" if kept else "default thresholds"))
+    print("| tokens x d | reference | fast path, NumPy | fast path, fused | PyTorch | "
+          "fused / PyTorch | NumPy / PyTorch |")
+    print("|---|---|---|---|---|---|---|")
     with threadpool_limits(args.threads):
         for name, shape in SHAPES.items():
             x = rng.standard_normal(shape, dtype=np.float32)
@@ -45,8 +56,16 @@ def main(argv=None):
 
             def ours(fwd, bwd):
                 return lambda: bwd(dout, fwd(x, g, b)[1])
+
+            def fast_path(loops):
+                def run():
+                    with fused.setting(loops):
+                        ours(layernorm_forward, layernorm_backward)()
+                return run
             runs = {"reference": ours(layernorm_reference_forward, layernorm_reference_backward),
-                    "fast": ours(layernorm_forward, layernorm_backward)}
+                    "numpy": fast_path(False)}
+            if fused.available():
+                runs["fused"] = fast_path(True)
             if torch is not None:
                 ln = torch.nn.LayerNorm(shape[-1])
                 tx = torch.from_numpy(x).requires_grad_()
@@ -67,10 +86,15 @@ def main(argv=None):
                     f()
                     times[k].append(time.perf_counter() - t)
             med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
-            t_torch = (f"{med['torch']:.2f}" if "torch" in med else "PyTorch not installed")
-            ratio = f"{med['fast'] / med['torch']:.2f}" if "torch" in med else "n/a"
-            print(f"| {name} | {med['reference']:.2f} | {med['fast']:.2f} | {t_torch} | "
-                  f"{ratio} |", flush=True)
+            def cell(k, missing):
+                return f"{med[k]:.2f}" if k in med else missing
+
+            def ratio(k):
+                return f"{med[k] / med['torch']:.2f}" if k in med and "torch" in med else "n/a"
+            print(f"| {name} | {med['reference']:.2f} | {med['numpy']:.2f} | "
+                  f"{cell('fused', 'Numba not installed')} | "
+                  f"{cell('torch', 'PyTorch not installed')} | {ratio('fused')} | "
+                  f"{ratio('numpy')} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from bench_crate import time_runners
-from whitebox import backend
+from whitebox import backend, memory
 from whitebox.functional import token_cross_entropy
 from whitebox.models import CRATEGPT
 
@@ -101,6 +101,7 @@ def main(argv=None):
     ap.add_argument("--new-tokens", type=int, default=32, help="tokens generated per timing")
     ap.add_argument("--threads", type=int, default=0, help="PyTorch threads (0: its default)")
     args = ap.parse_args(argv)
+    memory.keep_freed_memory()                   # as training runs
     if args.threads:
         try:
             import torch

@@ -17,7 +17,7 @@ import numpy as np
 
 import bench_crate
 from bench_crate import fmt
-from whitebox import backend, threads as blas_threads
+from whitebox import backend, memory, threads as blas_threads
 from whitebox.models import CRATEMAE
 
 CONFIGS = {
@@ -111,6 +111,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2,
                     help="threads of NumPy's BLAS and of PyTorch, the same for both")
     args = ap.parse_args(argv)
+    memory.keep_freed_memory()                   # as training runs
     with blas_threads.limited(args.threads):
         rows = [bench(n, CONFIGS[n], args.backend, args.repeats, args.warmup, args.threads)
                 for n in args.configs]

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from whitebox import threads
+from whitebox import memory, threads
 from whitebox.models import CRATE
 from whitebox.training.threaded import ShardThreads
 
@@ -66,6 +66,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     args = ap.parse_args(argv)
+    memory.keep_freed_memory()                   # as training runs
     rows = []
     for condition in ("idle", "one busy process"):
         busy = None

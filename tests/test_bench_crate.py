@@ -3,6 +3,7 @@ and the table says so when PyTorch is missing."""
 import numpy as np
 import pytest
 
+from whitebox.functional import fused
 from whitebox.models import CRATE
 
 from conftest import load_script
@@ -87,3 +88,12 @@ def test_bench_shards_prints_its_table(capsys):
     assert [r[1] for r in rows] == ["idle", "one busy process"]
     assert out.count("| Quickstart (d 96, L 4, patch 7) |") == 2
     assert all(set(r[2]) == {"1 thread", "2 shards", "2 BLAS threads"} for r in rows)
+
+
+def test_bench_layernorm_prints_its_table(capsys):
+    load_script("benchmarks/bench_layernorm.py").main(["--repeats", "1"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| mnist-demo")]
+    assert len(rows) == 1 and rows[0].count("|") == 8
+    assert ("Numba not installed" in rows[0]) != fused.available()
+    assert not fused.enabled()                     # the suite's setting is back

@@ -26,9 +26,8 @@ def plain(loop):
 
 @pytest.fixture
 def fused_on():
-    previous = fused.set_enabled(True)
-    yield
-    fused.set_enabled(previous)
+    with fused.setting(True):
+        yield
 
 
 # ------------------------------------------------------------ the loops, as Python
@@ -89,8 +88,11 @@ def test_switching_on_without_numba_says_how_to_install(monkeypatch):
 
 
 @needs_numba
-def test_disabled_restores_the_setting(fused_on):
-    with fused.disabled():
+def test_setting_holds_inside_its_block_only(fused_on):
+    with fused.setting(False):
+        assert not fused.enabled()
+        with fused.setting(True):
+            assert fused.enabled()
         assert not fused.enabled()
     assert fused.enabled()
 
@@ -99,13 +101,10 @@ def test_disabled_restores_the_setting(fused_on):
 
 def _both_ways(run):
     """run() with the loops on, then off (the NumPy arrangement)."""
-    previous = fused.set_enabled(True)
-    try:
+    with fused.setting(True):
         on = run()
-        fused.set_enabled(False)
+    with fused.setting(False):
         off = run()
-    finally:
-        fused.set_enabled(previous)
     return on, off
 
 

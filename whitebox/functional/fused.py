@@ -14,7 +14,8 @@ their NumPy arrangement otherwise (`usable` decides):
 - Numba is installed: ``pip install "whitebox-crate[fast]"``. This is the
   only module that imports it; nothing else needs it.
 - The switch is on: ``WHITEBOX_FUSED=0`` in the environment, or
-  ``set_enabled(False)`` / ``with disabled():``, turns it off.
+  ``set_enabled(False)``, turns it off; ``with setting(False):`` only
+  inside a block.
 - The arrays are NumPy (CuPy runs the NumPy arrangement on the device),
   C-contiguous, and all float32 or all float64.
 
@@ -69,9 +70,10 @@ def set_enabled(flag):
 
 
 @contextlib.contextmanager
-def disabled():
-    """``with disabled():`` runs the NumPy arrangement of every op inside."""
-    previous = set_enabled(False)
+def setting(flag):
+    """``with setting(False):`` runs the NumPy arrangement of every op inside the
+    block (``setting(True)`` the fused loops); the previous setting comes back after."""
+    previous = set_enabled(flag)
     try:
         yield
     finally:

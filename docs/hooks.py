@@ -32,6 +32,7 @@ API = [  # (page title, package or module, modules documented on the page)
     ("data", "whitebox.data"),
     ("checkpoint and interop", ("whitebox.checkpoint", "whitebox.interop")),
     ("backend", "whitebox.backend"),
+    ("threads and memory", ("whitebox.threads", "whitebox.memory")),
     ("course tooling", "whitebox.course"),
 ]
 TITLE = re.compile(r"^#\s+#\s+(.*\S)\s*$")

@@ -12,7 +12,6 @@ import pytest
 
 import whitebox.functional as F
 from whitebox.functional import fused
-from whitebox.functional.mssa import _scores_backward, _softmax_in_place
 from whitebox.gradcheck import check_module
 from whitebox.models import CRATE
 
@@ -145,16 +144,17 @@ def test_mssa_with_and_without_the_loops(rng, dtype, causal):
 
 
 @needs_numba
-def test_softmax_and_scores_backward_in_place_on_compiled_loops(rng, fused_on):
-    S = rng.standard_normal((2, 3, 5, 5))
-    S = S + S.transpose(0, 1, 3, 2)
-    expected = F.softmax_forward(S)[0]
-    A = _softmax_in_place(S.copy(), causal=False)
-    np.testing.assert_allclose(A, expected, rtol=1e-12, atol=1e-15)
-    dA = rng.standard_normal(A.shape)
-    dS = F.softmax_backward(dA, A)
-    np.testing.assert_allclose(_scores_backward(dA.copy(), A, True),
-                               dS + dS.transpose(0, 1, 3, 2), rtol=1e-12, atol=1e-14)
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_maps_of_the_loops_are_the_softmax_of_the_scores(rng, fused_on, causal):
+    B, N, d, K = 2, 6, 8, 2
+    x = rng.standard_normal((B, N, d))
+    W_qkv = rng.standard_normal((d, d))
+    _, cache = F.mssa_forward(x, W_qkv, rng.standard_normal((d, d)), None, K, causal=causal)
+    w = cache["w"]                                               # (B, K, N, p)
+    S = (w @ w.transpose(0, 1, 3, 2)) * cache["scale"]
+    if causal:
+        S = np.where(np.triu(np.ones((N, N), bool), 1), -np.inf, S)
+    np.testing.assert_allclose(cache["attn"], F.softmax_forward(S)[0], rtol=1e-12, atol=1e-15)
 
 
 @needs_numba

@@ -3,7 +3,11 @@
 An assignment is a week of work built from one or two tutorials. Each part
 names the library functions a student writes (``"path/in/whitebox.py:qualname"``,
 with ``Class.method`` for methods), the points it is worth, and the tutorial
-section that derives it. The checks that grade a part live in
+section that derives it. ``hidden`` names other arrangements of the same
+answer that the library keeps (a readable reference, a fused loop): a
+release strips them too, so the answer is not left in view, but they are not
+asked for; only the functions the part asks for call them, and grading runs
+with the fused loops off (WHITEBOX_FUSED=0), so nothing graded needs them. The checks that grade a part live in
 ``whitebox/course/checks/test_<assignment>_part<N>_*.py``; they are shipped to
 students as their visible tests and run by the grader.
 """
@@ -22,6 +26,7 @@ class Part:
     tutorial: str               # "01_coding_rate.py"
     section: str                # words of the heading that derives it
     hours: float = 2.0          # expected student time
+    hidden: tuple = ()          # other arrangements of the answer, stripped but not asked
 
     def function_names(self):
         return [f.split(":")[1] for f in self.functions]
@@ -85,14 +90,19 @@ A2 = Assignment(
         Part(1, "softmax forward and backward", 5,
              ("whitebox/functional/softmax.py:softmax_forward",
               "whitebox/functional/softmax.py:softmax_backward"),
-             "02_mssa.py", "MSSA backward", 1.0),
+             "02_mssa.py", "MSSA backward", 1.0,
+             hidden=("whitebox/functional/fused.py:subtract_row_max",
+                     "whitebox/functional/fused.py:divide_row_sum")),
         Part(2, "LayerNorm backward", 5,
              ("whitebox/functional/layernorm.py:layernorm_backward",),
-             "02_mssa.py", "MSSA backward", 2.0),
+             "02_mssa.py", "MSSA backward", 2.0,
+             hidden=("whitebox/functional/layernorm.py:layernorm_reference_backward",
+                     "whitebox/functional/fused.py:layernorm_rows_backward")),
         Part(3, "MSSA forward and backward (with the symmetric q = k = v term)", 25,
              ("whitebox/functional/mssa.py:mssa_forward",
               "whitebox/functional/mssa.py:mssa_backward"),
-             "02_mssa.py", "MSSA forward", 6.0),
+             "02_mssa.py", "MSSA forward", 6.0,
+             hidden=("whitebox/functional/fused.py:attention_scores_backward",)),
     ))
 
 A3 = Assignment(

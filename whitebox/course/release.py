@@ -53,7 +53,8 @@ def pointer(part, root=ROOT):
 
 
 def stub_messages(assignment, root=ROOT):
-    """{file: {qualname: message}} for every function the assignment strips."""
+    """{file: {qualname: message}} for every function the assignment strips
+    (the parts' functions, and their hidden other arrangements)."""
     out = {}
     for part in assignment.parts:
         where = pointer(part, root)
@@ -61,6 +62,12 @@ def stub_messages(assignment, root=ROOT):
             path, name = spec.split(":")
             out.setdefault(path, {})[name] = (
                 f"{assignment.key} part {part.number}: write {name}; see {where}")
+        asked = ", ".join(spec.split(":")[1] for spec in part.functions)
+        for spec in part.hidden:
+            path, name = spec.split(":")
+            out.setdefault(path, {})[name] = (
+                f"{assignment.key} part {part.number}: {name} is another arrangement of "
+                f"{asked}, hidden in this release; it is not part of the exercise")
     return out
 
 

@@ -118,21 +118,12 @@ def layernorm_backward(dout, cache):
     d = xhat.shape[-1]
     dout2 = dout.reshape(-1, d)                          # (n, d) rows
     xhat = xhat.reshape(-1, d)                           # (n, d)
-    if fused.usable(dout2, xhat, rstd, gamma):
+    if fused.usable(dout2, xhat, rstd, gamma):         # one compiled pass (fused.py)
         dx, dgamma, dbeta = xp.empty_like(dout2), xp.empty_like(gamma), xp.empty_like(gamma)
         fused.layernorm_rows_backward(dout2, xhat, rstd, gamma, dx, dgamma, dbeta)
-    else:
-        dx, dgamma, dbeta = _rows_backward(xp, dout2, xhat, rstd, gamma)
-    return dx.reshape(dout.shape), dgamma, dbeta
-
-
-def _rows_backward(xp, dout2, xhat, rstd, gamma):
-    """The backward on rows (n, d) in NumPy calls. Returns dx (n, d), dgamma, dbeta.
-
-    Computed as h = g / sigma (one three-operand pass), then
-    dx = h - mean(h) - xhat * mean(h * xhat): the same thing, one pass fewer.
-    """
-    d = xhat.shape[-1]
+        return dx.reshape(dout.shape), dgamma, dbeta
+    # in NumPy calls: h = g / sigma (one three-operand pass), then
+    # dx = h - mean(h) - xhat * mean(h * xhat), the same thing with one pass fewer
     dbeta = sum_leading(dout2)                           # (d,)
     dgamma = xp.einsum("nd,nd->d", dout2, xhat)          # (d,)
     h = xp.einsum("nd,d,n->nd", dout2, gamma, rstd)      # (n, d) g / sigma
@@ -142,4 +133,4 @@ def _rows_backward(xp, dout2, xhat, rstd, gamma):
     hx_mean *= 1.0 / d
     h -= xp.einsum("nd,n->nd", xhat, hx_mean)
     h -= h_mean[:, None]                                 # in place: h becomes dx
-    return h, dgamma, dbeta
+    return h.reshape(dout.shape), dgamma, dbeta

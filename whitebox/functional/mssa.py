@@ -71,45 +71,6 @@ def _scaled_transpose(w, s):
     return xp.multiply(w.transpose(0, 1, 3, 2), w.dtype.type(s), out=out)
 
 
-def _softmax_in_place(S, causal):
-    """Softmax over the last axis of the scores S (B, K, N, N), in place; returns S.
-
-    Each row is shifted by its max first, so exp never overflows. Without the
-    causal mask S is symmetric, and the NumPy arrangement takes its column max
-    (a reduction across rows, which NumPy vectorises) as the row max: equal up
-    to round-off, and any shift near the max will do.
-    """
-    xp = get_array_module(S)
-    rows = S.reshape(-1, S.shape[-1])                # (B K N, N), a view
-    if fused.usable(rows):
-        fused.subtract_row_max(rows)
-        xp.exp(S, out=S)
-        fused.divide_row_sum(rows)
-        return S
-    S -= S.max(axis=-1, keepdims=True) if causal else S.max(axis=-2)[..., None]
-    xp.exp(S, out=S)
-    S /= sum_last(S)
-    return S
-
-
-def _scores_backward(sdA, A, softmax):
-    """sdS + sdS^T from sdA = s dA (B, K, N, N), in place in sdA; returns it.
-
-    sdS = A * (sdA - rowsum(sdA * A)) through the softmax (sdS = sdA without it),
-    and the transpose adds the key side of S = s w w^T, as q = k = v.
-    """
-    if fused.usable(sdA, A):
-        N = A.shape[-1]
-        fused.attention_scores_backward(sdA.reshape(-1, N, N), A.reshape(-1, N, N), softmax)
-        return sdA
-    sdS = sdA
-    if softmax:
-        # softmax backward, in place: dS = A * (dA - rowsum(dA * A)), linear in dA
-        sdS -= sum_last_product(sdA, A)
-        sdS *= A
-    return sdS + sdS.transpose(0, 1, 3, 2)  # not in place: the operands overlap
-
-
 def _merge_heads(o):
     B, K, N, p = o.shape
     return o.transpose(0, 2, 1, 3).reshape(B, N, K * p)   # (B, N, K p)
@@ -167,7 +128,21 @@ def mssa_forward(x, W_qkv, W_out, b_out, heads, scale=None, causal=False,
         future = xp.triu(xp.ones((N, N), dtype=bool), 1)            # keys after the query
         S += xp.where(future, -xp.inf, 0).astype(S.dtype)           # broadcast over (B, K)
     if softmax:
-        A = _softmax_in_place(S, causal)             # (B, K, N, N)
+        # softmax in place: subtract the row max so exp never overflows. Without the
+        # mask S is symmetric, and its column max (a reduction across rows, which
+        # NumPy vectorises) is the row max up to round-off: any shift near it will do.
+        # Where the fused loops run (fused.py), each of the two row passes is one loop.
+        rows = S.reshape(-1, N)                      # (B K N, N), a view
+        loops = fused.usable(rows)
+        if loops:
+            fused.subtract_row_max(rows)
+        else:
+            S -= S.max(axis=-1, keepdims=True) if causal else S.max(axis=-2)[..., None]
+        A = xp.exp(S, out=S)
+        if loops:
+            fused.divide_row_sum(rows)
+        else:
+            A /= sum_last(A)                         # (B, K, N, N)
     else:
         A = S
     A_used, attn_mask = dropout_forward(A, dropout, rng, training)
@@ -246,7 +221,16 @@ def mssa_backward(dout, cache):
     # every N x N array below carries the factor s, from s w^T: sdA = s dA, sdS = s dS
     sdA = dO @ cache["swT"]                                              # (B, K, N, N)
     sdA = dropout_backward(sdA, cache["attn_mask"])
-    sdS = _scores_backward(sdA, A, cache["softmax"])                     # s (dS + dS^T)
+    if fused.usable(sdA, A):                         # the two steps below in one loop (fused.py)
+        sdS = fused.attention_scores_backward(sdA.reshape(-1, N, N), A.reshape(-1, N, N),
+                                              cache["softmax"]).reshape(sdA.shape)
+    else:
+        sdS = sdA
+        if cache["softmax"]:
+            # softmax backward, in place: dS = A * (dA - rowsum(dA * A)), linear in dA
+            sdS -= sum_last_product(sdA, A)
+            sdS *= A
+        sdS = sdS + sdS.transpose(0, 1, 3, 2)  # not in place: the operands overlap
     dw += sdS @ w                                                        # (B, K, N, p)
     return _input_grads(dw, x, W_qkv, G, cache["shrink"], dW_qkv_out) + (dW_out, db_out)
 

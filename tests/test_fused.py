@@ -80,6 +80,7 @@ def test_usable_says_no_where_the_loops_cannot_run(monkeypatch):
 
 
 def test_switching_on_without_numba_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(fused, "_enabled", fused.enabled())     # put back after the test
     monkeypatch.setattr(fused, "numba", None)
     with pytest.raises(RuntimeError, match=r"whitebox-crate\[fast\]"):
         fused.set_enabled(True)

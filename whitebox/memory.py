@@ -33,7 +33,7 @@ def _glibc():
         libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version        # present in glibc only
         return libc
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):     # TypeError: no CDLL(None) on Windows
         return None
 
 

@@ -7,8 +7,8 @@ Two versions of the same math live here:
   what the tests hold the fast path to.
 - `layernorm_forward` / `layernorm_backward`: the FAST PATH the library runs.
   Where Numba is installed it runs the fused row loops of
-  whitebox.functional.fused: each input read once, each output written once
-  (forward + backward about 5 passes over the data). Otherwise the same
+  whitebox.functional.fused: one loop per direction that reads each input
+  once and writes each output once. Otherwise the same
   equations arranged for NumPy: every row reduction is one `einsum` that
   reads its operands once and writes no temporary, the per-row and
   per-column scalings that can share a pass do (a three-operand `einsum`),

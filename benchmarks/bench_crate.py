@@ -18,7 +18,8 @@ see the same machine state (medians):
 executes (counted from the shapes; the folded count for whitebox and the
 compiled model, the three-product count for eager) divided by the step time,
 over the rate of a 2048^3 matrix product measured in the same run with the
-same threads. Peak memory: NumPy buffers allocated during one step
+same threads (NumPy's; the header also gives PyTorch's: where it is faster,
+no arrangement of the step can make up the difference). Peak memory: NumPy buffers allocated during one step
 (tracemalloc) and PyTorch's own CPU allocations during one step (its
 profiler, silenced); on a GPU the CuPy pool against torch.cuda's peak.
 Where Numba is installed the whitebox column runs the fused loops
@@ -92,6 +93,20 @@ def gemm_flops(cfg, folded=True):
     ista = 6 * T * d * d + 4 * d ** 3 if folded else 18 * T * d * d
     layer = 12 * T * d * I + 10 * B * K * N * N * p + ista
     return cfg["depth"] * layer + 6 * B * n * patch_dim * d + 6 * B * d * cfg["num_classes"]
+
+
+def torch_gemm_rate(torch, size=2048, repeats=5):
+    """FLOP/s of PyTorch's float32 size^3 product on the CPU, for comparison with blas_peak."""
+    a = torch.rand(size, size)
+    b = a.T.contiguous()
+    for _ in range(2):                                   # the thread pool starts on first use
+        a @ b
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        ts.append(time.perf_counter() - t)
+    return 2 * size ** 3 / statistics.median(ts)
 
 
 def blas_peak(xp, size=2048, repeats=5):
@@ -379,13 +394,19 @@ def main(argv=None):
     xp = backend.xp_of(args.backend)
     with threads.limited(args.threads):
         peak = blas_peak(xp, args.gemm_size)
+        torch_rate = None
+        if torch is not None and args.backend == "numpy":
+            torch.set_num_threads(args.threads)
+            torch_rate = torch_gemm_rate(torch, args.gemm_size)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rows = [bench(n, args.backend, torch, args.threads, args.repeats, args.warmup,
                   not args.no_compile, peak) for n in args.configs]
 
     print(f"\none float32 training step (forward + loss + backward), backend={args.backend}, "
           f"{args.threads} thread(s), median of {args.repeats} alternating steps; "
-          f"{args.gemm_size}^3 GEMM: {peak / 1e9:.0f} GFLOP/s; load average at start {load:.1f} on "
+          f"{args.gemm_size}^3 GEMM: {peak / 1e9:.0f} GFLOP/s"
+          + (f" (PyTorch's: {torch_rate / 1e9:.0f})" if torch_rate else "")
+          + f"; load average at start {load:.1f} on "
           f"{os.cpu_count()} cores" + (" (machine LOADED: wall times are noisy)"
                                        if load > 0.5 * (os.cpu_count() or 1) else ""))
     print(f"fused loops: {fused_state(args.backend)}; malloc: "

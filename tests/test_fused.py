@@ -165,3 +165,22 @@ def test_whole_model_gradient_check_with_the_loops(fused_on):
     x = np.random.default_rng(1).standard_normal((2, 2, 8, 8))
     errors = check_module(model, [x], tol=1e-6, floor=1e-4)    # the tolerances of test_crate
     assert set(errors) == set(model.state_dict()) | {"input 0"}
+
+
+@needs_numba
+@pytest.mark.parametrize("task_name", ["classify", "lm"])
+def test_shards_run_the_loops_at_once_and_equal_one_step(fused_on, task_name):
+    """The loops release the GIL: two shard threads run them at the same time,
+    and the step still equals one step on the whole batch."""
+    from test_threaded import _images, _one_step_vs_shards, _task
+    task = _task(task_name)
+    if task_name == "classify":
+        batch = _images(8)
+        def build():
+            return CRATE(image_size=28, patch_size=7, num_classes=10, dim=32, depth=2,
+                         heads=2, dim_head=16, channels=1, seed=0)
+    else:
+        task.setup(np.random.default_rng(0))
+        batch = next(iter(task.batches()))
+        build = task.build_model
+    _one_step_vs_shards(task, build, batch, 2)

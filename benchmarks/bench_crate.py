@@ -19,9 +19,10 @@ executes (counted from the shapes; the folded count for whitebox and the
 compiled model, the three-product count for eager) divided by the step time,
 over the rate of a 2048^3 matrix product measured in the same run with the
 same threads (NumPy's; the header also gives PyTorch's: where it is faster,
-no arrangement of the step can make up the difference). Peak memory: NumPy buffers allocated during one step
-(tracemalloc) and PyTorch's own CPU allocations during one step (its
-profiler, silenced); on a GPU the CuPy pool against torch.cuda's peak.
+no arrangement of the step can make up the difference). Peak memory: NumPy
+buffers allocated during one step (tracemalloc) and PyTorch's own CPU
+allocations during one step (its profiler, silenced); on a GPU the CuPy pool
+against torch.cuda's peak.
 Where Numba is installed the whitebox column runs the fused loops
 (whitebox/functional/fused.py) and a "wb, NumPy only" column the same step
 without them, as a user without Numba runs it. Every column runs under
@@ -95,33 +96,31 @@ def gemm_flops(cfg, folded=True):
     return cfg["depth"] * layer + 6 * B * n * patch_dim * d + 6 * B * d * cfg["num_classes"]
 
 
-def torch_gemm_rate(torch, size=2048, repeats=5):
-    """FLOP/s of PyTorch's float32 size^3 product on the CPU, for comparison with blas_peak."""
-    a = torch.rand(size, size)
-    b = a.T.contiguous()
-    for _ in range(2):                                   # the thread pool starts on first use
+def product_rate(a, b, repeats=5, sync=lambda: None):
+    """FLOP/s of the square product a @ b (median of ``repeats``, after two warm-up
+    products: a thread pool starts on first use). ``sync`` waits for a device."""
+    for _ in range(2):
         a @ b
     ts = []
     for _ in range(repeats):
+        sync()
         t = time.perf_counter()
         a @ b
+        sync()
         ts.append(time.perf_counter() - t)
-    return 2 * size ** 3 / statistics.median(ts)
+    return 2 * a.shape[0] ** 3 / statistics.median(ts)
 
 
 def blas_peak(xp, size=2048, repeats=5):
     """FLOP/s of a float32 size^3 matrix product (median of ``repeats``)."""
     a = xp.asarray(np.random.default_rng(0).random((size, size), dtype=np.float32))
-    b = a.T.copy()
-    a @ b
-    ts = []
-    for _ in range(repeats):
-        backend.synchronize(a)
-        t = time.perf_counter()
-        a @ b
-        backend.synchronize(a)
-        ts.append(time.perf_counter() - t)
-    return 2 * size ** 3 / statistics.median(ts)
+    return product_rate(a, a.T.copy(), repeats, lambda: backend.synchronize(a))
+
+
+def torch_gemm_rate(torch, size=2048, repeats=5):
+    """The same for PyTorch's float32 product on the CPU, to set beside blas_peak."""
+    a = torch.rand(size, size)
+    return product_rate(a, a.T.contiguous(), repeats)
 
 
 # ------------------------------------------------------------------ steps

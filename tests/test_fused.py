@@ -184,3 +184,21 @@ def test_shards_run_the_loops_at_once_and_equal_one_step(fused_on, task_name):
         batch = next(iter(task.batches()))
         build = task.build_model
     _one_step_vs_shards(task, build, batch, 2)
+
+
+@pytest.mark.parametrize("on", [False, pytest.param(True, marks=needs_numba)])
+def test_the_training_header_says_when_the_loops_run(tmp_path, capsys, on):
+    from conftest import write_bar_mnist
+    from whitebox import threads
+    from whitebox import train as train_job
+    (tmp_path / "data").mkdir()
+    folder = write_bar_mnist(tmp_path / "data")
+    before = threads.get_threads()
+    try:
+        with fused.setting(on):
+            train_job.main(["--fast", "--dataset", "mnist", "--data", str(folder), "--epochs", "1",
+                            "--out", str(tmp_path / "run"), "--no-progress", "--no-figures"])
+    finally:
+        threads.set_threads(before)
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.startswith("classify:") and ("| fused loops (Numba)" in header) == on

@@ -29,6 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..functional import fused
 from ..memory import keep_freed_memory
 from ..optim import AdamW, WarmupCosine, clip_grad_norm
 from ..tasks import get_task
@@ -96,6 +97,7 @@ def train(cfg):
         + (f" | {cfg.threads} threads, each batch split in {cfg.threads}" if shards else
            f" | {cfg.threads} BLAS threads (the step draws dropout masks, so it is not split)"
            if cfg.threads > 1 and cfg.backend == "numpy" else "")
+        + (" | fused loops (Numba)" if fused.enabled() and cfg.backend == "numpy" else "")
         + (f" | resuming after epoch {start_epoch}" if cfg.resume else ""))
 
     last_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, cfg.stop_after)

@@ -82,17 +82,10 @@ def layernorm_forward(x, gamma, beta, eps=1e-5):
     xp = _check_layernorm_args(x, gamma, beta)
     d = x.shape[-1]
     x2 = x.reshape(-1, d)                                # (n, d) rows
-    if fused.usable(x2, gamma, beta):
+    if fused.usable(x2, gamma, beta):                    # one compiled pass (fused.py)
         y, xhat, rstd = xp.empty_like(x2), xp.empty_like(x2), xp.empty(len(x2), x.dtype)
         fused.layernorm_rows_forward(x2, gamma, beta, eps, y, xhat, rstd)
-    else:
-        y, xhat, rstd = _rows_forward(xp, x2, gamma, beta, eps)
-    return y.reshape(x.shape), (xhat.reshape(x.shape), rstd, gamma)
-
-
-def _rows_forward(xp, x2, gamma, beta, eps):
-    """The forward on rows (n, d) in NumPy calls. Returns y, xhat, rstd (n,)."""
-    d = x2.shape[-1]
+        return y.reshape(x.shape), (xhat.reshape(x.shape), rstd, gamma)
     mean = xp.einsum("nd->n", x2)                        # (n,) sums, one read
     mean *= 1.0 / d
     xhat = x2 - mean[:, None]                            # (n, d) centred; becomes xhat
@@ -103,7 +96,7 @@ def _rows_forward(xp, x2, gamma, beta, eps):
     xhat *= rstd[:, None]                                # in place: centred -> normalised
     y = xp.einsum("nd,d->nd", xhat, gamma)               # (n, d)
     y += beta
-    return y, xhat, rstd
+    return y.reshape(x.shape), (xhat.reshape(x.shape), rstd, gamma)
 
 
 def layernorm_backward(dout, cache):
@@ -118,7 +111,7 @@ def layernorm_backward(dout, cache):
     d = xhat.shape[-1]
     dout2 = dout.reshape(-1, d)                          # (n, d) rows
     xhat = xhat.reshape(-1, d)                           # (n, d)
-    if fused.usable(dout2, xhat, rstd, gamma):         # one compiled pass (fused.py)
+    if fused.usable(dout2, xhat, rstd, gamma):           # one compiled pass (fused.py)
         dx, dgamma, dbeta = xp.empty_like(dout2), xp.empty_like(gamma), xp.empty_like(gamma)
         fused.layernorm_rows_backward(dout2, xhat, rstd, gamma, dx, dgamma, dbeta)
         return dx.reshape(dout.shape), dgamma, dbeta

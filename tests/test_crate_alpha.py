@@ -8,7 +8,7 @@ import whitebox as wb
 from whitebox.gradcheck import check_module
 from whitebox.models import (CRATEAlpha, crate_alpha_base16, crate_alpha_large14,
                              crate_alpha_small, crate_alpha_tiny)
-from whitebox.nn import OvercompleteISTABlock, PatchConv
+from whitebox.nn import OvercompleteISTA, PatchConv
 
 from test_crate import TINY, images          # the classifier's tiny configuration
 
@@ -86,7 +86,8 @@ def test_patch_conv_matches_a_direct_convolution(rng):
 
 
 def test_overcomplete_ista_module_decodes_the_codes(rng):
-    ista = OvercompleteISTABlock(4, expansion=3, ista_step=0.5, ista_lambda=0.05, dtype="float64", seed=0)
+    ista = OvercompleteISTA(4, expansion=3, ista_step=0.5, ista_lambda=0.05, tied=False,
+                            dtype="float64", seed=0)
     x = rng.standard_normal((2, 5, 4))
     y = ista(x)
     c = ista.last_codes

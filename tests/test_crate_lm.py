@@ -108,7 +108,27 @@ def test_overcomplete_ista_module_gradient():
     x = np.random.default_rng(0).standard_normal((2, 4, 5))
     errs = check_module(m, [x], tol=1e-7)
     assert max(errs.values()) < 1e-7
-    assert (m.last_code == 0).any() and (m.last_code > 0).any()
+    assert (m.last_codes == 0).any() and (m.last_codes > 0).any()
+
+
+def test_tied_overcomplete_ista_is_the_untied_one_with_both_dictionaries_equal():
+    """The language model's tied Module and CRATE-alpha's D, D1 are one map: with
+    D = D1 = W^T they give the same output and input gradient, and dW = dD^T + dD1^T."""
+    rng = np.random.default_rng(3)
+    tied = OvercompleteISTA(5, 3, 0.5, 0.05, dtype="float64", seed=0)
+    untied = OvercompleteISTA(5, 3, 0.5, 0.05, tied=False, dtype="float64", seed=1)
+    W = tied.param("weight")
+    assert W.shape == (15, 5) and untied.param("D").shape == untied.param("D1").shape == (5, 15)
+    untied.param("D")[...] = W.T
+    untied.param("D1")[...] = W.T
+    x, dout = rng.standard_normal((2, 4, 5)), rng.standard_normal((2, 4, 5))
+    np.testing.assert_allclose(tied(x), untied(x), rtol=1e-13, atol=1e-14)
+    tied.zero_grad()
+    untied.zero_grad()
+    np.testing.assert_allclose(tied.backward(dout), untied.backward(dout), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(tied.grad("weight"), untied.grad("D").T + untied.grad("D1").T,
+                               rtol=1e-12, atol=1e-14)
+    assert np.abs(untied.grad("D")).max() > 1e-3 and np.abs(untied.grad("D1")).max() > 1e-3
 
 
 @pytest.mark.parametrize("causal", [True, False])

@@ -246,8 +246,10 @@ print("our overcomplete ISTA backward vs finite differences:", ista_errors)
 # %% [markdown]
 # The library computes the same thing with one shared functional pair,
 # `F.overcomplete_ista_forward(x, D, eta, lam)` with $D = W^\top$, used by the
-# language model and by CRATE-alpha alike; the Module `OvercompleteISTA`
-# decodes with $W$ and maps the dictionary's gradient back with a transpose.
+# language model and by CRATE-alpha alike. So is the Module
+# `OvercompleteISTA`: here it decodes with the same $W$ and maps the
+# dictionary's gradient back with a transpose; CRATE-alpha builds it with
+# `tied=False`, which decodes with a second dictionary of its own.
 
 # %%
 from whitebox.nn import OvercompleteISTA  # noqa: E402

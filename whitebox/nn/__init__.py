@@ -1,16 +1,15 @@
 """Modules: parameter-holding wrappers around whitebox.functional."""
-from .alpha_layers import AlphaLayer, OvercompleteISTABlock
-from .crate_layers import CRATELayer, ISTA, MSSA, PreNorm
+from .alpha_layers import AlphaLayer
+from .crate_layers import CRATELayer, ISTA, MSSA, OvercompleteISTA, PreNorm
 from .decoder_layers import DecoderLayer
 from .layers import (GELU, Dropout, Embedding, Identity, LayerNorm, Linear, Patchify, ReLU,
                      Softmax, Unpatchify)
-from .lm_layers import LMAttention, LMBlock, OvercompleteISTA
+from .lm_layers import LMAttention, LMBlock
 from .module import Module, ModuleList, Sequential
 from .patch_embed import PatchConv, PatchEmbed
 
 __all__ = ["Module", "Sequential", "ModuleList", "Linear", "LayerNorm", "ReLU", "GELU",
            "Softmax", "Dropout", "Embedding", "Patchify", "Unpatchify", "Identity",
-           "PreNorm", "MSSA", "ISTA", "CRATELayer",
+           "PreNorm", "MSSA", "ISTA", "OvercompleteISTA", "CRATELayer",
            "DecoderLayer", "PatchConv", "PatchEmbed",
-           "LMAttention", "LMBlock", "OvercompleteISTA", "AlphaLayer",
-           "OvercompleteISTABlock"]
+           "LMAttention", "LMBlock", "AlphaLayer"]

@@ -4,12 +4,14 @@
     MSSA (official Attention)  -> "qkv.weight", "to_out.0.weight", "to_out.0.bias"
                                   (no "to_out" when out="tied")
     ISTA (official FeedForward)-> "weight"
+    OvercompleteISTA           -> "weight" (m, d) tied (crate-lm), or "D", "D1" (d, m) (CRATE-alpha)
     CRATELayer                 -> "0.<PreNorm(MSSA)>", "1.<PreNorm(ISTA)>"
 """
 import math
 
 
 from .. import functional as F
+from ..functional._blas import matmul_rows
 from ..functional._checks import check_positive_int, check_probability, check_real
 from ..functional.mssa import STEPS
 from .layers import LayerNorm, Linear, _rng, uniform_init
@@ -197,6 +199,79 @@ class ISTA(Module):
 
     def extra_repr(self):
         return f"ista_step={self.ista_step}, ista_lambda={self.ista_lambda}"
+
+
+class OvercompleteISTA(Module):
+    """Two ISTA steps from zero against an overcomplete dictionary D (d, m), decoded to width d.
+
+        a = x D;  c1 = ReLU(eta a - eta lambda)
+        c2 = ReLU(c1 + eta (a - c1 D^T D) - eta lambda)      (..., m), m = expansion d
+        y  = c2 E^T                                          (..., d)
+
+    The codes come from whitebox.functional.overcomplete_ista (one pair for
+    both models); the decoder E is the only difference, and each model keeps
+    its official parameters:
+
+    - ``tied=True`` (the causal and masked language models, crate-lm's MLP):
+      E = D = W^T, one parameter "weight" W of shape (m, d) whose rows are
+      the atoms; dW = c2^T dout + dD^T.
+    - ``tied=False`` (CRATE-alpha's OvercompleteISTABlock): "D" codes and
+      "D1" decodes, both (d, m).
+
+    Every weight is initialised kaiming-uniform as the official code, by
+    torch's fan-in of the stored tensor (its second axis): U(-sqrt(6/d),
+    sqrt(6/d)) for W, U(-sqrt(6/m), sqrt(6/m)) for D and D1. The codes c2 of
+    the last forward are kept as ``last_codes`` for sparsity measurements.
+    """
+
+    def __init__(self, dim, expansion=4, ista_step=0.1, ista_lambda=0.1, tied=True,
+                 dtype="float32", seed=0):
+        super().__init__(dtype)
+        dim, expansion = check_positive_int("dim", dim), check_positive_int("expansion", expansion)
+        self.ista_step = check_real("ista_step", ista_step, 0.0, low_open=True)
+        self.ista_lambda = check_real("ista_lambda", ista_lambda, 0.0)
+        self.tied = bool(tied)
+        m, rng = expansion * dim, _rng(seed)
+        if self.tied:
+            self.add_param("weight", uniform_init(rng, (m, dim), math.sqrt(6.0 / dim)))
+        else:
+            self.add_param("D", uniform_init(rng, (dim, m), math.sqrt(6.0 / m)))
+            self.add_param("D1", uniform_init(rng, (dim, m), math.sqrt(6.0 / m)))
+        self.last_codes = None
+
+    def _dictionary_and_decoder(self):
+        """D (d, m) that codes, and the (m, d) matrix that decodes: W^T and W, or D and D1^T."""
+        if self.tied:
+            W = self._params["weight"]
+            return W.T, W
+        return self._params["D"], self._params["D1"].T
+
+    def forward(self, x):
+        D, decoder = self._dictionary_and_decoder()
+        codes, ista_cache = F.overcomplete_ista_forward(x, D, self.ista_step, self.ista_lambda)
+        self.last_codes = codes                                      # (..., m)
+        self._cache = (codes, ista_cache)
+        return matmul_rows(codes, decoder)                           # (..., d)
+
+    def backward(self, dout):
+        codes, ista_cache = self._take_cache()
+        D, decoder = self._dictionary_and_decoder()
+        m, d = decoder.shape
+        dx, dD = F.overcomplete_ista_backward(matmul_rows(dout, decoder.T), ista_cache)
+        codes2, dout2 = codes.reshape(-1, m), dout.reshape(-1, d)
+        if self.tied:                                   # W is both the decoder and D^T
+            dW = codes2.T @ dout2                                    # (m, d) through c2 W
+            dW += dD.T
+            self._accumulate("weight", dW)
+        else:
+            self._accumulate("D1", dout2.T @ codes2)                 # (d, m) through c2 D1^T
+            self._accumulate("D", dD)
+        return dx
+
+    def extra_repr(self):
+        d, m = self._dictionary_and_decoder()[0].shape
+        return (f"{d}, {m}, ista_step={self.ista_step}, ista_lambda={self.ista_lambda}, "
+                f"tied={self.tied}")
 
 
 # Per-layer features a forward with capture appends, the same keys for every

@@ -1,25 +1,24 @@
 """The blocks of the CRATE language models, named as the official causal files name them.
 
     LMAttention (official CausalSelfAttention) -> "c_attn.weight", "c_proj.weight", "c_proj.bias"
-    OvercompleteISTA (crate-lm's MLP)           -> "weight", shape (expansion d, d)
+    OvercompleteISTA (crate-lm's MLP, tied)     -> "weight", shape (expansion d, d)
     ISTA (the classifier's, square)             -> "weight", shape (d, d)
     LMBlock                                     -> "prenorm_1.*", "attn.*", "prenorm_2.*", "ista.*"
 
 A block computes  x = x + MSSA(LN1(x));  x = ISTA(LN2(x))  (no residual
 round ISTA). The MSSA is the classifier's (whitebox.functional.mssa_forward,
 q = k = v) with or without the causal mask; the square ISTA is the
-classifier's Module itself; the overcomplete ISTA wraps the one functional
-pair it shares with CRATE-alpha.
+classifier's Module itself; the overcomplete ISTA is the Module CRATE-alpha
+uses, with its decoder tied to the dictionary.
 """
 import math
 
-
 from .. import functional as F
 from ..functional._blas import matmul_rows
-from ..functional._checks import check_positive_int, check_probability, check_real
+from ..functional._checks import check_probability
 from ..functional.mssa import _merge_heads, _split_heads
-from .crate_layers import CAPTURE_KEYS, ISTA
-from .layers import LayerNorm, Linear, _rng, uniform_init
+from .crate_layers import CAPTURE_KEYS, ISTA, OvercompleteISTA
+from .layers import LayerNorm, Linear, _rng
 from .module import Module
 
 # per-layer features a forward with capture appends (see LMBlock.forward): CRATE's keys
@@ -109,50 +108,6 @@ class LMAttention(Module):
         return f"heads={self.heads}, dim_head={self.dim_head}, causal={self.causal}"
 
 
-class OvercompleteISTA(Module):
-    """Two ISTA steps from zero against W^T, decoded with the same W (crate-lm).
-
-        a = z W^T;  c0 = ReLU(eta a - eta lambda);
-        c1 = ReLU(c0 + eta (a - c0 W W^T) - eta lambda);  out = c1 W.
-
-    W = ``weight`` has shape (m, d), m = expansion d: its rows are the m
-    dictionary atoms. whitebox.functional.overcomplete_ista_forward takes the
-    dictionary as D = W^T (d, m); its gradient dD maps back as dD^T.
-    Initialised kaiming-uniform U(-sqrt(6/d), sqrt(6/d)) as the official code.
-    """
-
-    def __init__(self, dim, expansion=4, ista_step=0.1, ista_lambda=0.1, dtype="float32", seed=0):
-        super().__init__(dtype)
-        dim, expansion = check_positive_int("dim", dim), check_positive_int("expansion", expansion)
-        self.ista_step = check_real("ista_step", ista_step, 0.0, low_open=True)
-        self.ista_lambda = check_real("ista_lambda", ista_lambda, 0.0)
-        self.add_param("weight", uniform_init(_rng(seed), (expansion * dim, dim),
-                                              math.sqrt(6.0 / dim)))
-        self.last_code = None
-
-    def forward(self, x):
-        W = self._params["weight"]                                   # (m, d)
-        c, ista_cache = F.overcomplete_ista_forward(x, W.T, self.ista_step, self.ista_lambda)
-        self.last_code = c                                           # (..., m) sparse codes
-        self._cache = (c, ista_cache)
-        return matmul_rows(c, W)                                     # (..., d) decode: c W
-
-    def backward(self, dout):
-        c, ista_cache = self._take_cache()
-        W = self._params["weight"]
-        m, d = W.shape
-        dW = c.reshape(-1, m).T @ dout.reshape(-1, d)                # (m, d) through c W
-        dc = matmul_rows(dout, W.T)                                  # (..., m)
-        dx, dD = F.overcomplete_ista_backward(dc, ista_cache)
-        dW += dD.T                                                   # through D = W^T
-        self._accumulate("weight", dW)
-        return dx
-
-    def extra_repr(self):
-        m, d = self._params["weight"].shape
-        return f"atoms={m}, dim={d}, ista_step={self.ista_step}, ista_lambda={self.ista_lambda}"
-
-
 class LMBlock(Module):
     """x = x + MSSA(LN1(x));  x = ISTA(LN2(x)), children named as the official Block."""
 
@@ -171,7 +126,7 @@ class LMBlock(Module):
 
     def code(self, out):
         """The sparse code of the last forward: c1 (overcomplete) or the output itself (plain)."""
-        return self.ista.last_code if isinstance(self.ista, OvercompleteISTA) else out
+        return self.ista.last_codes if isinstance(self.ista, OvercompleteISTA) else out
 
     def forward(self, x, capture=None):
         """x (B, T, d) -> (B, T, d); ``capture``: dict of lists to append this block's features to."""

@@ -21,10 +21,11 @@ from whitebox.rate import layer_measures
 from whitebox.tasks.classify import Classify
 from whitebox.training import load_run, make_config
 from whitebox.training.runs import RunFolder
+from whitebox.training.loop import TIME_KEYS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORD_KEYS = {"epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc", "lr",
-               "seconds", "elapsed", "rc", "nonzero"}
+               "rc", "nonzero", *TIME_KEYS}
 FAST_DEPTH = Classify.fast["depth"]
 
 
@@ -47,7 +48,7 @@ def _read_metrics(out):
 
 
 def _without_times(history):
-    return [{k: v for k, v in r.items() if k not in ("seconds", "elapsed")} for r in history]
+    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in history]
 
 
 def test_fast_run_writes_metrics_checkpoint_figures(tmp_path, mnist_folder, capsys):

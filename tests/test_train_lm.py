@@ -7,6 +7,7 @@ import pytest
 
 from whitebox import train as train_job
 from whitebox.checkpoint import load_arrays
+from whitebox.training.loop import TIME_KEYS
 
 from test_no_sync import Counting, device_like, on_device  # noqa: F401  (a fixture)
 
@@ -20,7 +21,7 @@ def _run(task, out, *flags):
 
 
 def _without_times(history):
-    return [{k: v for k, v in h.items() if k not in ("seconds", "elapsed", "run")}
+    return [{k: v for k, v in h.items() if k not in TIME_KEYS + ("run",)}
             for h in history]
 
 

@@ -13,10 +13,11 @@ from conftest import write_bar_mnist
 from whitebox import train as train_job
 from whitebox.checkpoint import load_arrays
 from whitebox.tasks.mae import MaskedAutoencoding
+from whitebox.training.loop import TIME_KEYS
 
 FAST = MaskedAutoencoding.fast
 RECORD_KEYS = {"epoch", "step", "train_loss", "test_mse", "baseline", "rc", "rc_decoder",
-               "nonzero", "probe_acc", "pixel_probe_acc", "lr", "seconds", "elapsed"}
+               "nonzero", "probe_acc", "pixel_probe_acc", "lr", *TIME_KEYS}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def _run(out, folder, *flags):
 
 
 def _without_times(history):
-    return [{k: v for k, v in r.items() if k not in ("seconds", "elapsed")} for r in history]
+    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in history]
 
 
 def test_fast_run_prints_the_masked_mse_and_draws_figures(tmp_path, mnist_folder, capsys):

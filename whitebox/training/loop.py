@@ -39,6 +39,10 @@ from .config import RUNTIME_FIELDS, as_dict, make_config, validate
 from .runs import RunFolder, read_json
 
 LOG_EVERY = 10        # steps between progress-bar updates (each one reads the loss)
+# The wall-clock fields of an epoch's record: its training steps' mean, the
+# whole epoch with its evaluation, and the run's total so far. Every other
+# field is a number two equal runs (or a run and its resumption) agree on.
+TIME_KEYS = ("step_seconds", "seconds", "elapsed")
 
 
 def train(cfg):
@@ -130,10 +134,12 @@ def train(cfg):
         count = float(totals.pop("count"))
         record = dict(epoch=epoch, step=step,
                       **{f"train_{k}": float(v) / count for k, v in totals.items()})
+        step_seconds = (time.perf_counter() - tic) / steps_per_epoch  # the sums above waited
         record.update(task.evaluate(model))
         seconds = time.perf_counter() - tic
         elapsed += seconds
-        record.update(lr=float(optimizer.lr), seconds=seconds, elapsed=elapsed)
+        record.update(lr=float(optimizer.lr), seconds=seconds, elapsed=elapsed,
+                      step_seconds=step_seconds)
         history.append(record)
         say(task.epoch_line(record) + f" | {seconds:.1f}s")
         # Metrics first, then the checkpoint: after a crash in between, resume

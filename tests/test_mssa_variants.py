@@ -263,3 +263,46 @@ def test_exact_step_reads_nothing_back_on_a_device(monkeypatch, rng):
     np.testing.assert_allclose(np.asarray(H), H_host, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(dw), exact_heads_backward(dH, cache_host), rtol=1e-4,
                                atol=1e-5)
+
+
+# ------------------------------------------------------------------ the training job
+@pytest.mark.parametrize("model", ["crate", "crate-alpha"])
+def test_training_job_builds_the_attention_its_flags_name(tmp_path, model):
+    """python -m whitebox.train --attention-out tied --attention-scale rate ...: each option
+    reaches every MSSA of the trained model, and is saved with the run."""
+    pytest.importorskip("sklearn")
+    from whitebox import train
+    from whitebox.training import load_run
+    out = tmp_path / "run"
+    train.main(["--model", model, "--dataset", "digits", "--fast", "--epochs", "1",
+                "--out", str(out), "--no-progress", "--no-figures",
+                "--attention-out", "tied", "--attention-scale", "rate", "--attention-eps", "2",
+                "--attention-kappa", "0.5", "--attention-step", "exact"])
+    cfg, _, trained = load_run(str(out))
+    assert cfg.model == model
+    layers = [m for _, m in trained.named_modules() if isinstance(m, MSSA)]
+    assert len(layers) == cfg.options.depth
+    for m in layers:
+        assert (m.out, m.scale_kind, m.eps, m.kappa, m.step) == ("tied", "rate", 2.0, 0.5,
+                                                                  "exact")
+    official = train.config_from_args(["--fast", "--model", model])
+    from whitebox.tasks.classify import Classify
+    assert Classify(official).attention() is None          # the default: the official MSSA
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--attention-scale", "rate"], "--attention-scale rate needs --attention-eps"),
+    (["--attention-eps", "1"], "used only with --attention-scale rate"),
+    (["--attention-kappa", "0.5"], "used only with --attention-scale rate"),
+])
+def test_training_job_refuses_attention_flags_that_do_not_fit(flags, message):
+    from whitebox import train
+    with pytest.raises(ValueError, match=message):
+        train.config_from_args(["--fast", *flags])
+
+
+def test_training_job_names_a_wrong_attention_choice(capsys):
+    from whitebox import train
+    with pytest.raises(SystemExit):
+        train.config_from_args(["--attention-step", "newton"])
+    assert "argument --attention-step: invalid choice: 'newton'" in capsys.readouterr().err

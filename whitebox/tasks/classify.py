@@ -16,7 +16,9 @@ import os
 
 from .. import backend, losses, plots
 from ..data.loader import BatchLoader, normalize
+from ..functional.mssa import STEPS
 from ..models import CRATE, CRATEAlpha
+from ..nn.crate_layers import OUTS, SCALES
 from ..rate import layer_measures
 from ..training.config import NONNEG, POSITIVE_INT, PROBABILITY, Check, setting
 from .base import Task
@@ -35,6 +37,18 @@ class ClassifyOptions(ImageOptions):
     dropout: float = setting(0.0, "dropout inside every layer (attention weights, output)",
                              PROBABILITY)
     emb_dropout: float = setting(0.0, "dropout on the patch embeddings", PROBABILITY)
+    # The theory-faithful attention (whitebox.nn.MSSA); the defaults are the official code.
+    attention_out: str = setting("learned", "MSSA output projection: learned (official) or "
+                                 "tied to the subspaces U", Check(str, choices=OUTS))
+    attention_scale: str = setting("sqrt", "MSSA scale: sqrt (official, p^-1/2) or rate "
+                                   "(b = p/(N eps^2) and a step of size kappa)",
+                                   Check(str, choices=SCALES))
+    attention_step: str = setting("softmax", "MSSA step: softmax (official) or exact (the "
+                                  "gradient of the compression rate)", Check(str, choices=STEPS))
+    attention_eps: float = setting(None, "eps of --attention-scale rate",
+                                   Check(float, low=1e-300, optional=True))
+    attention_kappa: float = setting(None, "step size kappa of --attention-scale rate "
+                                     "(default 1)", Check(float, low=1e-300, optional=True))
 
 
 class Classify(Task):
@@ -49,7 +63,27 @@ class Classify(Task):
 
     @classmethod
     def resolve(cls, options):
-        return resolve_patch(options)
+        o = resolve_patch(options)
+        if o.attention_scale == "rate" and o.attention_eps is None:
+            raise ValueError("--attention-scale rate needs --attention-eps (the epsilon of "
+                             "b = p/(N eps^2)), got none")
+        if o.attention_scale != "rate" and (o.attention_eps, o.attention_kappa) != (None, None):
+            raise ValueError("--attention-eps and --attention-kappa are used only with "
+                             f"--attention-scale rate, got --attention-scale {o.attention_scale}"
+                             f" with eps {o.attention_eps} and kappa {o.attention_kappa}")
+        return o
+
+    def attention(self):
+        """The MSSA options of whitebox.models.CRATE's ``attention`` (None: the official attention)."""
+        o = self.opt
+        options = {k: v for k, v, official in (("out", o.attention_out, "learned"),
+                                               ("scale", o.attention_scale, "sqrt"),
+                                               ("step", o.attention_step, "softmax"))
+                   if v != official}
+        if o.attention_scale == "rate":
+            options.update(eps=o.attention_eps,
+                           kappa=1.0 if o.attention_kappa is None else o.attention_kappa)
+        return options or None
 
     @classmethod
     def default_out(cls, options):
@@ -88,11 +122,12 @@ class Classify(Task):
             return CRATEAlpha(image_size=(H, W), patch_size=o.patch, num_classes=NUM_CLASSES,
                               dim=o.dim, depth=o.depth, heads=o.heads, dim_head=o.dim_head,
                               channels=C, ista_step=o.ista_step, ista_lambda=o.ista_lambda,
-                              dtype="float32", seed=self.cfg.seed)
+                              dtype="float32", seed=self.cfg.seed, attention=self.attention())
         return CRATE(image_size=(H, W), patch_size=o.patch, num_classes=NUM_CLASSES, dim=o.dim,
                      depth=o.depth, heads=o.heads, dim_head=o.dim_head, channels=C,
                      ista_step=o.ista_step, ista_lambda=o.ista_lambda, dropout=o.dropout,
-                     emb_dropout=o.emb_dropout, dtype="float32", seed=self.cfg.seed)
+                     emb_dropout=o.emb_dropout, dtype="float32", seed=self.cfg.seed,
+                     attention=self.attention())
 
     # ------------------------------------------------ one epoch
     def batches(self):

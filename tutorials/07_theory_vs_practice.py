@@ -360,20 +360,21 @@ save(fig, "07_theory_vs_practice.png", dpi=110)
 
 # %% [markdown]
 # The full comparison (`python examples/theory_vs_practice.py --seeds 0 1 2`: d 64,
-# depth 4, 4 heads, patch 7, 6 epochs on 4,000 digits, 1,000 held out; one
-# CPU core under shared load) measured:
+# depth 4, 4 heads, patch 7, 6 epochs on 4,000 digits, 1,000 held out, each
+# run through the training job, `python -m whitebox.train --attention-step
+# exact ...`; two busy CPU cores, with the fused loops) measured:
 #
-# | variant | held-out acc | Rc per layer | Rc falls monotonically | non-zero fraction per layer | CPU s / step | parameters |
+# | variant | held-out acc | Rc per layer | Rc falls monotonically | non-zero fraction per layer | s / step | parameters |
 # |---|---|---|---|---|---|---|
-# | official | 88.6% ± 0.3 | 111 112 108 99 | no | 0.48 0.40 0.39 0.44 | 0.021 | 55,788 |
-# | tied | 83.6% ± 0.7 | 111 110 101 86 | yes | 0.48 0.39 0.39 0.38 | 0.018 | 39,148 |
-# | rate scale | 89.5% ± 1.0 | 113 113 104 94 | no | 0.49 0.47 0.47 0.48 | 0.017 | 55,788 |
-# | exact step | 92.1% ± 0.2 | 116 114 116 118 | no | 0.49 0.37 0.32 0.34 | 0.025 | 55,788 |
-# | all three | 90.9% ± 0.8 | 120 119 120 118 | no | 0.49 0.35 0.30 0.30 | 0.023 | 39,148 |
-# | CRATE-alpha | 87.8% ± 1.5 | 113 108 103 101 | yes | 0.42 0.43 0.45 0.47 | 0.047 | 169,994 |
+# | official | 89.4% ± 0.8 | 111 111 109 101 | no | 0.49 0.41 0.40 0.44 | 0.014 | 55,788 |
+# | tied | 86.0% ± 1.5 | 110 109 101 88 | yes | 0.48 0.39 0.39 0.39 | 0.010 | 39,148 |
+# | rate scale | 90.3% ± 0.9 | 112 114 106 96 | no | 0.49 0.47 0.48 0.47 | 0.010 | 55,788 |
+# | exact step | 92.7% ± 0.4 | 116 114 117 118 | no | 0.49 0.36 0.32 0.33 | 0.029 | 55,788 |
+# | all three | 92.1% ± 1.0 | 121 119 121 120 | no | 0.49 0.35 0.30 0.30 | 0.026 | 39,148 |
+# | CRATE-alpha | 90.1% ± 0.6 | 114 109 104 102 | yes | 0.42 0.43 0.45 0.47 | 0.039 | 169,994 |
 #
-# On this small budget the exact step is the best single change (+3.5
-# points, at 1.2 times the step time); tying the output alone costs 5
+# On this small budget the exact step is the best single change (+3.3
+# points, at about twice the step time); tying the output alone costs 3.4
 # points, but tied together with the rate scale and the exact step (a true
 # gradient step, 30% fewer parameters) it still beats the official model.
 # The measured Rc (unit-length tokens, $\epsilon^2 = 0.01$, the official

@@ -23,7 +23,7 @@ per layer and whether it falls monotonically, non-zero fraction of the
 sparse codes per layer, seconds per training step, parameter count) and
 ``<out>/theory_vs_practice.png``.
 
-    python examples/theory_vs_practice.py                    # a few minutes on two cores
+    python examples/theory_vs_practice.py                    # about a minute on two cores
     python examples/theory_vs_practice.py --seeds 0 1 2      # mean and spread over seeds
     python examples/theory_vs_practice.py --epochs 20 --dim 96
 

@@ -275,7 +275,7 @@ def test_training_job_trains_crate_alpha(tmp_path):
     assert config["model"] == "crate-alpha"
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 1 and 0 <= records[0]["test_acc"] <= 1
-    with pytest.raises((ValueError, SystemExit)):
+    with pytest.raises(ValueError, match="CRATE-alpha has no dropout"):
         train.main(["--model", "crate-alpha", "--dataset", "digits", "--fast",
                     "--dropout", "0.1", "--out", str(tmp_path / "bad"), "--no-progress"])
 

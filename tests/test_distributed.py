@@ -27,11 +27,30 @@ def mpirun():
     return exe
 
 
-def train(out, *extra, ranks=None):
-    cmd = [sys.executable, "-m", "whitebox.train", *SMALL, "--out", str(out), *extra]
+# python -m whitebox.train, with each rank writing the rows of every batch and of its shard
+RECORDING_SHARDS = """
+import os, sys
+from whitebox.training import distributed
+from whitebox.training.threaded import batch_rows
+shard = distributed.DataParallel.shard
+def recording(self, batch):
+    part = shard(self, batch)
+    with open(os.path.join(os.environ["SHARD_LOG"], f"rank{self.rank}"), "a") as f:
+        f.write(f"{batch_rows(batch)} {batch_rows(part)}\\n")
+    return part
+distributed.DataParallel.shard = recording
+from whitebox import train
+train.main(sys.argv[1:])
+"""
+
+
+def train(out, *extra, ranks=None, shard_log=None):
+    job = ["-c", RECORDING_SHARDS] if shard_log else ["-m", "whitebox.train"]
+    cmd = [sys.executable, *job, *SMALL, "--out", str(out), *extra]
     if ranks:
         cmd = [mpirun(), "-n", str(ranks), *cmd, "--distributed"]
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+               SHARD_LOG=str(shard_log or ""))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     return r.stdout
@@ -52,7 +71,12 @@ def assert_same_curve(a, b):
 def test_two_ranks_follow_one_process(tmp_path):
     mpirun()
     train(tmp_path / "one")
-    out = train(tmp_path / "two", ranks=2)
+    (tmp_path / "shards").mkdir()
+    out = train(tmp_path / "two", ranks=2, shard_log=tmp_path / "shards")
+    # each rank trained on its half of every global batch of 48 (192 rows, 2 epochs)
+    for rank in (0, 1):
+        rows = (tmp_path / "shards" / f"rank{rank}").read_text().split("\n")[:-1]
+        assert rows == ["48 24"] * 8, rows
     assert out.count("epoch   1 |") == 1                    # only rank 0 prints the epochs
     assert out.count("test accuracy:") == 1                 # and the last line
     assert_same_curve(curve(tmp_path / "two"), curve(tmp_path / "one"))

@@ -7,6 +7,8 @@ Two levels:
   with them off to round-off, in float64 and float32, and a whole model
   passes its gradient check with them on.
 """
+import threading
+
 import numpy as np
 import pytest
 
@@ -84,7 +86,8 @@ def test_switching_on_without_numba_says_how_to_install(monkeypatch):
     monkeypatch.setattr(fused, "numba", None)
     with pytest.raises(RuntimeError, match=r"whitebox-crate\[fast\]"):
         fused.set_enabled(True)
-    assert fused.set_enabled(False) in (True, False)
+    before = fused.enabled()
+    assert fused.set_enabled(False) is before and not fused.enabled()   # the refusal changed nothing
 
 
 @needs_numba
@@ -99,12 +102,36 @@ def test_setting_holds_inside_its_block_only(fused_on):
 
 # ------------------------------------------------------------ compiled, through the ops
 
-def _both_ways(run):
-    """run() with the loops on, then off (the NumPy arrangement)."""
+LOOPS = ("layernorm_rows_forward", "layernorm_rows_backward", "subtract_row_max",
+         "divide_row_sum", "attention_scores_backward")
+
+
+@pytest.fixture
+def loop_calls(monkeypatch):
+    """Counts the calls of each fused loop (by name) in every thread, and the threads."""
+    calls, threads = {}, {}
+
+    def counting(name, loop):
+        def call(*args):
+            calls[name] = calls.get(name, 0) + 1
+            threads.setdefault(name, set()).add(threading.get_ident())
+            return loop(*args)
+        return call
+    for name in LOOPS:
+        monkeypatch.setattr(fused, name, counting(name, getattr(fused, name)))
+    yield calls, threads
+
+
+def _both_ways(run, loop_calls, expected):
+    """run() with the loops on (the ``expected`` loops must run), then off (none may)."""
+    calls = loop_calls[0]
     with fused.setting(True):
         on = run()
+    assert {name for name in expected if calls.get(name)} == set(expected), calls
+    calls.clear()
     with fused.setting(False):
         off = run()
+    assert not calls, calls
     return on, off
 
 
@@ -117,7 +144,7 @@ def _assert_close_trees(on, off, dtype):
 
 @needs_numba
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_layernorm_with_and_without_the_loops(rng, dtype):
+def test_layernorm_with_and_without_the_loops(rng, dtype, loop_calls):
     x = (rng.standard_normal((3, 11, 40)) * 2 + 0.5).astype(dtype)
     gamma, beta = (1 + 0.3 * rng.standard_normal(40)).astype(dtype), rng.standard_normal(40).astype(dtype)
     dout = rng.standard_normal(x.shape).astype(dtype)
@@ -125,13 +152,13 @@ def test_layernorm_with_and_without_the_loops(rng, dtype):
     def run():
         y, cache = F.layernorm_forward(x, gamma, beta)
         return (y,) + F.layernorm_backward(dout, cache)
-    _assert_close_trees(*_both_ways(run), dtype)
+    _assert_close_trees(*_both_ways(run, loop_calls, LOOPS[:2]), dtype)
 
 
 @needs_numba
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("causal", [False, True])
-def test_mssa_with_and_without_the_loops(rng, dtype, causal):
+def test_mssa_with_and_without_the_loops(rng, dtype, causal, loop_calls):
     B, N, d, K = 2, 9, 12, 3
     x = rng.standard_normal((B, N, d)).astype(dtype)
     W_qkv, W_out = (0.4 * rng.standard_normal(s).astype(dtype) for s in ((d, d), (d, d)))
@@ -141,7 +168,7 @@ def test_mssa_with_and_without_the_loops(rng, dtype, causal):
     def run():
         y, cache = F.mssa_forward(x, W_qkv, W_out, b_out, K, causal=causal)
         return (y, cache["attn"]) + tuple(F.mssa_backward(dout, cache))
-    _assert_close_trees(*_both_ways(run), dtype)
+    _assert_close_trees(*_both_ways(run, loop_calls, LOOPS[2:]), dtype)
 
 
 @needs_numba
@@ -159,19 +186,27 @@ def test_attention_maps_of_the_loops_are_the_softmax_of_the_scores(rng, fused_on
 
 
 @needs_numba
-def test_whole_model_gradient_check_with_the_loops(fused_on):
+def test_whole_model_gradient_check_with_the_loops(fused_on, loop_calls):
     model = CRATE(image_size=8, patch_size=4, channels=2, num_classes=3, dim=8, depth=2,
                   heads=2, dim_head=4, dtype="float64", seed=3)
     x = np.random.default_rng(1).standard_normal((2, 2, 8, 8))
     errors = check_module(model, [x], tol=1e-6, floor=1e-4)    # the tolerances of test_crate
     assert set(errors) == set(model.state_dict()) | {"input 0"}
+    assert set(loop_calls[0]) == set(LOOPS)                    # every loop took part
+
+
+@needs_numba
+def test_the_loops_are_compiled_to_release_the_gil():
+    """What lets the --threads shards run them at once."""
+    for name in LOOPS:
+        assert getattr(fused, name).targetoptions.get("nogil") is True, name
 
 
 @needs_numba
 @pytest.mark.parametrize("task_name", ["classify", "lm"])
-def test_shards_run_the_loops_at_once_and_equal_one_step(fused_on, task_name):
-    """The loops release the GIL: two shard threads run them at the same time,
-    and the step still equals one step on the whole batch."""
+def test_shard_threads_each_run_the_loops_and_equal_one_step(fused_on, loop_calls, task_name):
+    """Both shard threads run the loops (which release the GIL, test above), and the
+    step still equals one step on the whole batch."""
     from test_threaded import _images, _one_step_vs_shards, _task
     task = _task(task_name)
     if task_name == "classify":
@@ -184,6 +219,9 @@ def test_shards_run_the_loops_at_once_and_equal_one_step(fused_on, task_name):
         batch = next(iter(task.batches()))
         build = task.build_model
     _one_step_vs_shards(task, build, batch, 2)
+    calls, threads = loop_calls
+    for name in LOOPS:
+        assert len(threads.get(name, ())) >= 2, (name, calls)   # the whole step, and 2 shards
 
 
 @pytest.mark.parametrize("on", [False, pytest.param(True, marks=needs_numba)])

@@ -8,7 +8,8 @@ from whitebox.models import CRATE, CRATEMAE, CRATEAlpha, CRATEGPT
 from whitebox.optim import AdamW
 from whitebox.tasks import get_task
 from whitebox.training import make_config
-from whitebox.training.threaded import ShardThreads, plan, split_batch
+from whitebox.nn import Linear, Module
+from whitebox.training.threaded import ShardThreads, batch_rows, plan, split_batch
 
 
 def _task(name, **given):
@@ -21,15 +22,25 @@ def _grads(model):
 
 
 def _one_step_vs_shards(task, build, batch, workers):
+    """One train_step on the whole batch vs ShardThreads' step: each shard went to its own
+    replica, in its own thread, the shards add up to the batch, and the results agree."""
     whole, split = build(), build()
     whole.zero_grad()
     loss, sums = task.train_step(whole, batch)
     engine = ShardThreads(split, workers)
+    seen = []                                       # (replica, thread, rows) of every shard
+
+    def recording_step(model, shard):
+        seen.append((id(model), threading.get_ident(), batch_rows(shard)))
+        return task.train_step(model, shard)
     try:
         split.zero_grad()
-        loss_s, sums_s = engine.step(task.train_step, batch)
+        loss_s, sums_s = engine.step(recording_step, batch)
     finally:
         engine.close()
+    rows, parts = batch_rows(batch), min(workers, batch_rows(batch))
+    assert len(seen) == parts and sum(r for _, _, r in seen) == rows
+    assert len({m for m, _, _ in seen}) == len({t for _, t, _ in seen}) == parts
     np.testing.assert_allclose(float(loss_s), float(loss), rtol=1e-5)
     assert sums_s.keys() == sums.keys()
     for k in sums:
@@ -127,12 +138,25 @@ def test_replica_shares_parameters_not_gradients_or_caches():
 
 
 def test_replica_points_tied_references_at_twins():
-    model = CRATEGPT(vocab_size=11, block_size=8, dim=16, depth=1, heads=2)
+    """A module that refers to another module of the tree outside its children (a tied
+    weight) refers to that module's twin in the replica, never to the original."""
+    class Tied(Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = Linear(3, 4)
+            object.__setattr__(self, "decoder_source", self.encoder)   # not a child
+
+    model = Tied()
+    assert "decoder_source" not in model._modules
     twin = model.replica()
+    assert twin.encoder is not model.encoder
+    assert twin.decoder_source is twin.encoder
+    assert twin.encoder.param("weight") is model.encoder.param("weight")   # shared arrays
     originals = {id(m) for _, m in model.named_modules()}
-    for _, m in twin.named_modules():
+    gpt_twin = CRATEGPT(vocab_size=11, block_size=8, dim=16, depth=1, heads=2).replica()
+    for _, m in gpt_twin.named_modules():
         for name, value in vars(m).items():
-            if hasattr(value, "_params") and name != "__dict__":
+            if isinstance(value, Module):
                 assert id(value) not in originals, f"{type(m).__name__}.{name}"
 
 

@@ -38,7 +38,7 @@ def test_lm_fast_run_prints_loss_baseline_and_samples(tmp_path, capsys):
     assert re.fullmatch(r"test loss: \d+\.\d{3} nats/char \(bigram baseline \d+\.\d{3}\)",
                         out[-1])
     assert any(line.startswith("  sample 1: ") for line in out)
-    assert history[-1]["test_loss"] < history[0]["test_loss"] + 0.5
+    assert history[-1]["test_loss"] < history[0]["test_loss"] - 0.05     # it learns (4.19 -> 4.02)
     assert len(history[-1]["rc"]) == len(history[-1]["nonzero"]) == 2
     for name in ("curves.png", "layers.png", "atoms.png", "checkpoint.npz", "metrics.jsonl"):
         assert (tmp_path / "run" / name).exists(), name

@@ -209,6 +209,19 @@ def test_a_fresh_run_moves_an_earlier_run_aside(tmp_path, mnist_folder):
     assert sorted(os.listdir(out / "earlier")) == [old_id]
 
 
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_run_that_cannot_start_leaves_the_earlier_run_alone(tmp_path, mnist_folder, overwrite):
+    """Settings that fail only on the data or the model (a patch that does not divide the
+    images) are refused before the folder is touched, --overwrite or not."""
+    out = tmp_path / "run"
+    _run(out, mnist_folder, "--epochs", "2", "--stop-after", "1", "--no-figures")
+    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    with pytest.raises(ValueError, match="patch must divide the 28x28 images"):
+        _run(out, mnist_folder, "--patch", "5", *(["--overwrite"] if overwrite else []))
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+    assert len(_run(out, mnist_folder, "--resume")) == 2              # and still resumable
+
+
 def test_resume_refuses_files_of_another_run(tmp_path, mnist_folder):
     a, b = tmp_path / "a", tmp_path / "b"
     for out in (a, b):

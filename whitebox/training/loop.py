@@ -2,10 +2,12 @@
 
 ``train(cfg)`` runs (or resumes) the task named by ``cfg.task``:
 
-  1. the run folder: a fresh run moves an earlier run aside; ``--resume``
-     reads config.json and refuses files of another run (see runs.py);
+  1. ``--resume`` reads config.json and refuses files of another run (see
+     runs.py);
   2. the task loads and checks its data once, on the host, and builds the
-     model; AdamW with a warm-up + cosine schedule;
+     model; only then does a fresh run move an earlier run in the folder
+     aside, so settings that fail here lose nothing; AdamW with a warm-up +
+     cosine schedule;
   3. per epoch: the task's batches, each a zero_grad / forward + loss +
      backward (the task's ``train_step``; with ``--threads W`` on NumPy, on
      W shards of the batch in W threads, see threaded.py) / clip / step; then the task's
@@ -62,13 +64,15 @@ def train(cfg):
     if cfg.resume:
         saved = run.open_for_resume()
         _check_resumable(task_cls, cfg, saved)
-    else:
-        run.start_fresh(cfg.overwrite)
 
     task = task_cls(cfg)
     rng = np.random.default_rng(cfg.seed)        # data order and augmentation: checkpointed
     task.setup(rng)
     model = task.build_model().to(cfg.backend)
+    if not cfg.resume:
+        # only now that the data and the model are known to work: an earlier run in
+        # the folder is moved aside (or deleted) by a run that can start
+        run.start_fresh(cfg.overwrite)
     optimizer = AdamW(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = task.steps_per_epoch()
     total_steps = cfg.epochs * steps_per_epoch

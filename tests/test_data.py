@@ -193,6 +193,10 @@ def test_load_dataset_names_and_paths():
         load_dataset("imagenet")
     with pytest.raises(ValueError, match="--data"):
         load_dataset("cifar10")
+    for bundled in ("mnist5k", "digits"):           # a path they would ignore is refused
+        with pytest.raises(ValueError, match=f"{bundled!r} ships with an installed package, "
+                                             "got path '/nowhere'"):
+            load_dataset(bundled, "/nowhere")
 
 
 # ------------------------------------------------------------------ split / normalise

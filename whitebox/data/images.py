@@ -268,6 +268,9 @@ def load_dataset(name, path=None, n_test=None, seed=0):
             raise ValueError(f"dataset {name!r} is read from files you downloaded: pass "
                              "their folder as path (--data PATH)")
         return load_mnist(path) if name == "mnist" else load_cifar10(path)
+    if path is not None:
+        raise ValueError(f"path (--data) is read only for the datasets 'mnist' and 'cifar10'; "
+                         f"{name!r} ships with an installed package, got path {path!r}")
     images, labels = load_mnist_5k() if name == "mnist5k" else load_digits()
     if n_test is None:
         n_test = 1000 if name == "mnist5k" else 297

@@ -189,10 +189,27 @@ def test_load_state_dict_non_strict_reports_instead_of_raising():
 def test_load_state_dict_rejects_bad_values():
     with pytest.raises(TypeError, match=r"state must be a dict of arrays, got list"):
         Linear(2, 2).load_state_dict([])
-    with pytest.raises(TypeError, match=r"key 'weight' must hold an array, got list"):
+    with pytest.raises(TypeError, match=r"key 'weight' must hold a NumPy or CuPy array, "
+                                        r"got builtins.list"):
         Linear(2, 2).load_state_dict({"weight": [[1, 2], [3, 4]], "bias": np.zeros(2)})
     with pytest.raises(ValueError, match=r"key 'bias' holds NaN"):
         Linear(2, 2).load_state_dict({"weight": np.zeros((2, 2)), "bias": np.full(2, np.nan)})
+    layer = Linear(2, 2)                          # float32: 1e39 does not fit, nothing changes
+    before = layer.param("weight").copy()
+    with pytest.raises(ValueError, match=r"key 'bias' holds NaN or infinite values "
+                                         r"\(in the model's float32\)"):
+        layer.load_state_dict({"weight": np.ones((2, 2)), "bias": np.full(2, 1e39)})
+    np.testing.assert_array_equal(layer.param("weight"), before)
+
+
+def test_load_state_dict_says_how_to_load_torch_tensors():
+    torch = pytest.importorskip("torch")
+    layer = Linear(2, 2)
+    state = {k: torch.from_numpy(v) for k, v in layer.state_dict().items()}
+    with pytest.raises(TypeError, match=r"key 'weight' must hold a NumPy or CuPy array, got "
+                                        r"torch.Tensor \(convert with t.numpy\(\), or read an "
+                                        r"official checkpoint with whitebox.interop.load_official"):
+        layer.load_state_dict(state)
 
 
 # -------------------------------------------------------------- gradients

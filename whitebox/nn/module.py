@@ -156,9 +156,13 @@ class Module:
             if key not in state:
                 continue
             src, dst = state[key], mod._params[p]
-            if not hasattr(src, "shape") or not hasattr(src, "dtype"):
-                raise TypeError(f"load_state_dict: key {key!r} must hold an array, "
-                                f"got {type(src).__name__}")
+            if not isinstance(src, np.ndarray) and get_array_module(src) is np:
+                kind = f"{type(src).__module__}.{type(src).__name__}"
+                raise TypeError(f"load_state_dict: key {key!r} must hold a NumPy or CuPy "
+                                f"array, got {kind}" + (
+                                    " (convert with t.numpy(), or read an official "
+                                    "checkpoint with whitebox.interop.load_official)"
+                                    if kind.startswith("torch") else ""))
             if tuple(src.shape) != tuple(dst.shape):
                 raise ValueError(f"load_state_dict: key {key!r} has shape {tuple(src.shape)}, "
                                  f"expected {tuple(dst.shape)}")
@@ -168,11 +172,14 @@ class Module:
             xp = get_array_module(dst)
             if get_array_module(src) is not xp:
                 src = backend.to_device(backend.to_numpy(src), backend.backend_name(dst))
+            with np.errstate(over="ignore"):             # float64 beyond float32: inf, refused
+                src = src.astype(dst.dtype, copy=False)
             if not bool(xp.all(xp.isfinite(src))):
-                raise ValueError(f"load_state_dict: key {key!r} holds NaN or infinite values")
+                raise ValueError(f"load_state_dict: key {key!r} holds NaN or infinite values"
+                                 f" (in the model's {dst.dtype})")
             ready.append((src, dst))
         for src, dst in ready:
-            dst[...] = src.astype(dst.dtype, copy=False)
+            dst[...] = src
         return {"missing": missing, "unexpected": unexpected}
 
     # ------------------------------------------------------------ state

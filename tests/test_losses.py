@@ -127,3 +127,24 @@ def test_bad_logits_and_smoothing():
 def test_mse_shape_mismatch():
     with pytest.raises(ValueError, match=r"pred has shape \(3, 4\) but target has \(4, 3\)"):
         mse(np.zeros((3, 4)), np.zeros((4, 3)))
+
+
+def test_mse_refuses_nan():
+    with pytest.raises(ValueError, match="pred contains NaN or infinite values"):
+        mse(np.full((2, 2), np.nan), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="target contains NaN or infinite values"):
+        mse(np.zeros((2, 2)), np.full((2, 2), np.inf))
+
+
+def test_accuracy_checks_its_labels_as_the_loss_does():
+    logits = np.eye(4)
+    with pytest.raises(ValueError, match=r"labels must have shape \(4,\)"):
+        accuracy(logits, np.arange(4)[:, None])        # would broadcast to (4, 4) unchecked
+    with pytest.raises(ValueError, match=r"labels must have shape \(4,\)"):
+        accuracy(logits, np.arange(3))
+    with pytest.raises(ValueError, match="labels"):
+        accuracy(logits, np.array([0, 1, 2, 4]))
+    with pytest.raises(TypeError, match="labels"):
+        accuracy(logits, np.arange(4.0))
+    with pytest.raises(ValueError, match="logits"):
+        accuracy(np.zeros(4), np.arange(4))

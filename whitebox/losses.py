@@ -68,10 +68,17 @@ def mse(pred, target):
     if pred.size == 0:
         raise ValueError(f"mse: pred is empty (shape {tuple(pred.shape)}); a mean over no "
                          "elements is undefined")
+    check_finite("pred", pred)
+    check_finite("target", target)
     diff = pred - target
     return (diff * diff).mean(), diff * (2.0 / diff.size)
 
 
 def accuracy(logits, labels):
-    """Fraction of rows whose arg-max equals the label (a 0-d array, like the losses)."""
+    """Fraction of rows whose arg-max equals the label (a 0-d array, like the losses).
+
+    Inputs as cross_entropy's: logits (B, C), labels (B,) integers in [0, C).
+    """
+    check_array("logits", logits, ndim=2)
+    check_labels(labels, logits.shape[1], logits.shape[0], like=logits)
     return (logits.argmax(axis=1) == labels).mean()

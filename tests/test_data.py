@@ -293,6 +293,25 @@ def test_batch_loader_errors():
         BatchLoader(images[:, 0], labels, 2, shuffle=False)
 
 
+@pytest.mark.parametrize("images,mean,std,error,message", [
+    (np.zeros((4, 1, 2, 2), np.uint8), [0.1], [0.3], TypeError,
+     r"images must be floating-point to normalise, got uint8; convert with "
+     r"images.astype\(np.float32\) / 255"),
+    (np.zeros((4, 1, 2, 2), np.float32), [0.1, 0.2, 0.3], [0.3], ValueError,
+     r"mean must hold one finite number per channel \(1\), got \[0.1, 0.2, 0.3\]"),
+    (np.zeros((4, 3, 2, 2), np.float32), [0.1] * 3, None, ValueError,
+     r"std must hold one finite number per channel \(3\), got None"),
+    (np.zeros((4, 1, 2, 2), np.float32), [0.1], [0.0], ValueError,
+     r"std must be positive in every channel, got \[0.0\]"),
+])
+def test_normalising_needs_float_images_and_one_mean_and_std_per_channel(images, mean, std,
+                                                                          error, message):
+    with pytest.raises(error, match=message):
+        BatchLoader(images, np.arange(4), 2, shuffle=False, mean=mean, std=std)
+    with pytest.raises(error, match=message):
+        normalize(images, mean, std)
+
+
 def test_float_labels_are_refused_never_truncated(tmp_path, monkeypatch):
     import whitebox.data.loader as loader_module
     images = np.zeros((4, 1, 2, 2), np.float32)

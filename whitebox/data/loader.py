@@ -52,8 +52,24 @@ def channel_stats(images):
     return mean.astype(np.float32), std.astype(np.float32)
 
 
+def _check_stats(images, mean, std):
+    """Floating images; one finite mean and one positive std per channel."""
+    if images.dtype.kind != "f":
+        raise TypeError(f"images must be floating-point to normalise, got {images.dtype}; "
+                        "convert with images.astype(np.float32) / 255")
+    channels = images.shape[1]
+    for name, value in (("mean", mean), ("std", std)):
+        a = np.asarray(value, dtype=np.float64) if value is not None else np.zeros(0)
+        if a.size != channels or not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} must hold one finite number per channel ({channels}), "
+                             f"got {value!r}")
+    if np.any(np.asarray(std, dtype=np.float64) <= 0):
+        raise ValueError(f"std must be positive in every channel, got {std!r}")
+
+
 def normalize(images, mean, std):
     """(images - mean_c) / std_c per channel. images (n, C, H, W) -> same shape."""
+    _check_stats(images, mean, std)
     mean = np.asarray(mean, dtype=images.dtype).reshape(1, -1, 1, 1)   # (1, C, 1, 1)
     std = np.asarray(std, dtype=images.dtype).reshape(1, -1, 1, 1)
     return (images - mean) / std
@@ -109,6 +125,8 @@ class BatchLoader:
         if drop_last and batch_size > len(images):
             raise ValueError(f"batch_size {batch_size} exceeds the {len(images)} samples and "
                              "drop_last is set: no batch would be produced")
+        if mean is not None or std is not None:
+            _check_stats(images, mean, std)       # once here, not a surprise at the first batch
         self.images, self.labels = images, labels.astype(np.int64, copy=False)
         self.batch_size, self.rng, self.shuffle = int(batch_size), rng, bool(shuffle)
         self.max_shift, self.drop_last, self.backend = int(max_shift), bool(drop_last), backend

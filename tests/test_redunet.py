@@ -93,3 +93,30 @@ def test_bad_use_is_refused(mixture):
         ReduNet(depth=0)
     with pytest.raises(ValueError, match="labels"):
         ReduNet(depth=2).construct(Z, y[:-1])
+    with pytest.raises(TypeError, match="construct needs labels"):
+        ReduNet(depth=2).construct(Z, None)
+    with pytest.raises(ValueError, match="non-empty"):
+        ReduNet(depth=2).construct(Z[:0], y[:0])
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match=f"num_classes must be a positive integer, got {bad}"):
+            ReduNet(depth=2).construct(Z, y, num_classes=bad)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\) \(num_classes\), found"):
+        ReduNet(depth=2).construct(Z, y, num_classes=2)
+    with pytest.raises(ValueError, match="Z contains NaN"):
+        ReduNet(depth=2).construct(np.full_like(Z, np.nan), y)
+
+
+def test_new_samples_must_fit_the_constructed_network(mixture):
+    Z, y = mixture
+    net = ReduNet(depth=1)
+    net.construct(Z, y)
+    d, k = Z.shape[1], net.num_classes
+    with pytest.raises(ValueError, match=f"Z has d = {d - 1} features; the network was "
+                                         f"constructed on d = {d}"):
+        net.transform(Z[:, :-1])
+    with pytest.raises(ValueError, match=f"Z has d = {d - 1} features"):
+        net.predict(Z[:, :-1])
+    with pytest.raises(ValueError, match="Z contains NaN"):
+        net.transform(np.full_like(Z, np.nan))
+    with pytest.raises(ValueError, match=rf"labels must lie in \[0, {k}\)"):
+        net.transform(Z, labels=np.full(len(Z), k))

@@ -28,6 +28,7 @@ import numbers
 
 
 from ..backend import get_array_module, to_numpy
+from ..functional._checks import check_finite
 from ..rate import mcr2_loss
 
 
@@ -123,16 +124,27 @@ class ReduNet:
         self.history = []           # Delta R of the training features, input then each layer
         self.num_classes = None
 
-    def _check(self, Z, labels=None):
+    def _check(self, Z, labels=None, num_classes=None, d=None):
+        """Z (N, d) floating and finite, N >= 1 (d as constructed, when given); labels (N,)
+        integers in [0, num_classes) when given."""
         xp = get_array_module(Z)
-        if not isinstance(Z, xp.ndarray) or Z.ndim != 2 or Z.dtype.kind != "f":
-            raise ValueError(f"Z must be a floating array of shape (N, d) (samples as rows), "
-                             f"got {type(Z).__name__} of shape {getattr(Z, 'shape', None)}")
-        if labels is not None:
-            lab = to_numpy(labels)
-            if lab.shape != (Z.shape[0],) or lab.dtype.kind not in "iu" or lab.min() < 0:
-                raise ValueError(f"labels must be {Z.shape[0]} non-negative integers (one per "
-                                 f"row of Z), got dtype {lab.dtype} and shape {lab.shape}")
+        if not isinstance(Z, xp.ndarray) or Z.ndim != 2 or Z.dtype.kind != "f" or not Z.size:
+            raise ValueError(f"Z must be a non-empty floating array of shape (N, d) (samples "
+                             f"as rows), got {type(Z).__name__} of shape "
+                             f"{getattr(Z, 'shape', None)}")
+        if d is not None and Z.shape[1] != d:
+            raise ValueError(f"Z has d = {Z.shape[1]} features; the network was constructed "
+                             f"on d = {d}")
+        check_finite("Z", Z)
+        if labels is None:
+            return
+        lab = to_numpy(labels)
+        if lab.shape != (Z.shape[0],) or lab.dtype.kind not in "iu" or lab.min() < 0:
+            raise ValueError(f"labels must be {Z.shape[0]} non-negative integers (one per "
+                             f"row of Z), got dtype {lab.dtype} and shape {lab.shape}")
+        if num_classes is not None and lab.max() >= num_classes:
+            raise ValueError(f"labels must lie in [0, {num_classes}) (num_classes), found "
+                             f"{int(lab.max())}")
 
     def rate_reduction(self, Z, labels):
         """Delta R = R(Z) - Rc(Z | labels) of features Z (the MCR^2 objective, maximised)."""
@@ -147,7 +159,13 @@ class ReduNet:
         (memberships = the true labels). Returns: Z after the last layer,
         (N, d) unit rows. Sets ``layers`` and ``history``.
         """
-        self._check(Z, labels)
+        if labels is None:
+            raise TypeError("construct needs labels (N,) ints: ReduNet builds each layer "
+                            "from the classes of its training features")
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(
+                num_classes, numbers.Integral) or num_classes < 1):
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        self._check(Z, labels, num_classes)
         self.num_classes = int(to_numpy(labels).max()) + 1 if num_classes is None \
             else int(num_classes)
         Z = _normalize_rows(Z)
@@ -174,7 +192,7 @@ class ReduNet:
         if not self.layers:
             raise RuntimeError("ReduNet.transform called before construct: build the "
                                "layers from labelled data first")
-        self._check(Z, labels)
+        self._check(Z, labels, self.num_classes, d=self.layers[0][0].shape[0])
         Z = _normalize_rows(Z)
         features = [Z]
         for E, C, gamma in self.layers:

@@ -377,6 +377,13 @@ def test_encode_capture_and_reconstruct():
                                   target[mask == 0])
     np.testing.assert_allclose(wb.functional.patchify_forward(rec, 2)[0][mask == 1],
                                pred[mask == 1])
+    # what does not belong together is named, not broadcast
+    with pytest.raises(ValueError, match=r"pred must have shape \(B, L, P\) = \(3, 16, 8\)"):
+        m.reconstruct(pred[:2], x, mask)
+    with pytest.raises(ValueError, match=r"mask must have shape \(B, L\) = \(3, 16\)"):
+        m.reconstruct(pred, x, mask[:, :-1])
+    with pytest.raises(ValueError, match="images"):
+        m.reconstruct(pred, x[:, :, :6], mask)
     with pytest.raises(RuntimeError, match="before forward"):
         m.encode(x)
         m.backward()

@@ -312,8 +312,17 @@ class CRATEMAE(Module):
 
     def reconstruct(self, pred, images, mask):
         """Images (B, C, H, W) with the removed patches taken from ``pred`` (pixel units;
-        with norm_pix_loss each predicted patch is put back on its own mean and std)."""
+        with norm_pix_loss each predicted patch is put back on its own mean and std).
+
+        Inputs: pred (B, L, P) as forward returns it, images (B, C, H, W), mask (B, L).
+        """
+        self._check_images(images)
         target, _ = patchify_forward(images.astype(self.dtype, copy=False), self.patch_hw)
+        check_array("pred", pred)
+        if tuple(pred.shape) != tuple(target.shape):
+            raise ValueError(f"pred must have shape (B, L, P) = {tuple(target.shape)} for these "
+                             f"images (as forward returns it), got {tuple(pred.shape)}")
+        mask = self._check_mask(mask, images.shape[0], for_loss=False)
         if self.norm_pix_loss:
             P = target.shape[-1]
             mean = target.mean(axis=-1, keepdims=True)

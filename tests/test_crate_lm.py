@@ -267,6 +267,26 @@ def test_mask_tokens_follows_bert():
     np.testing.assert_array_equal(again[0], inputs)   # the generator makes it reproducible
 
 
+@pytest.mark.parametrize("mask_id,vocab_size,ignore_index,message", [
+    (20, 20, -1, r"mask_id must be an integer in \[0, 20\), got 20"),
+    (-1, 20, -1, r"mask_id must be an integer in \[0, 20\), got -1"),
+    (2.5, 20, -1, r"mask_id must be an integer in \[0, 20\), got 2.5"),
+    (0, 1, -1, r"vocab_size must be an integer >= 2 \(the mask and one other token\), got 1"),
+    (19, 20, 3, r"ignore_index must be an integer outside \[0, 20\) \(a class id would drop "
+                r"that class's targets\), got 3"),
+])
+def test_mask_tokens_names_its_bad_arguments(mask_id, vocab_size, ignore_index, message):
+    x = ids((2, 10), vocab=1, seed=1)
+    with pytest.raises(ValueError, match=message):
+        mask_tokens(x, mask_id, vocab_size, np.random.default_rng(0), ignore_index=ignore_index)
+
+
+def test_token_cross_entropy_refuses_a_class_id_as_ignore_index():
+    logits, targets = np.zeros((2, 3, 5)), np.zeros((2, 3), np.int64)
+    with pytest.raises(ValueError, match=r"ignore_index must be an integer outside \[0, 5\)"):
+        token_cross_entropy_forward(logits, targets, ignore_index=0)
+
+
 def test_mask_token_is_the_last_id_by_default():
     assert tiny(CRATEBERT).mask_id == 6
     with pytest.raises(ValueError, match="mask_id"):

@@ -36,6 +36,7 @@ from ..backend import backend_name, to_device, to_numpy
 from ..functional._blas import matmul_rows
 from ..functional._checks import check_dout, check_positive_int, check_probability, check_real
 from ..functional.embedding import check_ids
+from ..functional.token_cross_entropy import check_ignore_index
 from ..nn import Dropout, Embedding, LayerNorm, Module, ModuleList
 from ..nn.layers import _rng
 from ..nn.lm_layers import LM_CAPTURE_KEYS, LMBlock
@@ -316,12 +317,16 @@ class CRATEBERT(CRATELanguageModel):
                  seed=0, mask_id=None):
         super().__init__(vocab_size, block_size, dim, depth, heads, variant, expansion,
                          ista_step, ista_lambda, dropout, dtype, seed)
-        mask_id = vocab_size - 1 if mask_id is None else mask_id
-        if isinstance(mask_id, bool) or not isinstance(mask_id, (int, np.integer)) or \
-                not 0 <= mask_id < vocab_size:
-            raise ValueError(f"mask_id must be an integer in [0, {vocab_size}), got {mask_id!r}")
-        self.mask_id = int(mask_id)
+        self.mask_id = _check_mask_id(vocab_size - 1 if mask_id is None else mask_id,
+                                      vocab_size)
         self.config["mask_id"] = self.mask_id
+
+
+def _check_mask_id(mask_id, vocab_size):
+    if isinstance(mask_id, bool) or not isinstance(mask_id, (int, np.integer)) or \
+            not 0 <= mask_id < vocab_size:
+        raise ValueError(f"mask_id must be an integer in [0, {vocab_size}), got {mask_id!r}")
+    return int(mask_id)
 
 
 def mask_tokens(idx, mask_id, vocab_size, rng, mask_prob=0.15, ignore_index=-1):
@@ -335,6 +340,12 @@ def mask_tokens(idx, mask_id, vocab_size, rng, mask_prob=0.15, ignore_index=-1):
     (a numpy Generator, saved with the checkpoint) on the CPU.
     """
     mask_prob = check_real("mask_prob", mask_prob, 0.0, 1.0, low_open=True)
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or \
+            vocab_size < 2:
+        raise ValueError(f"vocab_size must be an integer >= 2 (the mask and one other token), "
+                         f"got {vocab_size!r}")
+    mask_id = _check_mask_id(mask_id, vocab_size)
+    check_ignore_index(ignore_index, vocab_size)
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy Generator, got {type(rng).__name__}")
     ids = to_numpy(idx)

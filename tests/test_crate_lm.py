@@ -463,3 +463,22 @@ def test_overcomplete_ista_never_forms_the_gram_matrix():
     D = np.random.default_rng(1).standard_normal((4, 16))
     _, cache = overcomplete_ista_forward(x, D, 0.1, 0.1)
     assert all(getattr(a, "shape", None) != (16, 16) for a in cache)
+
+
+def test_generate_refuses_a_prompt_dtype_too_narrow_for_the_vocabulary():
+    m = CRATEGPT(vocab_size=300, block_size=8, dim=8, depth=1, heads=2, seed=0)
+    prompt = np.zeros((1, 2), np.uint8)
+    with pytest.raises(ValueError, match=r"idx has dtype uint8, which cannot hold the ids up to "
+                                         r"vocab_size - 1 = 299"):
+        m.generate(prompt, 3)
+    assert m.generate(prompt.astype(np.int16), 3).dtype == np.int16     # wide enough: kept
+
+
+@pytest.mark.parametrize("bad", ["a", -1, 1.5])
+def test_seeds_and_generators_are_named(bad):
+    with pytest.raises(ValueError, match=rf"seed must be a non-negative integer, a numpy "
+                                         rf"Generator or None, got {bad!r}"):
+        CRATEGPT(vocab_size=7, block_size=8, dim=8, depth=1, heads=2, seed=bad)
+    m = CRATEGPT(vocab_size=7, block_size=8, dim=8, depth=1, heads=2, seed=0)
+    with pytest.raises(ValueError, match=r"rng must be a non-negative integer"):
+        m.generate(np.zeros((1, 2), np.int64), 1, rng=bad)

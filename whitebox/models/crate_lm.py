@@ -268,7 +268,11 @@ class CRATEGPT(CRATELanguageModel):
         if top_k is not None:
             top_k = check_positive_int("top_k", top_k)
         self._check_idx(idx[:, -self.block_size:] if getattr(idx, "ndim", 0) == 2 else idx)
-        rng = _rng(rng if rng is not None else 0)
+        if np.iinfo(idx.dtype).max < self.config["vocab_size"] - 1:
+            raise ValueError(f"idx has dtype {idx.dtype}, which cannot hold the ids up to "
+                             f"vocab_size - 1 = {self.config['vocab_size'] - 1} that generate "
+                             "appends; pass idx.astype(np.int64)")
+        rng = _rng(rng if rng is not None else 0, "rng")
         self.eval()
         xp = self.xp
         out = idx

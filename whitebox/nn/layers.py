@@ -12,8 +12,15 @@ from ..functional._checks import check_positive_int, check_probability, check_re
 from .module import Module
 
 
-def _rng(seed):
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+def _rng(seed, name="seed"):
+    """A numpy Generator: ``seed`` itself, or one seeded with a non-negative integer (or None)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or seed < 0):
+        raise ValueError(f"{name} must be a non-negative integer, a numpy Generator or None, "
+                         f"got {seed!r}")
+    return np.random.default_rng(seed)
 
 
 def uniform_init(rng, shape, bound):

@@ -446,3 +446,44 @@ def test_generators_lists_each_dropout_generator_once():
     model = Sequential(Linear(2, 2), a, Sequential(b, ReLU()))
     gens = model.generators()
     assert gens == {"1": a.rng, "2.0": b.rng}
+
+
+def _overcomplete(tied):
+    from whitebox.nn import OvercompleteISTA
+    return OvercompleteISTA(4, 2, tied=tied, dtype="float64")
+
+
+def _alpha_layer():
+    from whitebox.nn import AlphaLayer
+    return AlphaLayer(4, 2, 2, dtype="float64")
+
+
+def _lm_block():
+    from whitebox.nn import LMBlock
+    return LMBlock(4, 2, 1, dtype="float64")
+
+
+@pytest.mark.parametrize("make,x,name", [
+    (lambda: _overcomplete(True), np.ones((2, 3, 4)), "OvercompleteISTA"),
+    (lambda: _overcomplete(False), np.ones((2, 3, 4)), "OvercompleteISTA"),
+    (_alpha_layer, np.ones((2, 3, 4)), "OvercompleteISTA"),
+    (_lm_block, np.ones((2, 3, 4)), "OvercompleteISTA"),
+    (lambda: Dropout(0.5), np.ones((2, 3, 4)), "Dropout"),
+    (lambda: Dropout(0.0), np.ones((2, 3, 4)), "Dropout"),
+    (lambda: Embedding(5, 4), np.array([[0, 1, 2]]), "embedding"),
+])
+def test_backward_names_a_dout_of_the_wrong_shape(make, x, name):
+    """The shape of the upstream gradient is checked where a module's backward begins,
+    not discovered by a product deep inside (or broadcast)."""
+    import re
+    m = make()
+    out = m(x)
+    with pytest.raises(ValueError, match=re.escape(f"{name} backward: dout has shape (10, 4), "
+                                                   f"expected {tuple(out.shape)}")):
+        m.backward(np.zeros((10, 4)))
+
+
+def test_overcomplete_ista_tied_must_be_a_bool():
+    from whitebox.nn import OvercompleteISTA
+    with pytest.raises(TypeError, match="tied must be True or False, got 'no'"):
+        OvercompleteISTA(4, tied="no")

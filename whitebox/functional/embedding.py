@@ -1,5 +1,6 @@
 """Embedding lookup: integer ids -> rows of a table."""
 from ..backend import checks_values, get_array_module
+from ._checks import check_dout
 
 
 def check_ids(name, ids, num):
@@ -28,6 +29,7 @@ def embedding_forward(ids, W):
 def embedding_backward(dout, cache):
     """dW[v] = sum of dout rows whose id is v (scatter-add: repeated ids accumulate)."""
     ids, shape = cache
+    check_dout("embedding", dout, tuple(ids.shape) + (shape[1],))
     xp = get_array_module(dout)
     dW = xp.zeros(shape, dtype=dout.dtype)
     # dW[ids] += dout would keep only one row per repeated id; add.at sums them all

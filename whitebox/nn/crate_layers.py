@@ -12,7 +12,8 @@ import math
 
 from .. import functional as F
 from ..functional._blas import matmul_rows
-from ..functional._checks import check_positive_int, check_probability, check_real
+from ..functional._checks import (check_dout, check_positive_int, check_probability,
+                                 check_real)
 from ..functional.mssa import STEPS
 from .layers import LayerNorm, Linear, _rng, uniform_init
 from .module import Module, Sequential
@@ -230,7 +231,9 @@ class OvercompleteISTA(Module):
         dim, expansion = check_positive_int("dim", dim), check_positive_int("expansion", expansion)
         self.ista_step = check_real("ista_step", ista_step, 0.0, low_open=True)
         self.ista_lambda = check_real("ista_lambda", ista_lambda, 0.0)
-        self.tied = bool(tied)
+        if not isinstance(tied, bool):
+            raise TypeError(f"tied must be True or False, got {tied!r}")
+        self.tied = tied
         m, rng = expansion * dim, _rng(seed)
         if self.tied:
             self.add_param("weight", uniform_init(rng, (m, dim), math.sqrt(6.0 / dim)))
@@ -257,6 +260,7 @@ class OvercompleteISTA(Module):
         codes, ista_cache = self._take_cache()
         D, decoder = self._dictionary_and_decoder()
         m, d = decoder.shape
+        check_dout("OvercompleteISTA", dout, codes.shape[:-1] + (d,))
         dx, dD = F.overcomplete_ista_backward(matmul_rows(dout, decoder.T), ista_cache)
         codes2, dout2 = codes.reshape(-1, m), dout.reshape(-1, d)
         if self.tied:                                   # W is both the decoder and D^T

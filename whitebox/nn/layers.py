@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from .. import functional as F
-from ..functional._checks import check_positive_int, check_probability, check_real
+from ..functional._checks import check_dout, check_positive_int, check_probability, check_real
 from .module import Module
 
 
@@ -130,13 +130,15 @@ class Dropout(Module):
         self.rng = _rng(seed)
 
     def forward(self, x):
-        out, self._cache = F.dropout_forward(x, self.p, self.rng, self.training)
-        # an identity pass still needs a marker so backward-before-forward is caught
-        self._cache = ("mask", self._cache)
+        out, mask = F.dropout_forward(x, self.p, self.rng, self.training)
+        # the shape, also a marker of an identity pass: backward-before-forward is caught
+        self._cache = (x.shape, mask)
         return out
 
     def backward(self, dout):
-        return F.dropout_backward(dout, self._take_cache()[1])
+        shape, mask = self._take_cache()
+        check_dout("Dropout", dout, shape)
+        return F.dropout_backward(dout, mask)
 
     def _draws(self):
         return self.p > 0

@@ -74,6 +74,24 @@ def test_missing_and_truncated_files(tmp_path):
         read_state_dict(tmp_path / "cut.npz")
 
 
+def test_unknown_formats_and_sources_are_named(tmp_path):
+    a, _ = pair()
+    (tmp_path / "probe.py").write_text("print('hi')")
+    with pytest.raises(ValueError, match=r"unknown format '.py'; expected .safetensors, .npz or "
+                                         r"a PyTorch file \(.pth, .pt, .bin, .ckpt\)"):
+        load_official(a, tmp_path / "probe.py")
+    with pytest.raises(TypeError, match="source must be a path or a dict of arrays, got NoneType"):
+        load_official(a, None)
+
+
+def test_a_training_checkpoint_gives_its_model(tmp_path):
+    from whitebox.checkpoint import save_checkpoint
+    from whitebox.optim import AdamW
+    a, b = pair()
+    save_checkpoint(tmp_path / "checkpoint.npz", a, AdamW(a), step=3, epoch=1)
+    same(load_official(b, tmp_path / "checkpoint.npz"), a)
+
+
 def test_pth_needs_torch_with_a_clear_error(tmp_path, monkeypatch):
     (tmp_path / "w.pth").write_bytes(b"\0")
     monkeypatch.setitem(sys.modules, "torch", None)

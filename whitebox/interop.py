@@ -12,8 +12,9 @@ matter of unwrapping the container and converting arrays.
 
 The format follows the file's suffix: ``.safetensors`` is read and written
 through the ``safetensors`` package's NumPy API (extra ``safetensors``; no
-PyTorch needed), ``.npz`` through NumPy, anything else as a PyTorch pickle
-(extra ``torch``; only tensors are unpickled, ``weights_only=True``). Each
+PyTorch needed), ``.npz`` through NumPy (a whitebox ``checkpoint.npz`` gives
+its model), ``.pth``/``.pt``/``.bin``/``.ckpt`` as a PyTorch pickle (extra
+``torch``; only tensors are unpickled, ``weights_only=True``). Each
 package is imported here alone, lazily, with an error naming the extra when
 it is missing. Every format gets the same strict checks: a missing,
 unexpected or misshaped name is refused before any weight is changed.
@@ -141,11 +142,23 @@ def _read_safetensors(path):
     return state
 
 
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
 def read_state_dict(path):
-    """Read {name: numpy array} from a .safetensors, .npz or PyTorch .pth/.pt file."""
+    """Read {name: numpy array} from a .safetensors, .npz or PyTorch .pth/.pt/.bin/.ckpt file.
+
+    A whitebox training checkpoint (``checkpoint.npz``) gives its model's parameters.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"source must be a path or a dict of arrays, got {type(path).__name__}")
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint file not found: {path!r}")
+    suffix = os.path.splitext(path)[1]
+    if suffix not in (".safetensors", ".npz") + TORCH_SUFFIXES:
+        raise ValueError(f"{path!r}: unknown format {suffix!r}; expected .safetensors, .npz or "
+                         f"a PyTorch file ({', '.join(TORCH_SUFFIXES)})")
     if path.endswith(".safetensors"):
         return unwrap_state_dict(_read_safetensors(path), path)
     if path.endswith(".npz"):
@@ -154,6 +167,8 @@ def read_state_dict(path):
                 arrays = {k: f[k] for k in f.files}
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
             raise ValueError(f"{path!r} is not a readable .npz file (truncated?): {e}") from e
+        if any(k.startswith("model/") for k in arrays):   # a whitebox training checkpoint
+            arrays = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
         return unwrap_state_dict(arrays, path)
     torch = _require_torch(f"reading {path!r}")
     try:

@@ -200,11 +200,19 @@ def test_save_rejects_bad_arguments(tmp_path):
         save_checkpoint(path, model, extra={"array": np.zeros(2)})
     with pytest.raises(TypeError, match="step"):
         save_checkpoint(path, model, step=1.5)
+    with pytest.raises(ValueError, match="step must be a non-negative integer, got -1"):
+        save_checkpoint(path, model, step=-1)
+    with pytest.raises(TypeError, match=r"save_checkpoint: model must be a whitebox Module, got "
+                                        r"dict \(for a dict of arrays"):
+        save_checkpoint(path, model.state_dict())
     with pytest.raises(TypeError, match="rng"):
         save_checkpoint(path, model, rng=np.random.RandomState(0))
     with pytest.raises(FileNotFoundError, match="directory"):
         save_checkpoint(str(tmp_path / "no_such_dir" / "c.npz"), model)
     assert os.listdir(tmp_path) == []
+    save_checkpoint(path, model)
+    with pytest.raises(TypeError, match="load_checkpoint: model must be a whitebox Module"):
+        load_checkpoint(path, model.state_dict())
 
 
 # ------------------------------------------------------------ refused loads change nothing

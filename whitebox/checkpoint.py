@@ -30,6 +30,7 @@ import numpy as np
 
 from .backend import to_numpy
 from .functional._checks import check_array, check_finite
+from .nn import Module
 
 FORMAT = "whitebox-checkpoint"
 VERSION = 1
@@ -148,6 +149,13 @@ def atomic_write_npz(path, arrays):
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+def _check_model(model, who):
+    if not isinstance(model, Module):
+        raise TypeError(f"{who}: model must be a whitebox Module, got {type(model).__name__}"
+                        + (" (for a dict of arrays use whitebox.checkpoint.load_arrays, or "
+                           "model.load_state_dict)" if isinstance(model, dict) else ""))
+
+
 def save_checkpoint(path, model, optimizer=None, *, step=0, epoch=0, rng=None, scheduler=None,
                     extra=None):
     """Write model, optimizer, schedule, counters and RNG states to ONE ``.npz``, atomically.
@@ -160,9 +168,12 @@ def save_checkpoint(path, model, optimizer=None, *, step=0, epoch=0, rng=None, s
     Returns: the path.
     """
     path = os.fspath(path)
+    _check_model(model, "save_checkpoint")
     for name, v in (("step", step), ("epoch", epoch)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
             raise TypeError(f"{name} must be an integer, got {v!r}")
+        if v < 0:            # a count: load_checkpoint would refuse the file as damaged
+            raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
     if extra is not None and not isinstance(extra, dict):
         raise TypeError(f"extra must be a JSON-able dict or None, got {type(extra).__name__}")
     arrays = {f"model/{name}": to_numpy(p) for name, p in model.parameters().items()}
@@ -348,6 +359,7 @@ def load_checkpoint(path, model, optimizer=None, *, rng=None, scheduler=None):
     leaves every object as it was.
     Returns: {"step": int, "epoch": int, "extra": dict or None}.
     """
+    _check_model(model, "load_checkpoint")
     arrays, meta = _read(path)
     # 1. check every part; nothing is changed yet
     try:

@@ -499,3 +499,10 @@ def test_parameters_the_forward_never_reads_are_frozen():
     opt.step()
     for k in frozen:
         np.testing.assert_array_equal(model.state_dict()[k], before[k], err_msg=k)
+
+
+def test_patch_embedding_names_a_wrong_channel_count():
+    from whitebox.nn import PatchEmbed
+    with pytest.raises(ValueError, match=r"patch_embed: images have 1 channels \(shape "
+                                         r"\(1, 1, 8, 8\)\), expected 3"):
+        PatchEmbed(3, 16, 4)(np.zeros((1, 1, 8, 8), np.float32))

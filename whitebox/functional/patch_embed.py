@@ -9,6 +9,7 @@ patchify followed by a linear map with the weight viewed in that order:
     W_rows = W.transpose(0, 2, 3, 1).reshape(d, p1 p2 C)
     y = patchify(images) W_rows^T + b                   (B, L, d)
 """
+from ._checks import check_array
 from .linear import linear_backward, linear_forward
 from .patches import patchify_backward, patchify_forward
 
@@ -18,6 +19,11 @@ def patch_embed_forward(images, W, b):
     Returns: tokens (B, L, d), cache.
     """
     d, C, p1, p2 = W.shape
+    check_array("images", images, ndim=4)
+    if images.shape[1] != C:
+        raise ValueError(f"patch_embed: images have {images.shape[1]} channels (shape "
+                         f"{tuple(images.shape)}), expected {C} to match W of shape "
+                         f"{tuple(W.shape)}")
     patches, pcache = patchify_forward(images, (p1, p2))          # (B, L, p1 p2 C)
     W_rows = W.transpose(0, 2, 3, 1).reshape(d, p1 * p2 * C)      # (d, p1 p2 C)
     y, lcache = linear_forward(patches, W_rows, b)                # (B, L, d)

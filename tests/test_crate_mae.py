@@ -371,6 +371,8 @@ def test_encode_capture_and_reconstruct():
     assert len(enc["mssa_in"]) == 2 and len(dec["mssa_in"]) == 2
     assert (enc["z"][1] >= 0).all() and dec["attention"][0].shape == (3, 2, 17, 17)
     assert m.encoder_subspaces(0).shape == m.decoder_subspaces(1).shape == (2, 8, 4)
+    with pytest.raises(IndexError, match="ModuleList index 5 out of range for 2 modules"):
+        m.encoder_subspaces(5)
     rec = m.reconstruct(pred, x, mask)
     target = wb.functional.patchify_forward(x, 2)[0]
     np.testing.assert_array_equal(wb.functional.patchify_forward(rec, 2)[0][mask == 0],

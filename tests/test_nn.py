@@ -126,6 +126,9 @@ def test_sequential_and_modulelist_indexing():
     assert isinstance(ml[-1], GELU)
     with pytest.raises(IndexError, match=r"ModuleList index -3 out of range"):
         ml[-3]
+    for bad in (1.0, True):
+        with pytest.raises(TypeError, match=rf"ModuleList index must be an integer, got {bad}"):
+            ml[bad]
 
 
 def test_replacing_a_child_with_a_plain_value_unregisters_it():

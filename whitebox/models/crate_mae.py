@@ -158,11 +158,11 @@ class CRATEMAE(Module):
 
     def encoder_subspaces(self, layer):
         """U (K, d, p) of encoder layer ``layer``, for whitebox.rate.measure_compression."""
-        return self.encoder_layers()[layer].attn.fn.subspaces()
+        return self.blocks[layer].layers[0].attn.fn.subspaces()
 
     def decoder_subspaces(self, layer):
         """U (K, d, p) of decoder layer ``layer``."""
-        return self.decoder_layers()[layer].attn.fn.subspaces()
+        return self.decoder_blocks[layer].layers[0].attn.fn.subspaces()
 
     # ------------------------------------------------------------ inputs
     _check_images = CRATE._check_images      # the classifier's checks, shared

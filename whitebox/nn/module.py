@@ -292,7 +292,9 @@ class Module:
 def _child_at(container, i):
     """The i-th child of a Sequential or ModuleList (negative i counts from the end)."""
     n = len(container._modules)
-    if not isinstance(i, (int, np.integer)) or not -n <= i < n:
+    if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+        raise TypeError(f"{type(container).__name__} index must be an integer, got {i!r}")
+    if not -n <= i < n:
         raise IndexError(f"{type(container).__name__} index {i!r} out of range "
                          f"for {n} modules")
     return container._modules[str(int(i) % n)]

@@ -50,6 +50,9 @@ def test_read_text_errors(tmp_path):
         read_text(tmp_path / "empty.txt")
     (tmp_path / "ok.txt").write_text("x" * 100, encoding="utf-8")
     assert read_text(tmp_path / "ok.txt") == "x" * 100
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 ".encode("latin-1") * 40)
+    with pytest.raises(ValueError, match=r"latin1.txt' is not UTF-8 text \(byte 3: "):
+        read_text(tmp_path / "latin1.txt")
     with pytest.raises(ValueError, match="at least 128"):
         split_text("y" * 100)
 

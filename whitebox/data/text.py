@@ -110,8 +110,12 @@ def read_text(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"text file not found: {path!r}")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"text file {path!r} is not UTF-8 text (byte {e.start}: {e.reason}); "
+                         "the language-model tasks read UTF-8") from e
     return check_text(text, f"text file {path!r}")
 
 

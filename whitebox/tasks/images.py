@@ -27,7 +27,7 @@ class ImageOptions:
                            Check(str, choices=DATASETS))
     data: str = setting(None, "folder with the MNIST idx files or the CIFAR-10 python batches",
                         Check(str, optional=True))
-    n_train: int = setting(None, "use only this many training images (default: all)",
+    n_train: int = setting(None, "use at most this many training images (default: all)",
                            OPTIONAL_COUNT)
     n_test: int = setting(None, "held-out size (mnist5k: 1000, digits: 297; else the test set)",
                           OPTIONAL_COUNT)

@@ -196,6 +196,18 @@ def test_cached_pieces_equal_the_whole_forward(variant):
     assert [p.shape for p in cache["past"]] == [(3, 2, 8, 3)] * 2
     with pytest.raises(ValueError, match="exceed block_size"):
         m.forward_cached(x[:, :1], cache)
+    # a cache of another batch, another model or none at all is named
+    half = m.new_cache()
+    m.forward_cached(x[:2, :3], half)
+    with pytest.raises(ValueError, match=r"cache holds 3 tokens of 2 sequences \(2 heads\), "
+                                         r"not 3 tokens of 3 sequences"):
+        m.forward_cached(x[:, 3:4], half)
+    deeper = tiny(variant=variant, block_size=8, depth=3)
+    with pytest.raises(ValueError, match=r"cache must come from this model's new_cache\(\) "
+                                         r"\(2 layers\), got dict with 3 layers"):
+        m.forward_cached(x[:, :1], deeper.new_cache())
+    with pytest.raises(ValueError, match=r"got NoneType"):
+        m.forward_cached(x[:, :1], None)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

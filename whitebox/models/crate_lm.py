@@ -226,6 +226,23 @@ class CRATEGPT(CRATELanguageModel):
         """An empty generation cache: one (B, K, P, p) tensor per layer, and the position P."""
         return {"past": [None] * self.depth, "length": 0}
 
+    def _check_cache(self, cache, batch):
+        """A cache from this model's new_cache, filled by earlier calls for this batch."""
+        if not isinstance(cache, dict) or set(cache) != {"past", "length"} or \
+                len(cache["past"]) != self.depth:
+            raise ValueError(f"cache must come from this model's new_cache() ({self.depth} "
+                             f"layers), got {type(cache).__name__}"
+                             + (f" with {len(cache['past'])} layers" if isinstance(cache, dict)
+                                and isinstance(cache.get("past"), list) else ""))
+        past = cache["past"][0]
+        heads = self.transformer.h[0].attn.heads
+        if past is not None and (past.shape[0] != batch or past.shape[1] != heads
+                                 or past.shape[2] != cache["length"]):
+            raise ValueError(f"cache holds {past.shape[2]} tokens of {past.shape[0]} sequences "
+                             f"({past.shape[1]} heads), not {cache['length']} tokens of "
+                             f"{batch} sequences ({heads} heads): start a new_cache() for "
+                             "this batch")
+
     def forward_cached(self, idx, cache):
         """Logits of the new tokens ``idx`` (B, t) following those already in ``cache``.
 
@@ -234,6 +251,7 @@ class CRATEGPT(CRATELanguageModel):
         sequence through in pieces gives the logits forward() gives at once.
         """
         self._check_idx(idx)
+        self._check_cache(cache, idx.shape[0])
         P, t = cache["length"], idx.shape[1]
         if P + t > self.block_size:
             raise ValueError(f"the cache holds {P} tokens; {t} more exceed block_size = "

@@ -67,7 +67,9 @@ class CRATEMAE(Module):
 
     forward(images, mask=None, noise=None) -> (loss, pred, mask); backward(dloss=1.0,
     dpred=None) -> dimages. Decoder width equals the encoder's (the official code
-    requires it); decoder_heads=None means heads; dim_head = dim // heads.
+    requires it); decoder_heads=None means heads; dim_head = dim // heads, rounded
+    down as the official code does: with dim = 36 and 8 heads the heads span 32 of
+    the 36 features (the attention projects to K p = 32, then back to 36).
     """
 
     def __init__(self, image_size, patch_size, dim, depth, heads, decoder_depth, channels=3,

@@ -6,7 +6,7 @@
   otherwise), figures inline; tutorials/index.md is tutorials/README.md;
 - course/assignments.md: the assignments and their parts (whitebox.course);
 - course/instructors.md: tutorials/INSTRUCTORS.md;
-- api/<package>.md: one page per package, every public module's docstrings
+- api/<package>.md: one page per entry of API, the docstrings of its public modules
   (mkdocstrings reads the sources; nothing is imported).
 
 WHITEBOX_TUTORIALS=<folder> renders the tutorials of another folder.
@@ -19,7 +19,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-API = [  # (page title, package or module, modules documented on the page)
+API = [  # (page title, the package or module the page documents)
     ("rate: coding and compression rates", "whitebox.rate"),
     ("functional: forward/backward pairs", "whitebox.functional"),
     ("nn: modules", "whitebox.nn"),

@@ -11,7 +11,7 @@ by a softmax. This op keeps M^{-1}: it returns the head output
 
     H = M^{-1} W        (N, p),
 
-so that  -kappa dRc/dZ = -kappa s [H_1 .. H_K] [U_1 .. U_K]^T  (whitebox.functional.mssa
+so that  `-kappa dRc/dZ = -kappa s [H_1 .. H_K] [U_1 .. U_K]^T`  (whitebox.functional.mssa
 adds the sign, the gain and the output projection). M^{-1} plays the role the
 attention matrix plays in MSSA, and is returned for figures.
 

@@ -118,8 +118,8 @@ class CRATELanguageModel(Module):
 
         With capture=True, ``self.captured`` holds per-layer lists of LN1(x)
         ("mssa_in"), attention maps ("attention", (B, K, T, T)), the
-        half-step ("z_half"), LN2 ("ista_in"), the sparse code ("code": c1
-        (B, T, m) overcomplete, the block output plain) and the output ("z").
+        half-step ("z_half"), LN2 ("ista_in"), the sparse code ("code": c2
+        (B, T, m) overcomplete, the last_codes of OvercompleteISTA; the block output plain) and the output ("z").
         """
         self._check_idx(idx)
         tr = self.transformer

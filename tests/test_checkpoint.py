@@ -203,7 +203,7 @@ def test_save_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="step must be a non-negative integer, got -1"):
         save_checkpoint(path, model, step=-1)
     with pytest.raises(TypeError, match=r"save_checkpoint: model must be a whitebox Module, got "
-                                        r"dict \(for a dict of arrays"):
+                                        r"dict \(a dict of arrays is written by "):
         save_checkpoint(path, model.state_dict())
     with pytest.raises(TypeError, match="rng"):
         save_checkpoint(path, model, rng=np.random.RandomState(0))

@@ -199,9 +199,17 @@ def test_cached_pieces_equal_the_whole_forward(variant):
     # a cache of another batch, another model or none at all is named
     half = m.new_cache()
     m.forward_cached(x[:2, :3], half)
-    with pytest.raises(ValueError, match=r"cache holds 3 tokens of 2 sequences \(2 heads\), "
-                                         r"not 3 tokens of 3 sequences"):
+    with pytest.raises(ValueError, match=r"cache holds projections of shape \(2, 2, 3, 3\), "
+                                         r"expected \(B, K, P, p\) = \(3, 2, 3, 3\)"):
         m.forward_cached(x[:, 3:4], half)
+    wider = tiny(variant=variant, block_size=8, dim=12)           # same depth and heads
+    other = wider.new_cache()
+    wider.forward_cached(x[:, :3], other)
+    with pytest.raises(ValueError, match=r"expected \(B, K, P, p\) = \(3, 2, 3, 3\)"):
+        m.forward_cached(x[:, 3:4], other)
+    for broken in ({"past": None, "length": 0}, {"past": (None, None), "length": 0}):
+        with pytest.raises(ValueError, match="cache must come from this model's new_cache"):
+            m.forward_cached(x[:, :1], broken)
     deeper = tiny(variant=variant, block_size=8, depth=3)
     with pytest.raises(ValueError, match=r"cache must come from this model's new_cache\(\) "
                                          r"\(2 layers\), got dict with 3 layers"):

@@ -298,11 +298,14 @@ def test_batch_loader_errors():
      r"images must be floating-point to normalise, got uint8; convert with "
      r"images.astype\(np.float32\) / 255"),
     (np.zeros((4, 1, 2, 2), np.float32), [0.1, 0.2, 0.3], [0.3], ValueError,
-     r"mean must hold one finite number per channel \(1\), got \[0.1, 0.2, 0.3\]"),
+     r"mean must hold one finite number per channel \(1\) or one for all, got "
+     r"\[0.1, 0.2, 0.3\]"),
     (np.zeros((4, 3, 2, 2), np.float32), [0.1] * 3, None, ValueError,
-     r"std must hold one finite number per channel \(3\), got None"),
+     r"std must hold one finite number per channel \(3\) or one for all, got None"),
     (np.zeros((4, 1, 2, 2), np.float32), [0.1], [0.0], ValueError,
      r"std must be positive in every channel, got \[0.0\]"),
+    (np.zeros((4, 2, 2), np.float32), [0.1], [0.3], ValueError,
+     r"images must be .*(shape )?\(4, 2, 2\)"),          # (n, C, H, W) or 4-dimensional
 ])
 def test_normalising_needs_float_images_and_one_mean_and_std_per_channel(images, mean, std,
                                                                           error, message):
@@ -310,6 +313,12 @@ def test_normalising_needs_float_images_and_one_mean_and_std_per_channel(images,
         BatchLoader(images, np.arange(4), 2, shuffle=False, mean=mean, std=std)
     with pytest.raises(error, match=message):
         normalize(images, mean, std)
+
+
+def test_one_mean_and_std_serve_every_channel():
+    images = np.ones((2, 3, 2, 2), np.float32)
+    np.testing.assert_allclose(normalize(images, 0.5, 0.25), 2.0)
+    np.testing.assert_allclose(normalize(images, [0.5] * 3, [0.25] * 3), 2.0)
 
 
 def test_float_labels_are_refused_never_truncated(tmp_path, monkeypatch):

@@ -148,3 +148,5 @@ def test_accuracy_checks_its_labels_as_the_loss_does():
         accuracy(logits, np.arange(4.0))
     with pytest.raises(ValueError, match="logits"):
         accuracy(np.zeros(4), np.arange(4))
+    with pytest.raises(ValueError, match="accuracy: logits hold no rows"):
+        accuracy(np.zeros((0, 3)), np.zeros(0, int))

@@ -149,11 +149,10 @@ def atomic_write_npz(path, arrays):
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def _check_model(model, who):
+def _check_model(model, who, hint):
     if not isinstance(model, Module):
         raise TypeError(f"{who}: model must be a whitebox Module, got {type(model).__name__}"
-                        + (" (for a dict of arrays use whitebox.checkpoint.load_arrays, or "
-                           "model.load_state_dict)" if isinstance(model, dict) else ""))
+                        + (f" ({hint})" if isinstance(model, dict) else ""))
 
 
 def save_checkpoint(path, model, optimizer=None, *, step=0, epoch=0, rng=None, scheduler=None,
@@ -168,7 +167,8 @@ def save_checkpoint(path, model, optimizer=None, *, step=0, epoch=0, rng=None, s
     Returns: the path.
     """
     path = os.fspath(path)
-    _check_model(model, "save_checkpoint")
+    _check_model(model, "save_checkpoint", "a dict of arrays is written by "
+                 "whitebox.checkpoint.atomic_write_npz")
     for name, v in (("step", step), ("epoch", epoch)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
             raise TypeError(f"{name} must be an integer, got {v!r}")
@@ -359,7 +359,8 @@ def load_checkpoint(path, model, optimizer=None, *, rng=None, scheduler=None):
     leaves every object as it was.
     Returns: {"step": int, "epoch": int, "extra": dict or None}.
     """
-    _check_model(model, "load_checkpoint")
+    _check_model(model, "load_checkpoint", "to read the arrays themselves use "
+                 "whitebox.checkpoint.load_arrays")
     arrays, meta = _read(path)
     # 1. check every part; nothing is changed yet
     try:

@@ -151,7 +151,7 @@ def read_state_dict(path):
     A whitebox training checkpoint (``checkpoint.npz``) gives its model's parameters.
     """
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"source must be a path or a dict of arrays, got {type(path).__name__}")
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint file not found: {path!r}")
@@ -198,6 +198,8 @@ def load_official(model, source, strict=True):
     load_state_dict), and nothing is changed when one is refused.
     Returns the model.
     """
+    if not isinstance(source, (dict, str, os.PathLike)):
+        raise TypeError(f"source must be a path or a dict of arrays, got {type(source).__name__}")
     state = unwrap_state_dict(source) if isinstance(source, dict) else read_state_dict(source)
     model.load_state_dict(_through_hook(model, "from_official_state", state), strict=strict)
     return model

@@ -80,5 +80,8 @@ def accuracy(logits, labels):
     Inputs as cross_entropy's: logits (B, C), labels (B,) integers in [0, C).
     """
     check_array("logits", logits, ndim=2)
+    if logits.shape[0] == 0:
+        raise ValueError("accuracy: logits hold no rows (shape "
+                         f"{tuple(logits.shape)}); a mean over an empty batch is undefined")
     check_labels(labels, logits.shape[1], logits.shape[0], like=logits)
     return (logits.argmax(axis=1) == labels).mean()

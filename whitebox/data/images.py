@@ -256,7 +256,7 @@ def load_dataset(name, path=None, n_test=None, seed=0):
     """Load a dataset by name and return a train and a held-out split.
 
     Inputs: name in DATASETS; path, the folder of the idx files (mnist) or of
-    the pickle batches (cifar10), unused otherwise; n_test, the held-out size
+    the pickle batches (cifar10), refused for the bundled datasets; n_test, the held-out size
     for datasets without an official test split (mnist5k: 1000, digits: 297);
     seed, for that split.
     Returns: (train_images, train_labels), (test_images, test_labels).

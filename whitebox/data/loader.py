@@ -8,7 +8,7 @@ at the end.
 import numpy as np
 
 from .. import backend
-from ..functional._checks import check_class_labels, check_finite
+from ..functional._checks import check_array, check_class_labels, check_finite
 
 
 def _check_images_labels(images, labels):
@@ -53,16 +53,18 @@ def channel_stats(images):
 
 
 def _check_stats(images, mean, std):
-    """Floating images; one finite mean and one positive std per channel."""
+    """Floating (n, C, H, W) images; a finite mean and a positive std, one per channel or
+    one for all."""
+    check_array("images", images, ndim=4, floating=False)
     if images.dtype.kind != "f":
         raise TypeError(f"images must be floating-point to normalise, got {images.dtype}; "
                         "convert with images.astype(np.float32) / 255")
     channels = images.shape[1]
     for name, value in (("mean", mean), ("std", std)):
         a = np.asarray(value, dtype=np.float64) if value is not None else np.zeros(0)
-        if a.size != channels or not np.all(np.isfinite(a)):
-            raise ValueError(f"{name} must hold one finite number per channel ({channels}), "
-                             f"got {value!r}")
+        if a.size not in (1, channels) or not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} must hold one finite number per channel ({channels}) "
+                             f"or one for all, got {value!r}")
     if np.any(np.asarray(std, dtype=np.float64) <= 0):
         raise ValueError(f"std must be positive in every channel, got {std!r}")
 
@@ -126,7 +128,7 @@ class BatchLoader:
             raise ValueError(f"batch_size {batch_size} exceeds the {len(images)} samples and "
                              "drop_last is set: no batch would be produced")
         if mean is not None or std is not None:
-            _check_stats(images, mean, std)       # once here, not a surprise at the first batch
+            _check_stats(images, mean, std)       # here, not as a surprise at the first batch
         self.images, self.labels = images, labels.astype(np.int64, copy=False)
         self.batch_size, self.rng, self.shuffle = int(batch_size), rng, bool(shuffle)
         self.max_shift, self.drop_last, self.backend = int(max_shift), bool(drop_last), backend

@@ -119,7 +119,8 @@ class CRATELanguageModel(Module):
         With capture=True, ``self.captured`` holds per-layer lists of LN1(x)
         ("mssa_in"), attention maps ("attention", (B, K, T, T)), the
         half-step ("z_half"), LN2 ("ista_in"), the sparse code ("code": c2
-        (B, T, m) overcomplete, the last_codes of OvercompleteISTA; the block output plain) and the output ("z").
+        (B, T, m) overcomplete, the last_codes of OvercompleteISTA; the block
+        output plain) and the output ("z").
         """
         self._check_idx(idx)
         tr = self.transformer
@@ -228,20 +229,18 @@ class CRATEGPT(CRATELanguageModel):
 
     def _check_cache(self, cache, batch):
         """A cache from this model's new_cache, filled by earlier calls for this batch."""
-        if not isinstance(cache, dict) or set(cache) != {"past", "length"} or \
-                len(cache["past"]) != self.depth:
+        past = cache.get("past") if isinstance(cache, dict) else None
+        if not isinstance(past, list) or set(cache) != {"past", "length"} or \
+                len(past) != self.depth:
             raise ValueError(f"cache must come from this model's new_cache() ({self.depth} "
                              f"layers), got {type(cache).__name__}"
-                             + (f" with {len(cache['past'])} layers" if isinstance(cache, dict)
-                                and isinstance(cache.get("past"), list) else ""))
-        past = cache["past"][0]
-        heads = self.transformer.h[0].attn.heads
-        if past is not None and (past.shape[0] != batch or past.shape[1] != heads
-                                 or past.shape[2] != cache["length"]):
-            raise ValueError(f"cache holds {past.shape[2]} tokens of {past.shape[0]} sequences "
-                             f"({past.shape[1]} heads), not {cache['length']} tokens of "
-                             f"{batch} sequences ({heads} heads): start a new_cache() for "
-                             "this batch")
+                             + (f" with {len(past)} layers" if isinstance(past, list) else ""))
+        attn = self.transformer.h[0].attn
+        expected = (batch, attn.heads, cache["length"], attn.dim_head)
+        if past[0] is not None and tuple(past[0].shape) != expected:
+            raise ValueError(f"cache holds projections of shape {tuple(past[0].shape)}, "
+                             f"expected (B, K, P, p) = {expected} for these {batch} sequences "
+                             "and this model: start a new_cache() for this batch")
 
     def forward_cached(self, idx, cache):
         """Logits of the new tokens ``idx`` (B, t) following those already in ``cache``.

@@ -20,7 +20,8 @@ from ..functional.mssa import STEPS
 from ..models import CRATE, CRATEAlpha
 from ..nn.crate_layers import OUTS, SCALES
 from ..rate import layer_measures
-from ..training.config import NONNEG, POSITIVE_INT, PROBABILITY, Check, setting
+from ..training.config import (NONNEG, OPTIONAL_POSITIVE, POSITIVE_INT, PROBABILITY, Check,
+                               setting)
 from .base import Task
 from .images import DEFAULT_OUT, NUM_CLASSES, ImageOptions, load_split, resolve_patch
 
@@ -45,10 +46,9 @@ class ClassifyOptions(ImageOptions):
                                    Check(str, choices=SCALES))
     attention_step: str = setting("softmax", "MSSA step: softmax (official) or exact (the "
                                   "gradient of the compression rate)", Check(str, choices=STEPS))
-    attention_eps: float = setting(None, "eps of --attention-scale rate",
-                                   Check(float, low=1e-300, optional=True))
+    attention_eps: float = setting(None, "eps of --attention-scale rate", OPTIONAL_POSITIVE)
     attention_kappa: float = setting(None, "step size kappa of --attention-scale rate "
-                                     "(default 1)", Check(float, low=1e-300, optional=True))
+                                     "(default: MSSA's, 1)", OPTIONAL_POSITIVE)
 
 
 class Classify(Task):
@@ -81,8 +81,9 @@ class Classify(Task):
                                                ("step", o.attention_step, "softmax"))
                    if v != official}
         if o.attention_scale == "rate":
-            options.update(eps=o.attention_eps,
-                           kappa=1.0 if o.attention_kappa is None else o.attention_kappa)
+            options["eps"] = o.attention_eps
+            if o.attention_kappa is not None:
+                options["kappa"] = o.attention_kappa
         return options or None
 
     @classmethod

@@ -81,6 +81,7 @@ POSITIVE_INT = Check(int, low=1)
 COUNT = Check(int, low=0)
 NONNEG = Check(float, low=0)
 POSITIVE = Check(float, low=1e-300)
+OPTIONAL_POSITIVE = Check(float, low=1e-300, optional=True)
 PROBABILITY = Check(float, low=0, high=1, high_open=True)
 
 

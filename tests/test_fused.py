@@ -87,7 +87,8 @@ def test_switching_on_without_numba_says_how_to_install(monkeypatch):
     with pytest.raises(RuntimeError, match=r"whitebox-crate\[fast\]"):
         fused.set_enabled(True)
     before = fused.enabled()
-    assert fused.set_enabled(False) is before and not fused.enabled()   # the refusal changed nothing
+    assert fused.set_enabled(False) is before      # the refusal above changed nothing
+    assert not fused.enabled()
 
 
 @needs_numba

@@ -74,7 +74,7 @@ class Classify(Task):
         return o
 
     def attention(self):
-        """The MSSA options of whitebox.models.CRATE's ``attention`` (None: the official attention)."""
+        """MSSA options for whitebox.models.CRATE's ``attention`` (None: the official MSSA)."""
         o = self.opt
         options = {k: v for k, v, official in (("out", o.attention_out, "learned"),
                                                ("scale", o.attention_scale, "sqrt"),

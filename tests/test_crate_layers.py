@@ -103,6 +103,8 @@ def test_mssa_errors(rng):
         mssa_forward(x, Wq, Wo, bo, 0)
     with pytest.raises(ValueError, match="3-dimensional"):
         mssa_forward(x[0], Wq, Wo, bo, 2)
+    with pytest.raises(ValueError, match=r"mssa: x has no tokens \(shape \(\d+, 0, \d+\)\)"):
+        mssa_forward(x[:, :0], Wq, Wo, bo, 2)
 
 
 def ista_three_products(x, W, eta=0.1, lam=0.1):

@@ -101,6 +101,9 @@ def mssa_forward(x, W_qkv, W_out, b_out, heads, scale=None, causal=False,
     if x.shape[-1] != d:
         raise ValueError(f"mssa: x has {x.shape[-1]} features (shape {tuple(x.shape)}), "
                          f"expected {d} to match W_qkv of shape {tuple(W_qkv.shape)}")
+    if x.shape[1] == 0:
+        raise ValueError(f"mssa: x has no tokens (shape {tuple(x.shape)}): attention needs "
+                         "at least one")
     if Kp % heads:
         raise ValueError(f"mssa: W_qkv has {Kp} rows, not divisible by heads={heads}")
     if step not in STEPS:

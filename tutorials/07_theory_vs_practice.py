@@ -46,7 +46,7 @@ from whitebox import functional as F
 from whitebox import nn
 from whitebox.functional.mssa_exact import exact_heads_backward, exact_heads_forward
 from whitebox.gradcheck import GradientCheckError, check_backward, check_module
-from whitebox.models import CRATE, CRATEAlpha
+from whitebox.models import CRATEAlpha
 from whitebox.rate import compression_rate, compression_rate_grad, compression_step
 
 rng = np.random.default_rng(0)

@@ -29,7 +29,7 @@ import zipfile
 import numpy as np
 
 from .backend import to_numpy
-from .functional._checks import check_array, check_finite
+from .functional._checks import check_array, check_finite, is_int
 from .nn import Module
 
 FORMAT = "whitebox-checkpoint"
@@ -170,7 +170,7 @@ def save_checkpoint(path, model, optimizer=None, *, step=0, epoch=0, rng=None, s
     _check_model(model, "save_checkpoint", "a dict of arrays is written by "
                  "whitebox.checkpoint.atomic_write_npz")
     for name, v in (("step", step), ("epoch", epoch)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        if not is_int(v):
             raise TypeError(f"{name} must be an integer, got {v!r}")
         if v < 0:            # a count: load_checkpoint would refuse the file as damaged
             raise ValueError(f"{name} must be a non-negative integer, got {v!r}")

@@ -36,9 +36,14 @@ def check_dout(op, dout, shape):
                          "(the shape of the forward's output)")
 
 
+def is_int(value):
+    """True for a Python or NumPy integer; False for booleans and everything else."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def check_positive_int(name, value):
     """A positive integer (booleans refused); returns it as int."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+    if not is_int(value) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 

@@ -7,16 +7,13 @@ position (target = the next token), the masked model only the positions
     loss = (1 / n) sum_{(b,t): y_bt != ignore} [ logsumexp(z_bt) - z_bt[y_bt] ],
     n = number of counted positions.
 """
-import numpy as np
-
 from ..backend import checks_values
-from ._checks import check_array, check_dout, check_finite
+from ._checks import check_array, check_dout, check_finite, is_int
 
 
 def check_ignore_index(ignore_index, vocab_size):
     """An integer that is no class id: a class id would silently drop that class's targets."""
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)) or \
-            0 <= ignore_index < vocab_size:
+    if not is_int(ignore_index) or 0 <= ignore_index < vocab_size:
         raise ValueError(f"ignore_index must be an integer outside [0, {vocab_size}) (a class "
                          f"id would drop that class's targets), got {ignore_index!r}")
 

@@ -34,7 +34,8 @@ import numpy as np
 
 from ..backend import backend_name, to_device, to_numpy
 from ..functional._blas import matmul_rows
-from ..functional._checks import check_dout, check_positive_int, check_probability, check_real
+from ..functional._checks import (check_dout, check_positive_int, check_probability, check_real,
+                                 is_int)
 from ..functional.embedding import check_ids
 from ..functional.token_cross_entropy import check_ignore_index
 from ..nn import Dropout, Embedding, LayerNorm, Module, ModuleList
@@ -344,8 +345,7 @@ class CRATEBERT(CRATELanguageModel):
 
 
 def _check_mask_id(mask_id, vocab_size):
-    if isinstance(mask_id, bool) or not isinstance(mask_id, (int, np.integer)) or \
-            not 0 <= mask_id < vocab_size:
+    if not is_int(mask_id) or not 0 <= mask_id < vocab_size:
         raise ValueError(f"mask_id must be an integer in [0, {vocab_size}), got {mask_id!r}")
     return int(mask_id)
 
@@ -361,8 +361,7 @@ def mask_tokens(idx, mask_id, vocab_size, rng, mask_prob=0.15, ignore_index=-1):
     (a numpy Generator, saved with the checkpoint) on the CPU.
     """
     mask_prob = check_real("mask_prob", mask_prob, 0.0, 1.0, low_open=True)
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or \
-            vocab_size < 2:
+    if not is_int(vocab_size) or vocab_size < 2:
         raise ValueError(f"vocab_size must be an integer >= 2 (the mask and one other token), "
                          f"got {vocab_size!r}")
     mask_id = _check_mask_id(mask_id, vocab_size)

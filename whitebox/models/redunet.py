@@ -28,7 +28,7 @@ import numbers
 
 
 from ..backend import get_array_module, to_numpy
-from ..functional._checks import check_finite
+from ..functional._checks import check_finite, check_positive_int
 from ..rate import mcr2_loss
 
 
@@ -162,9 +162,8 @@ class ReduNet:
         if labels is None:
             raise TypeError("construct needs labels (N,) ints: ReduNet builds each layer "
                             "from the classes of its training features")
-        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(
-                num_classes, numbers.Integral) or num_classes < 1):
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        if num_classes is not None:
+            check_positive_int("num_classes", num_classes)
         self._check(Z, labels, num_classes)
         self.num_classes = int(to_numpy(labels).max()) + 1 if num_classes is None \
             else int(num_classes)

@@ -8,7 +8,8 @@ import math
 import numpy as np
 
 from .. import functional as F
-from ..functional._checks import check_dout, check_positive_int, check_probability, check_real
+from ..functional._checks import (check_dout, check_positive_int, check_probability, check_real,
+                                 is_int)
 from .module import Module
 
 
@@ -16,8 +17,7 @@ def _rng(seed, name="seed"):
     """A numpy Generator: ``seed`` itself, or one seeded with a non-negative integer (or None)."""
     if isinstance(seed, np.random.Generator):
         return seed
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                             or seed < 0):
+    if seed is not None and (not is_int(seed) or seed < 0):
         raise ValueError(f"{name} must be a non-negative integer, a numpy Generator or None, "
                          f"got {seed!r}")
     return np.random.default_rng(seed)

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import backend
 from ..backend import get_array_module
+from ..functional._checks import is_int
 
 DTYPES = ("float32", "float64")
 
@@ -292,7 +293,7 @@ class Module:
 def _child_at(container, i):
     """The i-th child of a Sequential or ModuleList (negative i counts from the end)."""
     n = len(container._modules)
-    if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+    if not is_int(i):
         raise TypeError(f"{type(container).__name__} index must be an integer, got {i!r}")
     if not -n <= i < n:
         raise IndexError(f"{type(container).__name__} index {i!r} out of range "

@@ -72,6 +72,11 @@ def _check_stats(images, mean, std):
 def normalize(images, mean, std):
     """(images - mean_c) / std_c per channel. images (n, C, H, W) -> same shape."""
     _check_stats(images, mean, std)
+    return _normalized(images, mean, std)
+
+
+def _normalized(images, mean, std):
+    """normalize without its checks, for stats already checked (BatchLoader's)."""
     mean = np.asarray(mean, dtype=images.dtype).reshape(1, -1, 1, 1)   # (1, C, 1, 1)
     std = np.asarray(std, dtype=images.dtype).reshape(1, -1, 1, 1)
     return (images - mean) / std
@@ -128,7 +133,7 @@ class BatchLoader:
             raise ValueError(f"batch_size {batch_size} exceeds the {len(images)} samples and "
                              "drop_last is set: no batch would be produced")
         if mean is not None or std is not None:
-            _check_stats(images, mean, std)       # here, not as a surprise at the first batch
+            _check_stats(images, mean, std)       # once, not as a surprise at the first batch
         self.images, self.labels = images, labels.astype(np.int64, copy=False)
         self.batch_size, self.rng, self.shuffle = int(batch_size), rng, bool(shuffle)
         self.max_shift, self.drop_last, self.backend = int(max_shift), bool(drop_last), backend
@@ -145,6 +150,6 @@ class BatchLoader:
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             x = random_shift(self.images[idx], self.max_shift, self.rng)
             if self.mean is not None:
-                x = normalize(x, self.mean, self.std)
+                x = _normalized(x, self.mean, self.std)     # checked once, in __init__
             yield (backend.to_device(np.ascontiguousarray(x), self.backend),
                    backend.to_device(self.labels[idx], self.backend))

@@ -26,6 +26,10 @@ from .base import Task
 from .images import DEFAULT_OUT, NUM_CLASSES, ImageOptions, load_split, resolve_patch
 
 
+# the official MSSA: the defaults of the --attention-* choices
+OFFICIAL_ATTENTION = dict(out="learned", scale="sqrt", step="softmax")
+
+
 @dataclasses.dataclass
 class ClassifyOptions(ImageOptions):
     label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy", PROBABILITY)
@@ -39,13 +43,15 @@ class ClassifyOptions(ImageOptions):
                              PROBABILITY)
     emb_dropout: float = setting(0.0, "dropout on the patch embeddings", PROBABILITY)
     # The theory-faithful attention (whitebox.nn.MSSA); the defaults are the official code.
-    attention_out: str = setting("learned", "MSSA output projection: learned (official) or "
-                                 "tied to the subspaces U", Check(str, choices=OUTS))
-    attention_scale: str = setting("sqrt", "MSSA scale: sqrt (official, p^-1/2) or rate "
-                                   "(b = p/(N eps^2) and a step of size kappa)",
-                                   Check(str, choices=SCALES))
-    attention_step: str = setting("softmax", "MSSA step: softmax (official) or exact (the "
-                                  "gradient of the compression rate)", Check(str, choices=STEPS))
+    attention_out: str = setting(OFFICIAL_ATTENTION["out"], "MSSA output projection: "
+                                 "learned (official) or tied to the subspaces U",
+                                 Check(str, choices=OUTS))
+    attention_scale: str = setting(OFFICIAL_ATTENTION["scale"], "MSSA scale: sqrt "
+                                   "(official, p^-1/2) or rate (b = p/(N eps^2) and a step "
+                                   "of size kappa)", Check(str, choices=SCALES))
+    attention_step: str = setting(OFFICIAL_ATTENTION["step"], "MSSA step: softmax (official) "
+                                  "or exact (the gradient of the compression rate)",
+                                  Check(str, choices=STEPS))
     attention_eps: float = setting(None, "eps of --attention-scale rate", OPTIONAL_POSITIVE)
     attention_kappa: float = setting(None, "step size kappa of --attention-scale rate "
                                      "(default: MSSA's, 1)", OPTIONAL_POSITIVE)
@@ -76,10 +82,8 @@ class Classify(Task):
     def attention(self):
         """MSSA options for whitebox.models.CRATE's ``attention`` (None: the official MSSA)."""
         o = self.opt
-        options = {k: v for k, v, official in (("out", o.attention_out, "learned"),
-                                               ("scale", o.attention_scale, "sqrt"),
-                                               ("step", o.attention_step, "softmax"))
-                   if v != official}
+        options = {k: getattr(o, f"attention_{k}") for k, official in OFFICIAL_ATTENTION.items()
+                   if getattr(o, f"attention_{k}") != official}
         if o.attention_scale == "rate":
             options["eps"] = o.attention_eps
             if o.attention_kappa is not None:

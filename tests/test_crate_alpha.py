@@ -277,7 +277,8 @@ def test_training_job_trains_crate_alpha(tmp_path):
     assert len(records) == 1 and 0 <= records[0]["test_acc"] <= 1
     with pytest.raises(ValueError, match="CRATE-alpha has no dropout"):
         train.main(["--model", "crate-alpha", "--dataset", "digits", "--fast",
-                    "--dropout", "0.1", "--out", str(tmp_path / "bad"), "--no-progress"])
+                    "--dropout", "0.1", "--out", str(tmp_path / "bad"), "--no-progress",
+                    "--debug"])
 
 
 def test_official_pth_weights_load_as_they_are(tmp_path):

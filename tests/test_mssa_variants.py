@@ -272,7 +272,7 @@ def test_training_job_builds_the_attention_its_flags_name(tmp_path, model):
     reaches every MSSA of the trained model, and is saved with the run."""
     pytest.importorskip("sklearn")
     from whitebox import train
-    from whitebox.training import load_run
+    from whitebox.train import load_run
     out = tmp_path / "run"
     train.main(["--model", model, "--dataset", "digits", "--fast", "--epochs", "1",
                 "--out", str(out), "--no-progress", "--no-figures",

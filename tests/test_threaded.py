@@ -6,7 +6,7 @@ import pytest
 
 from whitebox.models import CRATE, CRATEMAE, CRATEAlpha, CRATEGPT
 from whitebox.optim import AdamW
-from whitebox.tasks import get_task
+from whitebox.train import get_task
 from whitebox.training import make_config
 from whitebox.nn import Linear, Module
 from whitebox.training.threaded import ShardThreads, batch_rows, plan, split_batch

@@ -1,8 +1,11 @@
-"""whitebox.threads sets the BLAS pool, restores it, and refuses nonsense."""
+"""whitebox.threads sets the BLAS pool, restores it, and refuses nonsense; whitebox.memory's
+malloc settings take effect and come back; training holds both only while it trains."""
+import ctypes
+
 import numpy as np
 import pytest
 
-from whitebox import threads
+from whitebox import memory, threads
 
 
 @pytest.fixture
@@ -43,22 +46,59 @@ def test_bad_counts_are_refused(bad):
             pass
 
 
-def test_train_flag_sets_the_pool_before_any_work(monkeypatch, tmp_path):
-    from whitebox.train import config_from_args
-    from whitebox.training import loop
+def _blas_pool():
+    from threadpoolctl import threadpool_info
+    if not any(p["user_api"] == "blas" for p in threadpool_info()):
+        pytest.skip("threadpoolctl finds no BLAS pool in this NumPy")
 
-    cfg = config_from_args(["--fast", "--threads", "2", "--out", str(tmp_path / "run")])
-    assert cfg.threads == 2
+
+@pytest.mark.parametrize("dropout,inside", [(0.1, 2), (0.0, 1)])
+def test_training_sets_the_pool_and_malloc_only_for_its_steps(monkeypatch, tmp_path,
+                                                               restore_threads, dropout, inside):
+    """threads=2: 2 BLAS threads in a step that draws dropout, 1 in each shard's thread
+    otherwise; freed memory kept during the steps; both as before once train() returns."""
+    from conftest import write_bar_mnist
+    from whitebox.tasks.classify import Classify
+    from whitebox.training import make_config, train
+    _blas_pool()
+    glibc = _mallinfo2() is not None
+    memory.restore_malloc_defaults()
+    threads.set_threads(3)
+    cfg = make_config(Classify, dict(threads=2, dropout=dropout, dataset="mnist", epochs=1,
+                                     data=str(write_bar_mnist(tmp_path)),
+                                     out=str(tmp_path / "run"), figures=False, progress=False),
+                      fast=True)
     seen = []
+    step = Classify.train_step
 
-    def record(n):
-        seen.append(n)
-        raise KeyboardInterrupt             # stop before the run starts
-    monkeypatch.setattr(loop, "set_threads", record)
-    with pytest.raises(KeyboardInterrupt):
-        loop.train(cfg)
-    assert seen == [2]
-    assert config_from_args(["--fast"]).threads == threads.DEFAULT_THREADS
+    def spy(self, model, batch):
+        seen.append((threads.get_threads(), glibc and _heap_serves(4 * 2 ** 20)))
+        return step(self, model, batch)
+    monkeypatch.setattr(Classify, "train_step", spy)
+    train(Classify, cfg)
+    assert seen and set(seen) == {(inside, glibc)}
+    assert threads.get_threads() == 3
+    if glibc:
+        assert not _heap_serves(4 * 2 ** 20)
+
+
+def test_training_restores_the_pool_after_an_error(monkeypatch, tmp_path, restore_threads):
+    from conftest import write_bar_mnist
+    from whitebox.tasks.classify import Classify
+    from whitebox.training import make_config, train
+    _blas_pool()
+    threads.set_threads(3)
+    cfg = make_config(Classify, dict(threads=2, dropout=0.1, dataset="mnist", epochs=1,
+                                     data=str(write_bar_mnist(tmp_path)),
+                                     out=str(tmp_path / "run"), figures=False, progress=False),
+                      fast=True)
+
+    def fail(self, model, batch):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Classify, "train_step", fail)
+    with pytest.raises(KeyboardInterrupt, match="interrupted at epoch 1 step 0"):
+        train(Classify, cfg)
+    assert threads.get_threads() == 3
 
 
 def test_train_flag_refuses_zero_threads(capsys):
@@ -68,12 +108,48 @@ def test_train_flag_refuses_zero_threads(capsys):
     assert "--threads" in capsys.readouterr().err
 
 
-def test_keep_freed_memory_reports_whether_glibc_took_it():
-    import ctypes
-    from whitebox import memory
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def _mallinfo2():
+    """glibc's mallinfo2 (2.33 and later), or None."""
     try:
-        ctypes.CDLL(None).gnu_get_libc_version
-        glibc = True
-    except (OSError, AttributeError):
-        glibc = False
-    assert memory.keep_freed_memory() is glibc
+        libc = ctypes.CDLL(None)
+        libc.mallinfo2.restype = _MallInfo2
+        libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+        libc.free.argtypes = [ctypes.c_void_p]
+        return libc
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
+def _heap_serves(nbytes):
+    """True when malloc(nbytes) comes from the heap, False when from a mapping of its own."""
+    libc = _mallinfo2()
+    before = libc.mallinfo2().hblks            # blocks mapped one by one, process-wide
+    block = libc.malloc(nbytes)
+    mapped = libc.mallinfo2().hblks - before
+    libc.free(block)
+    return mapped == 0
+
+
+def test_keeping_freed_memory_serves_large_blocks_from_the_heap_inside_only():
+    if _mallinfo2() is None:
+        pytest.skip("needs glibc's mallinfo2 (glibc >= 2.33) to see where a block comes from")
+    memory.restore_malloc_defaults()
+    assert not _heap_serves(4 * 2 ** 20)        # above the 128 KiB default: mapped
+    with memory.keeping_freed_memory() as kept:
+        assert kept and _heap_serves(4 * 2 ** 20)
+        with memory.keeping_freed_memory():
+            pass
+        assert _heap_serves(4 * 2 ** 20)       # a nested block does not restore early
+    assert not _heap_serves(4 * 2 ** 20)
+    assert memory.keep_freed_memory() and _heap_serves(4 * 2 ** 20)
+    with memory.keeping_freed_memory():
+        pass
+    assert _heap_serves(4 * 2 ** 20)           # kept from now on: a block leaves it so
+    memory.restore_malloc_defaults()
+    assert not _heap_serves(4 * 2 ** 20)

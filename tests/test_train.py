@@ -19,7 +19,8 @@ from whitebox.data.images import load_mnist
 from whitebox.data.loader import channel_stats, normalize
 from whitebox.rate import layer_measures
 from whitebox.tasks.classify import Classify
-from whitebox.training import load_run, make_config
+from whitebox.train import load_run
+from whitebox.training import make_config
 from whitebox.training.runs import RunFolder
 from whitebox.training.loop import TIME_KEYS
 
@@ -151,7 +152,7 @@ def test_resume_survives_a_metrics_line_cut_short(tmp_path, mnist_folder):
     # Damage anywhere but the last line is not a crash: a clear error, nothing guessed.
     (out / "metrics.jsonl").write_text("{broken\n" + lines)
     with pytest.raises(ValueError, match="line 1 is not a valid metrics line"):
-        _run(out, mnist_folder, "--resume")
+        _run(out, mnist_folder, "--resume", "--debug")
 
 
 def test_metrics_and_config_are_replaced_atomically(tmp_path, monkeypatch):
@@ -176,15 +177,15 @@ def test_metrics_and_config_are_replaced_atomically(tmp_path, monkeypatch):
 
 def test_resume_errors(tmp_path, mnist_folder):
     with pytest.raises(FileNotFoundError, match="config.json' is missing"):
-        _run(tmp_path / "empty", mnist_folder, "--resume")
+        _run(tmp_path / "empty", mnist_folder, "--resume", "--debug")
     out = tmp_path / "run"
     _run(out, mnist_folder, "--epochs", "2", "--stop-after", "1", "--no-figures")
     with pytest.raises(ValueError, match="lr: saved 0.002, now 0.5"):
-        _run(out, mnist_folder, "--resume", "--lr", "0.5")
+        _run(out, mnist_folder, "--resume", "--lr", "0.5", "--debug")
     # config.json gone: say what is missing instead of guessing the settings
     os.remove(out / "config.json")
     with pytest.raises(FileNotFoundError, match="config.json' is missing"):
-        _run(out, mnist_folder, "--resume")
+        _run(out, mnist_folder, "--resume", "--debug")
 
 
 def test_a_fresh_run_moves_an_earlier_run_aside(tmp_path, mnist_folder):
@@ -194,13 +195,12 @@ def test_a_fresh_run_moves_an_earlier_run_aside(tmp_path, mnist_folder):
     old_id = json.loads((out / "config.json").read_text())["run_id"]
     old_checkpoint = (out / "checkpoint.npz").read_bytes()
     # a new run starts; the moment it starts, the old run's files are out of the way
-    with pytest.warns(UserWarning, match="held an earlier run; its files were moved"):
-        RunFolder(str(out)).start_fresh()
+    assert RunFolder(str(out)).start_fresh() == str(out / "earlier" / old_id)
     assert (out / "earlier" / old_id / "checkpoint.npz").read_bytes() == old_checkpoint
     assert not (out / "checkpoint.npz").exists()
     # ... it is killed before its first checkpoint: --resume cannot continue the old run
     with pytest.raises(FileNotFoundError):
-        _run(out, mnist_folder, "--resume")
+        _run(out, mnist_folder, "--resume", "--debug")
     # --overwrite deletes instead of moving; a temporary left by a killed write goes too
     (out / ".checkpoint.npz.0badcafe.tmp").write_bytes(b"half a checkpoint")
     _run(out, mnist_folder, "--epochs", "1", "--no-figures")
@@ -217,7 +217,8 @@ def test_a_run_that_cannot_start_leaves_the_earlier_run_alone(tmp_path, mnist_fo
     _run(out, mnist_folder, "--epochs", "2", "--stop-after", "1", "--no-figures")
     before = {name: (out / name).read_bytes() for name in os.listdir(out)}
     with pytest.raises(ValueError, match="patch must divide the 28x28 images"):
-        _run(out, mnist_folder, "--patch", "5", *(["--overwrite"] if overwrite else []))
+        _run(out, mnist_folder, "--patch", "5", "--debug",
+             *(["--overwrite"] if overwrite else []))
     assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
     assert len(_run(out, mnist_folder, "--resume")) == 2              # and still resumable
 
@@ -229,12 +230,12 @@ def test_resume_refuses_files_of_another_run(tmp_path, mnist_folder):
     # a checkpoint copied in from another run (same settings, so only the run id tells)
     (b / "checkpoint.npz").write_bytes((a / "checkpoint.npz").read_bytes())
     with pytest.raises(ValueError, match="folder mixes two runs"):
-        _run(b, mnist_folder, "--resume")
+        _run(b, mnist_folder, "--resume", "--debug")
     # metric lines of another run
     _run(a, mnist_folder, "--epochs", "2", "--stop-after", "1", "--no-figures", "--overwrite")
     (a / "metrics.jsonl").write_text((b / "metrics.jsonl").read_text())
     with pytest.raises(ValueError, match="refusing to splice two runs"):
-        _run(a, mnist_folder, "--resume")
+        _run(a, mnist_folder, "--resume", "--debug")
 
 
 def test_damaged_run_files_are_named(tmp_path, mnist_folder):
@@ -242,10 +243,10 @@ def test_damaged_run_files_are_named(tmp_path, mnist_folder):
     _run(out, mnist_folder, "--epochs", "2", "--stop-after", "1", "--no-figures")
     (out / "metrics.jsonl").write_bytes(b"\xff\xfe not text\n")
     with pytest.raises(ValueError, match="metrics.jsonl' is not UTF-8"):
-        _run(out, mnist_folder, "--resume")
+        _run(out, mnist_folder, "--resume", "--debug")
     (out / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="config.json' is not valid JSON"):
-        _run(out, mnist_folder, "--resume")
+        _run(out, mnist_folder, "--resume", "--debug")
 
 
 @pytest.mark.parametrize("flag,value,message", [

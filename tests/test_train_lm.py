@@ -81,7 +81,7 @@ def test_checkpoint_of_another_tokenizer_is_refused_and_nothing_changes(tmp_path
     other = _write(tmp_path, TEXT.replace("P", "Q") + "{}" * 10, "other.txt")
     with pytest.raises(ValueError, match="tokenizer .*Nothing was changed"):
         train_job.main(["--task", "lm", "--out", str(out), "--resume", "--data", str(other),
-                        "--no-progress"])
+                        "--no-progress", "--debug"])
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     assert after == before
 
@@ -98,19 +98,19 @@ def test_tokenizer_travels_in_the_checkpoint(tmp_path, text_file):
 @pytest.mark.parametrize("text, match", [("", "0 characters"), ("abc", "at least")])
 def test_empty_or_short_text_is_refused(tmp_path, text, match):
     with pytest.raises(ValueError, match=match):
-        _run("lm", tmp_path / "run", "--data", str(_write(tmp_path, text)))
+        _run("lm", tmp_path / "run", "--data", str(_write(tmp_path, text)), "--debug")
 
 
 def test_missing_text_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.txt"):
-        _run("lm", tmp_path / "run", "--data", str(tmp_path / "nope.txt"))
+        _run("lm", tmp_path / "run", "--data", str(tmp_path / "nope.txt"), "--debug")
 
 
 @pytest.mark.parametrize("task_name", ["lm", "mlm"])
 def test_one_training_step_reads_nothing_back(device_like, task_name):
     """The language models' step on device-like arrays performs no host read (see test_no_sync)."""
     from whitebox.optim import AdamW, clip_grad_norm
-    from whitebox.tasks import get_task
+    from whitebox.train import get_task
     from whitebox.training import make_config
     task_cls = get_task(task_name)
     task = task_cls(make_config(task_cls, {}, fast=True))

@@ -82,7 +82,7 @@ def test_bad_flags_are_refused_before_any_work(tmp_path, mnist_folder, capsys):
         _run(tmp_path / "c", mnist_folder, "--mask-ratio", "1.0")
     assert "--mask-ratio" in capsys.readouterr().err
     with pytest.raises(ValueError, match="multiple of 4"):
-        _run(tmp_path / "d", mnist_folder, "--dim", "30")
+        _run(tmp_path / "d", mnist_folder, "--dim", "30", "--debug")
 
 
 def test_one_mae_training_step_reads_nothing_back(monkeypatch):

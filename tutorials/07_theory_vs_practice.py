@@ -309,13 +309,13 @@ print(f"AlphaLayer worst relative error {max(alpha_layer_errors.values()):.1e}; 
 #     python -m whitebox.train --attention-out tied --attention-scale rate \
 #         --attention-eps 1 --attention-kappa 0.5 --attention-step exact
 #
-# Here we call the same job from Python (`whitebox.training.run`, settings
+# Here we call the same job from Python (`whitebox.train.run`, settings
 # as keywords). This is a small version of `examples/theory_vs_practice.py`,
 # which trains all six variants over several seeds and writes the table of
 # the docs.
 
 # %%
-from whitebox.training import run
+from whitebox.train import run
 
 n_train, epochs = (1000, 3) if FAST else (4000, 6)
 common = dict(n_train=n_train, n_test=500, epochs=epochs, dim=32, depth=2, heads=2,

@@ -32,6 +32,7 @@ class Task:
     models = ("crate",)       # values of --model this task can build
     defaults = {}             # shared or own settings whose default differs for this task
     fast = {}                 # settings of --fast: a tiny quick run
+    fast_by_dataset = {}      # dataset -> settings of --fast that differ for that dataset
     runtime_options = ()      # own settings that may change on --resume (e.g. a data path)
     description = ""
 
@@ -43,6 +44,11 @@ class Task:
     def resolve(cls, options):
         """Fill settings whose default depends on others (e.g. the patch size); returns options."""
         return options
+
+    @classmethod
+    def fast_settings(cls, dataset=None):
+        """The settings of --fast for ``dataset`` (None: the task's default data)."""
+        return dict(cls.fast, **cls.fast_by_dataset.get(dataset, {}))
 
     @classmethod
     def default_out(cls, options):

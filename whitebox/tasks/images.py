@@ -9,7 +9,7 @@ import dataclasses
 from ..data.images import DATASETS, load_dataset
 from ..data.loader import channel_stats
 from ..functional.embedding import check_ids
-from ..training.config import COUNT, POSITIVE_INT, Check, setting
+from ..settings import COUNT, POSITIVE_INT, Check, setting
 
 NUM_CLASSES = 10                 # every dataset offered here has ten classes
 # 7 x 7 patches on MNIST: 17 tokens instead of the 50 of 4 x 4 patches, about

@@ -31,7 +31,7 @@ from ..functional.token_cross_entropy import (token_cross_entropy_backward,
                                               token_cross_entropy_forward)
 from ..models import CRATEGPT
 from ..rate import layer_measures
-from ..training.config import NONNEG, POSITIVE_INT, PROBABILITY, Check, setting
+from ..settings import NONNEG, POSITIVE_INT, PROBABILITY, Check, setting
 from ..training.runs import RunFolder
 from .base import Task
 

@@ -35,7 +35,7 @@ from ..functional.masking import mask_from_noise
 from ..functional.patches import patchify_forward, unpatchify
 from ..models import CRATEMAE
 from ..rate import measure_compression
-from ..training.config import NONNEG, POSITIVE_INT, Check, setting
+from ..settings import NONNEG, POSITIVE_INT, Check, setting
 from .base import Task
 from .images import DEFAULT_OUT as CLASSIFY_OUT, OPTIONAL_COUNT, ImageOptions, load_split, \
     resolve_patch

@@ -1,103 +1,19 @@
-"""What defines a training run: the shared settings, each task's own, and their checks.
+"""What defines a training run: the shared settings and each task's own.
 
-Every setting is a dataclass field made with :func:`setting`, which carries
-its help text and its check. The same check validates a config built in
-Python and a flag typed on the command line (where the message names the
-flag), so a bad number is refused before any work starts.
+Every setting is a dataclass field made with :func:`whitebox.settings.setting`,
+which carries its help text and its check, so a config built in Python and
+a flag typed on the command line are refused by the same check.
 
     TrainConfig     the settings every task shares (epochs, lr, out, ...),
                     plus ``options``: the task's own settings (a dict that
                     the task's ``Options`` dataclass validates)
     make_config     defaults -> task defaults -> --fast -> what was given
 """
-import argparse
 import dataclasses
-import math
-
-import numpy as np
 
 from ..backend import BACKENDS
+from ..settings import COUNT, NONNEG, POSITIVE, POSITIVE_INT, Check, check_settings, setting
 from ..threads import DEFAULT_THREADS
-
-
-# ------------------------------------------------------------------ checks
-class Check:
-    """A check of one setting: ``check(name, value)`` returns the value or raises ValueError."""
-
-    def __init__(self, kind, low=None, high=None, high_open=False, choices=None,
-                 optional=False):
-        self.kind, self.low, self.high, self.high_open = kind, low, high, high_open
-        self.choices, self.optional = choices, optional
-
-    def expected(self):
-        if self.choices is not None:
-            return f"one of {', '.join(map(str, self.choices))}"
-        if self.kind is bool:
-            return "true or false"
-        if self.kind is str:
-            return "a path or name"
-        what = "an integer" if self.kind is int else "a finite number"
-        if self.high is not None:
-            return f"{what} in [{self.low}, {self.high}{')' if self.high_open else ']'}"
-        return what if self.low is None else f"{what} >= {self.low}"
-
-    def __call__(self, name, value):
-        if value is None and self.optional:
-            return None
-        ok = True
-        if self.choices is not None:
-            ok = value in self.choices
-        elif self.kind is bool:
-            ok = isinstance(value, bool)
-        elif self.kind is str:
-            ok = isinstance(value, str) and value != ""
-        elif self.kind is int:
-            ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, (int, float, np.integer, np.floating)) \
-                and not isinstance(value, bool) and math.isfinite(value)
-        if ok and self.low is not None:
-            ok = value >= self.low
-        if ok and self.high is not None:
-            ok = value < self.high if self.high_open else value <= self.high
-        if not ok:
-            raise ValueError(f"{name} must be {self.expected()}, got {value!r}")
-        return int(value) if self.kind is int else value
-
-    def parse(self, flag):
-        """An argparse ``type``: text -> checked value; argparse names the flag in the error."""
-        def convert(text):
-            try:
-                value = self.kind(text) if self.kind in (int, float) else text
-                return self(flag, value)
-            except ValueError:
-                raise argparse.ArgumentTypeError(
-                    f"must be {self.expected()}, got {text!r}") from None
-        convert.__name__ = self.kind.__name__ if self.choices is None else "choice"
-        return convert
-
-
-POSITIVE_INT = Check(int, low=1)
-COUNT = Check(int, low=0)
-NONNEG = Check(float, low=0)
-POSITIVE = Check(float, low=1e-300)
-OPTIONAL_POSITIVE = Check(float, low=1e-300, optional=True)
-PROBABILITY = Check(float, low=0, high=1, high_open=True)
-
-
-def setting(default, help, check, flag=True):
-    """A dataclass field that carries its help text and its check (and a command-line flag)."""
-    return dataclasses.field(default=default,
-                             metadata={"help": help, "check": check, "flag": flag})
-
-
-def check_settings(obj, prefix=""):
-    """Run every field's check on a dataclass instance; returns it (values normalised)."""
-    for f in dataclasses.fields(obj):
-        check = f.metadata.get("check")
-        if check is not None:
-            setattr(obj, f.name, check(prefix + f.name, getattr(obj, f.name)))
-    return obj
 
 
 # ------------------------------------------------------------------ shared settings
@@ -161,7 +77,7 @@ def make_config(task, given=None, fast=False, base=None):
     else:
         settings = dict(task.defaults)
         if fast:
-            settings.update(task.fast)
+            settings.update(task.fast_settings((given or {}).get("dataset")))
     settings.update(given or {})
     shared, own = split_settings(task, settings)
     cfg = TrainConfig(task=task.name, **{k: v for k, v in shared.items() if k != "task"})
@@ -177,8 +93,9 @@ def validate(task, cfg):
                          f"got {cfg.model!r}")
     if not isinstance(cfg.options, task.Options):
         cfg.options = task.resolve(check_settings(task.Options(**cfg.options)))
-    if cfg.out is None:
-        cfg.out = task.default_out(cfg.options)
+    if cfg.out is None:         # a folder per task and model: runs/mnist, runs/mnist-crate-alpha
+        cfg.out = task.default_out(cfg.options) + \
+            ("" if cfg.model == task.models[0] else f"-{cfg.model}")
     return cfg
 
 

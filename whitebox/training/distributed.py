@@ -101,7 +101,7 @@ class ReadOnlyRun(RunFolder):
     """The run folder as ranks other than 0 see it: they read it (--resume), never write."""
 
     def start_fresh(self, overwrite=False):
-        return []
+        return None
 
     def write_metrics(self, history):
         pass

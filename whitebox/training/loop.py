@@ -1,18 +1,24 @@
 """The one training loop every task shares.
 
-``train(cfg)`` runs (or resumes) the task named by ``cfg.task``:
+``train(task, cfg)`` runs (or resumes) a run of ``task`` (a Task subclass,
+see whitebox/tasks/base.py) with the settings ``cfg`` (a TrainConfig):
 
-  1. ``--resume`` reads config.json and refuses files of another run (see
-     runs.py);
-  2. the task loads and checks its data once, on the host, and builds the
-     model; only then does a fresh run move an earlier run in the folder
-     aside, so settings that fail here lose nothing; AdamW with a warm-up +
-     cosine schedule;
-  3. per epoch: the task's batches, each a zero_grad / forward + loss +
-     backward (the task's ``train_step``; with ``--threads W`` on NumPy, on
-     W shards of the batch in W threads, see threaded.py) / clip / step; then the task's
-     held-out metrics; metrics.jsonl and checkpoint.npz rewritten atomically;
-  4. at the end the task draws its figures.
+  1. ``Training(task, cfg)`` prepares the run, so every refusal comes before
+     any step: the settings are checked, ``--resume`` reads config.json and
+     refuses files of another run (see runs.py), the task loads and checks
+     its data once, on the host, and builds the model; only then does a
+     fresh run move an earlier run in the folder aside, so settings that
+     fail here lose nothing. AdamW with a warm-up + cosine schedule.
+  2. ``Training.run()`` trains. Per epoch: the task's batches, each a
+     zero_grad / forward + loss + backward (the task's ``train_step``; with
+     ``--threads W`` on NumPy, on W shards of the batch in W threads, see
+     threaded.py) / clip / step; then the task's held-out metrics;
+     metrics.jsonl and checkpoint.npz rewritten atomically, with Ctrl-C held
+     back until both are written. At the end the task draws its figures.
+
+The BLAS thread count (``cfg.threads``) and, on NumPy, the kept freed
+memory (whitebox.memory) hold only inside ``run()``; the process's own
+settings come back after it, also after an error or Ctrl-C.
 
 ``--resume`` continues exactly: the model, the optimizer's moments, the
 schedule and the states of every generator (data order, dropout, masks)
@@ -23,8 +29,11 @@ On a GPU a step never waits for the device: the loss stays a 0-d array and
 is turned into a Python number only when the progress bar shows it (every
 ``LOG_EVERY`` steps) and at the end of the epoch.
 """
+import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -32,13 +41,11 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..functional import fused
-from ..memory import keep_freed_memory
+from ..memory import keeping_freed_memory
 from ..optim import AdamW, WarmupCosine, clip_grad_norm
-from ..tasks import get_task
-from ..threads import set_threads
+from ..threads import limited
 from . import distributed, threaded
 from .config import RUNTIME_FIELDS, as_dict, make_config, validate
-from .runs import RunFolder, read_json
 
 LOG_EVERY = 10        # steps between progress-bar updates (each one reads the loss)
 # The wall-clock fields of an epoch's record: its training steps' mean, the
@@ -47,120 +54,234 @@ LOG_EVERY = 10        # steps between progress-bar updates (each one reads the l
 TIME_KEYS = ("step_seconds", "seconds", "elapsed")
 
 
-def train(cfg):
+def train(task, cfg):
     """Run (or resume) training as described in the module docstring.
 
-    Input: cfg, a TrainConfig (see whitebox.training.config). Returns: the
-    list of per-epoch metric dicts (all epochs so far, including those
-    before a resume). The task object is kept as ``train.last_task``.
+    Inputs: task, the Task subclass to train (e.g.
+    whitebox.tasks.classify.Classify); cfg, a TrainConfig made for it
+    (whitebox.training.make_config). Returns: the list of per-epoch metric
+    dicts (all epochs so far, including those before a resume).
     """
-    task_cls = get_task(cfg.task)
-    cfg = validate(task_cls, cfg)
-    set_threads(cfg.threads)                     # for the rest of the process
-    if cfg.backend == "numpy":
-        keep_freed_memory()                      # each step reuses the last one's blocks
-    dp, run = distributed.setup(cfg)             # dp None unless --distributed
-    writer = dp is None or dp.writer             # only rank 0 prints and writes files
-    if cfg.resume:
-        saved = run.open_for_resume()
-        _check_resumable(task_cls, cfg, saved)
+    return Training(task, cfg).run()
 
-    task = task_cls(cfg)
-    rng = np.random.default_rng(cfg.seed)        # data order and augmentation: checkpointed
-    task.setup(rng)
-    model = task.build_model().to(cfg.backend)
-    if not cfg.resume:
-        # only now that the data and the model are known to work: an earlier run in
-        # the folder is moved aside (or deleted) by a run that can start
-        run.start_fresh(cfg.overwrite)
-    optimizer = AdamW(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = task.steps_per_epoch()
-    total_steps = cfg.epochs * steps_per_epoch
-    warmup = min(total_steps, int(round(cfg.warmup_epochs * steps_per_epoch)))
-    schedule = WarmupCosine(optimizer, warmup, total_steps, min_lr=min(cfg.min_lr, cfg.lr))
-    generators = {"data": rng, **model.generators(), **task.generators()}
 
-    step, start_epoch, history, elapsed = 0, 0, [], 0.0
-    if cfg.resume:
-        state = load_checkpoint(run.checkpoint, model, optimizer, rng=generators,
-                                scheduler=schedule)
-        extra = state["extra"] or {}
-        run.check_checkpoint_run(extra.get("run_id"))
-        task.check_state(extra.get("task"))
-        step, start_epoch = state["step"], state["epoch"]
-        history = run.read_metrics(start_epoch)
-        elapsed = history[-1]["elapsed"] if history else 0.0
-    run.write_metrics(history)
-    run.write_config(as_dict(cfg))
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during ``Training.run``: where it stopped and the checkpoint to resume from.
 
-    shards = None
-    if threaded.plan(cfg, task, model) == "shards":
-        set_threads(1)                           # one BLAS thread inside each shard's thread
-        shards = threaded.ShardThreads(model, cfg.threads)
+    ``epoch`` and ``step`` (the steps done in that epoch) say where;
+    ``checkpoint`` is the path of the last whole checkpoint (None before
+    the first epoch ended) and ``saved_epoch`` the epoch it holds.
+    """
 
-    progress = sys.stderr.isatty() if cfg.progress is None else cfg.progress
-    say = tqdm.write if writer else (lambda line: None)   # prints above any progress bar
-    say(f"{task.name}: {type(model).__name__} {model.num_params():,} parameters | "
-        f"{task.describe()} | {cfg.epochs} epochs of {steps_per_epoch} steps"
-        + (f" | {cfg.threads} threads, each batch split in {cfg.threads}" if shards else
-           f" | {cfg.threads} BLAS threads (the step draws dropout masks, so it is not split)"
-           if cfg.threads > 1 and cfg.backend == "numpy" else "")
-        + (" | fused loops (Numba)" if fused.enabled() and cfg.backend == "numpy" else "")
-        + (f" | resuming after epoch {start_epoch}" if cfg.resume else ""))
+    def __init__(self, epoch, step, checkpoint, saved_epoch):
+        self.epoch, self.step = epoch, step
+        self.checkpoint, self.saved_epoch = checkpoint, saved_epoch
+        where = (f"checkpoint at {checkpoint} (epoch {saved_epoch})" if checkpoint else
+                 "no checkpoint yet (the first epoch did not end)")
+        super().__init__(f"interrupted at epoch {epoch} step {step}; {where}")
 
-    last_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, cfg.stop_after)
-    for epoch in range(start_epoch + 1, last_epoch + 1):
+
+class Training:
+    """One run: the constructor prepares it (and refuses it), ``run()`` trains it."""
+
+    def __init__(self, task, cfg):
+        self.wall_start = time.perf_counter()
+        cfg = validate(task, cfg)
+        self.cfg = cfg
+        self.dp, self.folder = distributed.setup(cfg)   # dp None unless --distributed
+        self.writer = self.dp is None or self.dp.writer  # only rank 0 prints and writes files
+        self.say = tqdm.write if self.writer else (lambda line: None)  # above any progress bar
+        if cfg.resume:
+            saved = self.folder.open_for_resume()
+            _check_resumable(task, cfg, saved)
+
+        self.task = task(cfg)
+        rng = np.random.default_rng(cfg.seed)   # data order and augmentation: checkpointed
+        self.task.setup(rng)
+        self.model = model = self.task.build_model().to(cfg.backend)
+        if not cfg.resume:
+            # only now that the data and the model are known to work: an earlier run in
+            # the folder is moved aside (or deleted) by a run that can start
+            aside = self.folder.start_fresh(cfg.overwrite)
+            if aside:
+                self.say(f"{cfg.out!r} held an earlier run; its files were moved to {aside!r} "
+                         "(--overwrite deletes them instead)")
+        self.optimizer = AdamW(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.steps_per_epoch = self.task.steps_per_epoch()
+        total_steps = cfg.epochs * self.steps_per_epoch
+        warmup = min(total_steps, int(round(cfg.warmup_epochs * self.steps_per_epoch)))
+        self.schedule = WarmupCosine(self.optimizer, warmup, total_steps,
+                                     min_lr=min(cfg.min_lr, cfg.lr))
+        self.generators = {"data": rng, **model.generators(), **self.task.generators()}
+
+        self.step, self.epoch, self.history, self.elapsed = 0, 0, [], 0.0
+        if cfg.resume:
+            state = load_checkpoint(self.folder.checkpoint, model, self.optimizer,
+                                    rng=self.generators, scheduler=self.schedule)
+            extra = state["extra"] or {}
+            self.folder.check_checkpoint_run(extra.get("run_id"))
+            self.task.check_state(extra.get("task"))
+            self.step, self.epoch = state["step"], state["epoch"]
+            self.history = self.folder.read_metrics(self.epoch)
+            self.elapsed = self.history[-1]["elapsed"] if self.history else 0.0
+        self.start_epoch = self.saved_epoch = self.epoch
+        self.elapsed_before = self.elapsed
+        self.folder.write_metrics(self.history)
+        self.folder.write_config(as_dict(cfg))
+
+    # ---------------------------------------------------------------- training
+    def run(self):
+        """Train to cfg.epochs (or cfg.stop_after); returns the per-epoch metric dicts.
+
+        Ctrl-C raises :class:`Interrupted` (a KeyboardInterrupt) after the
+        process settings are restored; the checkpoint on disk is whole.
+        """
+        cfg = self.cfg
+        with contextlib.ExitStack() as scope:
+            scope.enter_context(limited(cfg.threads))
+            if cfg.backend == "numpy":
+                scope.enter_context(keeping_freed_memory())  # each step reuses the last one's
+            shards = None
+            if threaded.plan(cfg, self.task, self.model) == "shards":
+                scope.enter_context(limited(1))   # one BLAS thread inside each shard's thread
+                shards = threaded.ShardThreads(self.model, cfg.threads)
+                scope.callback(shards.close)
+            self.say(self.header(shards))
+            cores = available_cores()
+            if cfg.backend == "numpy" and cfg.threads > cores:
+                self.say(f"warning: {cfg.threads} threads on the {cores} cores this process may "
+                         "use: the threads take turns, and each step waits for the slowest")
+            train_start = time.perf_counter()
+            last_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, cfg.stop_after)
+            self.current_epoch, self.in_epoch = self.start_epoch + 1, 0
+            try:
+                for epoch in range(self.start_epoch + 1, last_epoch + 1):
+                    self._epoch(epoch, shards)
+            except KeyboardInterrupt:
+                raise Interrupted(self.current_epoch, self.in_epoch,
+                                  self.folder.checkpoint if self.saved_epoch else None,
+                                  self.saved_epoch) from None
+            train_seconds = time.perf_counter() - train_start
+        figures_start = time.perf_counter()
+        if cfg.figures and self.history and self.writer:
+            self.task.figures(self.model, self.history, cfg.out)
+        figures_seconds = time.perf_counter() - figures_start
+        wall = time.perf_counter() - self.wall_start
+        epochs = self.epoch - self.start_epoch
+        setup = wall - train_seconds - figures_seconds
+        line = (f"wall time {wall:.1f} s: {epochs} epoch{'s' * (epochs != 1)} "
+                f"{train_seconds:.1f} s, setup {setup:.1f} s, figures {figures_seconds:.1f} s")
+        if self.start_epoch:
+            line += (f" (and {self.elapsed_before:.1f} s for epochs 1-{self.start_epoch} "
+                     "before --resume)")
+        self.say(line)
+        return self.history
+
+    def _epoch(self, epoch, shards):
+        cfg, task, model = self.cfg, self.task, self.model
+        progress = sys.stderr.isatty() if cfg.progress is None else cfg.progress
         tic = time.perf_counter()
         model.train()
         totals = {}
-        bar = tqdm(task.batches(), total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}",
+        self.current_epoch, self.in_epoch = epoch, 0
+        bar = tqdm(task.batches(), total=self.steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}",
                    leave=False, disable=not progress, file=sys.stderr)
         for i, batch in enumerate(bar):
             batch = task.draw(model, batch)          # draws for the whole batch, before any split
-            if dp:
-                batch = dp.shard(batch)
+            if self.dp:
+                batch = self.dp.shard(batch)
             model.zero_grad()
             if shards:
                 loss, sums = shards.step(task.train_step, batch)
             else:
                 loss, sums = task.train_step(model, batch)
-            if dp:
-                sums = dp.allreduce(model, sums)     # gradients of the whole global batch
+            if self.dp:
+                sums = self.dp.allreduce(model, sums)     # gradients of the whole global batch
             if cfg.grad_clip:
                 clip_grad_norm(model, cfg.grad_clip)
-            optimizer.step()
-            schedule.step()
-            step += 1
+            self.optimizer.step()
+            self.schedule.step()
+            self.step += 1
+            self.in_epoch = i + 1
             for k, v in sums.items():
                 totals[k] = totals[k] + v if k in totals else v
-            if progress and (i % LOG_EVERY == 0 or i == steps_per_epoch - 1):
+            if progress and (i % LOG_EVERY == 0 or i == self.steps_per_epoch - 1):
                 bar.set_postfix(loss=f"{float(loss):.3f}")
         count = float(totals.pop("count"))
-        record = dict(epoch=epoch, step=step,
+        record = dict(epoch=epoch, step=self.step,
                       **{f"train_{k}": float(v) / count for k, v in totals.items()})
-        step_seconds = (time.perf_counter() - tic) / steps_per_epoch  # the sums above waited
+        step_seconds = (time.perf_counter() - tic) / self.steps_per_epoch  # the sums waited
         record.update(task.evaluate(model))
         seconds = time.perf_counter() - tic
-        elapsed += seconds
-        record.update(lr=float(optimizer.lr), seconds=seconds, elapsed=elapsed,
+        self.elapsed += seconds
+        record.update(lr=float(self.optimizer.lr), seconds=seconds, elapsed=self.elapsed,
                       step_seconds=step_seconds)
-        history.append(record)
-        say(task.epoch_line(record) + f" | {seconds:.1f}s")
+        self.history.append(record)
+        self.epoch = epoch
+        self.say(task.epoch_line(record) + f" | {seconds:.1f}s")
         # Metrics first, then the checkpoint: after a crash in between, resume
         # drops the metric line of the epoch the checkpoint does not hold.
-        run.write_metrics(history)
-        if writer:
-            save_checkpoint(run.checkpoint, model, optimizer, step=step, epoch=epoch,
-                            rng=generators, scheduler=schedule,
-                            extra={"config": as_dict(cfg), "run_id": run.run_id,
-                                   "task": task.state()})
+        with interrupts_deferred():
+            self.folder.write_metrics(self.history)
+            if self.writer:
+                save_checkpoint(self.folder.checkpoint, model, self.optimizer, step=self.step,
+                                epoch=epoch, rng=self.generators, scheduler=self.schedule,
+                                extra={"config": as_dict(cfg), "run_id": self.folder.run_id,
+                                       "task": task.state()})
+            self.saved_epoch = epoch
 
-    if shards:
-        shards.close()
-    if cfg.figures and history and writer:
-        task.figures(model, history, cfg.out)
-    train.last_task = task
-    return history
+    def header(self, shards):
+        """The first line: the task, the whole model and how the run uses the machine."""
+        cfg, model = self.cfg, self.model
+        attention = (getattr(model, "config", None) or {}).get("attention")
+        attention = "official MSSA" if not attention else "MSSA " + ", ".join(
+            f"{k} {v}" for k, v in attention.items())
+        if cfg.backend != "numpy":
+            machine = f"{cfg.backend}"
+        elif shards:
+            machine = f"numpy, {cfg.threads} threads, each batch split in {cfg.threads}"
+        elif cfg.threads > 1:
+            machine = (f"numpy, {cfg.threads} BLAS threads (the step draws dropout masks, so it "
+                       "is not split)")
+        else:
+            machine = "numpy, 1 thread"
+        if fused.enabled() and cfg.backend == "numpy":
+            machine += " | fused loops (Numba)"
+        machine += f" | {self.dp.size} MPI ranks" if self.dp else " | no MPI"
+        return (f"{self.task.name}: {type(model).__name__} --model {cfg.model}, {attention}, "
+                f"{model.num_params():,} parameters | {self.task.describe()} | {cfg.epochs} "
+                f"epochs of {self.steps_per_epoch} steps of {cfg.batch_size} | {machine} | "
+                f"out {cfg.out}"
+                + (f" | resuming after epoch {self.start_epoch}" if cfg.resume else ""))
+
+
+def available_cores():
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Ctrl-C (SIGINT) inside the block raises KeyboardInterrupt only when the block ends.
+
+    So the files written inside are written whole. Outside the main thread
+    (where Python delivers signals) the block changes nothing.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield
+        return
+    caught = []
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def _check_resumable(task_cls, cfg, saved):
@@ -178,27 +299,3 @@ def _check_resumable(task_cls, cfg, saved):
         detail = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in changed.items())
         raise ValueError(f"--resume: the settings differ from the checkpointed run ({detail}); "
                          "resume with the same settings or start a new --out")
-
-
-def load_run(out, checkpoint=True):
-    """The task (data loaded) and model of the run in ``out``, as its checkpoint left it.
-
-    Returns: (cfg, task, model). With checkpoint=False the model keeps its
-    initialisation (the untrained twin of the run's model).
-    """
-    run = RunFolder(out)
-    for path in (run.config,) + ((run.checkpoint,) if checkpoint else ()):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{out!r} has no {os.path.basename(path)}: train there "
-                                    "first (python -m whitebox.train --out FOLDER)")
-    saved = read_json(run.config)
-    task_cls = get_task(saved.get("task", "classify"))
-    cfg = make_config(task_cls, dict(out=out, backend=saved.get("backend", "numpy")),
-                      base=saved)
-    task = task_cls(cfg)
-    task.setup(np.random.default_rng(cfg.seed))
-    model = task.build_model().to(cfg.backend)
-    if checkpoint:
-        load_checkpoint(run.checkpoint, model)
-    return cfg, task, model
-

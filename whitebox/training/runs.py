@@ -41,11 +41,16 @@ class RunFolder:
 
     # ---------------------------------------------------------------- starting
     def start_fresh(self, overwrite=False):
-        """Make the folder ready for a new run; returns the paths moved aside (or deleted)."""
+        """Make the folder ready for a new run.
+
+        Returns: the folder an earlier run's files were moved to, or None
+        (nothing there, or ``overwrite`` deleted them).
+        """
         os.makedirs(self.out, exist_ok=True)
         clean_stale_temporaries(self.out)   # left by a killed write
         used = [name for name in os.listdir(self.out)
                 if name in RUN_FILES or name.endswith(".png")]
+        aside = None
         if used and not overwrite:
             earlier = read_json(self.config).get("run_id") if os.path.isfile(self.config) \
                 else None
@@ -53,14 +58,11 @@ class RunFolder:
             os.makedirs(aside, exist_ok=True)
             for name in used:
                 os.replace(self.path(name), os.path.join(aside, name))
-            warnings.warn(f"{self.out!r} held an earlier run; its files were moved to "
-                          f"{aside!r} (pass --overwrite to delete them instead)",
-                          UserWarning, stacklevel=3)
         elif used:
             for name in used:
                 os.remove(self.path(name))
         self.run_id = secrets.token_hex(8)
-        return used
+        return aside
 
     def open_for_resume(self):
         """The saved config dict of the run to continue; clear errors when it cannot be."""

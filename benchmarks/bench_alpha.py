@@ -4,7 +4,7 @@
     python benchmarks/bench_alpha.py --backend cupy    # on a GPU (PyTorch then on CUDA)
 
 Table 1: one float32 CRATE-alpha training step (forward, loss, backward),
-whitebox against whitebox.torch_crate_alpha (same weights), runs alternating
+whitebox against whitebox.torch_twins.crate_alpha (same weights), runs alternating
 between the two libraries (bench_crate's builder and timer); medians and the
 ratio whitebox / PyTorch. With --threads W > 1 on NumPy, whitebox runs the
 step on W batch shards, as training does.

@@ -50,8 +50,8 @@ from whitebox.models import CRATE, CRATEAlpha
 from whitebox.training.threaded import ShardThreads
 
 # family -> (whitebox class, module whose torch_model_from builds the PyTorch twin)
-FAMILIES = {"CRATE": (CRATE, "whitebox.torch_crate"),
-            "CRATE-alpha": (CRATEAlpha, "whitebox.torch_crate_alpha")}
+FAMILIES = {"CRATE": (CRATE, "whitebox.torch_twins.crate"),
+            "CRATE-alpha": (CRATEAlpha, "whitebox.torch_twins.crate_alpha")}
 CONFIGS = {
     "mnist-demo": dict(image_size=28, patch_size=4, channels=1, num_classes=10, dim=96,
                        depth=4, heads=4, dim_head=24, batch=128),

@@ -43,7 +43,7 @@ def bench_step(name, cfg, variant, backend_name, repeats, warmup):
     device = "cuda" if backend_name == "cupy" else "cpu"
     try:
         import torch
-        from whitebox.torch_crate_lm import torch_lm_from
+        from whitebox.torch_twins.crate_lm import torch_lm_from
         tmodel = torch_lm_from(model).to(device)
         tx, ty = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
     except ImportError:

@@ -69,7 +69,7 @@ def bench(name, cfg, backend_name, repeats, warmup, threads):
         import torch
         if threads:
             torch.set_num_threads(threads)
-        from whitebox.torch_crate_mae import torch_mae_from
+        from whitebox.torch_twins.crate_mae import torch_mae_from
         tmodel = torch_mae_from(model).to(device)
         tx, tnoise = torch.from_numpy(x_np).to(device), torch.from_numpy(noise_np).to(device)
     except ImportError:

@@ -21,7 +21,7 @@ from whitebox.data.text import (CharTokenizer, bigram_cross_entropy, pydoc_corpu
 from whitebox.models import CRATEGPT
 from whitebox.optim.optimizer import decay_mask
 from whitebox.tasks.lm import LanguageModel
-from whitebox.torch_crate_lm import torch_lm_from
+from whitebox.torch_twins.crate_lm import torch_lm_from
 
 
 def main(argv=None):

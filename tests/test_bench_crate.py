@@ -17,7 +17,7 @@ def bench():
 
 def test_folded_torch_model_equals_the_official_one(bench):
     torch = pytest.importorskip("torch")
-    from whitebox.torch_crate import torch_model_from
+    from whitebox.torch_twins.crate import torch_model_from
     model = CRATE(image_size=8, patch_size=4, num_classes=3, dim=8, depth=2, heads=2,
                   dim_head=4, channels=1, dtype="float64", seed=0)
     x = torch.from_numpy(np.random.default_rng(1).random((2, 1, 8, 8)))

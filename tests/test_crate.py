@@ -79,7 +79,7 @@ def test_logits_and_gradients_match_pytorch(pool):
     m = tiny(pool=pool, depth=3, heads=3, dim_head=2)
     x = images(B=3)
     labels = np.array([0, 2, 1])
-    from whitebox.torch_crate import torch_model_from
+    from whitebox.torch_twins.crate import torch_model_from
     tm = torch_model_from(m)
     x_t = torch.tensor(x, requires_grad=True)
     logits_t = tm(x_t)

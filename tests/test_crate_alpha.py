@@ -99,7 +99,7 @@ def test_overcomplete_ista_module_decodes_the_codes(rng):
 # ------------------------------------------------------------------ numbers
 def _torch_check(m, x, labels):
     torch = pytest.importorskip("torch")
-    from whitebox.torch_crate_alpha import torch_model_from
+    from whitebox.torch_twins.crate_alpha import torch_model_from
     tm = torch_model_from(m)
     x_t = torch.tensor(x, requires_grad=True)
     logits_t = tm(x_t)
@@ -240,7 +240,7 @@ def test_backward_errors():
 
 def test_twin_refuses_the_variants():
     pytest.importorskip("torch")
-    from whitebox.torch_crate_alpha import torch_model_from
+    from whitebox.torch_twins.crate_alpha import torch_model_from
     with pytest.raises(ValueError, match="official attention only"):
         torch_model_from(tiny(attention=dict(out="tied")))
 
@@ -285,7 +285,7 @@ def test_official_pth_weights_load_as_they_are(tmp_path):
     """A state dict saved by the torch module (torch's own init) loads by name and agrees."""
     torch = pytest.importorskip("torch")
     from whitebox.interop import load_official
-    from whitebox.torch_crate_alpha import TorchCRATEAlpha
+    from whitebox.torch_twins.crate_alpha import TorchCRATEAlpha
     torch.manual_seed(0)
     cfg = dict(image_size=8, patch_size=4, num_classes=3, dim=8, depth=2, heads=2)
     tm = TorchCRATEAlpha(**cfg).double()

@@ -373,7 +373,7 @@ def test_overfits_one_batch():
 
 # ------------------------------------------------------------------ the PyTorch twins
 def _twin_check(cls, variant, T, torch):
-    from whitebox.torch_crate_lm import torch_lm_from
+    from whitebox.torch_twins.crate_lm import torch_lm_from
     m = cls(11, 8, 12, 3, 3, variant=variant, expansion=2, dtype="float64", seed=1)
     x, y = ids((3, T), 11), ids((3, T), 11, seed=1)
     tm = torch_lm_from(m)
@@ -410,7 +410,7 @@ def test_masked_model_equals_the_twin_without_the_mask(variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_official_modules_load_the_export_strictly(variant):
     torch = pytest.importorskip("torch")
-    from whitebox.torch_crate_lm import TorchCRATEGPT
+    from whitebox.torch_twins.crate_lm import TorchCRATEGPT
     m = tiny(variant=variant)
     tm = TorchCRATEGPT(**TINY, variant=variant).double()
     state = m.to_official_state(m.state_dict())
@@ -465,7 +465,7 @@ def test_interop_npz_round_trip_through_the_hooks(tmp_path, variant):
 def test_interop_pth_loads_strictly_into_the_official_modules(tmp_path, variant):
     torch = pytest.importorskip("torch")
     from whitebox.interop import export_pth, load_official
-    from whitebox.torch_crate_lm import TorchCRATEGPT
+    from whitebox.torch_twins.crate_lm import TorchCRATEGPT
     m = tiny(variant=variant)
     tm = TorchCRATEGPT(**TINY, variant=variant).double()
     tm.load_state_dict(torch.load(export_pth(m, tmp_path / "w.pth")), strict=True)

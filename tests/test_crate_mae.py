@@ -245,7 +245,7 @@ TWIN_CONFIGS = {"official": {}, "one-head": dict(heads=1, decoder_heads=1),
 @pytest.mark.parametrize("kw", TWIN_CONFIGS.values(), ids=TWIN_CONFIGS.keys())
 def test_loss_pred_and_every_gradient_match_the_pytorch_twin(kw):
     torch = pytest.importorskip("torch")
-    from whitebox.torch_crate_mae import torch_mae_from
+    from whitebox.torch_twins.crate_mae import torch_mae_from
     m = tiny(**kw)
     x = images(C=m.channels)
     noise = np.random.default_rng(7).random((3, 16))
@@ -271,7 +271,7 @@ def test_loss_pred_and_every_gradient_match_the_pytorch_twin(kw):
 
 def test_given_mask_matches_the_twin():
     torch = pytest.importorskip("torch")
-    from whitebox.torch_crate_mae import torch_mae_from
+    from whitebox.torch_twins.crate_mae import torch_mae_from
     m = tiny()
     mask = a_mask()
     mask[0, :3] = 1                           # images may lose different numbers of patches
@@ -283,7 +283,7 @@ def test_given_mask_matches_the_twin():
 def test_official_weights_load_and_export(tmp_path):
     torch = pytest.importorskip("torch")
     from whitebox.interop import export_pth, load_official
-    from whitebox.torch_crate_mae import TorchCRATEMAE
+    from whitebox.torch_twins.crate_mae import TorchCRATEMAE
     torch.manual_seed(0)
     tm = TorchCRATEMAE(**TINY).double()
     torch.save({"model": tm.state_dict()}, tmp_path / "official.pth")

@@ -107,7 +107,7 @@ def test_no_arrays_is_an_error():
 @pytest.mark.parametrize("wrap", [None, "state_dict"])
 def test_pth_round_trip_and_official_layout_loads_it(tmp_path, wrap):
     torch = pytest.importorskip("torch")
-    from whitebox.torch_crate import TorchCRATE
+    from whitebox.torch_twins.crate import TorchCRATE
     a, b = pair()
     path = export_pth(a, tmp_path / "w.pth", wrap=wrap)
     load_official(b, path)
@@ -123,7 +123,7 @@ def test_pth_round_trip_and_official_layout_loads_it(tmp_path, wrap):
 
 def test_torch_module_weights_come_back(tmp_path):
     torch = pytest.importorskip("torch")
-    from whitebox.torch_crate import TorchCRATE
+    from whitebox.torch_twins.crate import TorchCRATE
     tm = TorchCRATE(**CFG)
     torch.save({"model": {f"module.{k}": v for k, v in tm.state_dict().items()}},
                tmp_path / "ddp.pth")

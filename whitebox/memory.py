@@ -32,7 +32,7 @@ _M_TRIM_THRESHOLD = -1                   # mallopt parameters, from glibc's mall
 _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 2 ** 20            # glibc's largest allowed value on 64-bit
 TRIM_THRESHOLD = 2 ** 30
-DEFAULT_THRESHOLD = 128 * 2 ** 10        # glibc's default of both (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD)
+DEFAULT_THRESHOLD = 128 * 2 ** 10        # glibc's default of both thresholds
 
 
 def _glibc():

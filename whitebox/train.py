@@ -57,7 +57,7 @@ def get_task(name):
 
 
 def run(task="classify", fast=False, **settings):
-    """Train ``task`` (a name of TASKS) with the given settings; returns the per-epoch metric dicts."""
+    """Train ``task`` (a name in TASKS) with the given settings; returns the per-epoch metrics."""
     task_cls = get_task(task)
     return train(task_cls, make_config(task_cls, settings, fast=fast))
 

@@ -14,12 +14,12 @@ autograd reference in tests and benchmarks:
 try:
     import torch
 except ImportError as e:  # say which extra brings it
-    raise ImportError("whitebox.torch_crate_alpha needs PyTorch, which is not installed: "
+    raise ImportError("whitebox.torch_twins.crate_alpha needs PyTorch, which is not installed: "
                       "pip install 'whitebox-crate[torch]'") from e
 from torch import nn
 from torch.nn import functional as F
 
-from .torch_crate import Attention, PreNorm, _pair
+from .crate import Attention, PreNorm, _pair
 
 
 class OvercompleteISTABlock(nn.Module):
@@ -83,7 +83,7 @@ class TorchCRATEAlpha(nn.Module):
 
 def torch_model_from(model):
     """A TorchCRATEAlpha with the configuration and weights of a whitebox CRATEAlpha."""
-    from .backend import to_numpy
+    from ..backend import to_numpy
     cfg = dict(model.config)
     if cfg.get("attention"):
         raise ValueError(f"the PyTorch twin computes the official attention only, got "

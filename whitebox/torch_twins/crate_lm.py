@@ -22,7 +22,7 @@ import math
 try:
     import torch
 except ImportError as e:
-    raise ImportError("whitebox.torch_crate_lm needs PyTorch, which is not installed: "
+    raise ImportError("whitebox.torch_twins.crate_lm needs PyTorch, which is not installed: "
                       "pip install 'whitebox-crate[torch]'") from e
 from torch import nn
 from torch.nn import functional as F
@@ -164,7 +164,7 @@ class TorchCRATEGPT(nn.Module):
 def torch_lm_from(model):
     """A TorchCRATEGPT with the configuration and weights of a CRATEGPT or CRATEBERT."""
     import numpy as np
-    from .backend import to_numpy
+    from ..backend import to_numpy
     cfg = dict(model.config)
     dtype = torch.float64 if cfg.pop("dtype") == "float64" else torch.float32
     tm = TorchCRATEGPT(**cfg, causal=model.causal).to(dtype)

@@ -16,12 +16,12 @@ any channel count and to rectangular images.
 try:
     import torch
 except ImportError as e:  # say which extra brings it
-    raise ImportError("whitebox.torch_crate_mae needs PyTorch, which is not installed: "
+    raise ImportError("whitebox.torch_twins.crate_mae needs PyTorch, which is not installed: "
                       "pip install 'whitebox-crate[torch]'") from e
 from torch import nn
 
-from .functional.pos_embed import sincos_pos_embed_2d
-from .torch_crate import ISTA, Attention, PreNorm, _pair
+from ..functional.pos_embed import sincos_pos_embed_2d
+from .crate import ISTA, Attention, PreNorm, _pair
 
 
 class DecoderAttention(Attention):
@@ -168,7 +168,7 @@ class TorchCRATEMAE(nn.Module):
 
 def torch_mae_from(model):
     """A TorchCRATEMAE with the configuration and weights of a whitebox CRATEMAE."""
-    from .backend import to_numpy
+    from ..backend import to_numpy
     cfg = dict(model.config)
     dtype = torch.float64 if cfg.pop("dtype") == "float64" else torch.float32
     cfg.pop("seed", None)

@@ -13,7 +13,7 @@ whitebox model to PyTorch's distributed tools and back:
 try:
     import torch
 except ImportError as e:  # say which extra brings it
-    raise ImportError("whitebox.torch_crate needs PyTorch, which is not installed: "
+    raise ImportError("whitebox.torch_twins.crate needs PyTorch, which is not installed: "
                       "pip install 'whitebox-crate[torch]'") from e
 from torch import nn
 from torch.nn import functional as F
@@ -120,7 +120,7 @@ class TorchCRATE(nn.Module):
 
 def torch_model_from(model):
     """A TorchCRATE with the configuration and weights of a whitebox CRATE."""
-    from .backend import to_numpy
+    from ..backend import to_numpy
     cfg = dict(model.config)
     dtype = torch.float64 if cfg.pop("dtype") == "float64" else torch.float32
     cfg.pop("seed", None)

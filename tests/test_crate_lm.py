@@ -5,7 +5,8 @@ import pytest
 from whitebox.functional import token_cross_entropy, token_cross_entropy_backward, \
     token_cross_entropy_forward
 from whitebox.gradcheck import GradientCheckError, check_backward, check_module
-from whitebox.models import CRATEBERT, CRATEGPT, mask_tokens
+from whitebox.data import mask_tokens
+from whitebox.models import CRATEBERT, CRATEGPT
 from whitebox.nn import LMBlock, OvercompleteISTA
 
 VARIANTS = ["plain", "overcomplete"]

@@ -21,9 +21,10 @@ import os
 import numpy as np
 
 from .. import backend
+from ..data.masking import mask_tokens
 from ..functional.token_cross_entropy import (token_cross_entropy_backward,
                                               token_cross_entropy_forward)
-from ..models import CRATEBERT, mask_tokens
+from ..models import CRATEBERT
 from ..rate import layer_measures
 from .lm import LanguageModel, plot_atoms, plot_losses
 

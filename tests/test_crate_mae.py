@@ -196,7 +196,7 @@ def test_decoder_layer_gradient_check(softmax):
     layer = DecoderLayer(6, 2, 3, softmax=softmax, dtype="float64", seed=0)
     x = np.random.default_rng(5).standard_normal((2, 4, 6))
     out = layer(x)
-    h = layer.step.norm(x) @ layer.step.fn.param("weight").T
+    h = layer.inverse_ista.norm(x) @ layer.inverse_ista.fn.param("weight").T
     np.testing.assert_allclose(out, h - layer.attn.fn(layer.attn.norm(h)))
     errs = check_module(layer, [x], tol=1e-7)
     assert len(errs) == 1 + len(layer.state_dict())

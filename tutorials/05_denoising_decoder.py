@@ -342,8 +342,8 @@ def decoder_steps_backward(dout, cache, sign_inside=True):
 
 dim, heads = 8, 2
 layer = DecoderLayer(dim, heads, dim // heads, dtype="float64", seed=3)
-params = [layer.step.norm.param("weight"), layer.step.norm.param("bias"),
-          layer.step.fn.param("weight"), layer.attn.norm.param("weight"),
+params = [layer.inverse_ista.norm.param("weight"), layer.inverse_ista.norm.param("bias"),
+          layer.inverse_ista.fn.param("weight"), layer.attn.norm.param("weight"),
           layer.attn.norm.param("bias"), layer.attn.fn.qkv.param("weight"),
           layer.attn.fn.to_out[0].param("weight"), layer.attn.fn.to_out[0].param("bias")]
 x_small = rng.standard_normal((2, 5, dim))                       # (B, N, d)

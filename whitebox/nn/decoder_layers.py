@@ -26,20 +26,22 @@ class DecoderLayer(Module):
     """One CRATE-MAE decoder layer: y = LN0(x) W^T;  out = y - MSSA(LN1(y)).
 
     Children "0" (PreNorm(Linear)) and "1" (PreNorm(MSSA), softmax optional), also
-    reachable as ``step`` and ``attn``.
+    reachable as ``inverse_ista`` and ``attn`` (the state-dict keys stay "0" and "1",
+    the official checkpoint's).
     """
 
     def __init__(self, dim, heads, dim_head, softmax=True, dtype="float32", seed=0):
         super().__init__(dtype)
         rng = _rng(seed)
-        step = Linear(dim, dim, bias=False, dtype=dtype, seed=rng)
-        step.add_param("weight", uniform_init(rng, (dim, dim), math.sqrt(6.0 / dim)))
-        setattr(self, "0", PreNorm(dim, step, dtype=dtype))
+        linear = Linear(dim, dim, bias=False, dtype=dtype, seed=rng)
+        linear.add_param("weight", uniform_init(rng, (dim, dim), math.sqrt(6.0 / dim)))
+        setattr(self, "0", PreNorm(dim, linear, dtype=dtype))
         setattr(self, "1", PreNorm(dim, MSSA(dim, heads, dim_head, softmax=softmax, dtype=dtype,
                                                     seed=rng), dtype=dtype))
 
     @property
-    def step(self):
+    def inverse_ista(self):
+        """PreNorm(Linear): y = LN0(x) W^T, the learned inverse of the encoder's ISTA step."""
         return self._modules["0"]
 
     @property
@@ -48,7 +50,7 @@ class DecoderLayer(Module):
 
     def forward(self, x, capture=None):
         """x (B, N, d) -> (B, N, d); ``capture``: dict of lists for this layer's features."""
-        y = self.step(x)                           # LN0(x) W^T
+        y = self.inverse_ista(x)                   # LN0(x) W^T
         h = self.attn.norm(y)                      # LN1(y), the MSSA input
         out = y - self.attn.fn(h)                  # expansion: the MSSA update subtracted
         if capture is not None:
@@ -62,4 +64,4 @@ class DecoderLayer(Module):
         self._take_cache()
         # out = y - f(y): the MSSA branch sees -dout, so its parameters get the right sign
         dy = dout + self.attn.backward(-dout)
-        return self.step.backward(dy)
+        return self.inverse_ista.backward(dy)

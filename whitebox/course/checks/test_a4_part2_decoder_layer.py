@@ -10,7 +10,7 @@ from whitebox.nn.decoder_layers import DecoderLayer
 def test_decoder_layer_forward(softmax):
     L = DecoderLayer(6, heads=2, dim_head=3, softmax=softmax, dtype="float64", seed=1)
     x = rng(1).standard_normal((2, 4, 6))
-    y = L.step(x)
+    y = L.inverse_ista(x)
     expected = y - L.attn.fn(L.attn.norm(y))
     assert_close("DecoderLayer.forward", L(x), expected, describe(x=x, softmax=softmax), 1e-12)
 
@@ -32,4 +32,4 @@ def test_decoder_layer_backward(softmax):
     x = rng(3).standard_normal((2, 4, 6))
     check_module_gradients("DecoderLayer.backward", L, x,
                            hint="out = y - MSSA(LN1(y)): the MSSA branch receives -dout, "
-                                "and dy = dout + (its backward); then the step's backward")
+                                "and dy = dout + (its backward); then inverse_ista's backward")

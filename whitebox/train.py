@@ -25,6 +25,7 @@ status 130).
 import argparse
 import dataclasses
 import importlib
+import importlib.util
 import os
 import sys
 

@@ -82,7 +82,16 @@ class Interrupted(KeyboardInterrupt):
 
 
 class Training:
-    """One run: the constructor prepares it (and refuses it), ``run()`` trains it."""
+    """One run: ``Training(task, cfg)`` prepares it, ``run()`` trains it.
+
+    Inputs as :func:`train`. The constructor raises (ValueError, OSError,
+    ImportError, naming the setting, file or extra) for a run that cannot
+    start, before a fresh run moves an earlier one aside. Afterwards
+    ``task`` is the task object (data loaded), ``model`` the model on
+    cfg.backend, ``folder`` the RunFolder, ``history`` the per-epoch
+    metric dicts so far, ``step`` and ``epoch`` the optimizer steps and
+    epochs done.
+    """
 
     def __init__(self, task, cfg):
         self.wall_start = time.perf_counter()

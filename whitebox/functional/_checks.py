@@ -59,7 +59,8 @@ def check_real(name, value, low=None, high=None, low_open=False, high_open=False
         lo = "-inf" if low is None else f"{low:g}"
         hi = "inf" if high is None else f"{high:g}"
         span = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
-        raise ValueError(f"{name} must be in {span}, got {value!r}")
+        what = "in" if np.isfinite(value) else "finite and in"
+        raise ValueError(f"{name} must be {what} {span}, got {value!r}")
     return value
 
 

@@ -116,7 +116,7 @@ def to_float(name, value):
 
 
 def check_hyper(name, value, low=0.0, high=None, high_open=False):
-    """A float hyper-parameter in [low, high] (or [low, high) when high_open)."""
+    """A finite float hyper-parameter in [low, high] (or [low, high) when high_open)."""
     value = to_float(name, value)
     bad = not (value >= low and math.isfinite(value))  # also catches NaN and inf
     if high is not None:
@@ -124,7 +124,8 @@ def check_hyper(name, value, low=0.0, high=None, high_open=False):
     if bad:
         upper = "" if high is None else (f", {high})" if high_open else f", {high}]")
         expected = f"in [{low}{upper}" if upper else f">= {low}"
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
+        finite = "" if math.isfinite(value) else "finite and "
+        raise ValueError(f"{name} must be {finite}{expected}, got {value!r}")
     return value
 
 

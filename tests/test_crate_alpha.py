@@ -208,8 +208,8 @@ def test_capture_has_crates_keys_with_the_codes_as_ista_output():
 
 # ------------------------------------------------------------------ errors
 @pytest.mark.parametrize("kw, match", [
-    (dict(expansion=0), "expansion must be an integer >= 1"),
-    (dict(expansion=1.5), "expansion must be an integer >= 1"),
+    (dict(expansion=0), r"expansion must be a positive integer \(atoms .*\), got 0"),
+    (dict(expansion=1.5), "expansion must be a positive integer"),
     (dict(dim_head=None, heads=4), "dim=6 is not divisible by heads=4"),
     (dict(image_size=10), "not divisible by patch_size"),
     (dict(depth=0), "depth must be a positive integer"),

@@ -325,7 +325,7 @@ def test_errors_name_the_argument():
         rate.mcr2_loss(Z, [0, 1, 0, 1, 0], 0.5)
     W = draw(rng, 6, 4)
     for bad in (0, -2):
-        with pytest.raises(ValueError, match=f"num_heads must be a positive integer.*{bad}"):
+        with pytest.raises(ValueError, match=f"num_heads must be an integer >= 1, got {bad}"):
             rate.bases_from_qkv(W, bad)
     with pytest.raises(TypeError, match="num_heads"):
         rate.bases_from_qkv(W, 2.0)
@@ -341,7 +341,7 @@ def test_labels_on_another_backend_than_z_are_refused():
     """The label check compares the labels' backend with the one the features gave."""
     import types
 
-    from whitebox.rate._checks import check_labels
+    from whitebox.functional._checks import check_labels
     other = types.SimpleNamespace(__name__="otherbackend", ndarray=np.ndarray)
     with pytest.raises(TypeError, match=r"labels must be .* same backend as Z \(otherbackend\)"):
         check_labels(np.array([0, 1, 0]), 3, other)

@@ -8,14 +8,7 @@ position (target = the next token), the masked model only the positions
     n = number of counted positions.
 """
 from ..backend import checks_values
-from ._checks import check_array, check_dout, check_finite, is_int
-
-
-def check_ignore_index(ignore_index, vocab_size):
-    """An integer that is no class id: a class id would silently drop that class's targets."""
-    if not is_int(ignore_index) or 0 <= ignore_index < vocab_size:
-        raise ValueError(f"ignore_index must be an integer outside [0, {vocab_size}) (a class "
-                         f"id would drop that class's targets), got {ignore_index!r}")
+from ._checks import check_array, check_dout, check_finite, check_ignore_index
 
 
 def token_cross_entropy_forward(logits, targets, ignore_index=-1):

@@ -18,7 +18,7 @@ steps from zero, a separate decoder D1, a residual round the sparse coding,
 no bias on the attention's output projection, no LayerNorms round the patch
 embedding. LayerNorm eps 1e-6 in the blocks, 1e-5 in mlp_head.0.
 """
-from ..functional._checks import check_positive_int, is_int
+from ..functional._checks import check_positive_int
 from ..nn import ModuleList
 from ..nn.alpha_layers import AlphaLayer
 from ..nn.patch_embed import PatchConv
@@ -63,13 +63,12 @@ class CRATEAlpha(ImageModel):
                 raise ValueError(f"dim={dim} is not divisible by heads={heads}: pass dim_head")
             dim_head = dim // heads
         check_positive_int("dim_head", dim_head)
-        if not is_int(expansion) or expansion < 1:
-            raise ValueError(f"expansion must be an integer >= 1 (atoms per dimension of the "
-                             f"dictionary D, official 4), got {expansion!r}")
+        expansion = check_positive_int("expansion", expansion, " (atoms per dimension of the "
+                                       "dictionary D, official 4)")
         attention = attention_options(attention)
         self.config = dict(image_size=image_size, patch_size=patch_size,
                            num_classes=num_classes, dim=dim, depth=depth, heads=heads,
-                           dim_head=dim_head, channels=channels, expansion=int(expansion),
+                           dim_head=dim_head, channels=channels, expansion=expansion,
                            ista_step=ista_step, ista_lambda=ista_lambda, dtype=self.dtype,
                            seed=seed)
         if attention:
@@ -80,7 +79,7 @@ class CRATEAlpha(ImageModel):
         self.conv1 = PatchConv(channels, dim, self.patch_hw, dtype=dtype, seed=rng)
         self.add_param("pos_embedding", rng.standard_normal((1, self.num_patches + 1, dim)))
         self.add_param("cls_token", rng.standard_normal((1, 1, dim)))
-        self.transformer = AlphaTransformer(dim, depth, heads, dim_head, int(expansion),
+        self.transformer = AlphaTransformer(dim, depth, heads, dim_head, expansion,
                                             ista_step, ista_lambda, dtype=dtype, seed=rng,
                                             attention=attention)
         self.mlp_head = classifier_head(dim, num_classes, dtype, rng, eps=1e-5)

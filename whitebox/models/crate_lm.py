@@ -34,11 +34,9 @@ import numpy as np
 
 from ..backend import backend_name, to_device, to_numpy
 from ..functional._blas import matmul_rows
-from ..functional._checks import (check_dout, check_finite, check_positive_int,
-                                 check_probability, check_real, is_int)
-from ..functional.embedding import check_ids
+from ..functional._checks import (check_dout, check_finite, check_ids, check_ignore_index,
+                                 check_positive_int, check_probability, check_real, is_int)
 from ..functional.softmax import softmax_forward
-from ..functional.token_cross_entropy import check_ignore_index
 from ..nn import Dropout, Embedding, LayerNorm, Module, ModuleList
 from ..nn.layers import _rng
 from ..nn.lm_layers import LM_CAPTURE_KEYS, LMBlock

@@ -28,7 +28,8 @@ import math
 import numpy as np
 
 from ..backend import backend_name, to_device
-from ..functional._checks import check_array, check_finite, check_positive_int, check_real
+from ..functional._checks import (check_array, check_finite, check_flag, check_positive_int,
+                                  check_real)
 from ..functional.masked_mse import masked_mse_backward, masked_mse_forward
 from ..functional.masking import (mask_from_noise, mask_tokens_backward, mask_tokens_forward,
                                   num_kept)
@@ -90,9 +91,8 @@ class CRATEMAE(ImageModel):
                 raise ValueError(f"{name} = {k} exceeds dim = {dim}: dim_head = dim // "
                                  f"{name} would be 0")
         self.mask_ratio = check_real("mask_ratio", mask_ratio, 0.0, 1.0, high_open=True)
-        for name, v in (("norm_pix_loss", norm_pix_loss), ("decoder_softmax", decoder_softmax)):
-            if not isinstance(v, (bool, np.bool_)):
-                raise TypeError(f"{name} must be True or False, got {v!r}")
+        norm_pix_loss = check_flag("norm_pix_loss", norm_pix_loss)
+        decoder_softmax = check_flag("decoder_softmax", decoder_softmax)
         patch_dim = self.patch_dim
         if norm_pix_loss and patch_dim < 2:
             raise ValueError("norm_pix_loss needs at least 2 numbers per patch (the unbiased "
@@ -101,10 +101,10 @@ class CRATEMAE(ImageModel):
         self.config = dict(image_size=image_size, patch_size=patch_size, dim=dim, depth=depth,
                            heads=heads, decoder_depth=decoder_depth, channels=channels,
                            decoder_heads=decoder_heads, mask_ratio=self.mask_ratio,
-                           norm_pix_loss=bool(norm_pix_loss), ista_step=ista_step,
-                           ista_lambda=ista_lambda, decoder_softmax=bool(decoder_softmax),
+                           norm_pix_loss=norm_pix_loss, ista_step=ista_step,
+                           ista_lambda=ista_lambda, decoder_softmax=decoder_softmax,
                            dtype=self.dtype, seed=seed)
-        self.dim, self.norm_pix_loss = dim, bool(norm_pix_loss)
+        self.dim, self.norm_pix_loss = dim, norm_pix_loss
         ph, pw = self.patch_hw
         grid = (self.image_hw[0] // ph, self.image_hw[1] // pw)
         rng = _rng(seed)

@@ -26,7 +26,8 @@ official code's ``eps`` is epsilon squared).
 """
 from ..backend import get_array_module, to_numpy
 from ..functional import softmax_forward
-from ..functional._checks import check_finite, check_positive_int, check_real
+from ..functional._checks import (check_array, check_class_labels, check_finite, check_ids,
+                                  check_positive_int, check_real)
 from ..rate import mcr2_loss
 from ..rate.gram import factor, spd_inverse
 
@@ -127,24 +128,18 @@ class ReduNet:
     def _check(self, Z, labels=None, num_classes=None, d=None):
         """Z (N, d) floating and finite, N >= 1 (d as constructed, when given); labels (N,)
         integers in [0, num_classes) when given."""
-        xp = get_array_module(Z)
-        if not isinstance(Z, xp.ndarray) or Z.ndim != 2 or Z.dtype.kind != "f" or not Z.size:
-            raise ValueError(f"Z must be a non-empty floating array of shape (N, d) (samples "
-                             f"as rows), got {type(Z).__name__} of shape "
-                             f"{getattr(Z, 'shape', None)}")
+        check_array("Z", Z, ndim=2)
+        if not Z.size:
+            raise ValueError(f"Z must be a non-empty (N, d) array (samples as rows), got shape "
+                             f"{tuple(Z.shape)}")
         if d is not None and Z.shape[1] != d:
             raise ValueError(f"Z has d = {Z.shape[1]} features; the network was constructed "
                              f"on d = {d}")
         check_finite("Z", Z)
-        if labels is None:
-            return
-        lab = to_numpy(labels)
-        if lab.shape != (Z.shape[0],) or lab.dtype.kind not in "iu" or lab.min() < 0:
-            raise ValueError(f"labels must be {Z.shape[0]} non-negative integers (one per "
-                             f"row of Z), got dtype {lab.dtype} and shape {lab.shape}")
-        if num_classes is not None and lab.max() >= num_classes:
-            raise ValueError(f"labels must lie in [0, {num_classes}) (num_classes), found "
-                             f"{int(lab.max())}")
+        if labels is not None:
+            check_class_labels("labels", labels, Z.shape[0])
+            if num_classes is not None:
+                check_ids("labels", labels, num_classes)
 
     def rate_reduction(self, Z, labels):
         """Delta R = R(Z) - Rc(Z | labels) of features Z (the MCR^2 objective, maximised)."""

@@ -72,6 +72,17 @@ def condition_limit(dtype):
     return ROUNDOFF_BUDGET / float(np.finfo(dtype).eps)
 
 
+def rate_scale(dim, N, eps, name="eps"):
+    """a = dim / (N eps^2), refusing an eps so small that the scale overflows float64."""
+    a = dim / N / eps / eps                 # not eps ** 2: that underflows to 0 first
+    if not math.isfinite(a):
+        smallest = math.sqrt(dim / N / np.finfo(np.float64).max)
+        raise ValueError(f"{name} = {eps!r} is too small: the scale {dim}/(N {name}^2) "
+                         f"overflows float64; {name} must be at least {smallest:.3g} (and "
+                         f"larger still for features that are not tiny)")
+    return a
+
+
 def _gram(X, side):
     xp = get_array_module(X)
     # a contiguous transpose keeps the batched product on the BLAS path

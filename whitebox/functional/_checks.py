@@ -5,8 +5,8 @@ keep only the checks their math needs, one line each.
 
     numbers   is_int, check_int, check_positive_int, check_threads, to_float, check_real,
               check_probability, check_flag
-    arrays    check_array, check_finite, check_dout, check_class_labels, check_ids,
-              check_ignore_index
+    arrays    check_array, check_finite, check_features, check_shape, check_divisible,
+              check_dout, check_class_labels, check_ids, check_ignore_index, check_targets
     rates     check_tokens, check_bases, check_labels, check_accumulate, check_rate_dout
 """
 import math
@@ -39,6 +39,26 @@ def check_finite(name, a):
     xp = get_array_module(a)
     if not bool(xp.all(xp.isfinite(a))):
         raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def check_features(op, name, a, d, against):
+    """The last axis of ``a`` (..., d) has the size d that ``against`` fixes."""
+    if a.shape[-1] != d:
+        raise ValueError(f"{op}: {name} has {a.shape[-1]} input features (last dimension "
+                         f"{a.shape[-1]} of shape {tuple(a.shape)}), expected {d} to match "
+                         f"{against}")
+
+
+def check_shape(name, a, shape, against=""):
+    """``a`` (skipped when None) has exactly ``shape``."""
+    if a is not None and tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {tuple(a.shape)}, expected {tuple(shape)}{against}")
+
+
+def check_divisible(H, W, p1, p2):
+    """An H x W image cut into whole p1 x p2 patches."""
+    if H % p1 or W % p2:
+        raise ValueError(f"image size {H}x{W} is not divisible by the patch size {p1}x{p2}")
 
 
 def check_dout(op, dout, shape):
@@ -159,6 +179,30 @@ def check_ignore_index(ignore_index, vocab_size):
     if not is_int(ignore_index) or 0 <= ignore_index < vocab_size:
         raise ValueError(f"ignore_index must be an integer outside [0, {vocab_size}) (a class "
                          f"id would drop that class's targets), got {ignore_index!r}")
+
+
+def check_targets(targets, logits, ignore_index):
+    """Integer targets (...) on the logits' backend for logits (..., V): each in [0, V) or
+    ignore_index, at least one counted (values read on the host, or with device checks)."""
+    xp = get_array_module(logits)
+    if not isinstance(targets, xp.ndarray) or targets.dtype.kind not in "iu":
+        raise TypeError(f"targets must be an integer array on the logits' backend, got "
+                        f"{getattr(targets, 'dtype', type(targets).__name__)}")
+    if tuple(targets.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(f"targets have shape {tuple(targets.shape)}, expected "
+                         f"{tuple(logits.shape[:-1])} to match logits {tuple(logits.shape)}")
+    V = logits.shape[-1]
+    check_ignore_index(ignore_index, V)
+    if not checks_values(targets):
+        return
+    y = targets.reshape(-1)
+    keep = y != ignore_index
+    if not bool(keep.any()):
+        raise ValueError("token_cross_entropy: every target is ignore_index; nothing to count")
+    bad = keep & ((y < 0) | (y >= V))
+    if bool(bad.any()):
+        raise ValueError(f"targets must lie in [0, {V}) or equal ignore_index={ignore_index}, "
+                         f"found {int(y[bad][0])}")
 
 
 # ------------------------------------------------------------------ the rate functions' inputs

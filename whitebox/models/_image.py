@@ -48,8 +48,9 @@ class ImageModel(Module):
     Sets (through ``_set_geometry``): image_hw, patch_hw, channels,
     num_patches, patch_dim. Offers: ``_images`` (checks, cast to the model's
     dtype, finite after the cast), ``_check_upstream`` (shape and finiteness
-    of an upstream gradient), ``_prepend_cls`` / ``_prepend_cls_backward``
-    (the ``cls_token`` parameter, (1, 1, d)), ``_pool`` / ``_pool_backward``.
+    of an upstream gradient), ``_tokens`` / ``_tokens_backward`` (the
+    ``cls_token`` parameter (1, 1, d) and a position table (1, N, d)),
+    ``_classify`` / ``_classify_backward`` (pooling and the ``mlp_head``).
     """
 
     def _set_geometry(self, image_size, patch_size, channels):
@@ -91,31 +92,42 @@ class ImageModel(Module):
         check_dout(op or type(self).__name__, dout, shape)
         check_finite(name, dout)
 
-    def _prepend_cls(self, x):
-        """x (B, n, d) -> (B, n + 1, d) with the cls_token as row 0."""
+    def _tokens(self, patches, pos="pos_embedding"):
+        """patches (B, n, d) -> tokens (B, N, d): the cls_token prepended, the table ``pos``
+        (1, N, d) added."""
         xp = self.xp
-        B, n, d = x.shape
+        B, n, d = patches.shape
         cls = xp.broadcast_to(self._params["cls_token"], (B, 1, d))
-        return xp.concatenate([cls, x], axis=1)                     # (B, N, d)
+        x = xp.concatenate([cls, patches], axis=1)                  # (B, N, d)
+        x += self._params[pos]
+        return x
 
-    def _prepend_cls_backward(self, dx):
-        """dx (B, n + 1, d) -> dx of the patch tokens (B, n, d); cls_token's gradient added."""
+    def _tokens_backward(self, dx, pos="pos_embedding"):
+        """dx (B, N, d) -> d(patches) (B, n, d); adds the gradients of cls_token and of the
+        table ``pos`` (None: a frozen table, no gradient)."""
+        if pos is not None:
+            self._accumulate(pos, dx.sum(axis=0, keepdims=True))
         self._accumulate("cls_token", dx[:, :1].sum(axis=0, keepdims=True))
         return dx[:, 1:]
 
-    def _pool(self, x, pool="cls"):
-        """x (B, N, d) -> (B, d): the cls row, or the mean over tokens."""
-        return x[:, 0] if pool == "cls" else x.mean(axis=1)
+    def _classify(self, x, pool="cls"):
+        """x (B, N, d) -> logits (B, num_classes) through pooling and ``mlp_head``; keeps the
+        shapes for ``_classify_backward``."""
+        pooled = x[:, 0] if pool == "cls" else x.mean(axis=1)       # (B, d)
+        logits = self.mlp_head(pooled)
+        self._cache = (x.shape, logits.shape)
+        return logits
 
-    def _pool_backward(self, dpooled, shape, pool="cls"):
-        """dpooled (B, d) -> dx (B, N, d) of the pooled tokens."""
-        B, N, d = shape
-        xp = self.xp
+    def _classify_backward(self, dlogits, pool="cls"):
+        """dlogits (B, num_classes), checked -> dx (B, N, d) of the pooled tokens."""
+        (B, N, d), logits_shape = self._take_cache()
+        self._check_upstream("dlogits", dlogits, logits_shape)
+        dpooled = self.mlp_head.backward(dlogits)                   # (B, d)
         if pool == "cls":
-            dx = xp.zeros((B, N, d), dtype=dpooled.dtype)
+            dx = self.xp.zeros((B, N, d), dtype=dpooled.dtype)
             dx[:, 0] = dpooled
             return dx
-        return xp.broadcast_to(dpooled[:, None, :] / N, (B, N, d)).copy()
+        return self.xp.broadcast_to(dpooled[:, None, :] / N, (B, N, d)).copy()
 
     # ------------------------------------------------ models with CRATE-style layers
     def subspaces(self, layer):

@@ -102,26 +102,16 @@ class CRATE(ImageModel):
         ("z_half"), LN2(Z^{l+1/2}) ("ista_in") and Z^{l+1} ("z").
         """
         images = self._images(images)
-        x = self.to_patch_embedding(images)                        # (B, n, d)
-        x = self._prepend_cls(x)                                   # (B, N, d)
-        x += self._params["pos_embedding"]
-        x = self.dropout(x)
+        x = self.dropout(self._tokens(self.to_patch_embedding(images)))  # (B, N, d)
         self.captured = {k: [] for k in CAPTURE_KEYS} if capture else None
         x = self.transformer(x, self.captured)
-        logits = self.mlp_head(self._pool(x, self.pool))           # (B, num_classes)
-        self._cache = (x.shape, logits.shape)
-        return logits
+        return self._classify(x, self.pool)                        # (B, num_classes)
 
     def backward(self, dlogits):
         """Accumulate every parameter gradient; return the gradient w.r.t. the images."""
-        x_shape, logits_shape = self._take_cache()
-        self._check_upstream("dlogits", dlogits, logits_shape)
-        dpooled = self.mlp_head.backward(dlogits)                  # (B, d)
-        dx = self._pool_backward(dpooled, x_shape, self.pool)      # (B, N, d)
-        dx = self.transformer.backward(dx)
-        dx = self.dropout.backward(dx)
-        self._accumulate("pos_embedding", dx.sum(axis=0, keepdims=True))
-        return self.to_patch_embedding.backward(self._prepend_cls_backward(dx))
+        dx = self.transformer.backward(self._classify_backward(dlogits, self.pool))
+        dx = self._tokens_backward(self.dropout.backward(dx))      # (B, n, d)
+        return self.to_patch_embedding.backward(dx)
 
     def extra_repr(self):
         c = self.config

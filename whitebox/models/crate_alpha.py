@@ -94,22 +94,14 @@ class CRATEAlpha(ImageModel):
         reads) and "z" (the layer output Z^{l+1} = Z^{l+1/2} + c2 D1^T).
         """
         images = self._images(images)
-        x = self._prepend_cls(self.conv1(images))                  # (B, N, d)
-        x += self._params["pos_embedding"]
+        x = self._tokens(self.conv1(images))                       # (B, N, d)
         self.captured = {k: [] for k in CAPTURE_KEYS} if capture else None
-        x = self.transformer(x, self.captured)
-        logits = self.mlp_head(self._pool(x))                      # cls pooling
-        self._cache = (x.shape, logits.shape)
-        return logits
+        return self._classify(self.transformer(x, self.captured))  # cls pooling
 
     def backward(self, dlogits):
         """Accumulate every parameter gradient; return the gradient w.r.t. the images."""
-        x_shape, logits_shape = self._take_cache()
-        self._check_upstream("dlogits", dlogits, logits_shape)
-        dpooled = self.mlp_head.backward(dlogits)                  # (B, d)
-        dx = self.transformer.backward(self._pool_backward(dpooled, x_shape))
-        self._accumulate("pos_embedding", dx.sum(axis=0, keepdims=True))
-        return self.conv1.backward(self._prepend_cls_backward(dx))
+        dx = self.transformer.backward(self._classify_backward(dlogits))
+        return self.conv1.backward(self._tokens_backward(dx))
 
     def extra_repr(self):
         c = self.config

@@ -220,8 +220,7 @@ class CRATEMAE(ImageModel):
         """images (B, C, H, W), mask (B, L) -> latent (B, N, d); keeps the mask cache."""
         x = self.patch_embed(images)                                # (B, L, d)
         x, self._mask_cache = mask_tokens_forward(x, mask, self._params["mask_token"])
-        x = self._prepend_cls(x)                                    # (B, N, d)
-        x += self._params["decoder_pos_embed"]
+        x = self._tokens(x, "decoder_pos_embed")                    # (B, N, d)
         for blk in self.blocks:
             x = blk(x, capture)
         return self.norm(x)
@@ -296,8 +295,8 @@ class CRATEMAE(ImageModel):
         dx = self.norm.backward(dx)
         for blk in reversed(list(self.blocks)):
             dx = blk.backward(dx)
-        # decoder_pos_embed is frozen: no gradient
-        dtokens, dmask_token = mask_tokens_backward(self._prepend_cls_backward(dx), mcache)
+        dx = self._tokens_backward(dx, None)         # decoder_pos_embed is frozen: no gradient
+        dtokens, dmask_token = mask_tokens_backward(dx, mcache)
         self._accumulate("mask_token", dmask_token)
         dimages = self.patch_embed.backward(dtokens)
         dimages += patchify_backward(dpatches, pcache)   # the target is the images too

@@ -607,3 +607,31 @@ def test_both_sides_of_the_float32_line(cond, holds):
             rate.gram_logdet_forward(X, 1.0, accumulate="float32")
     h, _ = rate.gram_logdet_forward(X, 1.0)            # the default: promoted where needed
     assert h.dtype == np.float32 and float(h) == pytest.approx(exact, rel=1e-4)
+
+
+def test_float32_accepted_through_the_factor_bound_is_within_budget():
+    """Near-rank-deficient features of every scale: what float32 accepts (many only through
+    tr(M^{-1}), past the row-sum bound) is within 1e-4 (value) and 3e-4 (gradient)."""
+    rng = np.random.default_rng(35)
+    accepted = through_factor = 0
+    for _ in range(120):
+        N, d = (int(v) for v in rng.integers(2, 30, size=2))
+        r = int(rng.integers(1, min(N, d) + 1))
+        Z = draw(rng, N, r) @ draw(rng, r, d) + 10 ** rng.uniform(-3, 0) * draw(rng, N, d)
+        Z = (Z * 10 ** rng.uniform(-1, 3)).astype(np.float32)
+        eps = 10 ** rng.uniform(-3, 0.5)
+        try:
+            v = rate.coding_rate(Z, eps, accumulate="float32")
+            g = rate.coding_rate_grad(Z, eps, accumulate="float32")
+        except ValueError as err:
+            assert "float32 cannot hold" in str(err)
+            continue
+        Z64 = Z.astype(np.float64)
+        G = Z64 @ Z64.T if N <= d else Z64.T @ Z64
+        a = d / N / eps ** 2
+        through_factor += 1 + a * min(np.abs(G).sum(1).max(), np.trace(G)) > 8.4e3
+        v64, g64 = rate.coding_rate(Z64, eps), rate.coding_rate_grad(Z64, eps)
+        assert abs(float(v) - float(v64)) <= 1e-4 * max(1.0, abs(float(v64)))
+        assert np.linalg.norm(g - g64) <= 3e-4 * np.linalg.norm(g64)
+        accepted += 1
+    assert accepted > 20 and through_factor > 10

@@ -36,7 +36,7 @@ from ..backend import backend_name, to_device, to_numpy
 from ..functional._blas import matmul_rows
 from ..functional._checks import (check_dout, check_finite, check_ids, check_ignore_index,
                                  check_positive_int, check_probability, check_real, is_int)
-from ..functional.softmax import softmax_forward
+from ..functional import softmax_forward
 from ..nn import Dropout, Embedding, LayerNorm, Module, ModuleList
 from ..nn.layers import _rng
 from ..nn.lm_layers import LM_CAPTURE_KEYS, LMBlock

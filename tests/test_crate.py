@@ -283,3 +283,20 @@ def test_image_and_patch_sizes_are_ints_or_pairs(kw):
     name = next(iter(kw))
     with pytest.raises(ValueError, match=f"{name} must be an int or a \\(height, width\\) pair"):
         CRATE(**args)
+
+
+def test_finite_images_that_overflow_the_models_dtype_are_refused():
+    """float64 images of 1e39 are finite but past float32's range: named, not a NaN loss."""
+    big = images() * 1e39
+    with pytest.raises(ValueError, match="images cast to the model's dtype float32.*NaN or inf"):
+        tiny("float32")(big)
+    assert np.isfinite(tiny("float64")(big)).all()       # float64 holds them
+
+
+def test_non_finite_upstream_gradient_is_refused():
+    m = tiny()
+    logits = m(images())
+    bad = np.ones_like(logits)
+    bad[0, 1] = np.nan
+    with pytest.raises(ValueError, match="dlogits contains NaN"):
+        m.backward(bad)

@@ -208,8 +208,8 @@ def test_capture_has_crates_keys_with_the_codes_as_ista_output():
 
 # ------------------------------------------------------------------ errors
 @pytest.mark.parametrize("kw, match", [
-    (dict(expansion=0), "expansion must be an integer >= 1"),
-    (dict(expansion=1.5), "expansion must be an integer >= 1"),
+    (dict(expansion=0), r"expansion must be a positive integer \(atoms .*\), got 0"),
+    (dict(expansion=1.5), "expansion must be a positive integer"),
     (dict(dim_head=None, heads=4), "dim=6 is not divisible by heads=4"),
     (dict(image_size=10), "not divisible by patch_size"),
     (dict(depth=0), "depth must be a positive integer"),
@@ -294,3 +294,24 @@ def test_official_pth_weights_load_as_they_are(tmp_path):
     x = images(C=3)
     np.testing.assert_allclose(m(x), tm(torch.tensor(x)).detach().numpy(), rtol=1e-12,
                                atol=1e-12)
+
+
+def test_finite_images_that_overflow_the_models_dtype_are_refused():
+    big = images() * 1e39
+    with pytest.raises(ValueError, match="images cast to the model's dtype float32.*NaN or inf"):
+        tiny("float32")(big)
+
+
+def test_non_finite_upstream_gradient_is_refused():
+    m = tiny()
+    logits = m(images())
+    with pytest.raises(ValueError, match="dlogits contains NaN"):
+        m.backward(np.full_like(logits, np.nan))
+
+
+def test_shares_the_image_model_base():
+    """CRATE-alpha's input checks and cls plumbing come from the base, not borrowed methods."""
+    from whitebox.models import CRATE
+    from whitebox.models._image import ImageModel
+    assert issubclass(CRATEAlpha, ImageModel) and issubclass(CRATE, ImageModel)
+    assert "_check_images" not in vars(CRATEAlpha) and "_images" not in vars(CRATEAlpha)

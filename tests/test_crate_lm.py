@@ -503,3 +503,41 @@ def test_seeds_and_generators_are_named(bad):
     m = CRATEGPT(vocab_size=7, block_size=8, dim=8, depth=1, heads=2, seed=0)
     with pytest.raises(ValueError, match=r"rng must be a non-negative integer"):
         m.generate(np.zeros((1, 2), np.int64), 1, rng=bad)
+
+
+def _argmax_path(m, prompt, steps):
+    out = prompt
+    for _ in range(steps):
+        logits = m.forward(out[:, -m.block_size:])[:, -1]
+        m._cache = None
+        out = np.concatenate([out, logits.argmax(axis=1)[:, None]], axis=1)
+    return out
+
+
+@pytest.mark.parametrize("temperature", [1e-320, 1e-300, 5e-324])
+def test_tiny_temperature_is_the_argmax_path(temperature):
+    """logits / 1e-320 would overflow to inf and the NaN row fall to id 0: it is the argmax."""
+    m = tiny()
+    prompt = ids((2, 3))
+    want = _argmax_path(m, prompt, 4)
+    assert (want[:, 3:] != 0).any()                 # the wrong answer would be all zeros
+    np.testing.assert_array_equal(m.generate(prompt, 4, temperature=temperature, rng=0), want)
+
+
+def test_long_prompt_ids_before_the_window_are_checked():
+    m = tiny()
+    prompt = ids((1, 8))                             # longer than block_size 5
+    prompt[0, 0] = 99                                # outside the window, outside the vocabulary
+    with pytest.raises(ValueError, match=r"idx must lie in \[0, 7\), found 99"):
+        m.generate(prompt, 2)
+    prompt[0, 0] = 3
+    assert m.generate(prompt, 2).shape == (1, 10)    # a long valid prompt still works
+
+
+def test_non_finite_dlogits_are_refused():
+    m = tiny()
+    logits = m(ids((2, 4)))
+    bad = np.zeros_like(logits)
+    bad[1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match="dlogits contains NaN"):
+        m.backward(bad)

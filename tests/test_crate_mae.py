@@ -508,3 +508,35 @@ def test_patch_embedding_names_a_wrong_channel_count():
     with pytest.raises(ValueError, match=r"patch_embed: images have 1 channels \(shape "
                                          r"\(1, 1, 8, 8\)\), expected 3"):
         PatchEmbed(3, 16, 4)(np.zeros((1, 1, 8, 8), np.float32))
+
+
+def test_finite_images_that_overflow_the_models_dtype_are_refused():
+    big = images() * 1e39
+    with pytest.raises(ValueError, match="images cast to the model's dtype float32.*NaN or inf"):
+        tiny("float32")(big, mask=a_mask())
+    with pytest.raises(ValueError, match="images cast to the model's dtype float32"):
+        tiny("float32").encode(big)
+
+
+def test_non_finite_upstream_gradients_are_refused():
+    m = tiny()
+    loss, pred, _ = m(images(), mask=a_mask())
+    bad = np.zeros_like(pred)
+    bad[0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="dpred contains NaN or infinite"):
+        m.backward(1.0, bad)
+    m(images(), mask=a_mask())
+    with pytest.raises(ValueError, match="dloss contains NaN or infinite"):
+        m.backward(np.array(np.nan))
+    m(images(), mask=a_mask())
+    with pytest.raises(ValueError, match="dloss must be finite"):
+        m.backward(np.nan)
+
+
+def test_complex_and_string_masks_are_refused():
+    m = tiny()
+    mask = a_mask()
+    with pytest.raises(TypeError, match="mask must be a boolean, integer or real array.*complex"):
+        m(images(), mask=mask + 0.5j)
+    with pytest.raises(TypeError, match="mask must be a boolean, integer or real array.*<U"):
+        m(images(), mask=mask.astype(int).astype(str))

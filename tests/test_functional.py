@@ -347,7 +347,7 @@ def test_linear_rejects_bad_weight_and_bias(rng):
 def test_layernorm_rejects_wrong_last_dimension(rng):
     with pytest.raises(ValueError, match=r"last dimension 5 .*expected 6"):
         F.layernorm_forward(rng.standard_normal((2, 5)), np.ones(6), np.zeros(6))
-    with pytest.raises(ValueError, match=r"gamma has shape \(6,\) but beta has \(5,\)"):
+    with pytest.raises(ValueError, match=r"layernorm: beta has shape \(5,\), expected \(6,\)"):
         F.layernorm_forward(rng.standard_normal((2, 6)), np.ones(6), np.zeros(5))
 
 
@@ -383,7 +383,7 @@ def test_patchify_rejects_bad_sizes(rng):
         F.patchify_forward(rng.standard_normal((1, 1, 4, 6)), 0)
     with pytest.raises(ValueError, match=r"images must be 4-dimensional"):
         F.patchify_forward(rng.standard_normal((4, 6)), 2)
-    with pytest.raises(ValueError, match=r"patches must have shape \(2, 4, 18\)"):
+    with pytest.raises(ValueError, match=r"patches has shape \(2, 4, 17\), expected \(2, 4, 18\)"):
         F.unpatchify(rng.standard_normal((2, 4, 17)), IMAGE_SHAPE, PATCH)
 
 

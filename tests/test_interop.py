@@ -258,3 +258,25 @@ def test_bfloat16_safetensors_converted_exactly_with_a_warning(tmp_path):
         state = read_state_dict(path)
     np.testing.assert_array_equal(state["w"], (bits.astype(np.uint32) << 16).view(np.float32))
     assert state["w"].dtype == np.float32 and state["w"][0, 0] == 1.0
+
+
+def test_float8_pth_converted_exactly_with_a_warning_naming_file_and_keys(tmp_path):
+    torch = pytest.importorskip("torch")
+    if not hasattr(torch, "float8_e4m3fn"):
+        pytest.skip("this torch has no float8")
+    values = torch.tensor([[0.5, -1.75], [448.0, 0.015625]])     # exact in float8_e4m3fn
+    path = tmp_path / "f8.pth"
+    torch.save({"w": values.to(torch.float8_e4m3fn), "b": torch.ones(2)}, path)
+    with pytest.warns(UserWarning, match=r"f8\.pth.*float8_e4m3fn.*'w'"):
+        state = read_state_dict(path)
+    np.testing.assert_array_equal(state["w"], values.numpy())
+    assert state["w"].dtype == np.float32
+
+
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
+def test_a_dtype_numpy_lacks_is_named_with_file_and_key(tmp_path):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "q.pth"
+    torch.save({"w": torch.ones(2, dtype=torch.complex32)}, path)
+    with pytest.raises((TypeError, ValueError), match=r"q\.pth.*'w'.*complex32"):
+        read_state_dict(path)

@@ -325,7 +325,7 @@ def test_errors_name_the_argument():
         rate.mcr2_loss(Z, [0, 1, 0, 1, 0], 0.5)
     W = draw(rng, 6, 4)
     for bad in (0, -2):
-        with pytest.raises(ValueError, match=f"num_heads must be a positive integer.*{bad}"):
+        with pytest.raises(ValueError, match=f"num_heads must be an integer >= 1, got {bad}"):
             rate.bases_from_qkv(W, bad)
     with pytest.raises(TypeError, match="num_heads"):
         rate.bases_from_qkv(W, 2.0)
@@ -341,7 +341,7 @@ def test_labels_on_another_backend_than_z_are_refused():
     """The label check compares the labels' backend with the one the features gave."""
     import types
 
-    from whitebox.rate._checks import check_labels
+    from whitebox.functional._checks import check_labels
     other = types.SimpleNamespace(__name__="otherbackend", ndarray=np.ndarray)
     with pytest.raises(TypeError, match=r"labels must be .* same backend as Z \(otherbackend\)"):
         check_labels(np.array([0, 1, 0]), 3, other)
@@ -430,6 +430,11 @@ def test_tiny_eps_and_empty_inputs():
                  lambda e: rate.mcr2_loss(Z, np.arange(6) % 2, e)):
         with pytest.raises(ValueError, match=r"eps = 1e-200 is too small.*at least \d\.\d+e-155"):
             call(1e-200)
+    # rank-deficient features: eps = 1e-9 leaves eigenvalues 1 beside ones near 1e18
+    Z = np.repeat(Z[:, :2], 2, axis=1)
+    for call in (lambda e: rate.coding_rate(Z, e),
+                 lambda e: rate.compression_rate(Z, np.eye(4)[None], e),
+                 lambda e: rate.mcr2_loss(Z, np.arange(6) % 2, e)):
         with pytest.raises(ValueError, match=r"eps = 1e-09 is too small.*use eps >= \d"):
             call(1e-9)
     with pytest.raises(ValueError, match=r"sqrt\(eps2\) = .* is too small"):
@@ -474,3 +479,159 @@ def test_half_precision_is_promoted_too():
     assert R.dtype == np.float16
     assert float(R) == pytest.approx(coding_rate_direct(Z, 0.5), rel=1e-3)
     assert rate.coding_rate_grad(Z, 0.5).dtype == np.float16
+
+
+# ------------------------------------------------ the line between computable and not
+def _orthonormal(rng, n, k):
+    return np.linalg.qr(rng.standard_normal((n, k)))[0]
+
+
+def _with_singular_values(rng, N, d, s):
+    """A float64 (N, d) matrix whose singular values are s (the rest 0)."""
+    r = len(s)
+    return _orthonormal(rng, N, r) @ np.diag(s) @ _orthonormal(rng, d, r).T
+
+
+def _exact_half_logdet(s, a):
+    """1/2 logdet(I + a X^T X) = 1/2 sum_i log(1 + a s_i^2), from the singular values."""
+    return 0.5 * sum(math.log1p(a * v * v) for v in s)
+
+
+def _longdouble_reference(X, a):
+    """(1/2 logdet(I + a X^T X), a X (I + a X^T X)^{-1}) in extended precision (np.longdouble).
+
+    Cholesky and Gauss-Jordan written out, since LAPACK has no long double.
+    """
+    X = np.asarray(X, dtype=np.longdouble)
+    k = X.shape[1]
+    M = np.eye(k, dtype=np.longdouble) + np.longdouble(a) * (X.T @ X)
+    L = np.zeros_like(M)
+    for j in range(k):
+        L[j, j] = np.sqrt(M[j, j] - L[j, :j] @ L[j, :j])
+        L[j + 1:, j] = (M[j + 1:, j] - L[j + 1:, :j] @ L[j, :j]) / L[j, j]
+    A = np.concatenate([M, np.eye(k, dtype=np.longdouble)], axis=1)
+    for j in range(k):                                 # SPD: no pivoting needed
+        A[j] /= A[j, j]
+        for i in range(k):
+            if i != j:
+                A[i] -= A[i, j] * A[j]
+    return np.log(np.diagonal(L)).sum(), np.longdouble(a) * X @ A[:, k:]
+
+
+def test_well_conditioned_float64_is_computed_not_refused():
+    """Every eigenvalue of I + a G far above 1 (full-rank features, large a) is no reason to refuse.
+
+    These were refused by a bound that took the smallest eigenvalue to be 1.
+    """
+    rng = np.random.default_rng(30)
+    Z = 1e4 * rng.standard_normal((64, 500))           # 64 tokens of width 500, entries ~1e4
+    R, dZ = rate.coding_rate(Z, 0.5), rate.coding_rate_grad(Z, 0.5)
+    ref, dref = _longdouble_reference(Z.T, 500 / 64 / 0.25)     # the 64 x 64 side
+    assert abs(float(R) - float(ref)) <= 1e-12 * float(ref)
+    assert rel_error(dZ, np.asarray(dref, dtype=np.float64).T) < 1e-10
+    s = [3.0, 2.0, 1.0, 0.5]
+    X = _with_singular_values(rng, 6, 4, s)            # full rank
+    for eps in (1e-9, 1e-12):
+        a = 4 / 6 / eps ** 2
+        assert float(rate.coding_rate(X, eps)) == pytest.approx(_exact_half_logdet(s, a),
+                                                               rel=1e-12)
+        ref, dref = _longdouble_reference(X, a)
+        assert rel_error(rate.coding_rate_grad(X, eps), np.asarray(dref, np.float64)) < 1e-8
+
+
+def test_float32_holds_well_conditioned_large_features():
+    """float32 with accumulate='float32' computes a full-rank case far past the old bound."""
+    rng = np.random.default_rng(31)
+    Z = (1e4 * rng.standard_normal((64, 500))).astype(np.float32)
+    R = rate.coding_rate(Z, 0.5, accumulate="float32")
+    ref, dref = _longdouble_reference(Z.T.astype(np.float64), 500 / 64 / 0.25)
+    assert R.dtype == np.float32 and abs(float(R) - float(ref)) <= 1e-5 * float(ref)
+    dZ = rate.coding_rate_grad(Z, 0.5, accumulate="float32")
+    assert rel_error(dZ, np.asarray(dref, np.float64).T) < 1e-4
+
+
+def test_uncomputable_is_refused_because_it_is_wrong():
+    """Rank-deficient features at eps = 1e-9: float64 itself gives a wrong number, so refuse."""
+    rng = np.random.default_rng(32)
+    s = [3.0, 1.0]
+    X = _with_singular_values(rng, 6, 4, s)            # rank 2 of 4
+    a = 4 / 6 / 1e-18
+    exact = _exact_half_logdet(s, a)
+    with np.errstate(all="ignore"):
+        sign, raw = np.linalg.slogdet(np.eye(4) + a * X.T @ X)
+    assert not (sign > 0 and abs(0.5 * raw - exact) <= 1e-4 * exact)    # unguarded: wrong
+    with pytest.raises(ValueError, match=r"eps = 1e-09 is too small.*use eps >= "):
+        rate.coding_rate(X, 1e-9)
+    message = str(_raises(lambda: rate.coding_rate(X, 1e-9)))
+    eps_hint = float(message.split("eps >= ")[1].split()[0])
+    assert float(rate.coding_rate(X, eps_hint)) == pytest.approx(           # the hint suffices
+        _exact_half_logdet(s, 4 / 6 / eps_hint ** 2), rel=1e-4)      # the rule's budget
+
+
+def _raises(call):
+    with pytest.raises(ValueError) as info:
+        call()
+    return info.value
+
+
+@pytest.mark.parametrize("cond, holds", [(1e11, True), (1e12, True), (1e14, False),
+                                         (1e16, False)])
+def test_both_sides_of_the_float64_line(cond, holds):
+    """cond(I + a G) set exactly: below 4.5e12 returned (to the exact value), above refused."""
+    rng = np.random.default_rng(33)
+    s = [math.sqrt(cond), 1.0]                         # a = 1: eigenvalues 1 + cond, 2
+    X = _with_singular_values(rng, 6, 2, s)
+    if holds:
+        h, cache = rate.gram_logdet_forward(X, 1.0)
+        assert float(h) == pytest.approx(_exact_half_logdet(s, 1.0), rel=1e-6)
+        _, dref = _longdouble_reference(X, 1.0)
+        assert rel_error(rate.gram_logdet_backward(None, cache),
+                         np.asarray(dref, np.float64)) < 1e-3
+    else:
+        with pytest.raises(ValueError, match="the scale a = 1 is too large"):
+            rate.gram_logdet_forward(X, 1.0)
+
+
+@pytest.mark.parametrize("cond, holds", [(1e2, True), (1e3, True), (1e5, False)])
+def test_both_sides_of_the_float32_line(cond, holds):
+    """float32 holds cond <= 8.4e3 itself; past it, refused on request or promoted by default."""
+    rng = np.random.default_rng(34)
+    s = [math.sqrt(cond), 1.0]
+    X = _with_singular_values(rng, 6, 2, s).astype(np.float32)
+    exact = _exact_half_logdet(s, 1.0)
+    if holds:
+        h, _ = rate.gram_logdet_forward(X, 1.0, accumulate="float32")
+        assert h.dtype == np.float32 and float(h) == pytest.approx(exact, rel=1e-4)
+    else:
+        with pytest.raises(ValueError, match="float32 cannot hold"):
+            rate.gram_logdet_forward(X, 1.0, accumulate="float32")
+    h, _ = rate.gram_logdet_forward(X, 1.0)            # the default: promoted where needed
+    assert h.dtype == np.float32 and float(h) == pytest.approx(exact, rel=1e-4)
+
+
+def test_float32_accepted_through_the_factor_bound_is_within_budget():
+    """Near-rank-deficient features of every scale: what float32 accepts (many only through
+    tr(M^{-1}), past the row-sum bound) is within 1e-4 (value) and 3e-4 (gradient)."""
+    rng = np.random.default_rng(35)
+    accepted = through_factor = 0
+    for _ in range(120):
+        N, d = (int(v) for v in rng.integers(2, 30, size=2))
+        r = int(rng.integers(1, min(N, d) + 1))
+        Z = draw(rng, N, r) @ draw(rng, r, d) + 10 ** rng.uniform(-3, 0) * draw(rng, N, d)
+        Z = (Z * 10 ** rng.uniform(-1, 3)).astype(np.float32)
+        eps = 10 ** rng.uniform(-3, 0.5)
+        try:
+            v = rate.coding_rate(Z, eps, accumulate="float32")
+            g = rate.coding_rate_grad(Z, eps, accumulate="float32")
+        except ValueError as err:
+            assert "float32 cannot hold" in str(err)
+            continue
+        Z64 = Z.astype(np.float64)
+        G = Z64 @ Z64.T if N <= d else Z64.T @ Z64
+        a = d / N / eps ** 2
+        through_factor += 1 + a * min(np.abs(G).sum(1).max(), np.trace(G)) > 8.4e3
+        v64, g64 = rate.coding_rate(Z64, eps), rate.coding_rate_grad(Z64, eps)
+        assert abs(float(v) - float(v64)) <= 1e-4 * max(1.0, abs(float(v64)))
+        assert np.linalg.norm(g - g64) <= 3e-4 * np.linalg.norm(g64)
+        accepted += 1
+    assert accepted > 20 and through_factor > 10

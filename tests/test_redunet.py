@@ -100,7 +100,7 @@ def test_bad_use_is_refused(mixture):
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match=f"num_classes must be a positive integer, got {bad}"):
             ReduNet(depth=2).construct(Z, y, num_classes=bad)
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\) \(num_classes\), found"):
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\), found 2"):
         ReduNet(depth=2).construct(Z, y, num_classes=2)
     with pytest.raises(ValueError, match="Z contains NaN"):
         ReduNet(depth=2).construct(np.full_like(Z, np.nan), y)
@@ -120,3 +120,37 @@ def test_new_samples_must_fit_the_constructed_network(mixture):
         net.transform(np.full_like(Z, np.nan))
     with pytest.raises(ValueError, match=rf"labels must lie in \[0, {k}\)"):
         net.transform(Z, labels=np.full(len(Z), k))
+
+
+def test_non_finite_settings_are_refused_by_name():
+    for name in ("temperature", "eta", "eps"):
+        for bad in (np.inf, np.nan):
+            with pytest.raises(ValueError, match=rf"{name} must be finite and in \(0, inf\)"):
+                ReduNet(depth=2, **{name: bad})
+
+
+def test_huge_float32_features_are_scaled_not_zeroed(mixture):
+    """Rows of norm 1e30 in float32 overflow a plain norm; the layers see unit rows instead."""
+    Z, labels = mixture
+    net = ReduNet(depth=2, eps=0.5, eta=0.5)
+    small = net.construct(Z.astype(np.float32), labels)
+    big = ReduNet(depth=2, eps=0.5, eta=0.5).construct((1e30 * Z).astype(np.float32), labels)
+    np.testing.assert_allclose(np.linalg.norm(big, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(big, small, rtol=1e-4, atol=1e-5)
+    out = net.transform((1e30 * Z).astype(np.float32))
+    np.testing.assert_allclose(out, net.transform(Z.astype(np.float32)), rtol=1e-4, atol=1e-5)
+
+
+def test_operators_follow_the_rate_precision_rule():
+    """float32 operators that float32 cannot hold come from float64; tiny eps is refused."""
+    rng = np.random.default_rng(5)
+    Z = rng.standard_normal((6, 1)) @ rng.standard_normal((1, 4))       # rank one, d = 4
+    E32 = expansion_operator(Z.astype(np.float32), 1e-3)
+    E64 = expansion_operator(Z.astype(np.float32).astype(np.float64), 1e-3)
+    assert E32.dtype == np.float32
+    np.testing.assert_allclose(E32, E64, rtol=1e-4, atol=1e-6 * np.abs(E64).max())
+    a = 4 / 6 / 1e-6
+    np.testing.assert_allclose(E64, a * np.linalg.inv(np.eye(4) + a * Z.T @ Z), rtol=1e-6,
+                               atol=1e-9 * a)
+    with pytest.raises(ValueError, match=r"eps = 1e-09 is too small.*use eps >= "):
+        expansion_operator(Z, 1e-9)

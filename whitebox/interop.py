@@ -19,9 +19,10 @@ package is imported here alone, lazily, with an error naming the extra when
 it is missing. Every format gets the same strict checks: a missing,
 unexpected or misshaped name is refused before any weight is changed.
 
-bfloat16 weights (common on model hubs) have no NumPy dtype: they are
-converted exactly to float32 (bfloat16 is the top half of a float32), then
-cast to the model's dtype, with a warning naming the file and the keys.
+bfloat16 and float8 weights (common on model hubs) have no NumPy dtype: they
+are converted exactly to float32 (every such value is a float32), then cast
+to the model's dtype, with a warning naming the file, the dtype and the keys.
+A tensor of any other dtype NumPy lacks is refused naming the file and key.
 
 Model families whose official files do not hold exactly the model's
 parameters translate through two optional methods, called for EVERY format:
@@ -62,12 +63,27 @@ def _require_torch(what):
     return _require("torch", "torch", what)
 
 
-def _warn_bfloat16(source, keys):
-    where = f"{os.fspath(source)!r}: " if source is not None else ""
+def _where(source):
+    return f"{os.fspath(source)!r}: " if source is not None else ""
+
+
+def _warn_bfloat16(source, keys, kind="bfloat16"):
     shown = ", ".join(repr(k) for k in keys[:5]) + (f" and {len(keys) - 5} more"
                                                      if len(keys) > 5 else "")
-    warnings.warn(f"{where}{len(keys)} key(s) stored as bfloat16 ({shown}) were converted "
-                  "exactly to float32, then to the model's dtype", stacklevel=3)
+    warnings.warn(f"{_where(source)}{len(keys)} key(s) stored as {kind} ({shown}) were "
+                  "converted exactly to float32, then to the model's dtype", stacklevel=3)
+
+
+def _tensor_to_numpy(name, value, source):
+    """A CPU torch tensor as a NumPy array; (array, True) when a narrow float NumPy lacks
+    (bfloat16, float8) was widened exactly to float32."""
+    try:
+        return value.numpy(), False
+    except TypeError as e:            # a dtype NumPy has no counterpart for
+        if value.is_floating_point() and value.element_size() <= 2:
+            return value.float().numpy(), True        # every such value is a float32
+        raise TypeError(f"{_where(source)}key {name!r} has dtype {value.dtype}, which NumPy "
+                        f"cannot hold ({e}); convert it in PyTorch first") from None
 
 
 def unwrap_state_dict(obj, source=None):
@@ -82,7 +98,7 @@ def unwrap_state_dict(obj, source=None):
     for key in _WRAPPERS:
         if key in obj and isinstance(obj[key], dict):
             return unwrap_state_dict(obj[key], source)
-    state, bf16 = {}, []
+    state, narrow = {}, {}
     for name, value in obj.items():
         if not hasattr(value, "shape"):
             continue  # epoch counters, optimizer settings and the like
@@ -90,13 +106,13 @@ def unwrap_state_dict(obj, source=None):
             name = name[len("module."):]
         if hasattr(value, "detach"):      # a torch tensor
             value = value.detach().cpu()
-            if str(value.dtype) == "torch.bfloat16":   # NumPy has no bfloat16
-                value = value.float()
-                bf16.append(name)
-            value = value.numpy()
+            kind = str(value.dtype).replace("torch.", "")
+            value, widened = _tensor_to_numpy(name, value, source)
+            if widened:
+                narrow.setdefault(kind, []).append(name)
         state[name] = to_numpy(value)
-    if bf16:
-        _warn_bfloat16(source, bf16)
+    for kind, keys in narrow.items():
+        _warn_bfloat16(source, keys, kind)
     if not state:
         raise ValueError("no arrays found in the checkpoint (expected a state dict)")
     return state

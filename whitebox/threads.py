@@ -29,19 +29,15 @@ import os
 
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from .functional._checks import check_threads
+
 DEFAULT_THREADS = 1
-
-
-def _check_threads(n):
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"threads must be a positive integer (or None for all cores), "
-                         f"got {n!r}")
 
 
 def _resolve(n):
     if n is None:
         return os.cpu_count() or 1
-    _check_threads(n)
+    check_threads(n)
     return n
 
 

@@ -8,9 +8,7 @@ targets (every other position is ``ignore_index``).
 import numpy as np
 
 from ..backend import backend_name, to_device, to_numpy
-from ..functional._checks import check_real, is_int
-from ..functional.embedding import check_ids
-from ..functional.token_cross_entropy import check_ignore_index
+from ..functional._checks import check_ids, check_ignore_index, check_real, is_int
 
 
 def check_mask_id(mask_id, vocab_size):

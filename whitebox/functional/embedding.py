@@ -1,20 +1,6 @@
 """Embedding lookup: integer ids -> rows of a table."""
-from ..backend import checks_values, get_array_module
-from ._checks import check_dout
-
-
-def check_ids(name, ids, num):
-    """Integer ids in [0, num). CuPy would wrap bad ones silently: the range is
-    read on the host (NumPy), or on a device with backend.set_device_checks."""
-    xp = get_array_module(ids)
-    if not isinstance(ids, xp.ndarray) or ids.dtype.kind not in "iu":
-        raise TypeError(f"{name} must be an integer array, got "
-                        f"{getattr(ids, 'dtype', type(ids).__name__)}")
-    if ids.size and checks_values(ids):
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= num:
-            bad = lo if lo < 0 else hi
-            raise ValueError(f"{name} must lie in [0, {num}), found {bad}")
+from ..backend import get_array_module
+from ._checks import check_dout, check_ids
 
 
 def embedding_forward(ids, W):

@@ -11,7 +11,7 @@ matrix M = I + eta (W - W^T W), formed once per call instead of three
 products per token.
 """
 from ._blas import matmul_rows
-from ._checks import check_array, check_dout
+from ._checks import check_array, check_dout, check_features, check_shape
 
 
 def ista_forward(x, W, eta=0.1, lam=0.1):
@@ -22,11 +22,8 @@ def ista_forward(x, W, eta=0.1, lam=0.1):
     """
     xp = check_array("x", x, ndim_min=1)
     d = W.shape[0]
-    if W.shape != (d, d):
-        raise ValueError(f"ista: W must be square, got shape {tuple(W.shape)}")
-    if x.shape[-1] != d:
-        raise ValueError(f"ista: x has {x.shape[-1]} features (shape {tuple(x.shape)}), "
-                         f"expected {d} to match W of shape {tuple(W.shape)}")
+    check_shape("ista: W", W, (d, d), " (square)")
+    check_features("ista", "x", x, d, f"W of shape {tuple(W.shape)}")
     M = W - W.T @ W                                  # (d, d)
     M *= eta
     M[xp.arange(d), xp.arange(d)] += 1

@@ -17,22 +17,13 @@ Two versions of the same math live here:
 """
 from . import fused
 from ._blas import sum_leading
-from ._checks import check_array, check_dout
+from ._checks import check_array, check_dout, check_features, check_shape
 
 
 def _check_layernorm_args(x, gamma, beta):
-    xp = check_array("x", x, ndim_min=1)
-    for name, v in (("gamma", gamma), ("beta", beta)):
-        if v.ndim != 1:
-            raise ValueError(f"layernorm: {name} must be 1-dimensional (d,), "
-                             f"got shape {tuple(v.shape)}")
-    if gamma.shape != beta.shape:
-        raise ValueError(f"layernorm: gamma has shape {tuple(gamma.shape)} but beta has "
-                         f"{tuple(beta.shape)}")
-    if x.shape[-1] != gamma.shape[0]:
-        raise ValueError(f"layernorm: x has last dimension {x.shape[-1]} (shape "
-                         f"{tuple(x.shape)}), expected {gamma.shape[0]} (normalized shape)")
-    return xp
+    check_array("gamma", gamma, ndim=1), check_shape("layernorm: beta", beta, gamma.shape)
+    check_features("layernorm", "x", x, gamma.shape[0], "gamma, the normalized shape")
+    return check_array("x", x, ndim_min=1)
 
 
 # ---------------------------------------------------------------- reference

@@ -1,6 +1,6 @@
 """Affine map y = x W^T + b over the last axis (PyTorch's F.linear)."""
 from ._blas import matmul_rows, sum_leading
-from ._checks import check_array, check_dout
+from ._checks import check_array, check_dout, check_features, check_shape
 
 
 def linear_forward(x, W, b=None):
@@ -9,14 +9,9 @@ def linear_forward(x, W, b=None):
     Inputs: x (..., d_in); W (d_out, d_in); b (d_out,) or None.
     Returns: y (..., d_out), cache.
     """
-    check_array("x", x, ndim_min=1)
-    check_array("W", W, ndim=2)
-    if x.shape[-1] != W.shape[1]:
-        raise ValueError(f"linear: x has {x.shape[-1]} input features (shape {tuple(x.shape)}), "
-                         f"expected {W.shape[1]} to match weight of shape {tuple(W.shape)}")
-    if b is not None and tuple(b.shape) != (W.shape[0],):
-        raise ValueError(f"linear: bias b has shape {tuple(b.shape)}, expected "
-                         f"({W.shape[0]},) to match weight of shape {tuple(W.shape)}")
+    check_array("x", x, ndim_min=1), check_array("W", W, ndim=2)
+    check_features("linear", "x", x, W.shape[1], f"weight of shape {tuple(W.shape)}")
+    check_shape("linear: bias b", b, (W.shape[0],), f" to match weight of shape {tuple(W.shape)}")
     y = matmul_rows(x, W.T)                  # (..., d_out)
     if b is not None:
         y += b

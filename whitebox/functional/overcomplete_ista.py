@@ -21,7 +21,7 @@ much per token, and forming it alone costs d m^2 per call: at d = 768 that
 dominates a step at small batch and every generated token).
 """
 from ._blas import matmul_rows
-from ._checks import check_array, check_dout
+from ._checks import check_array, check_dout, check_features
 
 
 def overcomplete_ista_forward(x, D, eta=0.1, lam=0.1):
@@ -30,12 +30,8 @@ def overcomplete_ista_forward(x, D, eta=0.1, lam=0.1):
     Inputs: x (..., d); D (d, m); eta the step size; lam the sparsity weight.
     Returns: c2 (..., m), cache.
     """
-    xp = check_array("x", x, ndim_min=1)
-    if D.ndim != 2 or x.shape[-1] != D.shape[0]:
-        raise ValueError(f"overcomplete_ista: x has {x.shape[-1]} features (shape "
-                         f"{tuple(x.shape)}), D must be (d, m) with d = {x.shape[-1]}, "
-                         f"got {tuple(D.shape)}")
-    check_array("D", D, ndim=2)
+    xp, _ = check_array("x", x, ndim_min=1), check_array("D", D, ndim=2)
+    check_features("overcomplete_ista", "x", x, D.shape[0], f"D (d, m) of shape {tuple(D.shape)}")
     u1 = matmul_rows(x, D)                           # (..., m) a = x D, correlations with atoms
     u1 *= eta
     u1 -= eta * lam                                  # first step's pre-activation, in place

@@ -6,7 +6,7 @@ channel fastest.
 """
 import numpy as np
 
-from ._checks import check_array
+from ._checks import check_array, check_divisible, check_shape
 
 
 def _patch_pair(v):
@@ -25,8 +25,7 @@ def patchify_forward(images, patch_size):
     check_array("images", images, ndim=4)
     p1, p2 = _patch_pair(patch_size)
     B, C, H, W = images.shape
-    if H % p1 or W % p2:
-        raise ValueError(f"image size {H}x{W} is not divisible by the patch size {p1}x{p2}")
+    check_divisible(H, W, p1, p2)
     h, w = H // p1, W // p2
     x = images.reshape(B, C, h, p1, w, p2)       # (B, C, h, p1, w, p2)
     x = x.transpose(0, 2, 4, 3, 5, 1)            # (B, h, w, p1, p2, C)
@@ -39,12 +38,10 @@ def unpatchify(patches, image_shape, patch_size):
     if len(image_shape) != 4:
         raise ValueError(f"image_shape must be (B, C, H, W), got {tuple(image_shape)}")
     B, C, H, W = image_shape
-    if H % p1 or W % p2:
-        raise ValueError(f"image size {H}x{W} is not divisible by the patch size {p1}x{p2}")
+    check_divisible(H, W, p1, p2)
     h, w = H // p1, W // p2
-    if tuple(patches.shape) != (B, h * w, p1 * p2 * C):
-        raise ValueError(f"patches must have shape {(B, h * w, p1 * p2 * C)} for images "
-                         f"{tuple(image_shape)} and patch {p1}x{p2}, got {tuple(patches.shape)}")
+    check_shape("patches", patches, (B, h * w, p1 * p2 * C),
+                f" for images {tuple(image_shape)} and patch {p1}x{p2}")
     x = patches.reshape(B, h, w, p1, p2, C)      # (B, h, w, p1, p2, C)
     x = x.transpose(0, 5, 1, 3, 2, 4)            # (B, C, h, p1, w, p2)
     return x.reshape(B, C, H, W)

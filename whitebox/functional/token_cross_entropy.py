@@ -7,15 +7,7 @@ position (target = the next token), the masked model only the positions
     loss = (1 / n) sum_{(b,t): y_bt != ignore} [ logsumexp(z_bt) - z_bt[y_bt] ],
     n = number of counted positions.
 """
-from ..backend import checks_values
-from ._checks import check_array, check_dout, check_finite, is_int
-
-
-def check_ignore_index(ignore_index, vocab_size):
-    """An integer that is no class id: a class id would silently drop that class's targets."""
-    if not is_int(ignore_index) or 0 <= ignore_index < vocab_size:
-        raise ValueError(f"ignore_index must be an integer outside [0, {vocab_size}) (a class "
-                         f"id would drop that class's targets), got {ignore_index!r}")
+from ._checks import check_array, check_dout, check_finite, check_targets
 
 
 def token_cross_entropy_forward(logits, targets, ignore_index=-1):
@@ -25,26 +17,11 @@ def token_cross_entropy_forward(logits, targets, ignore_index=-1):
     must count. Returns: loss (0-d array), cache.
     """
     xp = check_array("logits", logits, ndim_min=2)
-    if not isinstance(targets, xp.ndarray) or targets.dtype.kind not in "iu":
-        raise TypeError(f"targets must be an integer array on the logits' backend, got "
-                        f"{getattr(targets, 'dtype', type(targets).__name__)}")
-    if tuple(targets.shape) != tuple(logits.shape[:-1]):
-        raise ValueError(f"targets have shape {tuple(targets.shape)}, expected "
-                         f"{tuple(logits.shape[:-1])} to match logits {tuple(logits.shape)}")
+    check_targets(targets, logits, ignore_index), check_finite("logits", logits)
     V = logits.shape[-1]
-    check_ignore_index(ignore_index, V)
     y = targets.reshape(-1)
     keep = y != ignore_index                              # (n_all,) counted positions
     n = keep.sum()                                        # stays on the device
-    if checks_values(targets):                            # host values, or device debug mode
-        if int(n) == 0:
-            raise ValueError("token_cross_entropy: every target is ignore_index; nothing to "
-                             "count")
-        bad = keep & ((y < 0) | (y >= V))
-        if bool(bad.any()):
-            raise ValueError(f"targets must lie in [0, {V}) or equal "
-                             f"ignore_index={ignore_index}, found {int(y[bad][0])}")
-    check_finite("logits", logits)
     z = logits.reshape(-1, V)
     shifted = z - z.max(axis=1, keepdims=True)
     logz = xp.log(xp.exp(shifted).sum(axis=1))            # (n_all,)

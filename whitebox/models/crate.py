@@ -11,22 +11,12 @@ Parameter names and shapes are the official state-dict names, so official
 weights load as they are (see whitebox.interop for .pth files).
 """
 
-from ..backend import backend_name
-from ..functional._checks import check_array, check_dout, check_finite, check_positive_int
+from ..functional._checks import check_positive_int
 from ..nn import CRATELayer, Dropout, LayerNorm, Linear, Module, ModuleList, Patchify, \
     Sequential
 from ..nn.crate_layers import CAPTURE_KEYS, attention_options
 from ..nn.layers import _rng
-
-
-
-def _pair(name, v):
-    """An int n means (n, n); a pair stays; anything else names the argument."""
-    if isinstance(v, (tuple, list)):
-        if len(v) != 2:
-            raise ValueError(f"{name} must be an int or a (height, width) pair, got {v!r}")
-        return tuple(v)
-    return (v, v)
+from ._image import POOLS, ImageModel, classifier_head
 
 
 class LayerStack(Module):
@@ -60,7 +50,7 @@ class Transformer(LayerStack):
                                   for _ in range(depth)], dtype=dtype)
 
 
-class CRATE(Module):
+class CRATE(ImageModel):
     """The CRATE vision classifier (Yu et al.), official architecture and names.
 
     Inputs of forward: images (B, channels, H, W) with (H, W) = image_size.
@@ -75,14 +65,11 @@ class CRATE(Module):
                  emb_dropout=0.0, dtype="float32", seed=0, attention=None):
         super().__init__(dtype)
         attention = attention_options(attention)
-        ih, iw = (check_positive_int("image_size", v) for v in _pair("image_size", image_size))
-        ph, pw = (check_positive_int("patch_size", v) for v in _pair("patch_size", patch_size))
-        if ih % ph or iw % pw:
-            raise ValueError(f"image_size {ih}x{iw} is not divisible by patch_size {ph}x{pw}")
+        self._set_geometry(image_size, patch_size, channels)
         for name, v in (("num_classes", num_classes), ("dim", dim), ("depth", depth),
-                        ("heads", heads), ("dim_head", dim_head), ("channels", channels)):
+                        ("heads", heads), ("dim_head", dim_head)):
             check_positive_int(name, v)
-        if pool not in ("cls", "mean"):
+        if pool not in POOLS:
             raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
         self.config = dict(image_size=image_size, patch_size=patch_size,
                            num_classes=num_classes, dim=dim, depth=depth, heads=heads,
@@ -91,43 +78,21 @@ class CRATE(Module):
                            emb_dropout=emb_dropout, dtype=self.dtype, seed=seed)
         if attention:
             self.config["attention"] = attention
-        self.image_hw, self.patch_hw = (ih, iw), (ph, pw)
-        self.channels, self.pool, self.dim = channels, pool, dim
-        num_patches = (ih // ph) * (iw // pw)
-        patch_dim = channels * ph * pw
+        self.pool, self.dim = pool, dim
+        patch_dim = self.patch_dim
         rng = _rng(seed)
 
         self.to_patch_embedding = Sequential(
-            Patchify((ph, pw)), LayerNorm(patch_dim, dtype=dtype),
+            Patchify(self.patch_hw), LayerNorm(patch_dim, dtype=dtype),
             Linear(patch_dim, dim, dtype=dtype, seed=rng), LayerNorm(dim, dtype=dtype),
             dtype=dtype)
-        self.add_param("pos_embedding", rng.standard_normal((1, num_patches + 1, dim)))
+        self.add_param("pos_embedding", rng.standard_normal((1, self.num_patches + 1, dim)))
         self.add_param("cls_token", rng.standard_normal((1, 1, dim)))
         self.dropout = Dropout(emb_dropout, dtype=dtype, seed=rng)
         self.transformer = Transformer(dim, depth, heads, dim_head, dropout, ista_step,
                                        ista_lambda, dtype=dtype, seed=rng, attention=attention)
-        self.mlp_head = Sequential(LayerNorm(dim, dtype=dtype),
-                                   Linear(dim, num_classes, dtype=dtype, seed=rng), dtype=dtype)
+        self.mlp_head = classifier_head(dim, num_classes, dtype, rng)
         self.captured = None
-
-    def _check_images(self, images):
-        xp = check_array("images", images)
-        if images.ndim != 4:
-            raise ValueError(f"images must be a 4-dimensional batch (B, C, H, W), "
-                             f"got shape {tuple(images.shape)}")
-        B, C, H, W = images.shape
-        if C != self.channels:
-            raise ValueError(f"images have {C} channels (shape {tuple(images.shape)}), "
-                             f"expected {self.channels}")
-        if (H, W) != self.image_hw:
-            raise ValueError(f"images are {H}x{W} (shape {tuple(images.shape)}), expected "
-                             f"{self.image_hw[0]}x{self.image_hw[1]} (image_size)")
-        if xp is not self.xp:
-            raise TypeError(f"images are {backend_name(images)} arrays but the model lives on "
-                            f"{self.backend}: move them with whitebox.to_device(images, "
-                            f"{self.backend!r})")
-        check_finite("images", images)
-        return xp
 
     def forward(self, images, capture=False):
         """images (B, C, H, W) -> logits (B, num_classes).
@@ -136,45 +101,17 @@ class CRATE(Module):
         ("mssa_in"), attention maps ("attention", (B, K, N, N)), Z^{l+1/2}
         ("z_half"), LN2(Z^{l+1/2}) ("ista_in") and Z^{l+1} ("z").
         """
-        xp = self._check_images(images)
-        images = images.astype(self.dtype, copy=False)
-        x = self.to_patch_embedding(images)                        # (B, n, d)
-        B, n, d = x.shape
-        cls = xp.broadcast_to(self._params["cls_token"], (B, 1, d))
-        x = xp.concatenate([cls, x], axis=1)                       # (B, N, d)
-        x += self._params["pos_embedding"]
-        x = self.dropout(x)
+        images = self._images(images)
+        x = self.dropout(self._tokens(self.to_patch_embedding(images)))  # (B, N, d)
         self.captured = {k: [] for k in CAPTURE_KEYS} if capture else None
         x = self.transformer(x, self.captured)
-        pooled = x[:, 0] if self.pool == "cls" else x.mean(axis=1)  # (B, d)
-        logits = self.mlp_head(pooled)
-        self._cache = (x.shape, logits.shape)
-        return logits
+        return self._classify(x, self.pool)                        # (B, num_classes)
 
     def backward(self, dlogits):
         """Accumulate every parameter gradient; return the gradient w.r.t. the images."""
-        (B, N, d), logits_shape = self._take_cache()
-        check_dout("CRATE", dlogits, logits_shape)
-        dpooled = self.mlp_head.backward(dlogits)                  # (B, d)
-        xp = self.xp
-        if self.pool == "cls":
-            dx = xp.zeros((B, N, d), dtype=dpooled.dtype)
-            dx[:, 0] = dpooled
-        else:
-            dx = xp.broadcast_to(dpooled[:, None, :] / N, (B, N, d)).copy()
-        dx = self.transformer.backward(dx)
-        dx = self.dropout.backward(dx)
-        self._accumulate("pos_embedding", dx.sum(axis=0, keepdims=True))
-        self._accumulate("cls_token", dx[:, :1].sum(axis=0, keepdims=True))
-        return self.to_patch_embedding.backward(dx[:, 1:])
-
-    def subspaces(self, layer):
-        """U of layer ``layer``, shape (K, d, p), for whitebox.rate.measure_compression."""
-        return self.transformer.layers[layer].attn.fn.subspaces()
-
-    def attention_maps(self):
-        """Attention of every layer from the last forward: list of (B, K, N, N)."""
-        return [layer.attn.fn.last_attention for layer in self.transformer.layers]
+        dx = self.transformer.backward(self._classify_backward(dlogits, self.pool))
+        dx = self._tokens_backward(self.dropout.backward(dx))      # (B, n, d)
+        return self.to_patch_embedding.backward(dx)
 
     def extra_repr(self):
         c = self.config

@@ -18,15 +18,14 @@ steps from zero, a separate decoder D1, a residual round the sparse coding,
 no bias on the attention's output projection, no LayerNorms round the patch
 embedding. LayerNorm eps 1e-6 in the blocks, 1e-5 in mlp_head.0.
 """
-import numpy as np
-
-from ..functional._checks import check_dout, check_positive_int
-from ..nn import Linear, LayerNorm, Module, ModuleList, Sequential
+from ..functional._checks import check_positive_int
+from ..nn import ModuleList
 from ..nn.alpha_layers import AlphaLayer
 from ..nn.patch_embed import PatchConv
 from ..nn.crate_layers import CAPTURE_KEYS, attention_options
 from ..nn.layers import _rng
-from .crate import CRATE, LayerStack, _pair
+from ._image import ImageModel, classifier_head
+from .crate import LayerStack
 
 
 class AlphaTransformer(LayerStack):
@@ -42,7 +41,7 @@ class AlphaTransformer(LayerStack):
                                   for _ in range(depth)], dtype=dtype)
 
 
-class CRATEAlpha(Module):
+class CRATEAlpha(ImageModel):
     """The CRATE-alpha vision classifier, official architecture and state-dict names.
 
     Inputs of forward: images (B, channels, H, W) with (H, W) = image_size.
@@ -55,46 +54,36 @@ class CRATEAlpha(Module):
                  channels=3, expansion=4, ista_step=0.1, ista_lambda=0.1, dtype="float32",
                  seed=0, attention=None):
         super().__init__(dtype)
-        ih, iw = (check_positive_int("image_size", v) for v in _pair("image_size", image_size))
-        ph, pw = (check_positive_int("patch_size", v) for v in _pair("patch_size", patch_size))
-        if ih % ph or iw % pw:
-            raise ValueError(f"image_size {ih}x{iw} is not divisible by patch_size {ph}x{pw}")
+        self._set_geometry(image_size, patch_size, channels)
         for name, v in (("num_classes", num_classes), ("dim", dim), ("depth", depth),
-                        ("heads", heads), ("channels", channels)):
+                        ("heads", heads)):
             check_positive_int(name, v)
         if dim_head is None:
             if dim % heads:
                 raise ValueError(f"dim={dim} is not divisible by heads={heads}: pass dim_head")
             dim_head = dim // heads
         check_positive_int("dim_head", dim_head)
-        if isinstance(expansion, bool) or not isinstance(expansion, (int, np.integer)) \
-                or expansion < 1:
-            raise ValueError(f"expansion must be an integer >= 1 (atoms per dimension of the "
-                             f"dictionary D, official 4), got {expansion!r}")
+        expansion = check_positive_int("expansion", expansion, " (atoms per dimension of the "
+                                       "dictionary D, official 4)")
         attention = attention_options(attention)
         self.config = dict(image_size=image_size, patch_size=patch_size,
                            num_classes=num_classes, dim=dim, depth=depth, heads=heads,
-                           dim_head=dim_head, channels=channels, expansion=int(expansion),
+                           dim_head=dim_head, channels=channels, expansion=expansion,
                            ista_step=ista_step, ista_lambda=ista_lambda, dtype=self.dtype,
                            seed=seed)
         if attention:
             self.config["attention"] = attention
-        self.image_hw, self.patch_hw = (ih, iw), (ph, pw)
-        self.channels, self.dim = channels, dim
-        num_patches = (ih // ph) * (iw // pw)
+        self.dim = dim
         rng = _rng(seed)
 
-        self.conv1 = PatchConv(channels, dim, (ph, pw), dtype=dtype, seed=rng)
-        self.add_param("pos_embedding", rng.standard_normal((1, num_patches + 1, dim)))
+        self.conv1 = PatchConv(channels, dim, self.patch_hw, dtype=dtype, seed=rng)
+        self.add_param("pos_embedding", rng.standard_normal((1, self.num_patches + 1, dim)))
         self.add_param("cls_token", rng.standard_normal((1, 1, dim)))
-        self.transformer = AlphaTransformer(dim, depth, heads, dim_head, int(expansion),
+        self.transformer = AlphaTransformer(dim, depth, heads, dim_head, expansion,
                                             ista_step, ista_lambda, dtype=dtype, seed=rng,
                                             attention=attention)
-        self.mlp_head = Sequential(LayerNorm(dim, eps=1e-5, dtype=dtype),
-                                   Linear(dim, num_classes, dtype=dtype, seed=rng), dtype=dtype)
+        self.mlp_head = classifier_head(dim, num_classes, dtype, rng, eps=1e-5)
         self.captured = None
-
-    _check_images = CRATE._check_images      # the same checks, the same messages
 
     def forward(self, images, capture=False):
         """images (B, C, H, W) -> logits (B, num_classes).
@@ -104,33 +93,15 @@ class CRATEAlpha(Module):
         code c2, (B, N, expansion d), whose sparsity whitebox.rate.layer_measures
         reads) and "z" (the layer output Z^{l+1} = Z^{l+1/2} + c2 D1^T).
         """
-        xp = self._check_images(images)
-        images = images.astype(self.dtype, copy=False)
-        x = self.conv1(images)                                     # (B, n, d)
-        B, n, d = x.shape
-        cls = xp.broadcast_to(self._params["cls_token"], (B, 1, d))
-        x = xp.concatenate([cls, x], axis=1)                       # (B, N, d)
-        x += self._params["pos_embedding"]
+        images = self._images(images)
+        x = self._tokens(self.conv1(images))                       # (B, N, d)
         self.captured = {k: [] for k in CAPTURE_KEYS} if capture else None
-        x = self.transformer(x, self.captured)
-        logits = self.mlp_head(x[:, 0])                            # cls pooling
-        self._cache = (x.shape, logits.shape)
-        return logits
+        return self._classify(self.transformer(x, self.captured))  # cls pooling
 
     def backward(self, dlogits):
         """Accumulate every parameter gradient; return the gradient w.r.t. the images."""
-        (B, N, d), logits_shape = self._take_cache()
-        check_dout("CRATEAlpha", dlogits, logits_shape)
-        dpooled = self.mlp_head.backward(dlogits)                  # (B, d)
-        dx = self.xp.zeros((B, N, d), dtype=dpooled.dtype)
-        dx[:, 0] = dpooled
-        dx = self.transformer.backward(dx)
-        self._accumulate("pos_embedding", dx.sum(axis=0, keepdims=True))
-        self._accumulate("cls_token", dx[:, :1].sum(axis=0, keepdims=True))
-        return self.conv1.backward(dx[:, 1:])
-
-    subspaces = CRATE.subspaces
-    attention_maps = CRATE.attention_maps
+        dx = self.transformer.backward(self._classify_backward(dlogits))
+        return self.conv1.backward(self._tokens_backward(dx))
 
     def extra_repr(self):
         c = self.config

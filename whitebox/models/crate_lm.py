@@ -35,8 +35,9 @@ import numpy as np
 from ..backend import backend_name, to_numpy
 from ..data.masking import check_mask_id as _check_mask_id
 from ..functional._blas import matmul_rows
-from ..functional._checks import check_dout, check_positive_int, check_probability, check_real
-from ..functional.embedding import check_ids
+from ..functional._checks import (check_dout, check_finite, check_ids,
+                                 check_positive_int, check_probability, check_real)
+from ..functional import softmax_forward
 from ..nn import Dropout, Embedding, LayerNorm, Module, ModuleList
 from ..nn.layers import _rng
 from ..nn.lm_layers import LM_CAPTURE_KEYS, LMBlock
@@ -146,6 +147,7 @@ class CRATELanguageModel(Module):
         """
         x, logits_shape = self._take_cache()
         check_dout(type(self).__name__, dlogits, logits_shape)
+        check_finite("dlogits", dlogits)
         tr = self.transformer
         V, d = self.vocab_size, self.dim
         wte = tr.wte.param("weight")
@@ -285,6 +287,7 @@ class CRATEGPT(CRATELanguageModel):
         if top_k is not None:
             top_k = check_positive_int("top_k", top_k)
         self._check_idx(idx[:, -self.block_size:] if getattr(idx, "ndim", 0) == 2 else idx)
+        check_ids("idx", idx, self.vocab_size)          # the ids before the window too
         if np.iinfo(idx.dtype).max < self.config["vocab_size"] - 1:
             raise ValueError(f"idx has dtype {idx.dtype}, which cannot hold the ids up to "
                              f"vocab_size - 1 = {self.config['vocab_size'] - 1} that generate "
@@ -310,14 +313,19 @@ class CRATEGPT(CRATELanguageModel):
 
 
 def sample_next(logits, temperature, top_k, rng):
-    """One id per row from softmax(logits / temperature) over the top_k largest (NumPy)."""
-    z = logits / temperature                                      # (B, V)
+    """One id per row from softmax(logits / temperature) over the top_k largest (NumPy).
+
+    The logits are shifted by their row maximum before the division, so a
+    temperature near 0 gives the argmax (a tiny temperature cannot overflow).
+    """
+    if not np.isfinite(logits).all():
+        raise ValueError("generate: the model's logits contain NaN or infinite values")
+    z = logits - logits.max(axis=1, keepdims=True)                # (B, V), <= 0
     if top_k is not None and top_k < z.shape[1]:
         kth = np.sort(z, axis=1)[:, -top_k][:, None]
         z = np.where(z < kth, -np.inf, z)
-    z -= z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
+    with np.errstate(over="ignore"):                              # -inf: probability 0
+        p, _ = softmax_forward(z / temperature)                   # (B, V)
     u = rng.random((z.shape[0], 1))
     return np.minimum((np.cumsum(p, axis=1) < u).sum(axis=1), z.shape[1] - 1)
 

@@ -28,18 +28,20 @@ import math
 import numpy as np
 
 from ..backend import backend_name, to_device
-from ..functional._checks import (check_array, check_dout, check_finite, check_positive_int, check_real)
+from ..functional._checks import (check_array, check_finite, check_flag, check_positive_int,
+                                  check_real)
 from ..functional.masked_mse import masked_mse_backward, masked_mse_forward
 from ..functional.masking import (mask_from_noise, mask_tokens_backward, mask_tokens_forward,
                                   num_kept)
 from ..functional.patches import patchify_backward, patchify_forward, unpatchify
 from ..functional.pos_embed import sincos_pos_embed_2d
-from ..nn import CRATELayer, LayerNorm, Linear, Module, ModuleList
+from ..nn import CRATELayer, LayerNorm, Linear, ModuleList
 from ..nn.crate_layers import CAPTURE_KEYS
 from ..nn.decoder_layers import DECODER_CAPTURE_KEYS, DecoderLayer
 from ..nn.layers import _rng, uniform_init
 from ..nn.patch_embed import PatchEmbed
-from .crate import CRATE, LayerStack, _pair
+from ._image import ImageModel
+from .crate import LayerStack
 
 
 class Block(LayerStack):
@@ -62,7 +64,7 @@ def _xavier(rng, linear):
         linear.add_param("bias", np.zeros(out_f))
 
 
-class CRATEMAE(Module):
+class CRATEMAE(ImageModel):
     """The CRATE masked autoencoder (official CRATE-MAE), official architecture and names.
 
     forward(images, mask=None, noise=None) -> (loss, pred, mask); backward(dloss=1.0,
@@ -76,14 +78,10 @@ class CRATEMAE(Module):
                  decoder_heads=None, mask_ratio=0.75, norm_pix_loss=False, ista_step=0.1,
                  ista_lambda=0.5, decoder_softmax=True, dtype="float32", seed=0):
         super().__init__(dtype)
-        ih, iw = (check_positive_int("image_size", v) for v in _pair("image_size", image_size))
-        ph, pw = (check_positive_int("patch_size", v) for v in _pair("patch_size", patch_size))
-        if ih % ph or iw % pw:
-            raise ValueError(f"image_size {ih}x{iw} is not divisible by patch_size {ph}x{pw}")
+        self._set_geometry(image_size, patch_size, channels)
         decoder_heads = heads if decoder_heads is None else decoder_heads
         for name, v in (("dim", dim), ("depth", depth), ("heads", heads),
-                        ("decoder_depth", decoder_depth), ("decoder_heads", decoder_heads),
-                        ("channels", channels)):
+                        ("decoder_depth", decoder_depth), ("decoder_heads", decoder_heads)):
             check_positive_int(name, v)
         if dim % 4:
             raise ValueError(f"dim must be a multiple of 4 (the 2-D sin-cos position table "
@@ -93,24 +91,22 @@ class CRATEMAE(Module):
                 raise ValueError(f"{name} = {k} exceeds dim = {dim}: dim_head = dim // "
                                  f"{name} would be 0")
         self.mask_ratio = check_real("mask_ratio", mask_ratio, 0.0, 1.0, high_open=True)
-        for name, v in (("norm_pix_loss", norm_pix_loss), ("decoder_softmax", decoder_softmax)):
-            if not isinstance(v, (bool, np.bool_)):
-                raise TypeError(f"{name} must be True or False, got {v!r}")
-        patch_dim = ph * pw * channels
+        norm_pix_loss = check_flag("norm_pix_loss", norm_pix_loss)
+        decoder_softmax = check_flag("decoder_softmax", decoder_softmax)
+        patch_dim = self.patch_dim
         if norm_pix_loss and patch_dim < 2:
             raise ValueError("norm_pix_loss needs at least 2 numbers per patch (the unbiased "
-                             f"variance divides by p p C - 1), got patch_size {ph}x{pw} and "
+                             f"variance divides by p p C - 1), got patch_size {patch_size} and "
                              f"{channels} channel")
         self.config = dict(image_size=image_size, patch_size=patch_size, dim=dim, depth=depth,
                            heads=heads, decoder_depth=decoder_depth, channels=channels,
                            decoder_heads=decoder_heads, mask_ratio=self.mask_ratio,
-                           norm_pix_loss=bool(norm_pix_loss), ista_step=ista_step,
-                           ista_lambda=ista_lambda, decoder_softmax=bool(decoder_softmax),
+                           norm_pix_loss=norm_pix_loss, ista_step=ista_step,
+                           ista_lambda=ista_lambda, decoder_softmax=decoder_softmax,
                            dtype=self.dtype, seed=seed)
-        self.image_hw, self.patch_hw = (ih, iw), (ph, pw)
-        self.channels, self.dim, self.norm_pix_loss = channels, dim, bool(norm_pix_loss)
-        grid = (ih // ph, iw // pw)
-        self.num_patches = grid[0] * grid[1]
+        self.dim, self.norm_pix_loss = dim, norm_pix_loss
+        ph, pw = self.patch_hw
+        grid = (self.image_hw[0] // ph, self.image_hw[1] // pw)
         rng = _rng(seed)
 
         table = sincos_pos_embed_2d(dim, grid)[None]                    # (1, N, d)
@@ -167,8 +163,6 @@ class CRATEMAE(Module):
         return self.decoder_blocks[layer].layers[0].attn.fn.subspaces()
 
     # ------------------------------------------------------------ inputs
-    _check_images = CRATE._check_images      # the classifier's checks, shared
-
     def _check_per_patch(self, name, a, xp, B):
         """One value per patch of B images: shape (B, L), on the model's backend; returns xp."""
         L = self.num_patches
@@ -185,6 +179,9 @@ class CRATEMAE(Module):
         image and (for the loss) at least one removed."""
         L = self.num_patches
         xp = self._check_per_patch("mask", mask, check_array("mask", mask, floating=False), B)
+        if mask.dtype.kind not in "biuf":
+            raise TypeError(f"mask must be a boolean, integer or real array of 0 (kept) and 1 "
+                            f"(removed), got dtype {mask.dtype}")
         m = mask.astype(self.dtype)
         if not bool(xp.all((m == 0) | (m == 1))):
             raise ValueError("mask must hold only 0 (kept) and 1 (removed)")
@@ -221,13 +218,9 @@ class CRATEMAE(Module):
     # ------------------------------------------------------------ compute
     def _encode(self, images, mask, capture):
         """images (B, C, H, W), mask (B, L) -> latent (B, N, d); keeps the mask cache."""
-        xp = self.xp
         x = self.patch_embed(images)                                # (B, L, d)
         x, self._mask_cache = mask_tokens_forward(x, mask, self._params["mask_token"])
-        B, L, d = x.shape
-        cls = xp.broadcast_to(self._params["cls_token"], (B, 1, d))
-        x = xp.concatenate([cls, x], axis=1)                        # (B, N, d)
-        x += self._params["decoder_pos_embed"]
+        x = self._tokens(x, "decoder_pos_embed")                    # (B, N, d)
         for blk in self.blocks:
             x = blk(x, capture)
         return self.norm(x)
@@ -235,8 +228,7 @@ class CRATEMAE(Module):
     def encode(self, images, mask=None):
         """Encoder features (B, N, d) after ``norm`` (cls token first), no loss and no
         backward: with mask=None every patch is seen (for probes and figures)."""
-        self._check_images(images)
-        images = images.astype(self.dtype, copy=False)
+        images = self._images(images)
         B = images.shape[0]
         mask = (self.xp.zeros((B, self.num_patches), dtype=self.dtype) if mask is None
                 else self._check_mask(mask, B, for_loss=False))
@@ -262,8 +254,7 @@ class CRATEMAE(Module):
         (the classifier's keys) and ``self.captured["decoder"]`` ("y", "mssa_in",
         "attention", "z").
         """
-        self._check_images(images)
-        images = images.astype(self.dtype, copy=False)
+        images = self._images(images)
         B = images.shape[0]
         if mask is not None and noise is not None:
             raise ValueError("give either mask or noise, not both")
@@ -288,12 +279,12 @@ class CRATEMAE(Module):
         """
         lcache, pcache, mcache, pred_shape = self._take_cache()
         if hasattr(dloss, "shape"):
-            check_dout("CRATEMAE (dloss)", dloss, ())
+            self._check_upstream("dloss", dloss, (), "CRATEMAE (dloss)")
         else:
             dloss = check_real("dloss", dloss)
         dpred_total, dpatches = masked_mse_backward(dloss, lcache)
         if dpred is not None:
-            check_dout("CRATEMAE (dpred)", dpred, pred_shape)
+            self._check_upstream("dpred", dpred, pred_shape, "CRATEMAE (dpred)")
             dpred_total = dpred_total + dpred
         B, L, P = pred_shape
         dx = self.xp.zeros((B, L + 1, P), dtype=dpred_total.dtype)
@@ -304,9 +295,8 @@ class CRATEMAE(Module):
         dx = self.norm.backward(dx)
         for blk in reversed(list(self.blocks)):
             dx = blk.backward(dx)
-        # decoder_pos_embed is frozen: no gradient
-        self._accumulate("cls_token", dx[:, :1].sum(axis=0, keepdims=True))
-        dtokens, dmask_token = mask_tokens_backward(dx[:, 1:], mcache)
+        dx = self._tokens_backward(dx, None)         # decoder_pos_embed is frozen: no gradient
+        dtokens, dmask_token = mask_tokens_backward(dx, mcache)
         self._accumulate("mask_token", dmask_token)
         dimages = self.patch_embed.backward(dtokens)
         dimages += patchify_backward(dpatches, pcache)   # the target is the images too
@@ -318,8 +308,8 @@ class CRATEMAE(Module):
 
         Inputs: pred (B, L, P) as forward returns it, images (B, C, H, W), mask (B, L).
         """
-        self._check_images(images)
-        target, _ = patchify_forward(images.astype(self.dtype, copy=False), self.patch_hw)
+        images = self._images(images)
+        target, _ = patchify_forward(images, self.patch_hw)
         check_array("pred", pred)
         if tuple(pred.shape) != tuple(target.shape):
             raise ValueError(f"pred must have shape (B, L, P) = {tuple(target.shape)} for these "

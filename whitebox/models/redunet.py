@@ -24,25 +24,29 @@ The operators are the exact gradient of Delta R at the layer's input, so a
 small enough step raises Delta R; ``eps`` is the papers' epsilon (the
 official code's ``eps`` is epsilon squared).
 """
-import numbers
-
-
 from ..backend import get_array_module, to_numpy
-from ..functional._checks import check_finite, check_positive_int
+from ..functional import softmax_forward
+from ..functional._checks import (check_array, check_class_labels, check_finite, check_ids,
+                                  check_positive_int, check_real)
 from ..rate import mcr2_loss
+from ..rate.gram import factor, spd_inverse
 
 
-def _inverse_scaled_gram(Z, a):
-    """a (I_d + a Z^T Z)^{-1} for Z (n, d): a symmetric positive definite (d, d) matrix."""
-    xp = get_array_module(Z)
-    d = Z.shape[1]
-    return a * xp.linalg.inv(xp.eye(d, dtype=Z.dtype) + a * (Z.T @ Z))     # (d, d)
+def _inverse_scaled_gram(Z, a, eps):
+    """a (I_d + a Z^T Z)^{-1} for Z (n, d): a symmetric positive definite (d, d) matrix.
+
+    Factored under the precision rule of whitebox.rate.gram (float32 promoted to
+    float64 where it cannot hold the inverse; refused, naming eps, where float64
+    cannot either); returned in Z's dtype.
+    """
+    _, _, L, _ = factor(Z, a, "cols", eps=eps)
+    return (a * spd_inverse(L)).astype(Z.dtype, copy=False)        # (d, d)
 
 
 def expansion_operator(Z, eps):
     """E = a (I + a Z^T Z)^{-1}, a = d/(N eps^2): dR/dZ = Z E. Z (N, d) -> E (d, d)."""
     N, d = Z.shape
-    return _inverse_scaled_gram(Z, d / (N * eps ** 2))
+    return _inverse_scaled_gram(Z, d / (N * eps ** 2), eps)
 
 
 def compression_operators(Z, labels, eps, num_classes):
@@ -59,7 +63,7 @@ def compression_operators(Z, labels, eps, num_classes):
     for j in range(num_classes):
         Z_j = Z[labels == j]                                   # (N_j, d)
         if len(Z_j):
-            C[j] = _inverse_scaled_gram(Z_j, d / (len(Z_j) * eps ** 2))
+            C[j] = _inverse_scaled_gram(Z_j, d / (len(Z_j) * eps ** 2), eps)
             gamma[j] = len(Z_j) / N
     return C, gamma
 
@@ -80,14 +84,15 @@ def soft_membership(Z, C, temperature):
     """pi_j(z) = softmax_j(-temperature ||z C_j||): the estimated class of each row. (N, J)."""
     xp = get_array_module(Z)
     norms = xp.linalg.norm(Z @ C, axis=-1).T                   # (N, J)   ||z C_j||
-    logits = -temperature * norms
-    logits = logits - logits.max(axis=1, keepdims=True)
-    weights = xp.exp(logits)
-    return weights / weights.sum(axis=1, keepdims=True)
+    logits = -temperature * norms                              # (N, J)
+    check_finite("-temperature * ||z C_j|| (temperature too large for these features)", logits)
+    return softmax_forward(logits)[0]
 
 
 def _normalize_rows(Z):
+    """Z / ||z|| per row, the norm taken after scaling by the row's largest entry (no overflow)."""
     xp = get_array_module(Z)
+    Z = Z / xp.maximum(xp.abs(Z).max(axis=1, keepdims=True), xp.finfo(Z.dtype).tiny)
     return Z / xp.maximum(xp.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
 
 
@@ -112,14 +117,10 @@ class ReduNet:
     """
 
     def __init__(self, depth, eps=0.5, eta=0.5, temperature=100.0):
-        for name, value, kind, what in (("depth", depth, numbers.Integral, "integer"),
-                                        ("eps", eps, numbers.Real, "number"),
-                                        ("eta", eta, numbers.Real, "number"),
-                                        ("temperature", temperature, numbers.Real, "number")):
-            if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
-                raise ValueError(f"{name} must be a positive {what}, got {value!r}")
-        self.depth, self.eps, self.eta = int(depth), float(eps), float(eta)
-        self.temperature = float(temperature)
+        self.depth = check_positive_int("depth", depth)
+        self.eps = check_real("eps", eps, 0.0, low_open=True)
+        self.eta = check_real("eta", eta, 0.0, low_open=True)
+        self.temperature = check_real("temperature", temperature, 0.0, low_open=True)
         self.layers = []            # one (E, C, gamma) per layer
         self.history = []           # Delta R of the training features, input then each layer
         self.num_classes = None
@@ -127,24 +128,18 @@ class ReduNet:
     def _check(self, Z, labels=None, num_classes=None, d=None):
         """Z (N, d) floating and finite, N >= 1 (d as constructed, when given); labels (N,)
         integers in [0, num_classes) when given."""
-        xp = get_array_module(Z)
-        if not isinstance(Z, xp.ndarray) or Z.ndim != 2 or Z.dtype.kind != "f" or not Z.size:
-            raise ValueError(f"Z must be a non-empty floating array of shape (N, d) (samples "
-                             f"as rows), got {type(Z).__name__} of shape "
-                             f"{getattr(Z, 'shape', None)}")
+        check_array("Z", Z, ndim=2)
+        if not Z.size:
+            raise ValueError(f"Z must be a non-empty (N, d) array (samples as rows), got shape "
+                             f"{tuple(Z.shape)}")
         if d is not None and Z.shape[1] != d:
             raise ValueError(f"Z has d = {Z.shape[1]} features; the network was constructed "
                              f"on d = {d}")
         check_finite("Z", Z)
-        if labels is None:
-            return
-        lab = to_numpy(labels)
-        if lab.shape != (Z.shape[0],) or lab.dtype.kind not in "iu" or lab.min() < 0:
-            raise ValueError(f"labels must be {Z.shape[0]} non-negative integers (one per "
-                             f"row of Z), got dtype {lab.dtype} and shape {lab.shape}")
-        if num_classes is not None and lab.max() >= num_classes:
-            raise ValueError(f"labels must lie in [0, {num_classes}) (num_classes), found "
-                             f"{int(lab.max())}")
+        if labels is not None:
+            check_class_labels("labels", labels, Z.shape[0])
+            if num_classes is not None:
+                check_ids("labels", labels, num_classes)
 
     def rate_reduction(self, Z, labels):
         """Delta R = R(Z) - Rc(Z | labels) of features Z (the MCR^2 objective, maximised)."""

@@ -9,7 +9,7 @@ device-to-host copy. Convert the returned norm with ``float()`` only when you
 log it.
 """
 from ..backend import get_array_module
-from .optimizer import to_float
+from ..functional._checks import to_float
 
 
 def clip_grad_norm(grads, max_norm, error_if_nonfinite=False):

@@ -20,16 +20,12 @@ Per-parameter buffers (momentum, Adam moments) live in ``self.state``, a
 dict ``name -> {buffer name -> array}`` keyed by the parameter names, on the
 parameter's backend and in its dtype.
 """
-import math
-import operator
 from fnmatch import fnmatchcase
 from types import MappingProxyType
 
-import numpy as np
-
 from .. import backend
 from ..backend import get_array_module
-from ..functional._checks import check_array, check_finite
+from ..functional._checks import check_array, check_finite, check_int, check_real
 
 # Names that mark parameters which should never be pulled towards zero: the
 # learned position table and class token of a ViT/CRATE, normalisation
@@ -88,44 +84,9 @@ def decay_mask(params, no_decay=DEFAULT_NO_DECAY):
             for name, p in params.items()}
 
 
-def check_int(name, value, low):
-    """An integer (not a bool) >= low; TypeError/ValueError naming ``name`` otherwise."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {value!r}") from None
-    if value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
-
-
-def to_float(name, value):
-    """``value`` as a Python float, or a TypeError naming the argument.
-
-    Strings and booleans are refused even though float() would take them:
-    lr="1e-3" or momentum=True are almost always mistakes.
-    """
-    if isinstance(value, (str, bytes, bool)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}") from None
-
-
 def check_hyper(name, value, low=0.0, high=None, high_open=False):
-    """A float hyper-parameter in [low, high] (or [low, high) when high_open)."""
-    value = to_float(name, value)
-    bad = not (value >= low and math.isfinite(value))  # also catches NaN and inf
-    if high is not None:
-        bad = bad or (value >= high if high_open else value > high)
-    if bad:
-        upper = "" if high is None else (f", {high})" if high_open else f", {high}]")
-        expected = f"in [{low}{upper}" if upper else f">= {low}"
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
-    return value
+    """A finite float hyper-parameter in [low, high] (or [low, high) when high_open)."""
+    return check_real(name, value, low, high, high_open=high_open)
 
 
 def check_betas(name, betas):
@@ -134,13 +95,6 @@ def check_betas(name, betas):
         raise ValueError(f"{name} must be a pair (beta1, beta2), got {betas!r}")
     return (check_hyper(f"{name}[0]", betas[0], 0.0, 1.0, high_open=True),
             check_hyper(f"{name}[1]", betas[1], 0.0, 1.0, high_open=True))
-
-
-def check_flag(name, value):
-    """True or False (NumPy booleans included), as a Python bool."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 class HyperParameter:

@@ -9,7 +9,8 @@ is the optimizer's ``lr`` when the schedule is built.
 """
 import math
 
-from .optimizer import check_hyper, check_int, to_float
+from ..functional._checks import check_int, to_float
+from .optimizer import check_hyper
 
 
 class Schedule:

@@ -5,7 +5,8 @@
     g   = g + momentum * buf   (nesterov)   or   g = buf   (heavy ball)
     p  -= lr * g
 """
-from .optimizer import DEFAULT_NO_DECAY, HyperParameter, Optimizer, check_flag
+from ..functional._checks import check_flag
+from .optimizer import DEFAULT_NO_DECAY, HyperParameter, Optimizer
 
 
 class SGD(Optimizer):

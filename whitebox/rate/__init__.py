@@ -19,9 +19,10 @@ own. Log-determinants go through Cholesky of the smaller Gram matrix (N x N
 or d x d), and gradients apply the inverse of that same small matrix.
 
 Precision, one rule for all of them (:mod:`whitebox.rate.gram`): a result is
-never silently wrong. float32 input is computed in float32 where a cheap bound
-on the condition number of I + a G says float32 holds the answer to 0.1%, and
-redone in float64 where it does not (``accumulate='float32'`` refuses instead,
+never silently wrong and never a computable answer refused. float32 input is
+computed in float32 where an upper bound on the condition number of I + a G
+(Gershgorin, tightened by tr(M^{-1}) from the Cholesky factor when needed)
+says float32 holds the answer to 0.1%, and redone in float64 where it does not (``accumulate='float32'`` refuses instead,
 ``accumulate='float64'`` always uses float64). An eps too small even for float64
 is refused with the smallest usable eps; empty token sets (N = 0 or d = 0) are
 refused, an empty batch (B = 0) gives an empty result.

@@ -21,8 +21,8 @@ where float32 holds the answer to 0.1%, otherwise in float64 (or refused with
 the smallest usable eps. The rule and its bound are in :mod:`whitebox.rate.gram`.
 """
 from ..backend import get_array_module
-from ._checks import check_accumulate, check_dout, check_eps, check_tokens, rate_scale
-from .gram import gram_logdet_backward, gram_logdet_forward
+from ..functional._checks import check_accumulate, check_rate_dout, check_real, check_tokens
+from .gram import gram_logdet_backward, gram_logdet_forward, rate_scale
 
 
 def coding_rate_forward(Z, eps, accumulate=None, side="auto"):
@@ -37,7 +37,7 @@ def coding_rate_forward(Z, eps, accumulate=None, side="auto"):
     in Z's dtype (accumulate None) or the accumulate dtype; cache.
     """
     check_tokens("Z", Z)
-    eps = check_eps(eps)
+    eps = check_real("eps", eps, 0.0, low_open=True)
     acc = check_accumulate(accumulate)
     N, d = Z.shape[-2:]
     R, cache = gram_logdet_forward(Z, rate_scale(d, N, eps), side, acc, eps=eps)
@@ -52,7 +52,7 @@ def coding_rate_backward(dout, cache):
     """
     gram_cache, dtype = cache
     X = gram_cache[0]
-    dout = check_dout(dout, X.shape[:-2], get_array_module(X))
+    dout = check_rate_dout(dout, X.shape[:-2], get_array_module(X))
     return gram_logdet_backward(dout, gram_cache).astype(dtype, copy=False)
 
 

@@ -16,13 +16,11 @@ h_k = 1/2 logdet(I + b W_k^T W_k), the chain rule through W_k = Z U_k gives
 :mod:`whitebox.rate.gram`: never silently wrong (float64 where float32 cannot
 hold the answer, or a clear refusal).
 """
-import numbers
-import math
 
 from ..backend import get_array_module
-from ._checks import (check_accumulate, check_bases, check_dout, check_eps, check_tokens,
-                      rate_scale)
-from .gram import gram_logdet_backward, gram_logdet_forward
+from ..functional._checks import (check_accumulate, check_bases, check_rate_dout, check_real,
+                                  check_tokens)
+from .gram import gram_logdet_backward, gram_logdet_forward, rate_scale
 
 WRT = ("Z", "U", "both")
 
@@ -55,7 +53,7 @@ def compression_rate_forward(Z, U, eps, accumulate=None, side="auto"):
     """
     check_tokens("Z", Z)
     check_bases(U, Z)
-    eps = check_eps(eps)
+    eps = check_real("eps", eps, 0.0, low_open=True)
     acc = check_accumulate(accumulate)
     N = Z.shape[-2]
     p = U.shape[2]
@@ -80,7 +78,7 @@ def compression_rate_backward(dout, cache):
     xp = get_array_module(Z)
     K, d, p = U.shape
     lead, N = Z.shape[:-2], Z.shape[-2]
-    dout = check_dout(dout, lead, xp)
+    dout = check_rate_dout(dout, lead, xp)
     dh = None if dout is None else xp.broadcast_to(dout[..., None], (*lead, K))
     dW = gram_logdet_backward(dh, gram_cache)           # (..., K, N, p)
     dW = xp.moveaxis(dW, -3, -2).reshape(*lead, N, K * p)  # (..., N, K p)
@@ -130,10 +128,6 @@ def compression_step(Z, U, eps, kappa, accumulate=None):
     Inputs: Z (N, d) or (B, N, d); U (K, d, p); eps > 0; kappa the step size.
     Returns: Z+ with Z's shape and dtype.
     """
-    if isinstance(kappa, bool) or not isinstance(kappa, numbers.Real):
-        raise TypeError(f"kappa must be a real number (the step size), got {kappa!r} "
-                        f"of type {type(kappa).__name__}")
-    if not math.isfinite(kappa):
-        raise ValueError(f"kappa must be a finite step size, got {kappa!r}")
+    kappa = check_real("kappa", kappa)
     dZ = compression_rate_grad(Z, U, eps, wrt="Z", accumulate=accumulate)
-    return Z - float(kappa) * dZ
+    return Z - kappa * dZ

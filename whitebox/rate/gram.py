@@ -16,33 +16,40 @@ the second form by the push-through identity X (I + a X^T X) = (I + a X X^T) X.
 The backward applies the inverse of the same small matrix the forward
 factored (the inverse is computed afresh; the Cholesky factor is not reused).
 
-Precision: never silently wrong. Every eigenvalue of M is >= 1, so its
-condition number is at most its largest eigenvalue, and Gershgorin's theorem
-bounds that by the largest absolute row sum:
+Precision: never silently wrong, never a computable answer refused. Forming G
+and factoring M in a precision with unit roundoff u is exact for a matrix
+M + E with ||E|| of order u lambda_max(M), which moves each log lambda_i(M)
+by about u lambda_max / lambda_i and M^{-1} by a relative u cond(M). What
+matters is cond(M) = lambda_max / lambda_min, bounded from above in two
+steps (:func:`factor`):
 
-    cond(M) <= kappa = 1 + a max_i sum_j |G_ij|          (cheap: O(k^2) on G).
+    kappa_1 = 1 + a min(max_i sum_j |G_ij|, tr G)   >= lambda_max (Gershgorin, trace);
+                                                    lambda_min >= 1
+    kappa_2 = kappa_1 * tr(M^{-1})                  tr(M^{-1}) = ||L^{-1}||_F^2 >= 1 / lambda_min
+    kappa   = min(kappa_1, kappa_2)                 >= cond(M)
 
-Rounding G and M in a precision with unit roundoff u perturbs each eigenvalue
-of M by about u ||M||, so the log-determinant and the gradient carry a
-relative error of order kappa u (measured: at kappa u <= 1e-3 the value is
-within 1e-4 and the gradient within 3e-4 relative). The rule, the same for
-every rate function and gradient built on this one:
+kappa_1 costs O(k^2) and decides almost every call; kappa_2, which sees that
+every eigenvalue of M may lie far above 1 (full-rank features, large a), is
+formed from the Cholesky factor only when kappa_1 alone would refuse. The
+rule, the same for every rate function, the exact MSSA step
+(whitebox.functional.mssa_exact) and ReduNet's operators (at kappa u <= 1e-3
+the value is within 1e-4 and the gradient within 3e-4 relative; the
+computed kappa_2 comes from a factor of M + E, so it is reliable while
+kappa_2 u is well below 1, which the budget keeps it):
 
 - a result is computed in a precision only when kappa u <= 1e-3 there
-  (``ROUNDOFF_BUDGET``): in float32 that means kappa <= 8.4e3, in float64
-  kappa <= 4.5e12;
+  (``ROUNDOFF_BUDGET``): in float32 kappa <= 8.4e3, in float64 kappa <= 4.5e12;
 - ``accumulate=None`` (the default) works in X's dtype and, when float32
   cannot hold the answer, redoes the Gram matrix and factorization in float64
   (from the exact inputs) and returns the result in X's dtype: correct, at the
   price of a float64 Gram on those calls only;
 - ``accumulate='float32'`` refuses (ValueError naming accumulate='float64')
   instead of promoting; ``accumulate='float64'`` always works in float64;
-- when even float64 cannot hold it (eps tiny for features this large), a
-  ValueError names eps and the smallest usable eps for these features.
+- when even float64 cannot hold it (eps tiny for rank-deficient features), a
+  ValueError names eps and an eps that suffices for these features.
 
 kappa is reduced over the whole batch on the host: one device-to-host
-transfer per call (the rate functions are measurements and objectives, not
-the CRATE layers' per-step path).
+transfer per call (two when kappa_2 is needed).
 """
 import math
 
@@ -68,19 +75,22 @@ def condition_limit(dtype):
     return ROUNDOFF_BUDGET / float(np.finfo(dtype).eps)
 
 
+def rate_scale(dim, N, eps, name="eps"):
+    """a = dim / (N eps^2), refusing an eps so small that the scale overflows float64."""
+    a = dim / N / eps / eps                 # not eps ** 2: that underflows to 0 first
+    if not math.isfinite(a):
+        smallest = math.sqrt(dim / N / np.finfo(np.float64).max)
+        raise ValueError(f"{name} = {eps!r} is too small: the scale {dim}/(N {name}^2) "
+                         f"overflows float64; {name} must be at least {smallest:.3g} (and "
+                         f"larger still for features that are not tiny)")
+    return a
+
+
 def _gram(X, side):
     xp = get_array_module(X)
     # a contiguous transpose keeps the batched product on the BLAS path
     Xt = xp.ascontiguousarray(X.swapaxes(-1, -2))       # (..., m, n)
     return X @ Xt if side == "rows" else Xt @ X         # (..., n, n) or (..., m, m)
-
-
-def _row_sum_bound(G):
-    """max over the stack of max_i sum_j |G_ij| (>= the largest eigenvalue of each G)."""
-    xp = get_array_module(G)
-    if G.size == 0:
-        return 0.0
-    return float(xp.abs(G).sum(axis=-1).max())         # the one host transfer
 
 
 def _identity_plus(G, a):
@@ -106,22 +116,107 @@ def _cholesky(M):
     return L
 
 
-def _too_ill_conditioned(kappa, a, dtype, eps):
+def _host_max(v):
+    """The largest entry of an array as a Python float (NaN if any is NaN, 1 if empty)."""
+    xp = get_array_module(v)
+    return float(xp.max(v)) if v.size else 1.0              # the host transfer
+
+
+def _bounded_factor(X, a, side, check):
+    """M = I + a G and its Cholesky factor L in X's dtype, with kappa >= cond(M) and kappa_1.
+
+    L is None when kappa exceeds X's dtype's limit (or M cannot be factored
+    there); check=False factors without any bound (and without a host read).
+    """
+    xp = get_array_module(X)
+    G = _gram(X, side)                                      # (..., k, k)
+    M = _identity_plus(G, a)
+    if not check or G.size == 0:
+        return M, _cholesky(M), None, None
+    # lambda_max(G) <= both the largest absolute row sum and the trace
+    rows = xp.abs(G).sum(axis=-1).max(axis=-1)              # (...,)
+    trace = xp.diagonal(G, axis1=-2, axis2=-1).sum(axis=-1)  # (...,)
+    kappa_1 = 1 + a * xp.minimum(rows, trace)               # >= lambda_max(M) / 1
+    k1 = _host_max(kappa_1)
+    limit = condition_limit(X.dtype)
+    if k1 <= limit:
+        return M, _cholesky(M), k1, k1
+    if not math.isfinite(k1):                               # NaN or inf features
+        return M, None, k1, k1
+    try:
+        L = xp.linalg.cholesky(M)
+    except np.linalg.LinAlgError:
+        return M, None, math.inf, k1
+    L_inv = xp.linalg.inv(L)                                # (..., k, k)
+    tr_inv = (L_inv * L_inv).sum(axis=(-2, -1))             # tr(M^{-1}) >= 1 / lambda_min
+    kappa = _host_max(kappa_1 * xp.minimum(tr_inv, 1))
+    kappa = kappa if kappa == kappa else math.inf           # NaN: a factor that failed on a device
+    return M, (L if kappa <= limit else None), kappa, k1
+
+
+def _too_ill_conditioned(kappa, kappa_1, a, dtype, eps):
     """The refusal when even float64 cannot hold the answer."""
     limit = condition_limit(dtype)
-    if math.isnan(kappa):
+    if math.isnan(kappa_1):
         return ValueError("the Gram matrix of the features is not finite: the features "
                           "contain NaN or infinite values")
     what = (f"eps = {eps!r} is too small for these features" if eps is not None
             else f"the scale a = {a:.4g} is too large for these features")
-    if eps is not None and kappa > 1 and math.isfinite(kappa):
-        # kappa - 1 = a * rowsum and a ~ 1/eps^2: the eps that brings kappa to the limit
-        fix = f"use eps >= {eps * math.sqrt((kappa - 1) / (limit - 1)):.4g}"
+    if eps is not None and kappa_1 > 1 and math.isfinite(kappa_1):
+        # kappa_1 - 1 is proportional to a ~ 1/eps^2: the eps that brings kappa_1 to the limit
+        fix = f"use eps >= {eps * math.sqrt((kappa_1 - 1) / (limit - 1)):.4g} (which suffices)"
     else:
         fix = "use a larger eps"
-    return ValueError(f"{what}: the condition bound of I + a Z^T Z is {kappa:.3g}, above "
-                      f"{limit:.3g}, the most {np.dtype(dtype).name} holds to 0.1%; {fix}, "
-                      f"or scale the features down (for example to unit rows)")
+    name = np.dtype(dtype).name
+    size = (f"cannot be factored in {name} (its condition number is past 1/u)"
+            if math.isinf(kappa) else f"has a condition number up to {kappa:.3g}, above "
+            f"{limit:.3g}, the most {name} holds to 0.1%")
+    return ValueError(f"{what}: I + a Z^T Z {size}; {fix}, or scale the features down "
+                      f"(for example to unit rows)")
+
+
+def factor(X, a, side="auto", accumulate=None, source=None, eps=None, check=True):
+    """The Cholesky factor of M = I + a G (G the smaller Gram of X) in a precision that holds it.
+
+    Inputs: X (..., n, m) floating; a >= 0 finite; side 'auto', 'rows' (G = X X^T)
+    or 'cols' (G = X^T X); accumulate None (X's dtype, promoted to float64 when
+    float32 cannot hold the answer), 'float32' (refuse instead of promoting) or
+    'float64'; source an optional function dtype -> X that rebuilds X from
+    exact inputs in a wider dtype (default: X cast); eps, only to name it in a
+    refusal; check=False skips the bound and its host read (the caller has
+    chosen a precision that suffices).
+    Returns: X in the working dtype, M (..., k, k), L (..., k, k) lower
+    triangular with L L^T = M, side ('rows' or 'cols'). Raises ValueError when
+    no precision holds the answer (see the module docstring).
+    """
+    n, m = X.shape[-2:]
+    side = gram_side(n, m, side)
+    if not 0 <= a < math.inf:
+        raise ValueError(f"a must be a non-negative finite scale, got {a!r}: with a < 0, "
+                         f"I + a X^T X need not be positive definite")
+    work = np.promote_types(np.dtype(accumulate or X.dtype), np.float32)  # LAPACK: >= float32
+    rebuild = source or (lambda dtype, X=X: X.astype(dtype))
+    X = X.astype(work, copy=False)
+    M, L, kappa, kappa_1 = _bounded_factor(X, a, side, check)
+    if L is None and work == np.float32:
+        if accumulate is not None:
+            raise ValueError(
+                f"float32 cannot hold this log-determinant to 0.1%: the condition number of "
+                f"I + a Z^T Z may be as large as {kappa:.3g} (an upper bound), above "
+                f"{condition_limit(work):.3g}; pass accumulate='float64' (or accumulate=None "
+                f"to promote when needed)")
+        X = rebuild(np.dtype(np.float64))
+        M, L, kappa, kappa_1 = _bounded_factor(X, a, side, check)
+    if L is None:
+        raise _too_ill_conditioned(kappa, kappa_1, a, X.dtype, eps)
+    return X, M, L, side
+
+
+def spd_inverse(L):
+    """M^{-1} = L^{-T} L^{-1} from the Cholesky factor L (..., k, k) of M."""
+    xp = get_array_module(L)
+    L_inv = xp.linalg.inv(L)                                # triangular, diagonal in (0, 1]
+    return L_inv.swapaxes(-1, -2) @ L_inv                   # (..., k, k)
 
 
 def gram_logdet_forward(X, a, side="auto", accumulate=None, source=None, eps=None):
@@ -135,34 +230,12 @@ def gram_logdet_forward(X, a, side="auto", accumulate=None, source=None, eps=Non
     from exact inputs in a wider dtype (default: X cast); eps, only to name it
     in a refusal.
     Returns: h (...,) in X's dtype (accumulate None) or the accumulate dtype;
-    cache for :func:`gram_logdet_backward`.
+    cache for :func:`gram_logdet_backward`. The Cholesky factor comes from
+    :func:`factor`, which chooses the precision; h = sum log diag L.
     """
-    n, m = X.shape[-2:]
-    side = gram_side(n, m, side)
-    if not 0 <= a < math.inf:
-        raise ValueError(f"a must be a non-negative finite scale, got {a!r}: with a < 0, "
-                         f"I + a X^T X need not be positive definite")
     out_dtype = np.dtype(accumulate or X.dtype)
-    work = np.promote_types(out_dtype, np.float32)      # LAPACK has nothing narrower
-    rebuild = source or (lambda dtype, X=X: X.astype(dtype))
-    X = X.astype(work, copy=False)
-    G = _gram(X, side)
-    kappa = 1 + a * _row_sum_bound(G)
-    if not kappa <= condition_limit(work) and work == np.float32:
-        if accumulate is not None:
-            raise ValueError(
-                f"float32 cannot hold this log-determinant to 0.1%: the condition bound "
-                f"of I + a Z^T Z is {kappa:.3g}, above {condition_limit(work):.3g}; pass "
-                f"accumulate='float64' (or accumulate=None to promote when needed)")
-        work = np.dtype(np.float64)
-        X = rebuild(work)
-        G = _gram(X, side)
-        kappa = 1 + a * _row_sum_bound(G)
-    if not kappa <= condition_limit(work):
-        raise _too_ill_conditioned(kappa, a, work, eps)
+    X, M, L, side = factor(X, a, side, accumulate, source, eps)
     xp = get_array_module(X)
-    M = _identity_plus(G, a)
-    L = _cholesky(M)
     h = xp.log(xp.diagonal(L, axis1=-2, axis2=-1)).sum(axis=-1)   # (...,)
     return h.astype(out_dtype, copy=False), (X, a, M, side, out_dtype)
 

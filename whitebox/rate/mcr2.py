@@ -19,9 +19,9 @@ and its loss class's own default ``eps=0.01`` is eps = 0.1 here. Precision
 follows the one rule of :mod:`whitebox.rate.gram` for R and for every class term.
 """
 from ..backend import get_array_module, to_numpy
-from ._checks import check_accumulate, check_eps, check_labels, check_tokens, rate_scale
+from ..functional._checks import check_accumulate, check_labels, check_real, check_tokens
 from .coding import coding_rate_backward, coding_rate_forward
-from .gram import gram_logdet_backward, gram_logdet_forward
+from .gram import gram_logdet_backward, gram_logdet_forward, rate_scale
 
 
 def _check_features(Z):
@@ -42,7 +42,7 @@ def class_compression_forward(Z, labels, eps, accumulate=None):
     """
     xp = _check_features(Z)
     check_labels(labels, Z.shape[0], xp)
-    eps = check_eps(eps)
+    eps = check_real("eps", eps, 0.0, low_open=True)
     acc = check_accumulate(accumulate)
     N, d = Z.shape
     Rc = xp.zeros((), dtype=acc or Z.dtype)

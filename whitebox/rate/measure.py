@@ -11,12 +11,11 @@ epsilon = 0.1). Use it to plot per-layer curves from whitebox beside the
 paper's (CRATE-S on ImageNet falls from about 1100 to 700 over 12 layers).
 It is computed in float64, under the precision rule of :mod:`whitebox.rate.gram`.
 """
-import numbers
 
 from ..backend import get_array_module
-from ._checks import check_bases, check_eps, check_tokens, rate_scale
+from ..functional._checks import check_bases, check_int, check_real, check_tokens
 from .compression import project_heads
-from .gram import gram_logdet_forward
+from .gram import gram_logdet_forward, rate_scale
 
 
 def bases_from_qkv(weight, num_heads):
@@ -26,12 +25,7 @@ def bases_from_qkv(weight, num_heads):
     head k the columns k p .. (k+1) p of w, so U_k = W[k p:(k+1) p].T.
     """
     xp = get_array_module(weight)
-    if isinstance(num_heads, bool) or not isinstance(num_heads, numbers.Integral):
-        raise TypeError(f"num_heads must be a positive integer (the number K of subspaces), "
-                        f"got {num_heads!r} of type {type(num_heads).__name__}")
-    if num_heads < 1:
-        raise ValueError(f"num_heads must be a positive integer (the number K of subspaces), "
-                         f"got {num_heads!r}")
+    num_heads = check_int("num_heads", num_heads, 1)
     if weight.ndim != 2 or weight.shape[0] % num_heads:
         raise ValueError(f"weight must have shape (K p, d) with K = num_heads = {num_heads} "
                          f"dividing its first axis, got shape {tuple(weight.shape)}")
@@ -49,7 +43,7 @@ def measure_compression(Z, U, eps2=0.01):
     """
     xp = check_tokens("Z", Z)
     check_bases(U, Z)
-    eps2 = check_eps(eps2, "eps2")
+    eps2 = check_real("eps2", eps2, 0.0, low_open=True)
     if Z.ndim not in (2, 3):
         raise ValueError(f"Z must have shape (N, d) or (B, N, d), got {tuple(Z.shape)}")
     Z3 = Z.astype("float64", copy=False).reshape(-1, *Z.shape[-2:])   # (B, N, d)

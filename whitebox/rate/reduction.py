@@ -12,18 +12,9 @@ sparse (axis-aligned) codes. ``eps`` is the papers' epsilon (official ``eps``
 silently wrong.
 """
 from ..backend import get_array_module
+from ..functional._checks import check_real
 from .coding import coding_rate_backward, coding_rate_forward
 from .compression import _select, compression_rate_backward, compression_rate_forward
-
-
-def _lam(lam):
-    try:
-        lam = float(lam)
-    except (TypeError, ValueError):
-        raise TypeError(f"lam must be a non-negative real number, got {lam!r}") from None
-    if not lam >= 0 or lam == float("inf"):
-        raise ValueError(f"lam must be a non-negative finite number, got {lam!r}")
-    return lam
 
 
 def rate_reduction(Z, U, eps, accumulate=None):
@@ -44,7 +35,7 @@ def rate_reduction_grad(Z, U, eps, wrt="Z", dout=None, accumulate=None):
 
 def sparse_rate_reduction(Z, U, eps, lam, accumulate=None):
     """SRR = R(Z) - Rc(Z | U) - lam sum_ij |Z_ij| (l1 over each item's N x d matrix)."""
-    lam = _lam(lam)
+    lam = check_real("lam", lam, 0.0)
     dR = rate_reduction(Z, U, eps, accumulate)
     l1 = abs(Z).sum(axis=(-2, -1))                      # (...,)
     return dR - lam * l1.astype(dR.dtype, copy=False)
@@ -55,7 +46,7 @@ def sparse_rate_reduction_grad(Z, U, eps, lam, wrt="Z", dout=None, accumulate=No
 
     sign(0) = 0 is the subgradient chosen at a kink (keep checks away from 0).
     """
-    lam = _lam(lam)
+    lam = check_real("lam", lam, 0.0)
     xp = get_array_module(Z)
     dZ, dU = rate_reduction_grad(Z, U, eps, wrt="both", dout=dout, accumulate=accumulate)
     dl1 = lam * xp.sign(Z)                              # (..., N, d)

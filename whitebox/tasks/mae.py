@@ -122,6 +122,11 @@ class MaskedAutoencoding(Task):
     def _fit_probe(train_x, train_y, test_x, test_y):
         """Held-out accuracy of a logistic regression on standardised features (None without
         scikit-learn)."""
+        classes = np.unique(train_y)
+        if len(classes) < 2:
+            raise ValueError(f"--n-train: the linear probe fits on the first {PROBE_TRAIN} "
+                             f"training images and needs at least two classes among them, got "
+                             f"{len(train_y)} image(s) of {len(classes)} class; raise --n-train")
         try:
             from sklearn.linear_model import LogisticRegression
         except ImportError:

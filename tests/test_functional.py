@@ -21,6 +21,8 @@ from whitebox.backend import backend_name, get_array_module, to_numpy
 from whitebox.gradcheck import check_backward
 from whitebox.losses import cross_entropy, mse
 
+from test_crate_layers import mssa_loop
+
 # --------------------------------------------------------------- references
 
 
@@ -67,18 +69,9 @@ def causal_loop_softmax(x):
     return out
 
 
-def loop_mssa(x, W_qkv, W_out, b_out, K=2):
-    """Per item, per head: softmax(p^-1/2 w w^T) w, the heads side by side, projected."""
-    B, N, d = x.shape
-    p = W_qkv.shape[0] // K
-    y = np.zeros((B, N, d))
-    for b in range(B):
-        heads = []
-        for k in range(K):
-            w = x[b] @ W_qkv[k * p:(k + 1) * p].T
-            heads.append(loop_softmax(w @ w.T / math.sqrt(p)) @ w)
-        y[b] = np.concatenate(heads, 1) @ W_out.T + b_out
-    return y
+def loop_mssa(x, W_qkv, W_out, b_out):
+    """Two heads, per item and head from the definition (test_crate_layers' loop)."""
+    return mssa_loop(x, W_qkv, W_out, b_out, 2)
 
 
 def gelu_erf_reference(x):

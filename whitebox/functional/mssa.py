@@ -120,7 +120,8 @@ def mssa_backward(dout, cache):
     dW_out = None if W_out is None else dout.reshape(-1, d).T @ O.reshape(-1, Kp)  # (d, K p)
     db_out = dout.sum(axis=(0, 1)) if cache["has_bias"] else None                  # (d,)
     dO = split_heads(dout if W_out is None else dout @ W_out, K)                   # (B, K, N, p)
-    dS = softmax_backward(dO @ w.swapaxes(-1, -2), A)        # (B, K, N, N) through dA
+    dA = dO @ w.swapaxes(-1, -2)                              # (B, K, N, N)
+    dS = softmax_backward(dA, A)                              # (B, K, N, N)
     sdS = s * (dS + dS.swapaxes(-1, -2))                      # (B, K, N, N) w twice in S
     dw = A.swapaxes(-1, -2) @ dO                              # (B, K, N, p) as the values
     dw += sdS @ w                                             # as the queries and keys

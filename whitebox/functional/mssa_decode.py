@@ -16,7 +16,7 @@ P + t tokens (the tests hold it to that).
 from ._blas import matmul_rows
 from ._checks import check_array
 from .mssa import merge_heads, project_out_forward, split_heads
-from .softmax import causal_mask, softmax_forward
+from .softmax import causal_mask, softmax_fast_forward
 
 
 def mssa_decode(x, past, W_qkv, W_out, b_out, heads, scale=None, causal=True):
@@ -36,6 +36,6 @@ def mssa_decode(x, past, W_qkv, W_out, b_out, heads, scale=None, causal=True):
     t, n_keys = w_new.shape[2], w.shape[2]
     S = s * (w_new @ w.swapaxes(-1, -2))                                 # (B, K, t, P + t)
     mask = causal_mask(t, n_keys, S.dtype, xp) if causal and t > 1 else None
-    A, _ = softmax_forward(S, mask)                                      # (B, K, t, P + t)
+    A, _ = softmax_fast_forward(S, mask)                 # (B, K, t, P + t), in place over S
     y, _ = project_out_forward(merge_heads(A @ w), W_out, b_out)         # (B, t, d)
     return y, w

@@ -152,7 +152,7 @@ print(f"library exact_heads_forward/backward vs ours: max |diff| = {lib_diff:.1e
 # `whitebox.nn.MSSA` switches each departure off alone:
 # `out="tied"` uses $[U_1 \dots U_K]$ as the output projection,
 # `scale="rate"` uses $b = p/(N\epsilon^2)$ and the step size $\kappa$,
-# `step="exact"` uses $-M_k^{-1} W_k$. All three together compute exactly
+# `update="exact"` uses $-M_k^{-1} W_k$. All three together compute exactly
 # $-\kappa \nabla_Z R_c$:
 
 # %%
@@ -307,7 +307,7 @@ print(f"AlphaLayer worst relative error {max(alpha_layer_errors.values()):.1e}; 
 # reports the same per-layer measures:
 #
 #     python -m whitebox.train --attention-out tied --attention-scale rate \
-#         --attention-eps 1 --attention-kappa 0.5 --attention-step exact
+#         --attention-eps 1 --attention-kappa 0.5 --attention-update exact
 #
 # Here we call the same job from Python (`whitebox.training.run`, settings
 # as keywords). This is a small version of `examples/theory_vs_practice.py`,
@@ -357,7 +357,7 @@ save(fig, "07_theory_vs_practice.png", dpi=110)
 # %% [markdown]
 # The full comparison (`python examples/theory_vs_practice.py --seeds 0 1 2`: d 64,
 # depth 4, 4 heads, patch 7, 6 epochs on 4,000 digits, 1,000 held out, each
-# run through the training job, `python -m whitebox.train --attention-step
+# run through the training job, `python -m whitebox.train --attention-update
 # exact ...`; two busy CPU cores, with the fused loops) measured:
 #
 # | variant | held-out acc | Rc per layer | Rc falls monotonically | non-zero fraction per layer | s / step | parameters |

@@ -119,6 +119,31 @@ def test_variants_forward_and_finite_differences(rng, update, tied, coef):
     assert set(errs) == set(range(len(inputs)))
 
 
+@pytest.mark.parametrize("causal, dropout", [(False, 0.0), (True, 0.0), (False, 0.3)])
+def test_variant_defaults_are_the_fast_path(rng, causal, dropout):
+    """With its defaults the composition computes mssa_fast_forward's y and gradients."""
+    from whitebox.functional import mssa_fast_backward, mssa_fast_forward
+    x, Wq, Wo, bo = arrays(rng)
+    dout = rng.standard_normal(x.shape)
+    y, cache = mssa_fast_forward(x, Wq, Wo, bo, 2, 0.8, causal, dropout,
+                                 np.random.default_rng(5))
+    yv, cv = mssa_variant_forward(x, Wq, Wo, bo, 2, 0.8, causal=causal, dropout=dropout,
+                                  rng=np.random.default_rng(5))
+    np.testing.assert_array_equal(yv, y)
+    for a, b in zip(mssa_variant_backward(dout, cv), mssa_fast_backward(dout, cache)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_variant_refusals_name_the_argument(rng):
+    x, Wq, Wo, bo = arrays(rng)
+    with pytest.raises(ValueError, match="update must be one of"):
+        mssa_variant_forward(x, Wq, Wo, bo, 2, update="newton")
+    with pytest.raises(ValueError, match="no causal form"):
+        mssa_variant_forward(x, Wq, Wo, bo, 2, update="exact", causal=True)
+    with pytest.raises(ValueError, match="causal=True needs softmax"):
+        mssa_variant_forward(x, Wq, Wo, bo, 2, softmax=False, causal=True)
+
+
 def test_tied_exact_rate_step_is_the_exact_compression_gradient(rng):
     """x + MSSA(x) = x - kappa dRc(x | U)/dx: a true gradient step, to round-off."""
     x = rng.standard_normal((2, 7, 6))
@@ -193,6 +218,7 @@ def test_default_crate_is_unchanged():
     (dict(scale="rate", eps=1.0, kappa=0), ValueError, "kappa must be in"),
     (dict(eps=1.0), ValueError, "used only with scale='rate'"),
     (dict(update="exact", causal=True), ValueError, "no causal form"),
+    (dict(update="exact", softmax=False), ValueError, "no softmax to switch off"),
 ])
 def test_bad_options_are_clear_errors(opts, err, match):
     with pytest.raises(err, match=match):
@@ -202,6 +228,8 @@ def test_bad_options_are_clear_errors(opts, err, match):
 def test_bad_attention_argument_to_crate():
     with pytest.raises(ValueError, match="unknown attention option"):
         CRATE(8, 4, 3, dim=6, depth=1, heads=2, dim_head=3, attention=dict(kind="exact"))
+    with pytest.raises(ValueError, match="'step' is now called 'update'"):
+        CRATE(8, 4, 3, dim=6, depth=1, heads=2, dim_head=3, attention=dict(step="exact"))
     with pytest.raises(TypeError, match="attention must be a dict"):
         CRATE(8, 4, 3, dim=6, depth=1, heads=2, dim_head=3, attention="exact")
 

@@ -6,10 +6,11 @@
     LMBlock                                     -> "prenorm_1.*", "attn.*", "prenorm_2.*", "ista.*"
 
 A block computes  x = x + MSSA(LN1(x));  x = ISTA(LN2(x))  (no residual
-round ISTA). The MSSA is the classifier's (whitebox.functional.mssa_forward,
-q = k = v) with or without the causal mask; the square ISTA is the
-classifier's Module itself; the overcomplete ISTA is the Module CRATE-alpha
-uses, with its decoder tied to the dictionary.
+round ISTA; whitebox.nn.block.ResidualBlock). The MSSA is the classifier's
+(whitebox.functional.mssa_fast_forward, q = k = v) with or without the
+causal mask, and decodes new tokens through whitebox.functional.mssa_decode;
+the square ISTA is the classifier's Module itself; the overcomplete ISTA is
+the Module CRATE-alpha uses, with its decoder tied to the dictionary.
 """
 import math
 

@@ -9,10 +9,10 @@ between the two libraries (bench_crate's builder and timer); medians and the
 ratio whitebox / PyTorch. With --threads W > 1 on NumPy, whitebox runs the
 step on W batch shards, as training does.
 
-Table 2: one MSSA forward + backward (whitebox.functional.mssa_forward /
-mssa_backward) with step="exact" (K N x N Cholesky inverses per item) against
+Table 2: one MSSA forward + backward (whitebox.functional.mssa_variant_forward /
+mssa_variant_backward) with update="exact" (K N x N Cholesky inverses per item) against
 the official softmax step, at sizes from MNIST patches to ImageNet (N = 197);
-then one whole CRATE training step with attention=dict(step="exact") against
+then one whole CRATE training step with attention=dict(update="exact") against
 the official model.
 """
 import argparse
@@ -22,7 +22,7 @@ import sys
 import numpy as np
 
 from whitebox import backend, memory, threads
-from whitebox.functional import mssa_backward, mssa_forward
+from whitebox.functional import mssa_variant_backward, mssa_variant_forward
 from whitebox.models import CRATE
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -60,8 +60,8 @@ def bench_mssa(B, N, d, K, backend_name, repeats, warmup):
 
     def run(step):
         def once():
-            _, cache = mssa_forward(x, Wq, Wo, bo, K, step=step)
-            mssa_backward(dout, cache)
+            _, cache = mssa_variant_forward(x, Wq, Wo, bo, K, update=step)
+            mssa_variant_backward(dout, cache)
         return once
     wall, _ = time_runners({"softmax": run("softmax"), "exact": run("exact")}, x, None,
                            repeats, warmup)
@@ -75,7 +75,7 @@ def bench_models(backend_name, repeats, warmup):
     rng = np.random.default_rng(0)
     x = backend.to_device(rng.random((128, 1, 28, 28), dtype=np.float32), backend_name)
     y = backend.to_device(rng.integers(0, 10, 128), backend_name)
-    official, exact = CRATE(**cfg), CRATE(**cfg, attention=dict(step="exact"))
+    official, exact = CRATE(**cfg), CRATE(**cfg, attention=dict(update="exact"))
     if backend_name == "cupy":
         official.to("cupy")
         exact.to("cupy")

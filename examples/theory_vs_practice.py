@@ -8,7 +8,7 @@ switch each off alone (whitebox.nn.MSSA):
     tied          output projection = the subspaces U themselves (out="tied")
     rate scale    softmax(b w w^T), b = p/(N eps^2), step kappa:
                   x + kappa b ([SSA] P - x)                 (scale="rate")
-    exact step    -(I + s w w^T)^{-1} w instead of the softmax (step="exact")
+    exact step    -(I + s w w^T)^{-1} w instead of the softmax (update="exact")
     all three     x - kappa dRc(x | U)/dx exactly: a true gradient step
     CRATE-alpha   official attention (no out bias), overcomplete two-step ISTA
                   with a decoder and a residual (whitebox.models.CRATEAlpha)
@@ -49,8 +49,8 @@ def variants(eps, kappa):
     return [("official", "crate", {}),
             ("tied", "crate", dict(attention_out="tied")),
             ("rate scale", "crate", rate),
-            ("exact step", "crate", dict(attention_step="exact")),
-            ("all three", "crate", dict(attention_out="tied", attention_step="exact", **rate)),
+            ("exact step", "crate", dict(attention_update="exact")),
+            ("all three", "crate", dict(attention_out="tied", attention_update="exact", **rate)),
             ("CRATE-alpha", "crate-alpha", {})]
 
 

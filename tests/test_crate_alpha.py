@@ -151,7 +151,7 @@ def test_whole_model_gradient_check_random_upstream_other_settings():
 
 
 def test_whole_model_gradient_check_theory_faithful_attention():
-    m = tiny(attention=dict(out="tied", scale="rate", eps=1.0, kappa=0.5, step="exact"))
+    m = tiny(attention=dict(out="tied", scale="rate", eps=1.0, kappa=0.5, update="exact"))
     assert not any("to_out" in k for k in m.state_dict())
     check_module(m, [images(seed=4)], tol=1e-6, floor=1e-4)
 
@@ -213,7 +213,7 @@ def test_capture_has_crates_keys_with_the_codes_as_ista_output():
     (dict(dim_head=None, heads=4), "dim=6 is not divisible by heads=4"),
     (dict(image_size=10), "not divisible by patch_size"),
     (dict(depth=0), "depth must be a positive integer"),
-    (dict(attention=dict(step="newton")), "step must be one of"),
+    (dict(attention=dict(update="newton")), "update must be one of"),
     (dict(attention=dict(temperature=2)), "unknown attention option"),
 ])
 def test_bad_config_errors(kw, match):

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from whitebox import backend
-from whitebox.functional import ista_backward, ista_forward, mssa_backward, mssa_forward
+from whitebox.functional import (ista_backward, ista_forward, mssa_backward, mssa_fast_backward,
+                                 mssa_fast_forward, mssa_forward)
 from whitebox.gradcheck import check_backward, check_module
 from whitebox.nn import ISTA, MSSA, PreNorm
 
@@ -80,31 +81,65 @@ def test_mssa_backward_needs_the_symmetric_term(rng):
     assert np.abs(dx_full - merge(dw_value) @ Wq).max() > 1e-2
 
 
+# ------------------------------------------------------------ the fast path
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("project", [True, False])
+def test_mssa_fast_path_equals_the_reference(rng, causal, project):
+    """Forward, attention maps and every gradient, with the fused loops on and off."""
+    from whitebox.functional import fused
+    K, p = (2, 3) if project else (1, 6)
+    x, Wq, Wo, bo = arrays(rng, K=K, p=p)
+    Wo, bo = (Wo, bo) if project else (None, None)
+    dout = rng.standard_normal(x.shape)
+    y, cache = mssa_forward(x, Wq, Wo, bo, K, causal=causal)
+    grads = mssa_backward(dout, cache)
+    for loops in [False, True] if fused.available() else [False]:
+        with fused.setting(loops):
+            y_fast, c_fast = mssa_fast_forward(x, Wq, Wo, bo, K, causal=causal)
+            np.testing.assert_allclose(y_fast, y, rtol=1e-12, atol=1e-13)
+            np.testing.assert_allclose(c_fast["attn"], cache["attn"], rtol=1e-12, atol=1e-15)
+            for a, b in zip(mssa_fast_backward(dout, c_fast), grads):
+                assert (a is None) == (b is None)
+                if a is not None:
+                    np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_mssa_fast_backward_finite_differences(rng, causal):
+    x, Wq, Wo, bo = arrays(rng)
+    errs = check_backward(lambda *a: mssa_fast_forward(*a, 2, causal=causal),
+                          mssa_fast_backward, [x, Wq, Wo, bo])
+    assert set(errs) == {0, 1, 2, 3}
+
+
 def test_mssa_dropout_uses_the_generator_and_checks_out(rng):
     x, Wq, Wo, bo = arrays(rng)
-    y1, _ = mssa_forward(x, Wq, Wo, bo, 2, dropout=0.5, rng=np.random.default_rng(3))
-    y2, _ = mssa_forward(x, Wq, Wo, bo, 2, dropout=0.5, rng=np.random.default_rng(3))
+    y1, _ = mssa_fast_forward(x, Wq, Wo, bo, 2, dropout=0.5, rng=np.random.default_rng(3))
+    y2, _ = mssa_fast_forward(x, Wq, Wo, bo, 2, dropout=0.5, rng=np.random.default_rng(3))
     np.testing.assert_array_equal(y1, y2)
-    y3, _ = mssa_forward(x, Wq, Wo, bo, 2, dropout=0.5, rng=np.random.default_rng(3),
-                         training=False)
+    assert not np.allclose(y1, mssa_loop(x, Wq, Wo, bo, 2))
+    y3, _ = mssa_fast_forward(x, Wq, Wo, bo, 2, dropout=0.5, rng=np.random.default_rng(3),
+                              training=False)
     np.testing.assert_allclose(y3, mssa_loop(x, Wq, Wo, bo, 2))
     # a fixed mask makes forward deterministic, so the backward can be checked
-    check_backward(lambda *a: mssa_forward(*a, 2, dropout=0.3, rng=np.random.default_rng(7)),
-                   mssa_backward, [x, Wq, Wo, bo])
+    check_backward(lambda *a: mssa_fast_forward(*a, 2, dropout=0.3,
+                                                rng=np.random.default_rng(7)),
+                   mssa_fast_backward, [x, Wq, Wo, bo])
 
 
-def test_mssa_errors(rng):
+@pytest.mark.parametrize("forward", [mssa_forward, mssa_fast_forward])
+def test_mssa_errors(rng, forward):
     x, Wq, Wo, bo = arrays(rng)
     with pytest.raises(ValueError, match="features"):
-        mssa_forward(x[..., :4], Wq, Wo, bo, 2)
+        forward(x[..., :4], Wq, Wo, bo, 2)
     with pytest.raises(ValueError, match="not divisible by heads"):
-        mssa_forward(x, Wq, Wo, bo, 4)
+        forward(x, Wq, Wo, bo, 4)
     with pytest.raises(ValueError, match="heads must be a positive integer"):
-        mssa_forward(x, Wq, Wo, bo, 0)
+        forward(x, Wq, Wo, bo, 0)
     with pytest.raises(ValueError, match="3-dimensional"):
-        mssa_forward(x[0], Wq, Wo, bo, 2)
+        forward(x[0], Wq, Wo, bo, 2)
     with pytest.raises(ValueError, match=r"mssa: x has no tokens \(shape \(\d+, 0, \d+\)\)"):
-        mssa_forward(x[:, :0], Wq, Wo, bo, 2)
+        forward(x[:, :0], Wq, Wo, bo, 2)
 
 
 def ista_three_products(x, W, eta=0.1, lam=0.1):
@@ -164,13 +199,14 @@ def test_mssa_module_backward_before_forward():
 def test_numpy_cupy_agree_float32(xp, rng):
     x, Wq, Wo, bo = (a.astype(np.float32) for a in arrays(rng))
     dev = [backend.to_device(a, backend.backend_name(xp.zeros(1))) for a in (x, Wq, Wo, bo)]
-    y_np, c_np = mssa_forward(x, Wq, Wo, bo, 2, causal=True)
-    y_xp, c_xp = mssa_forward(*dev, 2, causal=True)
-    np.testing.assert_allclose(backend.to_numpy(y_xp), y_np, rtol=1e-4, atol=1e-5)
-    g = rng.standard_normal(y_np.shape).astype(np.float32)
-    for a, b in zip(mssa_backward(g, c_np), mssa_backward(backend.to_device(g, "cupy")
-                                                          if xp is not np else g, c_xp)):
-        np.testing.assert_allclose(backend.to_numpy(b), a, rtol=1e-3, atol=1e-4)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    for fwd, bwd in [(mssa_forward, mssa_backward), (mssa_fast_forward, mssa_fast_backward)]:
+        y_np, c_np = fwd(x, Wq, Wo, bo, 2, causal=True)
+        y_xp, c_xp = fwd(*dev, 2, causal=True)
+        np.testing.assert_allclose(backend.to_numpy(y_xp), y_np, rtol=1e-4, atol=1e-5)
+        for a, b in zip(bwd(g, c_np), bwd(backend.to_device(g, "cupy") if xp is not np else g,
+                                          c_xp)):
+            np.testing.assert_allclose(backend.to_numpy(b), a, rtol=1e-3, atol=1e-4)
     W = 0.4 * rng.standard_normal((6, 6)).astype(np.float32)
     y1, _ = ista_forward(x, W)
     y2, _ = ista_forward(dev[0], backend.to_device(W, backend.backend_name(dev[0])))
@@ -187,3 +223,29 @@ def test_crate_layer_is_residual_mssa_then_ista(rng):
     expect = layer.ista(x + layer.attn(x))
     np.testing.assert_allclose(layer(x), expect, rtol=1e-14)
     check_module(layer, [x], tol=1e-6, floor=1e-4)
+
+
+# ------------------------------------------------------------ incremental decoding
+@pytest.mark.parametrize("split", [(1, 1, 1, 1, 1), (2, 3), (5,), (3, 1, 1)])
+def test_mssa_decode_equals_causal_mssa_on_the_whole_sequence(rng, split):
+    """Feeding the tokens in chunks with the cached projections gives the rows of the
+    causal MSSA of all of them, and the cache is the projection of all of them."""
+    from whitebox.functional import mssa_decode
+    x, Wq, Wo, bo = arrays(rng)
+    y_full, cache = mssa_forward(x, Wq, Wo, bo, 2, causal=True)
+    past, start = None, 0
+    for t in split:
+        y, past = mssa_decode(x[:, start:start + t], past, Wq, Wo, bo, 2)
+        np.testing.assert_allclose(y, y_full[:, start:start + t], rtol=1e-12, atol=1e-13)
+        start += t
+    np.testing.assert_allclose(past, cache["w"], rtol=1e-14)
+
+
+def test_mssa_decode_without_the_mask_sees_every_token(rng):
+    from whitebox.functional import mssa_decode
+    x, Wq, Wo, bo = arrays(rng)
+    y, _ = mssa_decode(x, None, Wq, Wo, bo, 2, causal=False)
+    np.testing.assert_allclose(y, mssa_loop(x, Wq, Wo, bo, 2), rtol=1e-12, atol=1e-13)
+    y_last, _ = mssa_decode(x[:, 3:], mssa_forward(x[:, :3], Wq, Wo, bo, 2)[1]["w"], Wq, Wo,
+                            bo, 2, causal=False)
+    np.testing.assert_allclose(y_last, y[:, 3:], rtol=1e-12, atol=1e-13)

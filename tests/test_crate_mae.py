@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import whitebox as wb
-from whitebox.functional import mssa_backward, mssa_forward
+from whitebox.functional import mssa_variant_backward, mssa_variant_forward
 from whitebox.functional.masked_mse import masked_mse_backward, masked_mse_forward
 from whitebox.functional.masking import mask_from_noise, mask_tokens_backward, \
     mask_tokens_forward
@@ -176,7 +176,7 @@ def test_mssa_without_softmax_backward(heads, project):
     W_qkv = rng.standard_normal((d, d)) * 0.5
     W_out, b_out = (rng.standard_normal((d, d)), rng.standard_normal(d)) if project else (None,
                                                                                          None)
-    y, _ = mssa_forward(x, W_qkv, W_out, b_out, heads, softmax=False)
+    y, _ = mssa_variant_forward(x, W_qkv, W_out, b_out, heads, softmax=False)
     w = x @ W_qkv.T
     p = d // heads
     o = np.concatenate([(w[..., k * p:(k + 1) * p] @ w[..., k * p:(k + 1) * p].transpose(0, 2, 1)
@@ -185,10 +185,10 @@ def test_mssa_without_softmax_backward(heads, project):
     inputs = [x, W_qkv] + ([W_out, b_out] if project else [])
 
     def fwd(x, Wq, Wo=None, bo=None):
-        return mssa_forward(x, Wq, Wo, bo, heads, softmax=False)
-    check_backward(fwd, mssa_backward, inputs)
+        return mssa_variant_forward(x, Wq, Wo, bo, heads, softmax=False)
+    check_backward(fwd, mssa_variant_backward, inputs)
     with pytest.raises(ValueError, match="causal=True needs softmax"):
-        mssa_forward(x, W_qkv, W_out, b_out, heads, causal=True, softmax=False)
+        mssa_variant_forward(x, W_qkv, W_out, b_out, heads, causal=True, softmax=False)
 
 
 @pytest.mark.parametrize("softmax", [True, False])

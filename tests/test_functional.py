@@ -21,6 +21,8 @@ from whitebox.backend import backend_name, get_array_module, to_numpy
 from whitebox.gradcheck import check_backward
 from whitebox.losses import cross_entropy, mse
 
+from test_crate_layers import mssa_loop
+
 # --------------------------------------------------------------- references
 
 
@@ -55,6 +57,21 @@ def loop_softmax(x):
         e = [math.exp(v) for v in row]
         out[i] = [v / sum(e) for v in e]
     return out.reshape(x.shape)
+
+
+def causal_loop_softmax(x):
+    """Row i sees entries 0 .. i of the last axis (the causal mask of a square x)."""
+    out = np.zeros_like(x)
+    for idx in np.ndindex(*x.shape[:-1]):
+        i = idx[-1]
+        e = [math.exp(v) for v in x[idx][:i + 1]]
+        out[idx][:i + 1] = [v / sum(e) for v in e]
+    return out
+
+
+def loop_mssa(x, W_qkv, W_out, b_out):
+    """Two heads, per item and head from the definition (test_crate_layers' loop)."""
+    return mssa_loop(x, W_qkv, W_out, b_out, 2)
 
 
 def gelu_erf_reference(x):
@@ -158,6 +175,13 @@ _ce_fwd, _ce_bwd = _loss_pair(lambda z: cross_entropy(z, _labels_like(z)))
 _ces_fwd, _ces_bwd = _loss_pair(lambda z: cross_entropy(z, _labels_like(z), label_smoothing=0.1))
 _mse_fwd, _mse_bwd = _loss_pair(mse)
 
+
+def _causal(x):
+    return F.causal_mask(x.shape[-2], x.shape[-1], x.dtype, get_array_module(x))
+
+
+MSSA_INPUTS = _n((2, 5, 6), (6, 6), (6, 6), (6,))
+
 OPS = [
     Op("linear_2d_bias", _n((5, 4), (3, 4), (3,)), F.linear_forward, F.linear_backward,
        loop_linear, (0, 1, 2)),
@@ -179,6 +203,20 @@ OPS = [
        lambda d, c: (F.gelu_backward(d, c),), gelu_tanh_reference, (0,)),
     Op("softmax", lambda rng: (2 * rng.standard_normal((2, 3, 5)),), F.softmax_forward,
        lambda d, c: (F.softmax_backward(d, c),), loop_softmax, (0,)),
+    Op("softmax_causal", lambda rng: (2 * rng.standard_normal((2, 4, 4)),),
+       lambda x: F.softmax_forward(x, _causal(x)),
+       lambda d, c: (F.softmax_backward(d, c),), causal_loop_softmax, (0,)),
+    # the fast path overwrites its arguments: copies, so the checks can call it again
+    Op("softmax_fast", lambda rng: (2 * rng.standard_normal((2, 3, 5)),),
+       lambda x: F.softmax_fast_forward(x.copy()),
+       lambda d, c: (F.softmax_fast_backward(d.copy(), c),), loop_softmax, (0,)),
+    Op("softmax_fast_causal", lambda rng: (2 * rng.standard_normal((2, 4, 4)),),
+       lambda x: F.softmax_fast_forward(x.copy(), _causal(x)),
+       lambda d, c: (F.softmax_fast_backward(d.copy(), c),), causal_loop_softmax, (0,)),
+    Op("mssa", MSSA_INPUTS, lambda *a: F.mssa_forward(*a, 2), F.mssa_backward, loop_mssa,
+       (0, 1, 2, 3)),
+    Op("mssa_fast", MSSA_INPUTS, lambda *a: F.mssa_fast_forward(*a, 2), F.mssa_fast_backward,
+       loop_mssa, (0, 1, 2, 3)),
     Op("dropout", _n((4, 6)),
        lambda x: F.dropout_forward(x, DROP_P, np.random.default_rng(DROP_SEED)),
        lambda d, c: (F.dropout_backward(d, c),),

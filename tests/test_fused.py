@@ -167,9 +167,22 @@ def test_mssa_with_and_without_the_loops(rng, dtype, causal, loop_calls):
     dout = rng.standard_normal((B, N, d)).astype(dtype)
 
     def run():
-        y, cache = F.mssa_forward(x, W_qkv, W_out, b_out, K, causal=causal)
-        return (y, cache["attn"]) + tuple(F.mssa_backward(dout, cache))
+        y, cache = F.mssa_fast_forward(x, W_qkv, W_out, b_out, K, causal=causal)
+        return (y, cache["attn"]) + tuple(F.mssa_fast_backward(dout, cache))
     _assert_close_trees(*_both_ways(run, loop_calls, LOOPS[2:]), dtype)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_softmax_fast_path_with_and_without_the_loops(rng, dtype, loop_calls):
+    S = (3 * rng.standard_normal((2, 3, 7, 7))).astype(dtype)
+    mask = F.causal_mask(7, 7, dtype)
+    dout = rng.standard_normal(S.shape).astype(dtype)
+
+    def run():
+        y, cache = F.softmax_fast_forward(S.copy(), mask)
+        return y, F.softmax_fast_backward(dout.copy(), cache)
+    _assert_close_trees(*_both_ways(run, loop_calls, LOOPS[2:4]), dtype)
 
 
 @needs_numba
@@ -178,7 +191,8 @@ def test_attention_maps_of_the_loops_are_the_softmax_of_the_scores(rng, fused_on
     B, N, d, K = 2, 6, 8, 2
     x = rng.standard_normal((B, N, d))
     W_qkv = rng.standard_normal((d, d))
-    _, cache = F.mssa_forward(x, W_qkv, rng.standard_normal((d, d)), None, K, causal=causal)
+    _, cache = F.mssa_fast_forward(x, W_qkv, rng.standard_normal((d, d)), None, K,
+                                   causal=causal)
     w = cache["w"]                                               # (B, K, N, p)
     S = (w @ w.transpose(0, 1, 3, 2)) * cache["scale"]
     if causal:

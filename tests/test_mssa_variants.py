@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import whitebox as wb
-from whitebox.functional import mssa_backward, mssa_forward
+from whitebox.functional import mssa_variant_backward, mssa_variant_forward
 from whitebox.functional.mssa_exact import exact_heads_backward, exact_heads_forward
 from whitebox.gradcheck import GradientCheckError, check_backward, check_module
 from whitebox.models import CRATE
@@ -67,7 +67,7 @@ def test_non_finite_tokens_give_a_clear_error():
 
 
 # ------------------------------------------------------------------ the functional pair
-def mssa_variant_loop(x, W_qkv, W_out, b_out, K, s, step, tied, gain, shrink):
+def mssa_variant_loop(x, W_qkv, W_out, b_out, K, s, update, tied, gain, shrink):
     """Per item, per head, from the equations."""
     B, N, d = x.shape
     p = W_qkv.shape[0] // K
@@ -76,7 +76,7 @@ def mssa_variant_loop(x, W_qkv, W_out, b_out, K, s, step, tied, gain, shrink):
         heads = []
         for k in range(K):
             w = x[b] @ W_qkv[k * p:(k + 1) * p].T
-            if step == "exact":
+            if update == "exact":
                 heads.append(-np.linalg.inv(np.eye(N) + s * w @ w.T) @ w)
             else:
                 S = s * w @ w.T
@@ -92,26 +92,62 @@ VARIANTS = list(itertools.product(["softmax", "exact"], [False, True], [(1.0, 0.
                                                                           (0.7, 0.3)]))
 
 
-@pytest.mark.parametrize("step, tied, coef", VARIANTS)
-def test_variants_forward_and_finite_differences(rng, step, tied, coef):
+def variant_call(update, tied, gain, shrink):
+    """The functional variant as a forward of its inputs (tied: W_out = W_qkv^T, as nn.MSSA)."""
+    kw = dict(update=update, gain=gain, shrink=shrink)
+    if tied:
+        return lambda x, Wq: mssa_variant_forward(x, Wq, Wq.T, None, 2, 0.8, **kw)
+    return lambda x, Wq, Wo, bo: mssa_variant_forward(x, Wq, Wo, bo, 2, 0.8, **kw)
+
+
+def tied_backward(dout, cache):
+    """dW_qkv collects the output side dW_out^T when W_out = W_qkv^T."""
+    dx, dW_qkv, dW_out, _ = mssa_variant_backward(dout, cache)
+    return dx, dW_qkv + dW_out.T
+
+
+@pytest.mark.parametrize("update, tied, coef", VARIANTS)
+def test_variants_forward_and_finite_differences(rng, update, tied, coef):
     x, Wq, Wo, bo = arrays(rng)
     gain, shrink = coef
-    kw = dict(step=step, tied=tied, gain=gain, shrink=shrink)
-    Wo_, bo_ = (None, None) if tied else (Wo, bo)
-    y, _ = mssa_forward(x, Wq, Wo_, bo_, 2, 0.8, **kw)
-    np.testing.assert_allclose(y, mssa_variant_loop(x, Wq, Wo, bo, 2, 0.8, **kw),
-                               rtol=1e-11, atol=1e-12)
     inputs = [x, Wq] if tied else [x, Wq, Wo, bo]
-    fwd = (lambda x, Wq: mssa_forward(x, Wq, None, None, 2, 0.8, **kw)) if tied else \
-        (lambda x, Wq, Wo, bo: mssa_forward(x, Wq, Wo, bo, 2, 0.8, **kw))
-    errs = check_backward(fwd, mssa_backward, inputs)
+    fwd = variant_call(update, tied, gain, shrink)
+    y, _ = fwd(*inputs)
+    np.testing.assert_allclose(y, mssa_variant_loop(x, Wq, Wo, bo, 2, 0.8, update, tied, gain,
+                                                    shrink), rtol=1e-11, atol=1e-12)
+    errs = check_backward(fwd, tied_backward if tied else mssa_variant_backward, inputs)
     assert set(errs) == set(range(len(inputs)))
+
+
+@pytest.mark.parametrize("causal, dropout", [(False, 0.0), (True, 0.0), (False, 0.3)])
+def test_variant_defaults_are_the_fast_path(rng, causal, dropout):
+    """With its defaults the composition computes mssa_fast_forward's y and gradients."""
+    from whitebox.functional import mssa_fast_backward, mssa_fast_forward
+    x, Wq, Wo, bo = arrays(rng)
+    dout = rng.standard_normal(x.shape)
+    y, cache = mssa_fast_forward(x, Wq, Wo, bo, 2, 0.8, causal, dropout,
+                                 np.random.default_rng(5))
+    yv, cv = mssa_variant_forward(x, Wq, Wo, bo, 2, 0.8, causal=causal, dropout=dropout,
+                                  rng=np.random.default_rng(5))
+    np.testing.assert_array_equal(yv, y)
+    for a, b in zip(mssa_variant_backward(dout, cv), mssa_fast_backward(dout, cache)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_variant_refusals_name_the_argument(rng):
+    x, Wq, Wo, bo = arrays(rng)
+    with pytest.raises(ValueError, match="update must be one of"):
+        mssa_variant_forward(x, Wq, Wo, bo, 2, update="newton")
+    with pytest.raises(ValueError, match="no causal form"):
+        mssa_variant_forward(x, Wq, Wo, bo, 2, update="exact", causal=True)
+    with pytest.raises(ValueError, match="causal=True needs softmax"):
+        mssa_variant_forward(x, Wq, Wo, bo, 2, softmax=False, causal=True)
 
 
 def test_tied_exact_rate_step_is_the_exact_compression_gradient(rng):
     """x + MSSA(x) = x - kappa dRc(x | U)/dx: a true gradient step, to round-off."""
     x = rng.standard_normal((2, 7, 6))
-    m = MSSA(6, heads=3, dim_head=2, out="tied", scale="rate", step="exact", eps=0.7,
+    m = MSSA(6, heads=3, dim_head=2, out="tied", scale="rate", update="exact", eps=0.7,
              kappa=0.4, dtype="float64", seed=0)
     U = m.subspaces()
     y = m(x)
@@ -144,8 +180,8 @@ def test_default_is_the_official_computation(rng):
 
 # ------------------------------------------------------------------ modules and models
 @pytest.mark.parametrize("opts", [dict(out="tied"), dict(scale="rate", eps=2.0, kappa=0.5),
-                                  dict(step="exact"),
-                                  dict(out="tied", scale="rate", eps=1.0, step="exact")])
+                                  dict(update="exact"),
+                                  dict(out="tied", scale="rate", eps=1.0, update="exact")])
 def test_each_option_alone_module_gradients(rng, opts):
     m = MSSA(6, heads=2, dim_head=3, dtype="float64", seed=0, **opts)
     assert ("to_out.0.weight" in m.state_dict()) == (opts.get("out") != "tied")
@@ -154,8 +190,8 @@ def test_each_option_alone_module_gradients(rng, opts):
 
 def test_crate_with_attention_options_whole_model_gradients():
     m = CRATE(8, 4, 3, dim=6, depth=2, heads=2, dim_head=3, channels=2, dtype="float64", seed=1,
-              attention=dict(out="tied", scale="rate", eps=1.0, kappa=0.5, step="exact"))
-    assert m.config["attention"]["step"] == "exact"
+              attention=dict(out="tied", scale="rate", eps=1.0, kappa=0.5, update="exact"))
+    assert m.config["attention"]["update"] == "exact"
     assert not any("to_out" in k for k in m.state_dict())
     x = np.random.default_rng(0).standard_normal((2, 2, 8, 8))
     labels = np.array([0, 2])
@@ -166,7 +202,7 @@ def test_crate_with_attention_options_whole_model_gradients():
 def test_default_crate_is_unchanged():
     a = CRATE(8, 4, 3, dim=6, depth=2, heads=2, dim_head=3, channels=2, seed=1)
     b = CRATE(8, 4, 3, dim=6, depth=2, heads=2, dim_head=3, channels=2, seed=1,
-              attention=dict(out="learned", scale="sqrt", step="softmax"))
+              attention=dict(out="learned", scale="sqrt", update="softmax"))
     assert "attention" not in a.config
     x = np.random.default_rng(0).standard_normal((2, 2, 8, 8)).astype(np.float32)
     np.testing.assert_array_equal(a(x), b(x))
@@ -175,13 +211,14 @@ def test_default_crate_is_unchanged():
 @pytest.mark.parametrize("opts, err, match", [
     (dict(out="untied"), ValueError, "out must be one of"),
     (dict(scale="temperature"), ValueError, "scale must be one of"),
-    (dict(step="newton"), ValueError, "step must be one of"),
+    (dict(update="newton"), ValueError, "update must be one of"),
     (dict(scale="rate"), ValueError, "needs a positive eps"),
     (dict(scale="rate", eps=0.0), ValueError, "eps must be in"),
     (dict(scale="rate", eps=-1.0), ValueError, "eps must be in"),
     (dict(scale="rate", eps=1.0, kappa=0), ValueError, "kappa must be in"),
     (dict(eps=1.0), ValueError, "used only with scale='rate'"),
-    (dict(step="exact", causal=True), ValueError, "no causal form"),
+    (dict(update="exact", causal=True), ValueError, "no causal form"),
+    (dict(update="exact", softmax=False), ValueError, "no softmax to switch off"),
 ])
 def test_bad_options_are_clear_errors(opts, err, match):
     with pytest.raises(err, match=match):
@@ -191,6 +228,8 @@ def test_bad_options_are_clear_errors(opts, err, match):
 def test_bad_attention_argument_to_crate():
     with pytest.raises(ValueError, match="unknown attention option"):
         CRATE(8, 4, 3, dim=6, depth=1, heads=2, dim_head=3, attention=dict(kind="exact"))
+    with pytest.raises(ValueError, match="'step' is now called 'update'"):
+        CRATE(8, 4, 3, dim=6, depth=1, heads=2, dim_head=3, attention=dict(step="exact"))
     with pytest.raises(TypeError, match="attention must be a dict"):
         CRATE(8, 4, 3, dim=6, depth=1, heads=2, dim_head=3, attention="exact")
 
@@ -202,14 +241,15 @@ def test_exact_step_numpy_and_cupy_agree(xp):
     from whitebox import backend
     rng = np.random.default_rng(0)
     x, Wq, _, _ = (a.astype(np.float32) for a in arrays(rng))
-    kw = dict(step="exact", tied=True, gain=0.5)
-    y, cache = mssa_forward(x, Wq, None, None, 2, 0.8, **kw)
-    yg, cg = mssa_forward(backend.to_device(x, "cupy"), backend.to_device(Wq, "cupy"), None,
-                          None, 2, 0.8, **kw)
+    kw = dict(update="exact", gain=0.5)
+    y, cache = mssa_variant_forward(x, Wq, Wq.T, None, 2, 0.8, **kw)
+    Wq_gpu = backend.to_device(Wq, "cupy")
+    yg, cg = mssa_variant_forward(backend.to_device(x, "cupy"), Wq_gpu, Wq_gpu.T, None, 2, 0.8,
+                                  **kw)
     np.testing.assert_allclose(backend.to_numpy(yg), y, rtol=1e-4, atol=1e-5)
     d = np.ones_like(y)
-    g_np = mssa_backward(d, cache)
-    g_gpu = mssa_backward(backend.to_device(d, "cupy"), cg)
+    g_np = tied_backward(d, cache)
+    g_gpu = tied_backward(backend.to_device(d, "cupy"), cg)
     for a, b in zip(g_np[:2], g_gpu[:2]):
         np.testing.assert_allclose(backend.to_numpy(b), a, rtol=1e-3, atol=1e-4)
 
@@ -277,14 +317,14 @@ def test_training_job_builds_the_attention_its_flags_name(tmp_path, model):
     train.main(["--model", model, "--dataset", "digits", "--fast", "--epochs", "1",
                 "--out", str(out), "--no-progress", "--no-figures",
                 "--attention-out", "tied", "--attention-scale", "rate", "--attention-eps", "2",
-                "--attention-kappa", "0.5", "--attention-step", "exact"])
+                "--attention-kappa", "0.5", "--attention-update", "exact"])
     cfg, _, trained = load_run(str(out))
     assert cfg.model == model
     layers = [m for _, m in trained.named_modules() if isinstance(m, MSSA)]
     assert len(layers) == cfg.options.depth
     for m in layers:
-        assert (m.out, m.scale_kind, m.eps, m.kappa, m.step) == ("tied", "rate", 2.0, 0.5,
-                                                                  "exact")
+        assert (m.out, m.scale, m.eps, m.kappa, m.update) == ("tied", "rate", 2.0, 0.5,
+                                                               "exact")
     official = train.config_from_args(["--fast", "--model", model])
     from whitebox.tasks.classify import Classify
     assert Classify(official).attention() is None          # the default: the official MSSA
@@ -304,5 +344,5 @@ def test_training_job_refuses_attention_flags_that_do_not_fit(flags, message):
 def test_training_job_names_a_wrong_attention_choice(capsys):
     from whitebox import train
     with pytest.raises(SystemExit):
-        train.config_from_args(["--attention-step", "newton"])
-    assert "argument --attention-step: invalid choice: 'newton'" in capsys.readouterr().err
+        train.config_from_args(["--attention-update", "newton"])
+    assert "argument --attention-update: invalid choice: 'newton'" in capsys.readouterr().err

@@ -152,11 +152,11 @@ print(f"library exact_heads_forward/backward vs ours: max |diff| = {lib_diff:.1e
 # `whitebox.nn.MSSA` switches each departure off alone:
 # `out="tied"` uses $[U_1 \dots U_K]$ as the output projection,
 # `scale="rate"` uses $b = p/(N\epsilon^2)$ and the step size $\kappa$,
-# `step="exact"` uses $-M_k^{-1} W_k$. All three together compute exactly
+# `update="exact"` uses $-M_k^{-1} W_k$. All three together compute exactly
 # $-\kappa \nabla_Z R_c$:
 
 # %%
-layer = nn.MSSA(d, heads=K, dim_head=p, out="tied", scale="rate", step="exact", eps=eps,
+layer = nn.MSSA(d, heads=K, dim_head=p, out="tied", scale="rate", update="exact", eps=eps,
                 kappa=kappa, dtype="float64", seed=0)
 U_layer = layer.subspaces()                                # (K, d, p), from the qkv weight
 Zb = Z[None]                                               # (1, N, d)
@@ -165,14 +165,14 @@ print(f"Z + MSSA_tied,rate,exact(Z) vs the exact compression step: {tied_diff:.1
 
 # A small gradient step lowers Rc. A random learned output projection, same size, need not.
 kappa_small = 0.05
-layer_small = nn.MSSA(d, heads=K, dim_head=p, out="tied", scale="rate", step="exact",
+layer_small = nn.MSSA(d, heads=K, dim_head=p, out="tied", scale="rate", update="exact",
                       eps=eps, kappa=kappa_small, dtype="float64", seed=0)
 rc0 = float(compression_rate(Zb, U_layer, eps)[0])
 rc_tied = float(compression_rate(Zb + layer_small(Zb), U_layer, eps)[0])
 ups = 0
 trials = 50 if FAST else 200
 for t in range(trials):
-    learned = nn.MSSA(d, heads=K, dim_head=p, scale="rate", step="exact", eps=eps,
+    learned = nn.MSSA(d, heads=K, dim_head=p, scale="rate", update="exact", eps=eps,
                       kappa=kappa_small, dtype="float64", seed=t)
     learned.qkv._params["weight"][...] = layer_small.qkv.param("weight")   # same subspaces
     learned.to_out[0]._params["bias"][...] = 0
@@ -307,7 +307,7 @@ print(f"AlphaLayer worst relative error {max(alpha_layer_errors.values()):.1e}; 
 # reports the same per-layer measures:
 #
 #     python -m whitebox.train --attention-out tied --attention-scale rate \
-#         --attention-eps 1 --attention-kappa 0.5 --attention-step exact
+#         --attention-eps 1 --attention-kappa 0.5 --attention-update exact
 #
 # Here we call the same job from Python (`whitebox.train.run`, settings
 # as keywords). This is a small version of `examples/theory_vs_practice.py`,
@@ -324,7 +324,7 @@ common = dict(n_train=n_train, n_test=500, epochs=epochs, dim=32, depth=2, heads
               lr=3e-3, min_lr=3e-3, warmup_epochs=0, max_shift=0, label_smoothing=0.0)
 variants = {
     "official": dict(model="crate"),
-    "all three": dict(model="crate", attention_out="tied", attention_step="exact",
+    "all three": dict(model="crate", attention_out="tied", attention_update="exact",
                       attention_scale="rate", attention_eps=1.0, attention_kappa=0.5),
     "CRATE-alpha": dict(model="crate-alpha"),
 }
@@ -357,7 +357,7 @@ save(fig, "07_theory_vs_practice.png", dpi=110)
 # %% [markdown]
 # The full comparison (`python examples/theory_vs_practice.py --seeds 0 1 2`: d 64,
 # depth 4, 4 heads, patch 7, 6 epochs on 4,000 digits, 1,000 held out, each
-# run through the training job, `python -m whitebox.train --attention-step
+# run through the training job, `python -m whitebox.train --attention-update
 # exact ...`; two busy CPU cores, with the fused loops) measured:
 #
 # | variant | held-out acc | Rc per layer | Rc falls monotonically | non-zero fraction per layer | s / step | parameters |

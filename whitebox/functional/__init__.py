@@ -11,9 +11,12 @@ from .layernorm import layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward
 from .patches import (patchify_backward, patchify_forward, unpatchify,
                       unpatchify_backward, unpatchify_forward)
-from .softmax import softmax_backward, softmax_forward
+from .softmax import (causal_mask, softmax_backward, softmax_fast_backward,
+                      softmax_fast_forward, softmax_forward)
 from .ista import ista_backward, ista_forward
-from .mssa import mssa_backward, mssa_forward
+from .mssa import mssa_backward, mssa_fast_backward, mssa_fast_forward, mssa_forward
+from .mssa_decode import mssa_decode
+from .mssa_variants import mssa_variant_backward, mssa_variant_forward
 from .overcomplete_ista import overcomplete_ista_backward, overcomplete_ista_forward
 from .token_cross_entropy import (token_cross_entropy, token_cross_entropy_backward,
                                   token_cross_entropy_forward)

@@ -28,9 +28,11 @@ NaN in the data still reaches the loss.
 
 Exponentials stay with NumPy: its exp is vectorised, a compiled loop's calls
 the scalar libm exp and is several times slower. Softmax is therefore
-fused around it: one loop subtracts each row's max, NumPy exponentiates in
-place, a second loop divides each row by its sum (three passes instead of
-five).
+fused around it (whitebox.functional.softmax.softmax_fast_forward): one loop
+subtracts each row's max, NumPy exponentiates in place, a second loop
+divides each row by its sum (three passes instead of five). MSSA's backward
+(whitebox.functional.mssa.attention_heads_fast_backward) runs the softmax
+backward and the symmetric sum dS + dS^T in one loop.
 """
 import contextlib
 import os

@@ -16,39 +16,122 @@ projection w = x W_qkv^T serves as query, key and value:
 Because q = k = v = w, the backward through S has a symmetric term: S is
 quadratic in w, so dw collects s (dS + dS^T) w as well as A^T dO.
 
-The same pair computes the theory-faithful variants (keyword arguments; the
-defaults are the official computation above, unchanged):
+Two versions of the same math live here, as in layernorm.py:
 
-    step="exact"   O_k = -(I_N + s w_k w_k^T)^{-1} w_k     (whitebox.functional.mssa_exact)
-                   instead of A_k w_k: the exact gradient of the compression
-                   rate, through K N x N inverses per item;
-    tied=True      the output projection is the subspaces themselves,
-                   [O_1 .. O_K] [U_1 .. U_K]^T = O W_qkv  (no W_out, no bias);
-    gain c, shrink r   y = c [O_1 .. O_K] W_out^T + b_out - r x.
+- `mssa_forward` / `mssa_backward`: the READABLE REFERENCE, one line per
+  equation above, built on the softmax pair of whitebox.functional.softmax.
+- `mssa_fast_forward` / `mssa_fast_backward`: the FAST PATH the Modules run,
+  with dropout (on the attention and after the output projection). Its head
+  step `attention_heads_fast_forward` / `_backward` writes the heads into
+  buffers laid out for the merge, carries s in one contiguous copy of w^T,
+  runs the softmax in place (fused loops where Numba is installed) and folds
+  the softmax backward and its transpose into one pass.
 
-With s = b = p/(N eps^2), c = kappa b, tied and step="exact", y is exactly
--kappa dRc(x | U)/dx, so x + y is one gradient step on the compression rate
-(whitebox.rate.compression_step). With the softmax, c = r = kappa b gives the
-paper's (1 - kappa b) x + kappa b [SSA_k] U^T.
+The theory-faithful variants (the exact step, no softmax, the rate scale's
+gain and shrink, a tied output) are composed from these pieces in
+whitebox.functional.mssa_variants; incremental causal decoding is
+whitebox.functional.mssa_decode.
 """
 import numpy as np
 
 from ..backend import get_array_module
 from . import fused
-from ._blas import matmul_rows, sum_last, sum_last_product, sum_leading
+from ._blas import matmul_rows
 from ._checks import check_array, check_dout
 from .dropout import dropout_backward, dropout_forward
-from .mssa_exact import exact_heads_backward, exact_heads_forward
+from .linear import linear_backward, linear_forward
+from .softmax import (causal_mask, softmax_backward, softmax_fast_backward,
+                      softmax_fast_forward, softmax_forward)
 
-STEPS = ("softmax", "exact")
 
-
-def _split_heads(w, K):
+def split_heads(w, K):
     """(B, N, K p) -> (B, K, N, p) as a VIEW, no copy: batched products read its
     strided (N, p) blocks as fast as contiguous ones."""
     B, N, Kp = w.shape
     return w.reshape(B, N, K, Kp // K).transpose(0, 2, 1, 3)
 
+
+def merge_heads(o):
+    """(B, K, N, p) -> (B, N, K p), the heads side by side."""
+    B, K, N, p = o.shape
+    return o.transpose(0, 2, 1, 3).reshape(B, N, K * p)
+
+
+def check_mssa_args(x, W_qkv, heads):
+    """The checks every MSSA forward shares; returns (xp, p = head size)."""
+    xp = check_array("x", x, ndim=3)
+    if not isinstance(heads, (int, np.integer)) or isinstance(heads, bool) or heads <= 0:
+        raise ValueError(f"heads must be a positive integer, got {heads!r}")
+    Kp, d = W_qkv.shape
+    if x.shape[-1] != d:
+        raise ValueError(f"mssa: x has {x.shape[-1]} features (shape {tuple(x.shape)}), "
+                         f"expected {d} to match W_qkv of shape {tuple(W_qkv.shape)}")
+    if x.shape[1] == 0:
+        raise ValueError(f"mssa: x has no tokens (shape {tuple(x.shape)}): attention needs "
+                         "at least one")
+    if Kp % heads:
+        raise ValueError(f"mssa: W_qkv has {Kp} rows, not divisible by heads={heads}")
+    return xp, Kp // heads
+
+
+# ---------------------------------------------------------------- reference
+
+def mssa_forward(x, W_qkv, W_out, b_out, heads, scale=None, causal=False):
+    """y = [softmax(s w_k w_k^T) w_k]_k W_out^T + b_out,  w = x W_qkv^T (readable reference).
+
+    Inputs: x (B, N, d); W_qkv (K p, d); W_out (d, K p) or None for no output
+    projection (the official code drops it when K = 1 and p = d); b_out (d,)
+    or None; heads K; scale s (default p^{-1/2}); causal: each query sees
+    only the keys up to itself.
+    Returns: y (B, N, d), cache: a dict with "x", "W_qkv", "W_out" (the
+    inputs), "w" (B, K, N, p) the projected tokens, "attn" (B, K, N, N) the
+    attention maps A_k, "O" (B, N, K p) the merged heads, "scale" s and
+    "has_bias" (whether b_out was given).
+    """
+    xp, p = check_mssa_args(x, W_qkv, heads)
+    N = x.shape[1]
+    s = p ** -0.5 if scale is None else scale
+    w = split_heads(x @ W_qkv.T, heads)                       # (B, K, N, p)
+    S = s * (w @ w.swapaxes(-1, -2))                          # (B, K, N, N)
+    mask = causal_mask(N, N, S.dtype, xp) if causal else None  # (N, N) 0 or -inf
+    A, _ = softmax_forward(S, mask)                           # (B, K, N, N)
+    O = merge_heads(A @ w)                                    # (B, N, K p)
+    y = O if W_out is None else O @ W_out.T                   # (B, N, d)
+    if b_out is not None:
+        y = y + b_out
+    return y, {"x": x, "W_qkv": W_qkv, "W_out": W_out, "w": w, "attn": A, "O": O,
+               "scale": s, "has_bias": b_out is not None}
+
+
+def mssa_backward(dout, cache):
+    """Gradients of MSSA (readable reference).
+
+    dW_out = dout^T O;  db_out = sum dout;  dO = dout W_out
+    dA_k = dO_k w_k^T;  dS_k = A_k * (dA_k - rowsum(dA_k * A_k))
+    dw_k = A_k^T dO_k + s (dS_k + dS_k^T) w_k      (q = k = v)
+    dx = dw W_qkv;  dW_qkv = dw^T x
+    Returns: dx (B, N, d), dW_qkv (K p, d), dW_out (d, K p) or None, db_out (d,) or None.
+    """
+    x, W_qkv, W_out, w, A, O, s = (cache[k] for k in ("x", "W_qkv", "W_out", "w", "attn",
+                                                       "O", "scale"))
+    B, N, d = x.shape
+    check_dout("mssa", dout, (B, N, d))
+    K, Kp = w.shape[1], O.shape[-1]
+    dW_out = None if W_out is None else dout.reshape(-1, d).T @ O.reshape(-1, Kp)  # (d, K p)
+    db_out = dout.sum(axis=(0, 1)) if cache["has_bias"] else None                  # (d,)
+    dO = split_heads(dout if W_out is None else dout @ W_out, K)                   # (B, K, N, p)
+    dA = dO @ w.swapaxes(-1, -2)                              # (B, K, N, N)
+    dS = softmax_backward(dA, A)                              # (B, K, N, N)
+    sdS = s * (dS + dS.swapaxes(-1, -2))                      # (B, K, N, N) w twice in S
+    dw = A.swapaxes(-1, -2) @ dO                              # (B, K, N, p) as the values
+    dw += sdS @ w                                             # as the queries and keys
+    dw = merge_heads(dw)                                      # (B, N, K p)
+    dx = dw @ W_qkv                                           # (B, N, d)
+    dW_qkv = dw.reshape(-1, Kp).T @ x.reshape(-1, d)          # (K p, d)
+    return dx, dW_qkv, dW_out, db_out
+
+
+# ---------------------------------------------------------------- fast path
 
 def _heads_buffer(w):
     """An empty array shaped like w (B, K, N, p) but laid out as (B, N, K, p) in
@@ -71,182 +154,104 @@ def _scaled_transpose(w, s):
     return xp.multiply(w.transpose(0, 1, 3, 2), w.dtype.type(s), out=out)
 
 
-def _merge_heads(o):
-    B, K, N, p = o.shape
-    return o.transpose(0, 2, 1, 3).reshape(B, N, K * p)   # (B, N, K p)
+def attention_heads_fast_forward(w, s, causal=False, dropout=0.0, rng=None, training=True,
+                                 softmax=True):
+    """H_k = A_k w_k,  A_k = softmax(s w_k w_k^T) per head (fast path).
 
-
-def mssa_forward(x, W_qkv, W_out, b_out, heads, scale=None, causal=False,
-                 dropout=0.0, rng=None, training=True, step="softmax", tied=False,
-                 gain=1.0, shrink=0.0, softmax=True):
-    """y = [softmax(s w_k w_k^T) w_k]_k W_out^T + b_out,  w = x W_qkv^T.
-
-    Inputs: x (B, N, d); W_qkv (K p, d); W_out (d, K p) or None for no output
-    projection (the official code drops it when K = 1 and p = d); b_out (d,)
-    or None; heads K; scale s (default p^{-1/2}); causal: mask keys after
-    the query; dropout p on the attention and after the output projection
-    (masks drawn from ``rng``, a numpy Generator, only when training).
-    Variants (module docstring): step "softmax" or "exact" (no causal mask,
-    no attention dropout: the exact step has no attention map to drop);
-    tied (W_out must be None); gain c and shrink r; softmax=False uses
-    A_k = S_k itself (the official CRATE-MAE decoder's ``use_softmax=False``:
-    the Gram weighting of the derivation, unnormalised).
-    Returns: y (B, N, d), cache. The attention maps are cache["attn"]
-    (for the exact step, the N x N inverses (I + s w_k w_k^T)^{-1}).
+    Inputs: w (B, K, N, p) the projected tokens; s the scale; causal mask;
+    dropout on A (masks from ``rng``, only when training); softmax=False uses
+    A_k = s w_k w_k^T itself (the Gram weighting of the derivation, the
+    official CRATE-MAE decoder's ``use_softmax=False``; no causal form).
+    Returns: H (B, K, N, p), laid out for merge_heads; cache ("attn" the maps).
     """
-    xp = check_array("x", x, ndim=3)
-    if not isinstance(heads, (int, np.integer)) or heads <= 0:
-        raise ValueError(f"heads must be a positive integer, got {heads!r}")
-    Kp, d = W_qkv.shape
-    if x.shape[-1] != d:
-        raise ValueError(f"mssa: x has {x.shape[-1]} features (shape {tuple(x.shape)}), "
-                         f"expected {d} to match W_qkv of shape {tuple(W_qkv.shape)}")
-    if x.shape[1] == 0:
-        raise ValueError(f"mssa: x has no tokens (shape {tuple(x.shape)}): attention needs "
-                         "at least one")
-    if Kp % heads:
-        raise ValueError(f"mssa: W_qkv has {Kp} rows, not divisible by heads={heads}")
-    if step not in STEPS:
-        raise ValueError(f"mssa: step must be one of {STEPS}, got {step!r}")
     if causal and not softmax:
         raise ValueError("mssa: causal=True needs softmax=True (the mask is -inf logits)")
-    if step == "exact" and causal:
-        raise ValueError("mssa: the exact step (step='exact') has no causal form")
-    if tied and W_out is not None:
-        raise ValueError("mssa: a tied output projection (tied=True) takes W_out=None")
-    p = Kp // heads
-    s = p ** -0.5 if scale is None else scale
-    B, N, _ = x.shape
-
-    w = _split_heads(matmul_rows(x, W_qkv.T), heads)             # (B, K, N, p)
-    if step == "exact":
-        H, exact_cache = exact_heads_forward(w, s)                # (B, K, N, p)
-        H = H * -gain                  # O_k = -c M_k^{-1} w_k (a new array: the cache keeps M^{-1} w)
-        return _project_out(x, H, W_qkv, W_out, b_out, tied, gain, shrink, dropout, rng,
-                            training, {"w": w, "attn": exact_cache["attn"], "scale": s,
-                                       "exact": exact_cache, "attn_mask": None})
-    swT = _scaled_transpose(w, s)                    # (B, K, p, N)  s w^T
-    S = w @ swT                                      # (B, K, N, N)  s w w^T
-    if causal:
-        future = xp.triu(xp.ones((N, N), dtype=bool), 1)            # keys after the query
-        S += xp.where(future, -xp.inf, 0).astype(S.dtype)           # broadcast over (B, K)
-    if softmax:
-        # softmax in place: subtract the row max so exp never overflows. Without the
-        # mask S is symmetric, and its column max (a reduction across rows, which
-        # NumPy vectorises) is the row max up to round-off: any shift near it will do.
-        # Where the fused loops run (fused.py), each of the two row passes is one loop.
-        rows = S.reshape(-1, N)                      # (B K N, N), a view
-        loops = fused.usable(rows)
-        if loops:
-            fused.subtract_row_max(rows)
-        else:
-            S -= S.max(axis=-1, keepdims=True) if causal else S.max(axis=-2)[..., None]
-        A = xp.exp(S, out=S)
-        if loops:
-            fused.divide_row_sum(rows)
-        else:
-            A /= sum_last(A)                         # (B, K, N, N)
-    else:
-        A = S
+    xp = get_array_module(w)
+    N = w.shape[2]
+    swT = _scaled_transpose(w, s)                             # (B, K, p, N)  s w^T
+    A = w @ swT                                               # (B, K, N, N)  S = s w w^T
+    if softmax:                                               # in place over S
+        mask = causal_mask(N, N, A.dtype, xp) if causal else None
+        A, _ = softmax_fast_forward(A, mask, symmetric=not causal)
     A_used, attn_mask = dropout_forward(A, dropout, rng, training)
-    H = xp.matmul(A_used, w, out=_heads_buffer(w))   # (B, K, N, p)
-    if gain != 1.0:
-        H *= gain
-    return _project_out(x, H, W_qkv, W_out, b_out, tied, gain, shrink, dropout, rng,
-                        training, {"w": w, "swT": swT, "attn": A, "attn_used": A_used,
-                                   "attn_mask": attn_mask, "scale": s, "exact": None,
-                                   "softmax": softmax})
+    H = xp.matmul(A_used, w, out=_heads_buffer(w))            # (B, K, N, p)
+    return H, {"w": w, "swT": swT, "attn": A, "attn_used": A_used, "attn_mask": attn_mask,
+               "softmax": softmax}
 
 
-def _project_out(x, H, W_qkv, W_out, b_out, tied, gain, shrink, dropout, rng, training,
-                 cache):
-    """y = [H_1 .. H_K] P (+ b_out) - r x, P = W_out^T, W_qkv (tied) or I; output dropout."""
-    O = _merge_heads(H)                              # (B, N, K p)
-    if tied:
-        y = matmul_rows(O, W_qkv)                    # (B, N, d)  O [U_1 .. U_K]^T
-    elif W_out is None:
-        y = O
-    else:
-        y = matmul_rows(O, W_out.T)                  # (B, N, d)
-        if b_out is not None:
-            y += b_out
-    if shrink:
-        y -= shrink * x
-    y, out_mask = dropout_forward(y, dropout, rng, training)
-    cache.update({"x": x, "O": O, "out_mask": out_mask, "W_qkv": W_qkv, "W_out": W_out,
-                  "has_bias": b_out is not None, "tied": tied, "gain": gain,
-                  "shrink": shrink})
-    return y, cache
+def attention_heads_fast_backward(dH, cache):
+    """dw = A_used^T dH + s (dS + dS^T) w  (fast path; dS = dA without the softmax).
 
-
-def mssa_backward(dout, cache):
-    """Gradients of MSSA (rows form, G = dout).
-
-    dW_out = G^T O;  db_out = sum G;  dO = G W_out
-    dA_k = dO_k w_k^T;  dS_k = A_k * (dA_k - rowsum(dA_k * A_k))   (dS_k = dA_k without softmax)
-    dw_k = A_k^T dO_k + s (dS_k + dS_k^T) w_k      (q = k = v)
-    dx = dw W_qkv;  dW_qkv = dw^T x
-    Variants: tied adds dW_qkv += O^T G (the output side of U); shrink r
-    adds -r G to dx; gain c scales dO; the exact step's dw comes from
-    whitebox.functional.mssa_exact.exact_heads_backward.
-    Returns: dx (B, N, d), dW_qkv (K p, d), dW_out (d, K p) or None, db_out (d,) or None.
+    Every N x N array carries the factor s of s w^T: sdA = s dA, sdS = s dS.
+    Returns: dw (B, K, N, p).
     """
-    x, w, W_qkv, W_out = cache["x"], cache["w"], cache["W_qkv"], cache["W_out"]
-    B, K, N, p = w.shape
-    d = x.shape[-1]
-    check_dout("mssa", dout, (B, N, d))
-    G = dropout_backward(dout, cache["out_mask"])    # (B, N, d)
-
-    dW_qkv_out = None
-    if cache["tied"]:
-        dW_out = db_out = None
-        dO = matmul_rows(G, W_qkv.T)                                     # (B, N, K p)
-        dW_qkv_out = cache["O"].reshape(-1, K * p).T @ G.reshape(-1, d)  # (K p, d)
-    elif W_out is None:
-        dW_out = db_out = None
-        dO = G
-    else:
-        dW_out = G.reshape(-1, d).T @ cache["O"].reshape(-1, K * p)      # (d, K p)
-        db_out = sum_leading(G) if cache["has_bias"] else None
-        dO = matmul_rows(G, W_out)                                       # (B, N, K p)
-    dO = _split_heads(dO, K)                                             # (B, K, N, p)
-    # O_k = c A_k w_k, or -c M_k^{-1} w_k for the exact step; not in place: dO may be a view of G
-    factor = -cache["gain"] if cache["exact"] is not None else cache["gain"]
-    if factor != 1.0:
-        dO = dO * factor
-    if cache["exact"] is not None:
-        dw = exact_heads_backward(dO, cache["exact"])
-        return _input_grads(dw, x, W_qkv, G, cache["shrink"], dW_qkv_out) + (dW_out, db_out)
-
-    A, A_used = cache["attn"], cache["attn_used"]
-    xp = get_array_module(A)
-    dw = xp.matmul(A_used.transpose(0, 1, 3, 2), dO, out=_heads_buffer(w))  # (B, K, N, p)
-    # every N x N array below carries the factor s, from s w^T: sdA = s dA, sdS = s dS
-    sdA = dO @ cache["swT"]                                              # (B, K, N, N)
-    sdA = dropout_backward(sdA, cache["attn_mask"])
-    if fused.usable(sdA, A):                         # the two steps below in one loop (fused.py)
+    w, A, A_used = cache["w"], cache["attn"], cache["attn_used"]
+    xp = get_array_module(w)
+    N = w.shape[2]
+    dw = xp.matmul(A_used.transpose(0, 1, 3, 2), dH, out=_heads_buffer(w))  # (B, K, N, p)
+    sdA = dropout_backward(dH @ cache["swT"], cache["attn_mask"])            # (B, K, N, N)
+    if fused.usable(sdA, A):              # softmax backward and its transpose in one loop
         sdS = fused.attention_scores_backward(sdA.reshape(-1, N, N), A.reshape(-1, N, N),
                                               cache["softmax"]).reshape(sdA.shape)
     else:
-        sdS = sdA
-        if cache["softmax"]:
-            # softmax backward, in place: dS = A * (dA - rowsum(dA * A)), linear in dA
-            sdS -= sum_last_product(sdA, A)
-            sdS *= A
-        sdS = sdS + sdS.transpose(0, 1, 3, 2)  # not in place: the operands overlap
-    dw += sdS @ w                                                        # (B, K, N, p)
-    return _input_grads(dw, x, W_qkv, G, cache["shrink"], dW_qkv_out) + (dW_out, db_out)
+        sdS = softmax_fast_backward(sdA, A) if cache["softmax"] else sdA
+        sdS = sdS + sdS.transpose(0, 1, 3, 2)                 # not in place: operands overlap
+    dw += sdS @ w                                             # (B, K, N, p)
+    return dw
 
 
-def _input_grads(dw, x, W_qkv, G, shrink, dW_qkv_out):
-    """dx = dw W_qkv - r G;  dW_qkv = dw^T x (+ the tied output side)."""
-    B, K, N, p = dw.shape
-    d = x.shape[-1]
-    dw = _merge_heads(dw)                                                # (B, N, K p)
-    dx = matmul_rows(dw, W_qkv)                                          # (B, N, d)
-    if shrink:
-        dx -= shrink * G
-    dW_qkv = dw.reshape(-1, K * p).T @ x.reshape(-1, d)                  # (K p, d)
-    if dW_qkv_out is not None:
-        dW_qkv += dW_qkv_out
+def project_in(x, W_qkv, heads):
+    """w = x W_qkv^T split into heads: (B, N, d) -> (B, K, N, p)."""
+    return split_heads(matmul_rows(x, W_qkv.T), heads)
+
+
+def project_in_backward(dw, x, W_qkv):
+    """dx = dw W_qkv;  dW_qkv = dw^T x  for dw (B, K, N, p). Returns: dx (B, N, d), dW_qkv."""
+    dw = merge_heads(dw)                                      # (B, N, K p)
+    dx = matmul_rows(dw, W_qkv)                               # (B, N, d)
+    dW_qkv = dw.reshape(-1, dw.shape[-1]).T @ x.reshape(-1, x.shape[-1])   # (K p, d)
     return dx, dW_qkv
+
+
+def project_out_forward(O, W_out, b_out):
+    """y = O W_out^T + b_out, or O itself when W_out is None. Returns: y, cache."""
+    if W_out is None:
+        return O, None
+    return linear_forward(O, W_out, b_out)
+
+
+def project_out_backward(dy, cache):
+    """Returns: dO, dW_out or None, db_out or None."""
+    if cache is None:
+        return dy, None, None
+    return linear_backward(dy, cache)
+
+
+def mssa_fast_forward(x, W_qkv, W_out, b_out, heads, scale=None, causal=False, dropout=0.0,
+                      rng=None, training=True):
+    """The same y as mssa_forward (fast path), with dropout p on the attention and
+    after the output projection (masks drawn from ``rng``, a numpy Generator,
+    only when training).
+
+    Returns: y (B, N, d), cache (the attention maps are cache["attn"]).
+    """
+    _, p = check_mssa_args(x, W_qkv, heads)
+    s = p ** -0.5 if scale is None else scale
+    w = project_in(x, W_qkv, heads)                           # (B, K, N, p)
+    H, heads_cache = attention_heads_fast_forward(w, s, causal, dropout, rng, training)
+    y, out_cache = project_out_forward(merge_heads(H), W_out, b_out)   # (B, N, d)
+    y, out_mask = dropout_forward(y, dropout, rng, training)
+    return y, {"x": x, "W_qkv": W_qkv, "w": w, "attn": heads_cache["attn"], "scale": s,
+               "heads": heads_cache, "out": out_cache, "out_mask": out_mask}
+
+
+def mssa_fast_backward(dout, cache):
+    """The gradients of mssa_backward (fast path), through the dropouts.
+
+    Returns: dx (B, N, d), dW_qkv (K p, d), dW_out (d, K p) or None, db_out (d,) or None.
+    """
+    check_dout("mssa", dout, cache["x"].shape)
+    dO, dW_out, db_out = project_out_backward(dropout_backward(dout, cache["out_mask"]),
+                                              cache["out"])                # (B, N, K p)
+    dw = attention_heads_fast_backward(split_heads(dO, cache["w"].shape[1]), cache["heads"])
+    return project_in_backward(dw, cache["x"], cache["W_qkv"]) + (dW_out, db_out)

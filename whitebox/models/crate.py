@@ -57,7 +57,7 @@ class CRATE(ImageModel):
     Returns: logits (B, num_classes).
     attention: None (official MSSA) or a dict of the theory-faithful options
     of whitebox.nn.MSSA, e.g. dict(out="tied", scale="rate", eps=1.0,
-    kappa=1.0, step="exact"); each departure can be switched off alone.
+    kappa=1.0, update="exact"); each departure can be switched off alone.
     """
 
     def __init__(self, image_size, patch_size, num_classes, dim, depth, heads, dim_head=64,

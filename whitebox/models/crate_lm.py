@@ -260,7 +260,7 @@ class CRATEGPT(CRATELanguageModel):
         tr = self.transformer
         x = tr.wte.param("weight")[idx] + tr.wpe.param("weight")[P:P + t]     # (B, t, d)
         for i, block in enumerate(tr.h):
-            x, cache["past"][i] = block.step(x, cache["past"][i])
+            x, cache["past"][i] = block.decode_step(x, cache["past"][i])
         if self.variant == "overcomplete":
             x = tr.ln_f(x)
             tr.ln_f._cache = None

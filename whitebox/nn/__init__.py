@@ -1,5 +1,6 @@
 """Modules: parameter-holding wrappers around whitebox.functional."""
 from .alpha_layers import AlphaLayer
+from .block import ResidualBlock
 from .crate_layers import CRATELayer, ISTA, MSSA, OvercompleteISTA, PreNorm
 from .decoder_layers import DecoderLayer
 from .layers import (GELU, Dropout, Embedding, Identity, LayerNorm, Linear, Patchify, ReLU,
@@ -12,4 +13,4 @@ __all__ = ["Module", "Sequential", "ModuleList", "Linear", "LayerNorm", "ReLU", 
            "Softmax", "Dropout", "Embedding", "Patchify", "Unpatchify", "Identity",
            "PreNorm", "MSSA", "ISTA", "OvercompleteISTA", "CRATELayer",
            "DecoderLayer", "PatchConv", "PatchEmbed",
-           "LMAttention", "LMBlock", "AlphaLayer"]
+           "LMAttention", "LMBlock", "AlphaLayer", "ResidualBlock"]

@@ -9,8 +9,7 @@ Module the language models use with a tied decoder. The patch convolution
 
 (UCSC-VLAA/CRATE-alpha, torch_inference/model/crate_alpha.py.)
 """
-from .crate_layers import (CAPTURE_KEYS, MSSA, OvercompleteISTA, PreNorm, TwoHalves,
-                           attention_options)
+from .crate_layers import MSSA, OvercompleteISTA, PreNorm, TwoHalves, attention_options
 from .layers import _rng
 
 
@@ -25,6 +24,8 @@ class AlphaLayer(TwoHalves):
     options of whitebox.nn.MSSA (None: the official attention).
     """
 
+    ista_residual = True
+
     def __init__(self, dim, heads, dim_head, expansion=4, ista_step=0.1, ista_lambda=0.1,
                  dtype="float32", seed=0, attention=None):
         super().__init__(dtype)
@@ -36,26 +37,7 @@ class AlphaLayer(TwoHalves):
                                                          tied=False, dtype=dtype, seed=rng),
                                    eps=1e-6, dtype=dtype))
 
-    def forward(self, x, capture=None):
-        """x (B, N, d) -> (B, N, d); ``capture``: dict of lists to append this layer's features to.
-
-        Captured under CRATE's keys: "mssa_in", "attention", "z_half",
-        "ista_in", "code" = the sparse code c2 (B, N, m), whose sparsity the
-        per-layer measures read, and "z" = the layer output
-        Z^{l+1} = Z^{l+1/2} + c2 D1^T.
-        """
-        h = self.attn.norm(x)                      # LN1(Z^l)
-        x_half = x + self.attn.fn(h)               # Z^{l+1/2}
-        h2 = self.ista.norm(x_half)                # LN2(Z^{l+1/2})
-        out = x_half + self.ista.fn(h2)            # Z^{l+1}
-        if capture is not None:
-            for key, value in zip(CAPTURE_KEYS, (h, self.attn.fn.last_attention, x_half, h2,
-                                                 self.ista.fn.last_codes, out)):
-                capture[key].append(value)
-        self._cache = True
-        return out
-
-    def backward(self, dout):
-        self._take_cache()
-        dx_half = dout + self.ista.backward(dout)          # residual + the ISTA branch
-        return dx_half + self.attn.backward(dx_half)       # residual + the MSSA branch
+    def code(self, ista_out):
+        """The sparse code c2 (B, N, m) of the last forward, whose sparsity the per-layer
+        measures read (captured under "code"; "z" is Z^{l+1} = Z^{l+1/2} + c2 D1^T)."""
+        return self.ista.fn.last_codes

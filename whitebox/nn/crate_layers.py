@@ -14,7 +14,8 @@ from .. import functional as F
 from ..functional._blas import matmul_rows
 from ..functional._checks import (check_dout, check_positive_int, check_probability,
                                  check_real)
-from ..functional.mssa import STEPS
+from ..functional.mssa_variants import UPDATES
+from .block import CAPTURE_KEYS, ResidualBlock  # noqa: F401 (CAPTURE_KEYS: re-exported)
 from .layers import LayerNorm, Linear, _rng, uniform_init
 from .module import Module, Sequential
 
@@ -36,7 +37,7 @@ class PreNorm(Module):
 
 OUTS = ("learned", "tied")
 SCALES = ("sqrt", "rate")
-ATTENTION_OPTIONS = ("out", "scale", "step", "eps", "kappa")
+ATTENTION_OPTIONS = ("out", "scale", "update", "eps", "kappa")
 
 
 def _choice(name, value, allowed):
@@ -49,37 +50,40 @@ class MSSA(Module):
     """Multi-head subspace self-attention (the official ``Attention``), and its theory-faithful variants.
 
     The children ``qkv`` (bias-free, rows = the stacked subspaces U_k^T) and
-    ``to_out`` hold the parameters under the official names; the computation
-    is whitebox.functional.mssa_forward / mssa_backward. As in the official
-    code there is no output projection when heads == 1 and dim_head == dim.
+    ``to_out`` hold the parameters under the official names. The official
+    computation runs whitebox.functional.mssa_fast_forward / mssa_fast_backward
+    (the fast path of the graded mssa_forward / mssa_backward); any variant
+    runs whitebox.functional.mssa_variant_forward / _backward. As in the
+    official code there is no output projection when heads == 1 and dim_head == dim.
 
     Each departure of the official code from the derivation can be switched
     off alone (defaults = official):
-      out="learned"   separate ``to_out`` Linear (with bias unless out_bias=False)
-      out="tied"      the output projection is U itself: `[O_1 .. O_K] [U_1 .. U_K]^T`
-      scale="sqrt"    softmax(p^{-1/2} w_k w_k^T), output coefficient 1
-      scale="rate"    softmax(b w_k w_k^T), b = p/(N eps^2) (eps the papers' epsilon),
-                      and the step of size kappa:  y = kappa b ([SSA_k] P - x),
-                      so x + y = (1 - kappa b) x + kappa b [SSA_k] P
-      step="softmax"  the official softmax weighting
-      step="exact"    O_k = -(I + s w_k w_k^T)^{-1} w_k, the exact gradient of the
-                      compression rate (s = b with scale="rate", p^{-1/2} with "sqrt");
-                      with out="tied" and scale="rate", x + y is exactly
-                      x - kappa dRc(x | U)/dx  (whitebox.rate.compression_step).
-                      It has no attention map, so ``dropout`` acts on the output only.
-      softmax=False   A_k = s w_k w_k^T itself, unnormalised (the CRATE-MAE decoder's
-                      official ``use_softmax=False``).
+      out="learned"     separate ``to_out`` Linear (with bias unless out_bias=False)
+      out="tied"        the output projection is U itself: `[O_1 .. O_K] [U_1 .. U_K]^T`
+      scale="sqrt"      softmax(p^{-1/2} w_k w_k^T), output coefficient 1
+      scale="rate"      softmax(b w_k w_k^T), b = p/(N eps^2) (eps the papers' epsilon),
+                        and the step of size kappa:  y = kappa b ([SSA_k] P - x),
+                        so x + y = (1 - kappa b) x + kappa b [SSA_k] P
+      update="softmax"  the official softmax weighting
+      update="exact"    O_k = -(I + s w_k w_k^T)^{-1} w_k, the exact gradient of the
+                        compression rate (s = b with scale="rate", p^{-1/2} with "sqrt");
+                        with out="tied" and scale="rate", x + y is exactly
+                        x - kappa dRc(x | U)/dx  (whitebox.rate.compression_step).
+                        It has no attention map, so ``dropout`` acts on the output only.
+      softmax=False     A_k = s w_k w_k^T itself, unnormalised (the CRATE-MAE decoder's
+                        official ``use_softmax=False``).
+    The number s for N tokens is ``coefficients(N)[0]``.
     """
 
     def __init__(self, dim, heads=8, dim_head=64, dropout=0.0, causal=False,
-                 dtype="float32", seed=0, out="learned", scale="sqrt", step="softmax",
+                 dtype="float32", seed=0, out="learned", scale="sqrt", update="softmax",
                  eps=None, kappa=1.0, out_bias=True, softmax=True):
         super().__init__(dtype)
         for name, v in (("dim", dim), ("heads", heads), ("dim_head", dim_head)):
             check_positive_int(name, v)
         self.out = _choice("out", out, OUTS)
-        self.scale_kind = _choice("scale", scale, SCALES)
-        self.step = _choice("step", step, STEPS)
+        self.scale = _choice("scale", scale, SCALES)
+        self.update = _choice("update", update, UPDATES)
         self.softmax = bool(softmax)     # False: the CRATE-MAE decoder's use_softmax=False
         if scale == "rate":
             if eps is None:
@@ -92,17 +96,19 @@ class MSSA(Module):
                              f"(scale={scale!r})")
         else:
             self.eps, self.kappa = None, 1.0
-        if step == "exact" and causal:
-            raise ValueError("attention step='exact' has no causal form (causal=True)")
+        if update == "exact" and causal:
+            raise ValueError("attention update='exact' has no causal form (causal=True)")
+        if update == "exact" and not softmax:
+            raise ValueError("attention update='exact' has no softmax to switch off "
+                             "(softmax=False)")
         rng = _rng(seed)
         self.heads, self.dim_head, self.causal = int(heads), int(dim_head), bool(causal)
-        self.scale = dim_head ** -0.5
         inner = heads * dim_head
         self.qkv = Linear(dim, inner, bias=False, dtype=dtype, seed=rng)
         self.project_out = out == "learned" and not (heads == 1 and dim_head == dim)
         if self.project_out:
             # "to_out.0" as in the official Sequential(Linear, Dropout); the
-            # dropouts themselves run inside mssa_forward, with self.rng
+            # dropouts themselves run inside the functional forward, with self.rng
             self.to_out = Sequential(Linear(inner, dim, bias=out_bias, dtype=dtype, seed=rng),
                                      dtype=dtype)
         self.dropout = check_probability("dropout", dropout)
@@ -112,31 +118,47 @@ class MSSA(Module):
         return self.dropout > 0
 
     def _out_params(self):
+        """(W_out, b_out) of the output projection: to_out's, W_qkv^T (tied) or (None, None)."""
+        if self.out == "tied":
+            return self.qkv.param("weight").T, None
         if not self.project_out:
             return None, None
         lin = self.to_out[0]
         return lin.param("weight"), lin._params.get("bias")
 
+    def official(self):
+        """True when the head update is the official softmax at scale p^{-1/2}
+        (then forward runs the fast path, else the variants' composition)."""
+        return self.scale == "sqrt" and self.update == "softmax" and self.softmax
+
     def coefficients(self, num_tokens):
         """(s, c, r): softmax scale, output gain and shrink of x for N = num_tokens."""
-        if self.scale_kind == "sqrt":
-            return self.scale, 1.0, 0.0
+        if self.scale == "sqrt":
+            return self.dim_head ** -0.5, 1.0, 0.0
         b = self.dim_head / (num_tokens * self.eps ** 2)
-        return b, self.kappa * b, (self.kappa * b if self.step == "softmax" else 0.0)
+        return b, self.kappa * b, (self.kappa * b if self.update == "softmax" else 0.0)
 
     def forward(self, x):
+        W_qkv = self.qkv.param("weight")
         W_out, b_out = self._out_params()
         s, gain, shrink = self.coefficients(x.shape[1])
-        y, self._cache = F.mssa_forward(x, self.qkv.param("weight"), W_out, b_out, self.heads,
-                                        s, self.causal, self.dropout, self.rng,
-                                        self.training, step=self.step,
-                                        tied=self.out == "tied", gain=gain, shrink=shrink,
-                                        softmax=self.softmax)
+        if self.official():
+            y, self._cache = F.mssa_fast_forward(x, W_qkv, W_out, b_out, self.heads, s,
+                                                 self.causal, self.dropout, self.rng,
+                                                 self.training)
+        else:
+            y, self._cache = F.mssa_variant_forward(
+                x, W_qkv, W_out, b_out, self.heads, s, update=self.update,
+                softmax=self.softmax, gain=gain, shrink=shrink, causal=self.causal,
+                dropout=self.dropout, rng=self.rng, training=self.training)
         self.last_attention = self._cache["attn"]   # (B, K, N, N), for figures
         return y
 
     def backward(self, dout):
-        dx, dW_qkv, dW_out, db_out = F.mssa_backward(dout, self._take_cache())
+        backward = F.mssa_fast_backward if self.official() else F.mssa_variant_backward
+        dx, dW_qkv, dW_out, db_out = backward(dout, self._take_cache())
+        if self.out == "tied":                      # W_out = W_qkv^T
+            dW_qkv += dW_out.T
         self.qkv._accumulate("weight", dW_qkv)
         if self.project_out:
             self.to_out[0]._accumulate("weight", dW_out)
@@ -152,8 +174,8 @@ class MSSA(Module):
 
     def extra_repr(self):
         extra = ""
-        if (self.out, self.scale_kind, self.step) != ("learned", "sqrt", "softmax"):
-            extra = f", out={self.out!r}, scale={self.scale_kind!r}, step={self.step!r}"
+        if (self.out, self.scale, self.update) != ("learned", "sqrt", "softmax"):
+            extra = f", out={self.out!r}, scale={self.scale!r}, update={self.update!r}"
             if self.eps is not None:
                 extra += f", eps={self.eps}, kappa={self.kappa}"
         if not self.softmax:
@@ -162,13 +184,16 @@ class MSSA(Module):
 
 
 def attention_options(attention):
-    """Validate ``attention=dict(out=..., scale=..., step=..., eps=..., kappa=...)``; None -> {}."""
+    """Validate ``attention=dict(out=, scale=, update=, eps=, kappa=)``; None -> {}."""
     if attention is None:
         return {}
     if not isinstance(attention, dict):
         raise TypeError(f"attention must be a dict of MSSA options {ATTENTION_OPTIONS} or "
                         f"None, got {type(attention).__name__}")
     unknown = sorted(set(attention) - set(ATTENTION_OPTIONS))
+    if "step" in unknown:
+        raise ValueError("attention option 'step' is now called 'update' "
+                         f"(update={attention['step']!r}); expected some of {ATTENTION_OPTIONS}")
     if unknown:
         raise ValueError(f"unknown attention option(s) {unknown}; expected some of "
                          f"{ATTENTION_OPTIONS}")
@@ -278,15 +303,12 @@ class OvercompleteISTA(Module):
                 f"tied={self.tied}")
 
 
-# Per-layer features a forward with capture appends, the same keys for every
-# model: "code" is always the sparse code the ISTA step produces (for CRATE
-# the layer output itself), "z" always the layer's output Z^{l+1}.
-CAPTURE_KEYS = ("mssa_in", "attention", "z_half", "ista_in", "code", "z")
-
-
-class TwoHalves(Module):
+class TwoHalves(ResidualBlock):
     """A layer of two PreNorm halves named "0" (the MSSA half, ``attn``) and "1" (the
     sparse-coding half, ``ista``), as in the official ModuleList [attn, ff]."""
+
+    def parts(self):
+        return self.attn.norm, self.attn.fn, self.ista.norm, self.ista.fn
 
     @property
     def attn(self):
@@ -327,20 +349,12 @@ class CRATELayer(TwoHalves):
         setattr(self, "1", PreNorm(dim, ISTA(dim, ista_step, ista_lambda, dtype=dtype,
                                              seed=rng), dtype=dtype))
 
+    # written out on the layer (not only inherited) so that CRATELayer.forward and
+    # .backward are the names the course grades; the computation is ResidualBlock's
     def forward(self, x, capture=None):
-        """x (B, N, d) -> (B, N, d); ``capture``: dict of lists to append this layer's features to."""
-        h = self.attn.norm(x)                      # LN1(Z^l)
-        x_half = x + self.attn.fn(h)               # Z^{l+1/2}
-        h2 = self.ista.norm(x_half)                # LN2(Z^{l+1/2})
-        out = self.ista.fn(h2)                     # Z^{l+1}
-        if capture is not None:
-            for key, value in zip(CAPTURE_KEYS, (h, self.attn.fn.last_attention, x_half, h2,
-                                                 out, out)):
-                capture[key].append(value)
-        self._cache = True
-        return out
+        """x (B, N, d) -> (B, N, d); ``capture``: dict of lists for this layer's features."""
+        return super().forward(x, capture)
 
     def backward(self, dout):
-        self._take_cache()
-        dx_half = self.ista.backward(dout)         # through ISTA and LN2
-        return dx_half + self.attn.backward(dx_half)   # residual + the MSSA branch
+        """dZ^{l+1/2} = LN2'(ISTA'(dout));  dZ^l = dZ^{l+1/2} + LN1'(MSSA'(dZ^{l+1/2}))."""
+        return super().backward(dout)

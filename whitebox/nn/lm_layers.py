@@ -6,22 +6,22 @@
     LMBlock                                     -> "prenorm_1.*", "attn.*", "prenorm_2.*", "ista.*"
 
 A block computes  x = x + MSSA(LN1(x));  x = ISTA(LN2(x))  (no residual
-round ISTA). The MSSA is the classifier's (whitebox.functional.mssa_forward,
-q = k = v) with or without the causal mask; the square ISTA is the
-classifier's Module itself; the overcomplete ISTA is the Module CRATE-alpha
-uses, with its decoder tied to the dictionary.
+round ISTA; whitebox.nn.block.ResidualBlock). The MSSA is the classifier's
+(whitebox.functional.mssa_fast_forward, q = k = v) with or without the
+causal mask, and decodes new tokens through whitebox.functional.mssa_decode;
+the square ISTA is the classifier's Module itself; the overcomplete ISTA is
+the Module CRATE-alpha uses, with its decoder tied to the dictionary.
 """
 import math
 
 from .. import functional as F
-from ..functional._blas import matmul_rows
 from ..functional._checks import check_probability
-from ..functional.mssa import _merge_heads, _split_heads
-from .crate_layers import CAPTURE_KEYS, ISTA, OvercompleteISTA
+from .block import CAPTURE_KEYS, ResidualBlock
+from .crate_layers import ISTA, OvercompleteISTA
 from .layers import LayerNorm, Linear, _rng
 from .module import Module
 
-# per-layer features a forward with capture appends (see LMBlock.forward): CRATE's keys
+# per-layer features a forward with capture appends (see ResidualBlock.forward): CRATE's keys
 LM_CAPTURE_KEYS = CAPTURE_KEYS
 
 
@@ -59,45 +59,30 @@ class LMAttention(Module):
         return self.dropout > 0
 
     def forward(self, x):
-        y, self._cache = F.mssa_forward(x, self.c_attn.param("weight"),
-                                        self.c_proj.param("weight"), self.c_proj.param("bias"),
-                                        self.heads, self.scale, self.causal, self.dropout,
-                                        self.rng, self.training)
+        y, self._cache = F.mssa_fast_forward(x, self.c_attn.param("weight"),
+                                             self.c_proj.param("weight"),
+                                             self.c_proj.param("bias"), self.heads, self.scale,
+                                             self.causal, self.dropout, self.rng, self.training)
         self.last_attention = self._cache["attn"]   # (B, K, T, T)
         return y
 
     def backward(self, dout):
-        dx, dW_attn, dW_proj, db_proj = F.mssa_backward(dout, self._take_cache())
+        dx, dW_attn, dW_proj, db_proj = F.mssa_fast_backward(dout, self._take_cache())
         self.c_attn._accumulate("weight", dW_attn)
         self.c_proj._accumulate("weight", dW_proj)
         self.c_proj._accumulate("bias", db_proj)
         return dx
 
-    def step(self, x, past):
-        """Causal MSSA of new tokens given the projected past: inference only.
+    def decode_step(self, x, past):
+        """Causal MSSA of new tokens given the projected past: inference only
+        (whitebox.functional.mssa_decode: one cached tensor per layer, as q = k = v).
 
-        Because q = k = v, the only thing a later token needs from an earlier
-        one is its projection w = x c_attn^T: ONE tensor per layer (a usual
-        key/value cache holds two). Inputs: x (B, t, d) the new tokens (after
-        LN1); past (B, K, P, p) the cached projections of the P earlier
-        tokens, or None. Returns: y (B, t, d), the cache extended to P + t.
+        Inputs: x (B, t, d) the new tokens (after LN1); past (B, K, P, p) the
+        cached projections of the P earlier tokens, or None.
+        Returns: y (B, t, d), the cache extended to P + t.
         """
-        xp = self.xp
-        w_new = _split_heads(matmul_rows(x, self.c_attn.param("weight").T), self.heads)  # (B, K, t, p)
-        w = w_new if past is None else xp.concatenate([past, w_new], axis=2)  # (B, K, P+t, p)
-        t, P = w_new.shape[2], w.shape[2] - w_new.shape[2]
-        S = w_new @ w.transpose(0, 1, 3, 2)                # (B, K, t, P+t)
-        S *= self.scale
-        if self.causal and t > 1:
-            # query i sits at position P + i and sees keys 0 .. P + i
-            future = xp.arange(P + t)[None, :] > (P + xp.arange(t))[:, None]   # (t, P+t)
-            S += xp.where(future, -xp.inf, 0).astype(S.dtype)
-        S -= S.max(axis=-1, keepdims=True)
-        A = xp.exp(S, out=S)
-        A /= A.sum(axis=-1, keepdims=True)
-        o = _merge_heads(A @ w)                            # (B, t, d)
-        y = matmul_rows(o, self.c_proj.param("weight").T) + self.c_proj.param("bias")
-        return y, w
+        return F.mssa_decode(x, past, self.c_attn.param("weight"), self.c_proj.param("weight"),
+                             self.c_proj.param("bias"), self.heads, self.scale, self.causal)
 
     def subspaces(self):
         """U of shape (K, d, p): U_k = c_attn.weight[k p:(k+1) p, :]^T."""
@@ -108,7 +93,7 @@ class LMAttention(Module):
         return f"heads={self.heads}, dim_head={self.dim_head}, causal={self.causal}"
 
 
-class LMBlock(Module):
+class LMBlock(ResidualBlock):
     """x = x + MSSA(LN1(x));  x = ISTA(LN2(x)), children named as the official Block."""
 
     def __init__(self, dim, heads, depth, variant="overcomplete", expansion=4, ista_step=0.1,
@@ -124,31 +109,16 @@ class LMBlock(Module):
         else:
             self.ista = ISTA(dim, ista_step, ista_lambda, dtype=dtype, seed=rng)
 
+    def parts(self):
+        return self.prenorm_1, self.attn, self.prenorm_2, self.ista
+
     def code(self, out):
         """The sparse code of the last forward: c2 (overcomplete) or the output itself (plain)."""
         return self.ista.last_codes if isinstance(self.ista, OvercompleteISTA) else out
 
-    def forward(self, x, capture=None):
-        """x (B, T, d) -> (B, T, d); ``capture``: dict of lists to append this block's features to."""
-        h = self.prenorm_1(x)                      # LN1(Z^l)
-        x_half = x + self.attn(h)                  # Z^{l+1/2}
-        h2 = self.prenorm_2(x_half)                # LN2(Z^{l+1/2})
-        out = self.ista(h2)                        # Z^{l+1}
-        if capture is not None:
-            for key, value in zip(LM_CAPTURE_KEYS, (h, self.attn.last_attention, x_half, h2,
-                                                    self.code(out), out)):
-                capture[key].append(value)
-        self._cache = True
-        return out
-
-    def backward(self, dout):
-        self._take_cache()
-        dx_half = self.prenorm_2.backward(self.ista.backward(dout))
-        return dx_half + self.prenorm_1.backward(self.attn.backward(dx_half))
-
-    def step(self, x, past):
+    def decode_step(self, x, past):
         """The block on new tokens given the cached past projections (inference only)."""
-        y, past = self.attn.step(self.prenorm_1(x), past)
+        y, past = self.attn.decode_step(self.prenorm_1(x), past)
         x = x + y
         out = self.ista(self.prenorm_2(x))
         self.prenorm_1._cache = self.prenorm_2._cache = self.ista._cache = None

@@ -15,7 +15,7 @@ import os
 
 from .. import backend, losses, plots
 from ..data.loader import BatchLoader, normalize
-from ..functional.mssa import STEPS
+from ..functional.mssa_variants import UPDATES
 from ..models import CRATE, CRATEAlpha
 from ..nn.crate_layers import OUTS, SCALES
 from ..rate import layer_measures
@@ -25,7 +25,7 @@ from .images import DEFAULT_OUT, NUM_CLASSES, ImageOptions, load_split, resolve_
 
 
 # the official MSSA: the defaults of the --attention-* choices
-OFFICIAL_ATTENTION = dict(out="learned", scale="sqrt", step="softmax")
+OFFICIAL_ATTENTION = dict(out="learned", scale="sqrt", update="softmax")
 
 
 @dataclasses.dataclass
@@ -47,9 +47,9 @@ class ClassifyOptions(ImageOptions):
     attention_scale: str = setting(OFFICIAL_ATTENTION["scale"], "MSSA scale: sqrt "
                                    "(official, p^-1/2) or rate (b = p/(N eps^2) and a step "
                                    "of size kappa)", Check(str, choices=SCALES))
-    attention_step: str = setting(OFFICIAL_ATTENTION["step"], "MSSA step: softmax (official) "
-                                  "or exact (the gradient of the compression rate)",
-                                  Check(str, choices=STEPS))
+    attention_update: str = setting(OFFICIAL_ATTENTION["update"], "MSSA head update: softmax "
+                                    "(official) or exact (the gradient of the compression rate)",
+                                    Check(str, choices=UPDATES))
     attention_eps: float = setting(None, "eps of --attention-scale rate", OPTIONAL_POSITIVE)
     attention_kappa: float = setting(None, "step size kappa of --attention-scale rate "
                                      "(default: MSSA's, 1)", OPTIONAL_POSITIVE)

@@ -79,7 +79,7 @@ def test_training_sets_the_pool_and_malloc_only_for_its_steps(monkeypatch, tmp_p
     assert seen and set(seen) == {(inside, glibc)}
     assert threads.get_threads() == 3
     if glibc:
-        assert not _heap_serves(4 * 2 ** 20)
+        assert not _heap_serves()
 
 
 def test_training_restores_the_pool_after_an_error(monkeypatch, tmp_path, restore_threads):
@@ -126,9 +126,15 @@ def _mallinfo2():
         return None
 
 
-def _heap_serves(nbytes):
-    """True when malloc(nbytes) comes from the heap, False when from a mapping of its own."""
+def _heap_serves(nbytes=None):
+    """True when malloc(nbytes) comes from the heap, False when from a mapping of its own.
+
+    nbytes None: 1 MiB more than all the free heap, so no free block can
+    serve it and only the mmap threshold decides.
+    """
     libc = _mallinfo2()
+    if nbytes is None:
+        nbytes = libc.mallinfo2().fordblks + 2 ** 20
     before = libc.mallinfo2().hblks            # blocks mapped one by one, process-wide
     block = libc.malloc(nbytes)
     mapped = libc.mallinfo2().hblks - before
@@ -140,16 +146,16 @@ def test_keeping_freed_memory_serves_large_blocks_from_the_heap_inside_only():
     if _mallinfo2() is None:
         pytest.skip("needs glibc's mallinfo2 (glibc >= 2.33) to see where a block comes from")
     memory.restore_malloc_defaults()
-    assert not _heap_serves(4 * 2 ** 20)        # above the 128 KiB default: mapped
+    assert not _heap_serves()                  # above the 128 KiB default: mapped
     with memory.keeping_freed_memory() as kept:
         assert kept and _heap_serves(4 * 2 ** 20)
         with memory.keeping_freed_memory():
             pass
         assert _heap_serves(4 * 2 ** 20)       # a nested block does not restore early
-    assert not _heap_serves(4 * 2 ** 20)
+    assert not _heap_serves()
     assert memory.keep_freed_memory() and _heap_serves(4 * 2 ** 20)
     with memory.keeping_freed_memory():
         pass
     assert _heap_serves(4 * 2 ** 20)           # kept from now on: a block leaves it so
     memory.restore_malloc_defaults()
-    assert not _heap_serves(4 * 2 ** 20)
+    assert not _heap_serves()

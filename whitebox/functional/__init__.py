@@ -17,3 +17,4 @@ from .mssa import mssa_backward, mssa_forward
 from .overcomplete_ista import overcomplete_ista_backward, overcomplete_ista_forward
 from .token_cross_entropy import (token_cross_entropy, token_cross_entropy_backward,
                                   token_cross_entropy_forward)
+from .l2_normalize import l2_normalize_backward, l2_normalize_forward

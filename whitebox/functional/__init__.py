@@ -18,3 +18,4 @@ from .overcomplete_ista import overcomplete_ista_backward, overcomplete_ista_for
 from .token_cross_entropy import (token_cross_entropy, token_cross_entropy_backward,
                                   token_cross_entropy_forward)
 from .l2_normalize import l2_normalize_backward, l2_normalize_forward
+from .weight_norm import weight_norm_backward, weight_norm_forward

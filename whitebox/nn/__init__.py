@@ -13,3 +13,4 @@ __all__ = ["Module", "Sequential", "ModuleList", "Linear", "LayerNorm", "ReLU", 
            "PreNorm", "MSSA", "ISTA", "OvercompleteISTA", "CRATELayer",
            "DecoderLayer", "PatchConv", "PatchEmbed",
            "LMAttention", "LMBlock", "AlphaLayer"]
+from .ssl_heads import DINOHead, L2Normalize, SimDINOHead, WeightNormLinear

@@ -16,6 +16,14 @@ those of the training digits. The job ends with
 ``test k-NN accuracy: X% (raw pixels Y%, untrained network Z%)``: the same
 k-NN on the raw pixels and on the features of the network as initialised.
 
+The default run (SimDINO, eps 0.2, 30 epochs of 23 steps, about 2 minutes on
+one core) reaches 79.8% and 77.8% held out with seeds 0 and 1, against 75.1%
+and 74.4% for the untrained network and 99.0% and 97.6% for raw pixels: the
+features improve on the network's initial ones, far from the pixels' own
+neighbourhoods on these easy digits. With ``--ssl-loss dino`` at these
+settings (lr 2e-3 or 3e-4) the run collapses to the uniform solution (loss
+log out_dim, every bottleneck feature the same) within five epochs.
+
 The teacher, DINO's centre and the count of EMA updates are frozen
 parameters of the run's model (:class:`SSLModel`), so checkpoints hold
 them; the teacher update for an optimizer step is applied at the start of
@@ -68,9 +76,16 @@ class SSLOptions:
     n_local: int = setting(4, "local crops per image", COUNT)
     local_size: int = setting(None, "side of the local crops in pixels (default: half the "
                               "image, a multiple of the patch)", OPTIONAL_COUNT)
+    global_scale_min: float = setting(0.5, "global crops cover a fraction U(this, 1) of the "
+                                      "image", Check(float, low=0.01, high=1))
+    local_scale_min: float = setting(0.2, "local crops cover a fraction U(this, "
+                                     "--local-scale-max) of the image",
+                                     Check(float, low=0.01, high=1))
+    local_scale_max: float = setting(0.5, "largest fraction of the image a local crop covers",
+                                     Check(float, low=0.01, high=1))
     flip: bool = setting(False, "left-right flips (off: a mirrored digit is another shape)",
                          Check(bool))
-    eps: float = setting(0.5, "SimDINO's eps (epsilon^2 of the coding rate)", POSITIVE)
+    eps: float = setting(0.2, "SimDINO's eps (epsilon^2 of the coding rate)", POSITIVE)
     coeff: float = setting(1.0, "SimDINO's weight of the compression term",
                            Check(float, low=0))
     teacher_temp: float = setting(0.04, "DINO's teacher temperature", POSITIVE)
@@ -100,7 +115,7 @@ class SSL(Task):
     models = ("crate",)
     runtime_options = ("data",)
     description = "self-supervised CRATE (SimDINO or DINO), judged by k-NN"
-    defaults = dict(epochs=30, batch_size=128, lr=1e-3, weight_decay=0.04, warmup_epochs=2.0)
+    defaults = dict(epochs=30, batch_size=64, lr=2e-3, weight_decay=0.04, warmup_epochs=2.0)
     fast = dict(n_train=384, n_test=128, epochs=2, batch_size=64, dim=32, depth=1,
                 dim_head=16, hidden_dim=64, bottleneck_dim=32, out_dim=64, n_local=2)
 
@@ -124,7 +139,11 @@ class SSL(Task):
             raise ValueError(f"batch_size {self.cfg.batch_size} exceeds the {len(train_labels)} "
                              "training images (every step takes a full batch)")
         self.rng = rng
-        self.crops = MultiCrop(H, local, o.n_local, flip=o.flip)
+        if o.local_scale_min > o.local_scale_max:
+            raise ValueError(f"local_scale_min ({o.local_scale_min}) must not exceed "
+                             f"local_scale_max ({o.local_scale_max})")
+        self.crops = MultiCrop(H, local, o.n_local, global_scale=(o.global_scale_min, 1.0),
+                               local_scale=(o.local_scale_min, o.local_scale_max), flip=o.flip)
         self.train_images, self.mean, self.std = train_images, mean, std
         self.image_shape = train_images.shape[1:]
         dev = self.cfg.backend

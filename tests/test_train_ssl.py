@@ -48,7 +48,9 @@ def test_fast_run_ends_with_the_knn_line(tmp_path, capsys, loss):
     np.testing.assert_array_equal(state["ema_steps"], [steps, steps])
     if loss == "dino":
         assert np.abs(state["center"]).sum() > 0
-    assert (tmp_path / loss / "ssl_curves.png").read_bytes()[:4] == b"\x89PNG"
+    for name in ("ssl_curves.png", "ssl_pca.png", "ssl_attention.png"):
+        data = (tmp_path / loss / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
 
 
 @pytest.mark.parametrize("loss", ["simdino", "dino"])

@@ -55,9 +55,9 @@ def _bilinear_weights(start, length, size, full):
     lo = np.floor(src).astype(np.int64)
     hi = np.minimum(lo + 1, (start + length - 1)[:, None])
     frac = src - lo                                                                   # (n, size)
-    grid = np.arange(full)                                                            # (full,)
+    grid = np.arange(full)                                                 # (full,)
     return ((1 - frac)[..., None] * (grid == lo[..., None])
-            + frac[..., None] * (grid == hi[..., None]))                              # (n, size, full)
+            + frac[..., None] * (grid == hi[..., None]))                   # (n, size, full)
 
 
 def resize_crops(images, boxes, size):

@@ -251,10 +251,41 @@ class SSL(Task):
         terms = (f" (compression {record['train_compression']:.4f}, expansion "
                  f"{record['train_expansion']:.4f})" if "train_expansion" in record else "")
         return (f"epoch {record['epoch']:3d} | train loss {record['train_loss']:.4f}{terms} | "
-                f"test k-NN {100 * record['knn']:5.1f}% (student {100 * record['knn_student']:5.1f}%)")
+                f"test k-NN {100 * record['knn']:5.1f}% "
+                f"(student {100 * record['knn_student']:5.1f}%)")
 
-    def figures(self, model, history, out):
-        """ssl_curves.png: the loss (and SimDINO's two terms) and k-NN accuracy by epoch."""
+    def figures(self, model, history, out, count=6):
+        """ssl_curves.png: the loss (and SimDINO's two terms) and k-NN accuracy by epoch;
+        ssl_attention.png: the teacher's class-token attention (first and last layer) on
+        held-out digits; ssl_pca.png: the held-out teacher features on their first two
+        principal axes, coloured by the label they were never trained with."""
+        self._curves(history, out)
+        model.eval()
+        backbone = model.teacher.backbone
+        feats = backend.to_numpy(self._features(backbone, self.queries))     # (q, d)
+        labels = backend.to_numpy(self.test_labels)
+        centred = feats - feats.mean(axis=0)
+        _, _, Vt = np.linalg.svd(centred, full_matrices=False)
+        xy = centred @ Vt[:2].T                                               # (q, 2)
+        fig, axes = plots.figure(1, 1, (5, 4.5))
+        ax = axes[0][0]
+        points = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=8)
+        fig.colorbar(points, ax=ax, label="digit")
+        ax.set(xlabel="PC 1", ylabel="PC 2", title="held-out teacher features (PCA)")
+        plots.save(fig, os.path.join(out, "ssl_pca.png"))
+        backbone(self.queries[:count])
+        maps = [layer.attn.fn.last_attention for layer in backbone.crate.transformer.layers]
+        layers = sorted({0, len(maps) - 1})
+        shown = self.queries[:count] * backend.to_device(self.std.reshape(1, -1, 1, 1),
+                                                          self.cfg.backend)
+        shown = (shown + backend.to_device(self.mean.reshape(1, -1, 1, 1), self.cfg.backend)
+                 ).clip(0, 1)                                                 # back to [0, 1]
+        H, W = self.image_shape[1:]
+        plots.plot_attention(shown, {l: maps[l] for l in layers},
+                             (H // self.opt.patch, W // self.opt.patch),
+                             os.path.join(out, "ssl_attention.png"), labels=labels[:count])
+
+    def _curves(self, history, out):
         epochs = [h["epoch"] for h in history]
         fig, axes = plots.figure(1, 2, (9, 3.5))
         ax_loss, ax_knn = axes[0]
@@ -269,7 +300,9 @@ class SSL(Task):
             ax_knn.axhline(100 * history[-1][key], ls="--", color="gray" if key == "knn_raw"
                            else "black", label=label)
         ax_knn.set(xlabel="epoch", ylabel="k-NN accuracy (%)", title="held-out k-NN")
+        from matplotlib.ticker import MaxNLocator
         for ax in (ax_loss, ax_knn):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # epochs are whole numbers
             ax.grid(alpha=0.3)
             ax.legend()
         plots.save(fig, os.path.join(out, "ssl_curves.png"))

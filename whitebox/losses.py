@@ -85,3 +85,6 @@ def accuracy(logits, labels):
                          f"{tuple(logits.shape)}); a mean over an empty batch is undefined")
     check_labels(labels, logits.shape[1], logits.shape[0], like=logits)
     return (logits.argmax(axis=1) == labels).mean()
+
+
+from .ssl_losses import DINOLoss, simdino_loss  # noqa: E402,F401  (self-supervised losses)

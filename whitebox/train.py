@@ -40,7 +40,7 @@ from .training.runs import CONFIG, RunFolder, read_json
 PROG = "whitebox.train"
 # name -> module holding a class ``TASK`` (imported only when asked for)
 TASKS = {"classify": "whitebox.tasks.classify", "mae": "whitebox.tasks.mae",
-         "lm": "whitebox.tasks.lm", "mlm": "whitebox.tasks.mlm"}
+         "lm": "whitebox.tasks.lm", "mlm": "whitebox.tasks.mlm", "ssl": "whitebox.tasks.ssl"}
 # Errors of a run that cannot start: its settings, its data, its run folder, a missing extra.
 REFUSALS = (ValueError, OSError, ImportError)
 

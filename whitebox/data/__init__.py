@@ -6,3 +6,4 @@ from .masking import mask_tokens
 from .loader import BatchLoader, channel_stats, normalize, random_shift, train_test_split
 from .text import (CharTokenizer, bigram_cross_entropy, pydoc_corpus, random_windows,
                    read_text, sequential_windows, split_text, unigram_accuracy)
+from .multicrop import MultiCrop, crop_boxes, jitter_intensity, resize_crops

@@ -20,3 +20,6 @@ from .mssa_variants import mssa_variant_backward, mssa_variant_forward
 from .overcomplete_ista import overcomplete_ista_backward, overcomplete_ista_forward
 from .token_cross_entropy import (token_cross_entropy, token_cross_entropy_backward,
                                   token_cross_entropy_forward)
+from .l2_normalize import l2_normalize_backward, l2_normalize_forward
+from .weight_norm import weight_norm_backward, weight_norm_forward
+from .pos_interp import interpolate_pos_embed_backward, interpolate_pos_embed_forward

@@ -13,4 +13,6 @@ __all__ = ["Module", "Sequential", "ModuleList", "Linear", "LayerNorm", "ReLU", 
            "Softmax", "Dropout", "Embedding", "Patchify", "Unpatchify", "Identity",
            "PreNorm", "MSSA", "ISTA", "OvercompleteISTA", "CRATELayer",
            "DecoderLayer", "PatchConv", "PatchEmbed",
-           "LMAttention", "LMBlock", "AlphaLayer", "ResidualBlock"]
+           "LMAttention", "LMBlock", "AlphaLayer", "ResidualBlock",
+           "DINOHead", "SimDINOHead", "WeightNormLinear", "L2Normalize"]
+from .ssl_heads import DINOHead, L2Normalize, SimDINOHead, WeightNormLinear

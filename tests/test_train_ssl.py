@@ -1,0 +1,58 @@
+"""The self-supervised job (--task ssl) end to end in its fast mode, both losses, and resume."""
+import re
+
+import numpy as np
+import pytest
+
+from whitebox import train as train_job
+from whitebox.checkpoint import load_arrays
+from whitebox.training.loop import TIME_KEYS
+
+pytest.importorskip("sklearn")      # the bundled digits
+
+
+def _run(out, *flags):
+    return train_job.main(["--task", "ssl", "--fast", "--out", str(out), "--no-progress",
+                           "--threads", "1", *flags])
+
+
+def _without_times(history):
+    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in history]
+
+
+@pytest.mark.parametrize("loss", ["simdino", "dino"])
+def test_fast_run_ends_with_the_knn_line(tmp_path, capsys, loss):
+    history = _run(tmp_path / loss, "--ssl-loss", loss)
+    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    h = history[-1]
+    assert re.fullmatch(r"test k-NN accuracy: \d+\.\d% \(raw pixels \d+\.\d%, untrained "
+                        r"network \d+\.\d%\)", last_line)
+    assert last_line == (f"test k-NN accuracy: {100 * h['knn']:.1f}% (raw pixels "
+                         f"{100 * h['knn_raw']:.1f}%, untrained network "
+                         f"{100 * h['knn_untrained']:.1f}%)")
+    assert all(np.isfinite(r["train_loss"]) for r in history)
+    assert ("train_expansion" in h) is (loss == "simdino")
+    state = load_arrays(tmp_path / loss / "checkpoint.npz")
+    assert any(k.startswith("teacher.") for k in state) and "ema_steps" in state
+    steps = history[-1]["step"]
+    np.testing.assert_array_equal(state["ema_steps"], [steps, steps])
+    if loss == "dino":
+        assert np.abs(state["center"]).sum() > 0
+    for name in ("ssl_curves.png", "ssl_pca.png", "ssl_attention.png"):
+        data = (tmp_path / loss / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+
+
+@pytest.mark.parametrize("loss", ["simdino", "dino"])
+def test_resume_continues_exactly(tmp_path, loss):
+    """Crops come from the checkpointed data generator; teacher, centre and EMA count
+    are checkpointed parameters: a resumed run takes the same steps."""
+    flags = ("--ssl-loss", loss, "--epochs", "2", "--no-figures")
+    straight = _run(tmp_path / "a", *flags)
+    assert len(_run(tmp_path / "b", *flags, "--stop-after", "1")) == 1
+    resumed = _run(tmp_path / "b", "--resume")
+    assert _without_times(resumed) == _without_times(straight)
+    a = load_arrays(tmp_path / "a" / "checkpoint.npz")
+    b = load_arrays(tmp_path / "b" / "checkpoint.npz")
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)

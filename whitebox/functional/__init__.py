@@ -17,3 +17,4 @@ from .mssa import mssa_backward, mssa_forward
 from .overcomplete_ista import overcomplete_ista_backward, overcomplete_ista_forward
 from .token_cross_entropy import (token_cross_entropy, token_cross_entropy_backward,
                                   token_cross_entropy_forward)
+from .attention import attention_backward, attention_forward, sdpa_backward, sdpa_forward

@@ -136,7 +136,7 @@ class TorchMAE(nn.Module):
     """facebookresearch/mae MaskedAutoencoderViT (timm Blocks with nn.LayerNorm, eps 1e-5)."""
 
     def __init__(self, image_size, patch_size, dim, depth, heads, decoder_dim, decoder_depth,
-                 decoder_heads, channels=3, norm_pix_loss=False, mlp_ratio=4.0):
+                 decoder_heads, channels=3, norm_pix_loss=False, mlp_ratio=4.0, eps=1e-5):
         super().__init__()
         n = (image_size // patch_size) ** 2
         self.p, self.norm_pix_loss = patch_size, norm_pix_loss
@@ -144,17 +144,17 @@ class TorchMAE(nn.Module):
         self.patch_embed.proj = nn.Conv2d(channels, dim, patch_size, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, dim), requires_grad=False)
-        self.blocks = nn.ModuleList([TorchBlock(dim, heads, mlp_ratio, eps=1e-5)
+        self.blocks = nn.ModuleList([TorchBlock(dim, heads, mlp_ratio, eps=eps)
                                      for _ in range(depth)])
-        self.norm = nn.LayerNorm(dim)
+        self.norm = nn.LayerNorm(dim, eps=eps)
         self.decoder_embed = nn.Linear(dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         self.decoder_pos_embed = nn.Parameter(torch.zeros(1, n + 1, decoder_dim),
                                               requires_grad=False)
         self.decoder_blocks = nn.ModuleList([TorchBlock(decoder_dim, decoder_heads, mlp_ratio,
-                                                        eps=1e-5)
+                                                        eps=eps)
                                              for _ in range(decoder_depth)])
-        self.decoder_norm = nn.LayerNorm(decoder_dim)
+        self.decoder_norm = nn.LayerNorm(decoder_dim, eps=eps)
         self.decoder_pred = nn.Linear(decoder_dim, patch_size ** 2 * channels)
 
     def patchify(self, imgs):

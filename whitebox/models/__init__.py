@@ -8,6 +8,7 @@ from .redunet import ReduNet
 from .vit import ViT, vit_base, vit_small, vit_tiny
 from .gpt import GPT, gpt2
 from .mae import MAE, mae_vit_base
+from .bert import BERT, bert_base
 
 __all__ = ["CRATE", "crate_tiny", "crate_small", "crate_base", "crate_large",
            "CRATEAlpha", "crate_alpha_tiny", "crate_alpha_small", "crate_alpha_base16",

@@ -54,7 +54,7 @@ def test_equals_a_torch_twin_in_float64(rng):
     torch = pytest.importorskip("torch")
     from torch_baselines import TorchBERT, check_grads, load_into
     model = tiny()
-    twin = load_into(TorchBERT(13, 8, 8, 2, 2, 12), model.state_dict())
+    twin = load_into(TorchBERT(13, 8, 8, 2, 2, 12), model.to_official_state(model.state_dict()))
     idx = rng.integers(0, 13, size=(3, 7))
     tt = rng.integers(0, 2, size=(3, 7))
     targets = np.where(rng.random((3, 7)) < 0.4, idx, -1)

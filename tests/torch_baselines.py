@@ -252,6 +252,9 @@ class TorchBERT(nn.Module):
         p = self.cls.predictions = nn.Module()
         p.transform = _BertDenseNorm(dim, dim, eps)
         p.bias = nn.Parameter(torch.zeros(vocab_size))
+        p.decoder = nn.Linear(dim, vocab_size)
+        p.decoder.weight = e.word_embeddings.weight          # tied, as Hugging Face ties them
+        p.decoder.bias = p.bias
 
     def forward(self, idx, token_type_ids):
         e = self.bert.embeddings
@@ -263,7 +266,7 @@ class TorchBERT(nn.Module):
             x = layer(x)
         t = self.cls.predictions.transform
         h = t.LayerNorm(F.gelu(t.dense(x)))
-        return h @ e.word_embeddings.weight.T + self.cls.predictions.bias
+        return self.cls.predictions.decoder(h)
 
 
 def load_into(twin, state):

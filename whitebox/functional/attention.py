@@ -15,6 +15,7 @@ use it directly), and ``attention_forward/backward`` wraps it in the fused
 projection and the output projection. Softmax, dropout and the linear maps
 are the library's shared pairs.
 """
+from ..backend import get_array_module
 from ._checks import check_array
 from .dropout import dropout_backward, dropout_forward
 from .linear import linear_backward, linear_forward
@@ -31,6 +32,12 @@ def merge_heads(o):
     """(B, K, N, p) -> (B, N, K p)."""
     B, K, N, p = o.shape
     return o.transpose(0, 2, 1, 3).reshape(B, N, K * p)
+
+
+def _t(a):
+    """The last two axes swapped, as a contiguous array: NumPy's batched matmul runs a
+    transposed view several times slower than a copy costs."""
+    return get_array_module(a).ascontiguousarray(a.swapaxes(-1, -2))
 
 
 def causal_mask(xp, n_queries, n_keys):
@@ -53,10 +60,11 @@ def sdpa_forward(q, k, v, causal=False, dropout=0.0, rng=None, training=True):
     """
     xp = check_array("q", q, ndim=4)
     p = q.shape[-1]
-    S = q @ k.transpose(0, 1, 3, 2)                       # (B, K, Nq, Nk)
+    S = q @ _t(k)                                         # (B, K, Nq, Nk)
     S *= p ** -0.5
     if causal:
-        S[..., causal_mask(xp, q.shape[2], k.shape[2])] = -xp.inf
+        future = causal_mask(xp, q.shape[2], k.shape[2])  # (Nq, Nk)
+        S += xp.where(future, -xp.inf, 0).astype(S.dtype)  # broadcast over (B, K)
     A, scache = softmax_forward(S)                        # (B, K, Nq, Nk)
     Ad, dcache = dropout_forward(A, dropout, rng, training)
     O = Ad @ v                                            # (B, K, Nq, p)
@@ -70,12 +78,12 @@ def sdpa_backward(dO, cache):
     Returns: dq (B, K, Nq, p), dk, dv (B, K, Nk, p).
     """
     q, k, v = cache["q"], cache["k"], cache["v"]
-    dv = cache["dropped"].transpose(0, 1, 3, 2) @ dO      # (B, K, Nk, p)
-    dA = dropout_backward(dO @ v.transpose(0, 1, 3, 2), cache["dropout"])  # (B, K, Nq, Nk)
+    dv = _t(cache["dropped"]) @ dO                        # (B, K, Nk, p)
+    dA = dropout_backward(dO @ _t(v), cache["dropout"])   # (B, K, Nq, Nk)
     dS = softmax_backward(dA, cache["softmax"])           # masked entries: A = 0, so dS = 0
     dS *= q.shape[-1] ** -0.5
     dq = dS @ k                                           # (B, K, Nq, p)
-    dk = dS.transpose(0, 1, 3, 2) @ q                     # (B, K, Nk, p)
+    dk = _t(dS) @ q                                       # (B, K, Nk, p)
     return dq, dk, dv
 
 

@@ -103,3 +103,14 @@ def test_equals_a_torch_twin_in_float64(rng, norm_pix):
     np.testing.assert_array_equal(mask, tmask.numpy())
     np.testing.assert_allclose(dimages, it.grad.numpy(), rtol=0, atol=1e-10)
     check_grads(model, twin)
+
+
+def test_encode_sees_every_patch(rng):
+    model = tiny()
+    images = rng.standard_normal((2, 3, 8, 8))
+    latent = model.encode(images)
+    assert latent.shape == (2, 17, 8)
+    images[0, :, :2, :2] += 1.0                   # patch 0 of image 0
+    changed = model.encode(images)
+    assert not np.allclose(changed[0], latent[0])
+    np.testing.assert_allclose(changed[1], latent[1], atol=1e-13)

@@ -67,3 +67,18 @@ def test_equals_a_torch_twin_in_float64(rng):
     np.testing.assert_allclose(logits, twin(it).detach().numpy(), rtol=0, atol=1e-10)
     np.testing.assert_allclose(dimages, it.grad.numpy(), rtol=0, atol=1e-10)
     check_grads(model, twin)
+
+
+def test_a_replica_shares_weights_and_keeps_its_own_gradients(rng):
+    """What threaded training needs: the twin's gradients equal the model's, apart."""
+    model = tiny()
+    twin = model.replica()
+    images, dlogits = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((2, 3))
+    for m in (model, twin):
+        m(images)
+        m.backward(dlogits)
+    for name, g in model.grads().items():
+        np.testing.assert_array_equal(twin.grads()[name], g)
+        assert twin.grads()[name] is not g
+    assert twin.blocks[0]._attn._qkv is twin.blocks[0].attn.qkv
+    assert twin.blocks[0].attn.qkv.param("weight") is model.blocks[0].attn.qkv.param("weight")

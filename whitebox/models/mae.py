@@ -112,6 +112,22 @@ class MAE(Module):
         return order[:, :n]
 
     # ------------------------------------------------------------ compute
+    def encode(self, images):
+        """Encoder features of whole images (every patch seen), (B, 1 + L, d) after ``norm``,
+        cls token first; no loss and no backward (for probes and figures)."""
+        xp = self.xp
+        self._check_images(images)
+        pos = self._params["pos_embed"]
+        x = self.patch_embed(images.astype(self.dtype, copy=False)) + pos[:, 1:]   # (B, L, d)
+        cls = xp.broadcast_to(self._params["cls_token"] + pos[:, :1], (x.shape[0], 1, self.dim))
+        x = xp.concatenate([cls, x], axis=1)                             # (B, 1 + L, d)
+        for blk in self.blocks:
+            x = blk(x)
+        x = self.norm(x)
+        for _, m in self.named_modules():                                # nothing to backward
+            m._cache = None
+        return x
+
     def forward(self, images, mask=None, noise=None):
         """images (B, C, H, W) -> (loss, pred (B, L, p p C) in patchify order, mask (B, L)).
 

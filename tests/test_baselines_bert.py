@@ -82,3 +82,13 @@ def test_hugging_face_files_round_trip(tmp_path):
     raw["cls.predictions.decoder.bias"] = raw["cls.predictions.decoder.bias"] + 1
     with pytest.raises(ValueError, match="decoder.bias differs"):
         load_official(other, raw)
+
+
+def test_token_types_count_and_bad_ones_are_refused(rng):
+    model = tiny()
+    idx = rng.integers(0, 13, size=(1, 5))
+    assert not np.allclose(model(idx, np.ones((1, 5), dtype=np.int64)), model(idx))
+    with pytest.raises(ValueError, match=r"token_type_ids must lie in \[0, 2\), found 2"):
+        model(idx, np.full((1, 5), 2))
+    with pytest.raises(ValueError, match=r"token_type_ids have shape \(1, 4\), expected \(1, 5\)"):
+        model(idx, np.zeros((1, 4), dtype=np.int64))

@@ -123,3 +123,19 @@ def test_reads_a_hugging_face_gpt2_file(tmp_path, prefix):
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(other.state_dict()[k], v, err_msg=k)
     assert any(k.endswith(CONV1D_WEIGHTS[3]) for k in hf)
+
+
+def test_bad_inputs_are_refused(rng):
+    model = tiny()
+    with pytest.raises(ValueError, match=r"idx has T = 9 tokens .*block_size = 8"):
+        model(np.zeros((1, 9), dtype=np.int64))
+    with pytest.raises(ValueError, match=r"idx must lie in \[0, 11\), found 11"):
+        model(np.full((1, 3), 11))
+    cache = model.new_cache()
+    model.forward_cached(np.zeros((2, 6), dtype=np.int64), cache)
+    with pytest.raises(ValueError, match=r"the cache holds 6 tokens; 3 more exceed"):
+        model.forward_cached(np.zeros((2, 3), dtype=np.int64), cache)
+    with pytest.raises(ValueError, match=r"cache holds 2 sequences, idx has 1"):
+        model.forward_cached(np.zeros((1, 1), dtype=np.int64), cache)
+    with pytest.raises(ValueError, match=r"dim \(8\) must be divisible by heads \(3\)"):
+        tiny(heads=3)

@@ -22,7 +22,8 @@ def test_bert_base_has_hugging_faces_count():
 def test_names_are_hugging_faces():
     names = set(tiny().state_dict())
     layer = "bert.encoder.layer.1."
-    for n in ("bert.embeddings.word_embeddings.weight", "bert.embeddings.position_embeddings.weight",
+    for n in ("bert.embeddings.word_embeddings.weight",
+              "bert.embeddings.position_embeddings.weight",
               "bert.embeddings.token_type_embeddings.weight", "bert.embeddings.LayerNorm.weight",
               layer + "attention.self.query.weight", layer + "attention.self.key.bias",
               layer + "attention.self.value.weight", layer + "attention.output.dense.weight",

@@ -49,7 +49,8 @@ def test_loss_at_init_is_near_log_classes(rng):
 
 
 def test_bad_images_are_refused(rng):
-    with pytest.raises(ValueError, match=r"images have shape \(2, 1, 8, 8\), expected \(B, 3, 8, 8\)"):
+    with pytest.raises(ValueError,
+                       match=r"images have shape \(2, 1, 8, 8\), expected \(B, 3, 8, 8\)"):
         tiny()(rng.standard_normal((2, 1, 8, 8)))
 
 

@@ -111,7 +111,7 @@ class GPT(Module):
         return {"past": [None] * self.depth, "length": 0}
 
     def cache_bytes_per_token(self, batch=1):
-        """Bytes the cache grows by per generated token: 2 (k and v) depth d numbers per sequence."""
+        """Bytes the cache grows by per generated token: 2 depth d numbers (k and v) a sequence."""
         return 2 * self.depth * self.dim * batch * np.dtype(self.dtype).itemsize
 
     def forward_cached(self, idx, cache):

@@ -204,8 +204,8 @@ class TransformerBlock(Module):
         y, past = self._attn.step(self._norm1(x), past)
         x = x + y
         x = x + self._mlp(self._norm2(x))
-        for m in (self._norm1, self._norm2, self._mlp, self._mlp._fc1, self._mlp._fc2, self._mlp.act,
-                  self._mlp.drop):
+        mlp = self._mlp
+        for m in (self._norm1, self._norm2, mlp, mlp._fc1, mlp._fc2, mlp.act, mlp.drop):
             m._cache = None
         return x, past
 

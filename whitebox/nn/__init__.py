@@ -8,6 +8,7 @@ from .layers import (GELU, Dropout, Embedding, Identity, LayerNorm, Linear, Patc
 from .lm_layers import LMAttention, LMBlock
 from .module import Module, ModuleList, Sequential
 from .patch_embed import PatchConv, PatchEmbed
+from .transformer import MLP, MultiHeadAttention, TransformerBlock
 
 __all__ = ["Module", "Sequential", "ModuleList", "Linear", "LayerNorm", "ReLU", "GELU",
            "Softmax", "Dropout", "Embedding", "Patchify", "Unpatchify", "Identity",

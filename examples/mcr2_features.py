@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import pathlib
+import sys
 import time
 
 import numpy as np
@@ -162,7 +163,8 @@ def train(args):
     Z0_tr, Z0_te = features(model, X_tr), features(model, X_te)
     history = {k: [v] for k, v in zip(("R", "Rc", "dR"), rates(Z0_tr, y_tr, args.eps))}
     steps_per_epoch = max(1, len(y_tr) // args.batch_size)
-    bar = tqdm(range(args.epochs), desc="MCR^2", unit="epoch")
+    # a bar only where someone watches it: a redirected log gets no carriage returns
+    bar = tqdm(range(args.epochs), desc="MCR^2", unit="epoch", disable=not sys.stderr.isatty())
     for _ in bar:
         order = rng.permutation(len(y_tr))
         for s in range(steps_per_epoch):

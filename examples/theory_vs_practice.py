@@ -62,7 +62,7 @@ def train_one(name, model, attention, args, seed):
                   dim=args.dim, depth=args.depth, heads=args.heads,
                   dim_head=args.dim // args.heads, patch=args.patch,
                   measure_size=args.measure_size, out=out, overwrite=True, figures=False,
-                  progress=not args.no_progress, **attention)
+                  progress=args.progress, **attention)
     last = history[-1]                       # rc, nonzero: on held-out images, after training
     return dict(name=name, acc=last["test_acc"], accs=[h["test_acc"] for h in history],
                 rc=last["rc"], nonzero=last["nonzero"],
@@ -152,7 +152,8 @@ def parse_args(argv=None):
                    help="seeds (initialisation, batch order and held-out split); each variant "
                         "trains once per seed")
     p.add_argument("--out", default="runs/theory_vs_practice")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: only when stderr is a terminal)")
     return p.parse_args(argv)
 
 
@@ -176,10 +177,13 @@ def main(argv=None):
             runs.append(r)
         results.append(combine(runs))
     text = table(results, args)
-    with open(os.path.join(args.out, "table.md"), "w") as f:
+    table_path = os.path.join(args.out, "table.md")
+    figure_path = os.path.join(args.out, "theory_vs_practice.png")
+    with open(table_path, "w") as f:
         f.write(text)
-    figure(results, os.path.join(args.out, "theory_vs_practice.png"))
+    figure(results, figure_path)
     print(text)
+    print(f"table: {table_path}\nfigure: {figure_path}\nruns: {args.out}/<variant>/seed<S>")
     return results
 
 

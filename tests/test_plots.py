@@ -69,3 +69,25 @@ def test_mlm_curves_show_masked_accuracy_and_the_unigram_line(drawn):
     acc = fig.axes[1]
     assert "masked accuracy" in acc.get_title()
     assert any(np.allclose(line.get_ydata(), 23.8) for line in acc.get_lines())
+
+
+def test_atoms_of_a_model_reading_both_sides_come_with_their_right_context(drawn):
+    from whitebox.data.text import CharTokenizer
+    from whitebox.models import CRATEBERT
+    from whitebox.tasks.lm import plot_atoms, top_atom_contexts
+
+    text = "the quick brown fox jumps over the lazy dog. " * 4
+    tokenizer = CharTokenizer(sorted(set(text)))
+    ids = np.asarray(tokenizer.encode(text))
+    windows = np.stack([ids[i:i + 24] for i in range(0, 96, 8)])            # (12, 24)
+    model = CRATEBERT(len(tokenizer.chars), 24, 16, 1, 2, seed=0)
+    found = top_atom_contexts(model, windows, tokenizer, atoms=3, per_atom=4, left=5, right=5)
+    assert len(found) == 3
+    for _, _, hits in found:
+        for left, char, after, _ in hits:
+            assert len(char) == 1 and len(left) <= 5 and len(after) <= 5
+            assert left + char + after in text                  # one stretch of the text
+    plot_atoms(model, windows, tokenizer, "atoms.png", atoms=3, per_atom=4, right=5)
+    texts = [t.get_text() for ax in drawn[-1].axes for t in ax.texts]
+    for header in ("before", "char", "after", "code"):
+        assert texts.count(header) == 3                          # one header row per atom

@@ -21,6 +21,7 @@ import sys
 
 import numpy as np
 
+from _common import warn_if_loaded  # noqa: E402
 from whitebox import backend, memory, threads
 from whitebox.functional import mssa_variant_backward, mssa_variant_forward
 from whitebox.models import CRATE
@@ -94,6 +95,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2,
                     help="threads: PyTorch's, and whitebox's batch shards (BLAS for table 2)")
     args = ap.parse_args(argv)
+    warn_if_loaded()
     memory.keep_freed_memory()                   # as training runs
 
     torch = load_torch()

@@ -43,6 +43,8 @@ import tracemalloc
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import machine_state, warn_if_loaded  # noqa: E402
 import whitebox as wb
 from whitebox import backend, memory, threads
 from whitebox.functional import fused
@@ -385,6 +387,7 @@ def main(argv=None):
     ap.add_argument("--malloc-default", action="store_true",
                     help="leave malloc's thresholds alone (no keep_freed_memory)")
     args = ap.parse_args(argv)
+    warn_if_loaded()
     kept = not args.malloc_default and memory.keep_freed_memory()
     torch = load_torch()
     miss = "no torch" if torch is None else "-"
@@ -397,7 +400,7 @@ def main(argv=None):
         if torch is not None and args.backend == "numpy":
             torch.set_num_threads(args.threads)
             torch_rate = torch_gemm_rate(torch, args.gemm_size)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    state = machine_state()                      # before the timings add their own load
     rows = [bench(n, args.backend, torch, args.threads, args.repeats, args.warmup,
                   not args.no_compile, peak) for n in args.configs]
 
@@ -405,9 +408,8 @@ def main(argv=None):
           f"{args.threads} thread(s), median of {args.repeats} alternating steps; "
           f"{args.gemm_size}^3 GEMM: {peak / 1e9:.0f} GFLOP/s"
           + (f" (PyTorch's: {torch_rate / 1e9:.0f})" if torch_rate else "")
-          + f"; load average at start {load:.1f} on "
-          f"{os.cpu_count()} cores" + (" (machine LOADED: wall times are noisy)"
-                                       if load > 0.5 * (os.cpu_count() or 1) else ""))
+          + f"; machine at start: {state}"
+          + (" (wall times are noisy)" if state.startswith("LOADED") else ""))
     print(f"fused loops: {fused_state(args.backend)}; malloc: "
           + ("freed memory kept for reuse (whitebox.memory)" if kept else "default thresholds"))
     print("| config | batch | whitebox ms | wb, NumPy only ms | eager ms | compiled (folded) ms | "

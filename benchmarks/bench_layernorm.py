@@ -10,12 +10,16 @@ Every column runs under whitebox.memory.keep_freed_memory(), as training does
 (--malloc-default leaves malloc alone).
 """
 import argparse
+import os
+import sys
 import statistics
 import time
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import warn_if_loaded  # noqa: E402
 from whitebox import memory
 from whitebox.functional import fused
 from whitebox.functional.layernorm import (layernorm_backward, layernorm_forward,
@@ -34,6 +38,7 @@ def main(argv=None):
     ap.add_argument("--malloc-default", action="store_true",
                     help="leave malloc's thresholds alone (no keep_freed_memory)")
     args = ap.parse_args(argv)
+    warn_if_loaded()
     kept = not args.malloc_default and memory.keep_freed_memory()
     try:
         import torch

@@ -11,10 +11,14 @@ tokens per second of CRATEGPT.generate with the one-tensor-per-layer cache
 and without it (every new token re-runs the whole window).
 """
 import argparse
+import os
+import sys
 import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import warn_if_loaded  # noqa: E402
 from bench_crate import time_runners
 from whitebox import backend, memory
 from whitebox.functional import token_cross_entropy
@@ -101,6 +105,7 @@ def main(argv=None):
     ap.add_argument("--new-tokens", type=int, default=32, help="tokens generated per timing")
     ap.add_argument("--threads", type=int, default=0, help="PyTorch threads (0: its default)")
     args = ap.parse_args(argv)
+    warn_if_loaded()
     memory.keep_freed_memory()                   # as training runs
     if args.threads:
         try:

@@ -11,10 +11,14 @@ whitebox / PyTorch and the peak memory of one step, measured as
 benchmarks/bench_crate.py measures it (its profiler helper, shared).
 """
 import argparse
+import os
+import sys
 import tracemalloc
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import warn_if_loaded  # noqa: E402
 import bench_crate
 from bench_crate import fmt
 from whitebox import backend, memory, threads as blas_threads
@@ -111,6 +115,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2,
                     help="threads of NumPy's BLAS and of PyTorch, the same for both")
     args = ap.parse_args(argv)
+    warn_if_loaded()
     memory.keep_freed_memory()                   # as training runs
     with blas_threads.limited(args.threads):
         rows = [bench(n, CONFIGS[n], args.backend, args.repeats, args.warmup, args.threads)

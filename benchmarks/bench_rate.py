@@ -21,11 +21,15 @@ which comes with scikit-learn) gives steadier numbers.
 """
 import contextlib
 import argparse
+import os
+import sys
 import statistics
 import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import warn_if_loaded  # noqa: E402
 from whitebox import backend, rate
 
 
@@ -96,6 +100,7 @@ def main(argv=None):
                    help="BLAS/LAPACK and PyTorch threads (0: the libraries' defaults)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference rows")
     args = p.parse_args(argv)
+    warn_if_loaded()
 
     rng = np.random.default_rng(0)
     shape = (args.batch, args.tokens, args.dim)

@@ -9,6 +9,7 @@ shows the rare very slow calls that multi-threaded BLAS makes when a core
 is busy; a reduction is chosen by its worst column, not its best.
 """
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -16,6 +17,9 @@ import time
 
 import numpy as np
 from threadpoolctl import threadpool_limits
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import warn_if_loaded  # noqa: E402
 
 SHAPES = [(2080, 384), (1576, 384), (6400, 96), (12480, 64)]
 
@@ -50,6 +54,7 @@ def main(argv=None):
     ap.add_argument("--busy", action="store_true", help="run one busy process alongside")
     ap.add_argument("--calls", type=int, default=200)
     args = ap.parse_args(argv)
+    warn_if_loaded()
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
     try:
         rng = np.random.default_rng(0)

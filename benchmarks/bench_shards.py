@@ -1,6 +1,6 @@
 """Two cores for one training step: batch shards in threads against BLAS threads, idle and loaded.
 
-    python benchmarks/bench_shards.py [--repeats 7]
+    python benchmarks/bench_shards.py [--repeats 7] [--models quickstart mnist-demo]
 
 For each model, the median wall time of one float32 training step
 (forward, cross-entropy, backward) three ways, alternating step by step:
@@ -8,8 +8,10 @@ For each model, the median wall time of one float32 training step
 - 2 shards: the batch split in two, each half run by its own thread with a
   one-thread BLAS (whitebox/training/threaded.py; what --threads 2 does);
 - 2 BLAS threads: one step, the matrix products on two BLAS threads.
-First on the machine as it is ("idle"), then beside one busy process
-(`python -c "while True: pass"`), as a laptop running something else would be.
+First on the machine as it is (labelled "idle" only when its load average
+is below half a process per core, else "LOADED", with a warning), then
+beside one busy process (`python -c "while True: pass"`), as a laptop
+running something else would be.
 """
 import argparse
 import os
@@ -24,15 +26,25 @@ from whitebox.models import CRATE
 from whitebox.training.threaded import ShardThreads
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import machine_state, warn_if_loaded  # noqa: E402
 from bench_crate import shard_step, time_runners  # noqa: E402
 
-# name -> (batch, image side, patch, dim, depth, heads, dim_head)
+# short name -> (label, (batch, image side, patch, dim, depth, heads, dim_head))
 MODELS = {
-    "Quickstart (d 96, L 4, patch 7)": (64, 28, 7, 96, 4, 4, 24),
-    "mnist-demo (d 96, L 4, patch 4)": (128, 28, 4, 96, 4, 4, 24),
-    "wider (d 256, L 8, patch 7)": (128, 28, 7, 256, 8, 4, 64),
-    "cifar-crate-t (d 384, L 12, patch 4)": (32, 32, 4, 384, 12, 6, 64),
+    "quickstart": ("Quickstart (d 96, L 4, patch 7)", (64, 28, 7, 96, 4, 4, 24)),
+    "mnist-demo": ("mnist-demo (d 96, L 4, patch 4)", (128, 28, 4, 96, 4, 4, 24)),
+    "wider": ("wider (d 256, L 8, patch 7)", (128, 28, 7, 256, 8, 4, 64)),
+    "cifar-crate-t": ("cifar-crate-t (d 384, L 12, patch 4)", (32, 32, 4, 384, 12, 6, 64)),
 }
+
+
+def model_name(text):
+    """--models: a short name (or a table label, as older commands wrote them)."""
+    for short, (label, _) in MODELS.items():
+        if text.lower() in (short, label.lower()):
+            return short
+    raise argparse.ArgumentTypeError(f"unknown model {text!r}; choose from "
+                                     f"{', '.join(MODELS)}")
 
 
 def runners(batch, side, patch, dim, depth, heads, dim_head):
@@ -64,20 +76,26 @@ def runners(batch, side, patch, dim, depth, heads, dim_head):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--models", nargs="+", default=list(MODELS), type=model_name,
+                    metavar="MODEL", help=f"models to time (default: all): {', '.join(MODELS)}")
     args = ap.parse_args(argv)
     memory.keep_freed_memory()                   # as training runs
     rows = []
-    for condition in ("idle", "one busy process"):
+    for busy_too in (False, True):
         busy = None
-        if condition != "idle":
+        if busy_too:
             busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
             time.sleep(0.5)
+            condition = "one busy process"
+        else:
+            warn_if_loaded("the 'as it is' timings")
+            condition = machine_state()
         try:
             for name in args.models:
-                run, x = runners(*MODELS[name])
+                label, config = MODELS[name]
+                run, x = runners(*config)
                 wall, _ = time_runners(run, x, None, args.repeats, 2)
-                rows.append((name, condition, wall))
+                rows.append((label, condition, wall))
         finally:
             if busy is not None:
                 busy.kill()

@@ -7,7 +7,9 @@ With --threads 2 the training splits each batch into 2 shards run by 2
 threads (whitebox/training/threaded.py); --threads 1 runs one thread.
 
 Runs `python -m whitebox.train --epochs E --no-figures` alternating between
-thread counts, first on the machine as it is ("idle"), then beside one busy
+thread counts, first on the machine as it is (labelled "idle" only when its
+load average is below half a process per core, else "LOADED", with a
+warning), then beside one busy
 process (`python -c "while True: pass"`), and prints the median wall time and
 CPU time (user + system) of each. The thread count is passed as `--threads`
 when the training command has that flag, else through the BLAS environment
@@ -21,6 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import machine_state, warn_if_loaded  # noqa: E402
 
 
 def has_threads_flag():
@@ -66,10 +71,14 @@ def main(argv=None):
     print("| machine | threads | wall s | CPU s | last line |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for condition in ("idle", "one busy process"):
+        for busy_too in (False, True):
             busy = None
-            if condition != "idle":
+            if busy_too:
                 busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                condition = "one busy process"
+            else:
+                warn_if_loaded("the 'as it is' timings")
+                condition = machine_state()
             try:
                 results = {n: [] for n in args.threads}
                 for _ in range(args.repeats):

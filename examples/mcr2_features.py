@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import pathlib
+import sys
 import time
 
 import numpy as np
@@ -116,7 +117,7 @@ def save_similarity_figure(path, panels, y):
     from matplotlib.figure import Figure
 
     order = np.argsort(y, kind="stable")
-    fig = Figure(figsize=(5 * len(panels), 4.4))
+    fig = Figure(figsize=(5 * len(panels), 4.6), layout="constrained")
     axes = fig.subplots(1, len(panels))
     for ax, (title, Z) in zip(np.atleast_1d(axes), panels):
         Zs = Z[order]
@@ -125,9 +126,18 @@ def save_similarity_figure(path, panels, y):
         for e in edges:
             ax.axhline(e, color="k", lw=0.3)
             ax.axvline(e, color="k", lw=0.3)
+        # one tick per class, at the middle of its block
+        bounds = np.concatenate([[-0.5], edges, [len(y) - 0.5]])
+        centres = (bounds[:-1] + bounds[1:]) / 2
+        classes = [str(c) for c in np.unique(y)]
+        ax.set_xticks(centres, classes, fontsize=7)
+        ax.set_yticks(centres, classes, fontsize=7)
+        ax.tick_params(length=0)
         ax.set_title(title)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set_xlabel("samples, sorted by class")
+        ax.set_ylabel("samples, sorted by class")
+    fig.suptitle(f"$|Z Z^T|$ of {len(y)} samples sorted by class (lines: class boundaries); "
+                 "a block-diagonal matrix = orthogonal class subspaces", fontsize=10)
     fig.colorbar(im, ax=axes, shrink=0.8, label="|cosine similarity|")
     fig.savefig(path, dpi=120)
 
@@ -162,7 +172,8 @@ def train(args):
     Z0_tr, Z0_te = features(model, X_tr), features(model, X_te)
     history = {k: [v] for k, v in zip(("R", "Rc", "dR"), rates(Z0_tr, y_tr, args.eps))}
     steps_per_epoch = max(1, len(y_tr) // args.batch_size)
-    bar = tqdm(range(args.epochs), desc="MCR^2", unit="epoch")
+    # a bar only where someone watches it: a redirected log gets no carriage returns
+    bar = tqdm(range(args.epochs), desc="MCR^2", unit="epoch", disable=not sys.stderr.isatty())
     for _ in bar:
         order = rng.permutation(len(y_tr))
         for s in range(steps_per_epoch):

@@ -62,7 +62,7 @@ def train_one(name, model, attention, args, seed):
                   dim=args.dim, depth=args.depth, heads=args.heads,
                   dim_head=args.dim // args.heads, patch=args.patch,
                   measure_size=args.measure_size, out=out, overwrite=True, figures=False,
-                  progress=not args.no_progress, **attention)
+                  progress=args.progress, **attention)
     last = history[-1]                       # rc, nonzero: on held-out images, after training
     return dict(name=name, acc=last["test_acc"], accs=[h["test_acc"] for h in history],
                 rc=last["rc"], nonzero=last["nonzero"],
@@ -75,9 +75,12 @@ def combine(runs):
     """One row from the runs of one variant over several seeds (means; medians of times)."""
     accs = np.array([r["acc"] for r in runs])
     rc = np.mean([r["rc"] for r in runs], axis=0)
+    spread = {f"{k}_std": np.std([r[k] for r in runs], axis=0).tolist()
+              for k in ("accs", "rc", "nonzero")}          # over seeds: the figure's error bars
     return dict(name=runs[0]["name"], acc=float(accs.mean()), acc_std=float(accs.std()),
                 seeds=len(runs), accs=np.mean([r["accs"] for r in runs], axis=0).tolist(),
                 rc=rc.tolist(), nonzero=np.mean([r["nonzero"] for r in runs], axis=0).tolist(),
+                **spread,
                 monotone=bool(np.all(np.diff(rc) < 0)),
                 seconds=float(np.median([r["seconds"] for r in runs])),
                 params=runs[0]["params"])
@@ -105,32 +108,51 @@ def table(results, args):
 
 
 def figure(results, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
-    for r in results:
+    """2 x 2 panels: accuracy per epoch, Rc and non-zeros per layer, seconds per step.
+
+    Points are means over the seeds, error bars their standard deviation
+    (none with one seed); one legend names the variants of the three line
+    panels, the bar panel names them on its axis.
+    """
+    from matplotlib.figure import Figure    # no pyplot: nothing touches a display
+
+    seeds = results[0].get("seeds", 1)
+    fig = Figure(figsize=(10, 7.2), layout="constrained")
+    axes = fig.subplots(2, 2).ravel()
+    offsets = np.linspace(-0.12, 0.12, len(results))      # side by side, so bars stay apart
+    for r, dx in zip(results, offsets):
         epochs = np.arange(1, len(r["accs"]) + 1)
-        axes[0].plot(epochs, 100 * np.array(r["accs"]), marker="o", label=r["name"])
         layers = np.arange(1, len(r["rc"]) + 1)
-        axes[1].plot(layers, r["rc"], marker="o", label=r["name"])
-        axes[2].plot(layers, r["nonzero"], marker="o", label=r["name"])
+        for ax, x, key, scale in ((axes[0], epochs, "accs", 100), (axes[1], layers, "rc", 1),
+                                  (axes[2], layers, "nonzero", 1)):
+            std = r.get(f"{key}_std") if seeds > 1 else None
+            ax.errorbar(x + dx, scale * np.asarray(r[key]),
+                        yerr=None if std is None else scale * np.asarray(std),
+                        marker="o", ms=4, capsize=2, label=r["name"])
     names = [r["name"] for r in results]
     axes[3].barh(names, [r["seconds"] for r in results])
     axes[3].invert_yaxis()
-    for ax, title, xlabel in ((axes[0], "held-out accuracy (%)", "epoch"),
-                              (axes[1], "Rc of the layer input (lower = more compressed)",
-                               "layer"),
-                              (axes[2], "non-zero fraction of the sparse codes", "layer"),
-                              (axes[3], "seconds per training step", "s")):
+    axes[3].set_xlim(left=0)
+    axes[2].set_ylim(0, 1.02)
+    for ax, title, xlabel, ylabel in (
+            (axes[0], "held-out accuracy", "epoch", "% (axis not from 0)"),
+            (axes[1], "Rc of the layer input (lower = more compressed)", "layer",
+             "Rc (axis not from 0)"),
+            (axes[2], "non-zero fraction of the sparse codes", "layer", "fraction"),
+            (axes[3], "seconds per training step (median)", "s", None)):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(xlabel)
+        if ylabel:
+            ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
     for ax in axes[1:3]:
         ax.set_xticks(np.arange(1, len(results[0]["rc"]) + 1))
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    axes[0].set_xticks(np.arange(1, len(results[0]["accs"]) + 1))
+    axes[0].legend(fontsize=8, title="variant (all line panels)", title_fontsize=8)
+    fig.suptitle(f"Mean over {seeds} seed{'s' if seeds > 1 else ''}"
+                 + (", error bars: standard deviation over seeds" if seeds > 1 else
+                    " (no error bars: pass --seeds 0 1 2)"), fontsize=10)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def parse_args(argv=None):
@@ -152,7 +174,8 @@ def parse_args(argv=None):
                    help="seeds (initialisation, batch order and held-out split); each variant "
                         "trains once per seed")
     p.add_argument("--out", default="runs/theory_vs_practice")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: only when stderr is a terminal)")
     return p.parse_args(argv)
 
 
@@ -176,10 +199,13 @@ def main(argv=None):
             runs.append(r)
         results.append(combine(runs))
     text = table(results, args)
-    with open(os.path.join(args.out, "table.md"), "w") as f:
+    table_path = os.path.join(args.out, "table.md")
+    figure_path = os.path.join(args.out, "theory_vs_practice.png")
+    with open(table_path, "w") as f:
         f.write(text)
-    figure(results, os.path.join(args.out, "theory_vs_practice.png"))
+    figure(results, figure_path)
     print(text)
+    print(f"table: {table_path}\nfigure: {figure_path}\nruns: {args.out}/<variant>/seed<S>")
     return results
 
 

@@ -401,3 +401,44 @@ def test_clean_stale_temporaries_removes_only_killed_writes(tmp_path):
     assert clean_stale_temporaries(tmp_path) == []
     atomic_write(tmp_path / "metrics.json", lambda f: f.write(b"{}"))   # its own names match
     assert clean_stale_temporaries(tmp_path) == []
+
+
+def test_clean_stale_temporaries_when_another_process_removed_one_first(tmp_path, monkeypatch):
+    """Two processes cleaning at once: the file the listing showed is gone when removed."""
+    gone, kept = tmp_path / ".checkpoint.npz.0123abcd.tmp", tmp_path / ".metrics.jsonl.89abcdef.tmp"
+    gone.write_bytes(b"left by a killed write")
+    kept.write_bytes(b"left by a killed write")
+    listing = list(os.scandir(tmp_path))
+    for entry in listing:
+        entry.is_file(follow_symlinks=False)      # what the listing knew, cached
+    gone.unlink()                                  # the other process was first
+    monkeypatch.setattr(os, "scandir", lambda directory: iter(listing))
+    assert clean_stale_temporaries(tmp_path) == [str(kept)]
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+@pytest.mark.parametrize("point", ["created", "written", "synced", "renamed"])
+def test_atomic_write_fault_points(tmp_path, monkeypatch, point):
+    """The crash tests' hook stops atomic_write at each named step, in this state."""
+    import whitebox.checkpoint as checkpoint
+
+    class Killed(BaseException):
+        pass
+
+    def hook(at, path):
+        if at == point:
+            raise Killed(sorted(os.listdir(tmp_path)))
+
+    target = tmp_path / "file.bin"
+    target.write_bytes(b"old")
+    monkeypatch.setattr(checkpoint, "_fault_hook", hook)
+    with pytest.raises(Killed) as stopped:
+        atomic_write(target, lambda f: f.write(b"new"))
+    listing = stopped.value.args[0]
+    if point == "renamed":
+        assert listing == ["file.bin"]
+    else:
+        assert len(listing) == 2 and checkpoint.TEMP_NAME.fullmatch(listing[0]), listing
+    # the error path removes the temporary (a SIGKILL would leave it for the next start)
+    assert os.listdir(tmp_path) == ["file.bin"]
+    assert target.read_bytes() == (b"new" if point == "renamed" else b"old")

@@ -44,15 +44,44 @@ train.main(sys.argv[1:])
 """
 
 
-def train(out, *extra, ranks=None, shard_log=None):
-    job = ["-c", RECORDING_SHARDS] if shard_log else ["-m", "whitebox.train"]
+# python -m whitebox.train, with the writing rank killed (SIGKILL) at step KILL_AT of
+# atomic_write (see whitebox.checkpoint._fault_hook) in its KILL_WRITE-th checkpoint write
+KILLED_WRITER = """
+import os, signal, sys
+from whitebox import checkpoint
+writes = []
+def hook(point, path):
+    if os.path.basename(path) != "checkpoint.npz":
+        return
+    if point == "created":
+        writes.append(path)
+    if point == os.environ["KILL_AT"] and len(writes) == int(os.environ["KILL_WRITE"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+checkpoint._fault_hook = hook
+from whitebox import train
+train.main(sys.argv[1:])
+"""
+
+# OpenMPI refuses to start as root without these, and wants leave to put two ranks
+# on one core; other MPI libraries ignore them
+MPI_ENV = dict(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1")
+
+
+def train(out, *extra, ranks=None, shard_log=None, kill_at=None, kill_write=2):
+    job = (["-c", RECORDING_SHARDS] if shard_log else ["-c", KILLED_WRITER] if kill_at
+           else ["-m", "whitebox.train"])
     cmd = [sys.executable, *job, *SMALL, "--out", str(out), *extra]
     if ranks:
         cmd = [mpirun(), "-n", str(ranks), *cmd, "--distributed"]
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-               SHARD_LOG=str(shard_log or ""))
+               SHARD_LOG=str(shard_log or ""), KILL_AT=str(kill_at), KILL_WRITE=str(kill_write),
+               **MPI_ENV)
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    if kill_at:
+        assert r.returncode != 0, "the writer was to be killed: " + r.stdout[-2000:]
+    else:
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     return r.stdout
 
 
@@ -104,6 +133,61 @@ def test_two_ranks_resume_exactly(tmp_path):
     assert_same_curve(curve(tmp_path / "split"), curve(tmp_path / "whole"))
 
 
+TIME_KEYS = ("step_seconds", "seconds", "elapsed")
+
+
+def temporaries(out):
+    return sorted(name for name in os.listdir(out) if name.endswith(".tmp"))
+
+
+def checkpoint_contents(path):
+    """The checkpoint's arrays and metadata, less what names the run (folder, run id)."""
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    meta = json.loads(arrays.pop("__meta__").tobytes().decode("utf-8"))
+    for key in ("out", "resume"):
+        meta["extra"]["config"].pop(key)
+    meta["extra"].pop("run_id")
+    return arrays, meta
+
+
+@pytest.fixture(scope="module")
+def whole_three_epochs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole")
+    train(out, "--epochs", "3", ranks=2)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", ["created", "written", "synced", "renamed"])
+def test_two_ranks_resume_after_the_writer_died_mid_checkpoint(tmp_path, whole_three_epochs,
+                                                                 kill_at):
+    """Rank 0 dies inside atomic_write of epoch 2's checkpoint: before the rename (an
+    empty, a partly written or a whole temporary is left beside epoch 1's checkpoint)
+    or right after it. Both ranks resume; only rank 0 removes the temporary, and the
+    run ends exactly where the uninterrupted 2-rank run ends."""
+    mpirun()
+    cut = tmp_path / "cut"
+    train(cut, "--epochs", "3", ranks=2, kill_at=kill_at, kill_write=2)
+    epochs_saved = np.load(cut / "checkpoint.npz")["__meta__"].tobytes().decode()
+    if kill_at == "renamed":
+        assert temporaries(cut) == [] and '"epoch": 2' in epochs_saved
+    else:
+        assert len(temporaries(cut)) == 1 and '"epoch": 1' in epochs_saved
+    train(cut, "--epochs", "3", "--resume", ranks=2)
+    assert temporaries(cut) == []
+    strip = lambda records: [{k: v for k, v in r.items() if k not in TIME_KEYS + ("run",)}
+                             for r in records]
+    assert strip(curve(cut)) == strip(curve(whole_three_epochs))          # bit for bit
+    arrays, meta = checkpoint_contents(cut / "checkpoint.npz")
+    want_arrays, want_meta = checkpoint_contents(whole_three_epochs / "checkpoint.npz")
+    assert meta == want_meta
+    assert sorted(arrays) == sorted(want_arrays)
+    for k in arrays:
+        assert arrays[k].dtype == want_arrays[k].dtype
+        np.testing.assert_array_equal(arrays[k], want_arrays[k], err_msg=k)
+
+
 class Comm:
     """A stand-in communicator: rank ``rank`` of ``size``; Allreduce sums over ``peers``
     (one dict shared by ranks running in threads, met at ``barrier``)."""
@@ -116,6 +200,15 @@ class Comm:
 
     def Get_size(self):
         return self.size
+
+    def bcast(self, obj, root=0):
+        """Rank ``root``'s obj to every rank; the others wait for it (as MPI's bcast)."""
+        if self.rank == root:
+            self.peers["bcast"] = obj
+        self.barrier.wait()
+        obj = self.peers["bcast"]
+        self.barrier.wait()
+        return obj
 
     def Allreduce(self, _, buf, op=None):
         self.peers[self.rank] = buf.copy()
@@ -165,3 +258,92 @@ def test_allreduce_weights_ranks_by_their_counts():
         for g in m.grads().values():
             np.testing.assert_allclose(g, expected)
     assert float(out[0]["count"]) == 4.0 and float(out[1]["loss"]) == 2.0
+
+
+def two_ranks(work):
+    """work(rank, comm) in two threads as stand-in MPI ranks; (results, errors) by rank."""
+    barrier, peers, results, errors = threading.Barrier(2, timeout=20), {}, {}, {}
+
+    def rank(r):
+        try:
+            results[r] = work(r, Comm(r, 2, peers, barrier))
+        except BaseException as err:
+            errors[r] = err
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, errors
+
+
+def shared_run(out, rank, comm):
+    from whitebox.training.distributed import DataParallel, SharedRun
+
+    return SharedRun(str(out), DataParallel(comm))
+
+
+def folder_state(out):
+    return {name: (out / name).read_bytes() for name in sorted(os.listdir(out))
+            if (out / name).is_file()}
+
+
+def test_only_the_writer_cleans_the_run_folder_on_resume(tmp_path, monkeypatch):
+    """Rank 1 waits until rank 0 has removed the stale temporary and takes its config;
+    it never removes or writes anything (an os.remove / os.replace of its fails here)."""
+    pytest.importorskip("mpi4py")
+    (tmp_path / "config.json").write_text('{"task": "classify", "run_id": "abc"}')
+    (tmp_path / "checkpoint.npz").write_bytes(b"epoch 1")
+    (tmp_path / ".checkpoint.npz.0123abcd.tmp").write_bytes(b"left by the killed writer")
+    writer_thread = []
+    remove, replace = os.remove, os.replace
+
+    def only_rank0(real):
+        def call(*args, **kwargs):
+            assert threading.current_thread() is writer_thread[0], "rank 1 changed the folder"
+            return real(*args, **kwargs)
+        return call
+    monkeypatch.setattr(os, "remove", only_rank0(remove))
+    monkeypatch.setattr(os, "replace", only_rank0(replace))
+
+    def work(rank, comm):
+        if rank == 0:
+            writer_thread.append(threading.current_thread())
+        run = shared_run(tmp_path, rank, comm)
+        saved = run.open_for_resume()
+        run.write_metrics([{"epoch": 1}])
+        run.write_config({"task": "classify"})
+        return saved, run.run_id
+    results, errors = two_ranks(work)
+    assert errors == {}
+    assert results[0] == results[1] == ({"task": "classify", "run_id": "abc"}, "abc")
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.npz", "config.json", "metrics.jsonl"]
+
+
+def test_other_ranks_take_the_writers_fresh_start_and_its_errors(tmp_path):
+    pytest.importorskip("mpi4py")
+    (tmp_path / "config.json").write_text('{"task": "classify", "run_id": "earlier"}')
+    with pytest.warns(UserWarning, match="held an earlier run"):     # rank 0's word only
+        results, errors = two_ranks(lambda rank, comm: shared_run(tmp_path, rank,
+                                                                  comm).start_fresh())
+    assert errors == {}
+    assert results[0] == results[1] == ["config.json"]
+    assert os.listdir(tmp_path / "earlier" / "earlier") == ["config.json"]
+
+    def resume_missing(rank, comm):
+        run = shared_run(tmp_path / "nowhere", rank, comm)
+        return run.open_for_resume()
+    results, errors = two_ranks(resume_missing)
+    assert results == {} and sorted(errors) == [0, 1]
+    for err in errors.values():
+        assert isinstance(err, FileNotFoundError) and "config.json" in str(err)
+
+
+def test_fresh_ranks_share_one_run_id(tmp_path):
+    pytest.importorskip("mpi4py")
+    def work(rank, comm):
+        run = shared_run(tmp_path, rank, comm)
+        run.start_fresh()
+        return run.run_id
+    results, errors = two_ranks(work)
+    assert errors == {} and results[0] == results[1] and len(results[0]) == 16

@@ -106,16 +106,36 @@ def clean_stale_temporaries(directory):
     Only regular files named like atomic_write's temporaries,
     ``.<name>.<8 hex digits>.tmp``, are removed: nothing else, no folder, no
     link, nothing in subfolders. Call it when no other process is writing
-    into ``directory`` (a training run does, at its start).
-    Returns: the sorted list of removed paths.
+    into ``directory`` (a training run does, at its start; in a distributed
+    run only the writing rank does). A temporary that is gone by the time it
+    is removed (another process removed it first) is not an error.
+    Returns: the sorted list of paths this call removed.
     """
     directory = os.fspath(directory)
     removed = []
     for entry in os.scandir(directory):
         if TEMP_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
-            os.remove(entry.path)
+            try:
+                os.remove(entry.path)
+            except FileNotFoundError:
+                continue
             removed.append(entry.path)
     return sorted(removed)
+
+
+# Fault injection for the crash tests: None, or a callable ``hook(point, path)``
+# that atomic_write calls at each of its steps, with point one of
+#   "created"  the temporary exists, empty
+#   "written"  write(f) returned; part of the data may still sit in f's buffer
+#   "synced"   the temporary is complete and fsync'ed, not yet renamed
+#   "renamed"  os.replace is done, the directory not yet fsync'ed
+# A test sets it to kill the process at a chosen step (tests/test_distributed.py).
+_fault_hook = None
+
+
+def _reached(point, path):
+    if _fault_hook is not None:
+        _fault_hook(point, path)
 
 
 def atomic_write(path, write, binary=True):
@@ -133,14 +153,20 @@ def atomic_write(path, write, binary=True):
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
+            _reached("created", path)
             write(f)
+            _reached("written", path)
             f.flush()
             os.fsync(f.fileno())
+        _reached("synced", path)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        try:
             os.remove(tmp)
+        except FileNotFoundError:
+            pass
         raise
+    _reached("renamed", path)
     _fsync_directory(directory)
 
 

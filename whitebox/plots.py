@@ -3,8 +3,9 @@
 - :func:`plot_curves`: loss and accuracy per epoch, train and held-out.
 - :func:`plot_layer_measures`: per layer, the compression term Rc of the
   MSSA input on the layer's own subspaces, and the non-zero fraction of the
-  ISTA output (1 - sparsity), one line per epoch: the paper's two measures
-  of what each layer does.
+  ISTA output (1 - sparsity), one labelled line per drawn epoch (at most
+  six, spread over the run): the paper's two measures of what each layer
+  does.
 - :func:`plot_attention`: the class token's attention over the patch grid,
   per head, for a few images.
 
@@ -28,6 +29,20 @@ def save(fig, path):
     """Write ``fig`` as a PNG; returns the path."""
     fig.savefig(path, dpi=110)
     return path
+
+
+def epochs_to_draw(history, most=6):
+    """At most ``most`` records of ``history``, evenly spread, the first and the last always."""
+    if len(history) <= most:
+        return list(history)
+    keep = sorted(set(np.linspace(0, len(history) - 1, most).round().astype(int).tolist()))
+    return [history[i] for i in keep]
+
+
+def legend_beside(ax, **kw):
+    """The legend of ``ax`` to its right, outside the axes, so that it covers no line."""
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                     fontsize=8, **kw)
 
 
 def plot_curves(history, path):
@@ -57,35 +72,41 @@ def plot_curves(history, path):
 
 
 def plot_layer_measures(history, path):
-    """Per-layer compression Rc and non-zero fraction, one line per epoch.
+    """Per-layer compression Rc and non-zero fraction, one labelled line per drawn epoch.
 
     Inputs: history, a list of metric dicts with keys epoch (or label), rc
     (one float per layer) and nonzero (one float per layer, 1 - fraction of
-    exact zeros of Z^{l+1}); path of the PNG. Returns: path.
+    exact zeros of Z^{l+1}); path of the PNG. At most six records are drawn,
+    spread evenly over the run with the first and the last among them, each
+    with its label in the legend; the title says when some were left out.
+    Returns: path.
     """
     history = [h for h in history if h.get("rc")]
     if not history:
         raise ValueError("history holds no per-layer measures (keys 'rc' and 'nonzero')")
     from matplotlib import colormaps
     cmap = colormaps["viridis"]
-    fig, axes = figure(1, 2, (9, 3.5))
+    shown = epochs_to_draw(history)
+    fig, axes = figure(1, 2, (10, 3.5))
     ax_rc, ax_nz = axes[0]
-    for i, h in enumerate(history):
-        # Early epochs light, late epochs dark; label only the first and the last.
-        color = cmap(0.9 - 0.8 * i / max(1, len(history) - 1))
-        label = h.get("label", f"epoch {h.get('epoch')}") if i in (0, len(history) - 1) \
-            else None
+    for i, h in enumerate(shown):
+        color = cmap(0.9 - 0.8 * i / max(1, len(shown) - 1))   # early light, late dark
+        label = h.get("label", f"epoch {h.get('epoch')}")
         layers = np.arange(1, len(h["rc"]) + 1)
         ax_rc.plot(layers, h["rc"], "o-", color=color, label=label)
         ax_nz.plot(layers, h["nonzero"], "o-", color=color, label=label)
-    ax_rc.set(xlabel="layer", ylabel="Rc", title="compression Rc of the MSSA input")
+    ax_rc.set(xlabel="layer", ylabel="Rc (axis not from 0)",
+              title="compression Rc of the MSSA input")
     ax_nz.set(xlabel="layer", ylabel="non-zero fraction",
               title="sparsity: non-zero fraction of the ISTA output")
     ax_nz.set_ylim(0, 1.02)
     for ax in (ax_rc, ax_nz):
         ax.set_xticks(layers)
         ax.grid(alpha=0.3)
-        ax.legend()
+    legend_beside(ax_nz)
+    if len(shown) < len(history):
+        fig.suptitle(f"{len(shown)} of the {len(history)} epochs, spread over the run",
+                     fontsize=9)
     return save(fig, path)
 
 

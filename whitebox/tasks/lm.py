@@ -226,13 +226,15 @@ def plot_losses(history, baseline, path):
     return plots.save(fig, path)
 
 
-def top_atom_contexts(model, windows, tokenizer, atoms=6, per_atom=5, left=12, layer=-1):
+def top_atom_contexts(model, windows, tokenizer, atoms=6, per_atom=5, left=12, layer=-1,
+                      right=0):
     """For the most selective atoms of ``layer``: the contexts where each fires most.
 
     Atoms active on 1% to 30% of tokens are ranked by their largest code;
-    for each, the ``per_atom`` strongest positions are returned as
-    (left context, the character) pairs. Returns a list of (atom, fraction
-    active, [(left, char, value), ...]).
+    for each, the ``per_atom`` strongest positions are returned with up to
+    ``left`` characters before and ``right`` after (a model that sees both
+    sides, the masked LM, needs both). Returns a list of (atom, fraction
+    active, [(left, char, right, value), ...]).
     """
     model.eval()
     model.forward(backend.to_device(windows, model.backend), capture=True)
@@ -256,28 +258,54 @@ def top_atom_contexts(model, windows, tokenizer, atoms=6, per_atom=5, left=12, l
             row, col = divmod(int(i), codes.shape[1])
             col += skip
             hits.append((tokenizer.decode(windows[row, max(0, col - left):col]),
-                         tokenizer.decode(windows[row, col:col + 1]), float(flat[i])))
+                         tokenizer.decode(windows[row, col:col + 1]),
+                         tokenizer.decode(windows[row, col + 1:col + 1 + right]),
+                         float(flat[i])))
         result.append((int(atom), float(active[atom]), hits))
     return result
 
 
-def plot_atoms(model, windows, tokenizer, path, atoms=6, per_atom=5):
-    """atoms.png: one panel per atom, its strongest contexts with the firing character boxed."""
-    found = top_atom_contexts(model, windows, tokenizer, atoms, per_atom)
-    fig, axes = plots.figure(len(found), 1, (7.5, 1.05 * len(found) + 0.4))
+def plot_atoms(model, windows, tokenizer, path, atoms=6, per_atom=5, right=0):
+    """atoms.png: one panel per atom, its strongest contexts with the firing character boxed.
+
+    Columns, named in each panel's header row: the characters before, the
+    character at which the atom fires (boxed), with ``right`` > 0 the
+    characters after (for a model that reads both sides), and the code's value.
+    """
+    found = top_atom_contexts(model, windows, tokenizer, atoms, per_atom, right=right)
+    x_char = 0.42 if right else 0.54              # the boxed character's left edge
+    x_right = x_char + 0.026                       # the characters after it
+    x_value = x_right + 0.25 if right else 0.62
+    rows = per_atom + 1                                   # a header row, then the contexts
+    fig, axes = plots.figure(len(found), 1, (8.5 if right else 7.5,
+                                             0.2 * rows * len(found) + 0.6))
+    sides = "before and after" if right else "before"
+    fig.suptitle(f"Last-layer dictionary atoms: where each fires most (the characters {sides} "
+                 "the boxed one)", fontsize=9)
     for ax, (atom, frac, hits) in zip(axes[:, 0], found):
         ax.set_axis_off()
-        ax.set_title(f"atom {atom} (last layer), active on {100 * frac:.0f}% of characters",
+        ax.set_title(f"atom {atom}, active on {100 * frac:.0f}% of characters",
                      fontsize=9, loc="left")
-        for j, (left, char, value) in enumerate(hits):
-            y = 1 - (j + 0.5) / len(hits)
-            ax.text(0.54, y, repr(left)[1:-1], ha="right", va="center", family="monospace",
-                    fontsize=8, transform=ax.transAxes, color="0.35")
-            ax.text(0.545, y, repr(char)[1:-1] or " ", ha="left", va="center",
-                    family="monospace", fontsize=9, weight="bold", transform=ax.transAxes,
-                    bbox=dict(boxstyle="round,pad=0.15", fc="gold", ec="none"))
-            ax.text(0.62, y, f"{value:.3f}", ha="left", va="center", fontsize=8,
-                    transform=ax.transAxes)
+
+        def row(j, *cells):
+            y = 1 - (j + 0.5) / rows
+            for x, text, kw in cells:
+                ax.text(x, y, text, va="center", transform=ax.transAxes, **kw)
+        head = dict(fontsize=7, color="0.45", style="italic")
+        row(0, (x_char - 0.02, "before", dict(ha="right", **head)),
+            (x_char + 0.007, "char", dict(ha="center", **head)),
+            *([(x_right, "after", dict(ha="left", **head))] if right else []),
+            (x_value, "code", dict(ha="left", **head)))
+        for j, (left, char, after, value) in enumerate(hits, start=1):
+            row(j, (x_char - 0.005, repr(left)[1:-1],
+                    dict(ha="right", family="monospace", fontsize=8, color="0.35")),
+                (x_char, repr(char)[1:-1] or " ",
+                 dict(ha="left", family="monospace", fontsize=9, weight="bold",
+                      bbox=dict(boxstyle="round,pad=0.15", fc="gold", ec="none"))),
+                *([(x_right, repr(after)[1:-1],
+                    dict(ha="left", family="monospace", fontsize=8, color="0.35"))]
+                  if right else []),
+                (x_value, f"{value:.3f}", dict(ha="left", fontsize=8)))
     return plots.save(fig, path)
 
 

@@ -273,45 +273,56 @@ def plot_mae_curves(history, path):
     """Training loss (normalised pixels), held-out masked MSE against the baseline, probe."""
     epochs = [h["epoch"] for h in history]
     probe = [h["probe_acc"] for h in history]
-    fig, axes = plots.figure(1, 3 if probe[-1] is not None else 2, (12, 3.5))
+    with_probe = probe[-1] is not None
+    # a row of panels, each legend under its own axes: it covers no line
+    fig, axes = plots.figure(1, 3 if with_probe else 2, (13 if with_probe else 9, 4))
     axes[0, 0].plot(epochs, [h["train_loss"] for h in history], "o-")
     axes[0, 0].set(xlabel="epoch", ylabel="masked MSE (normalised pixels)", title="training loss")
     axes[0, 1].plot(epochs, [h["test_mse"] for h in history], "s-", label="CRATE-MAE")
     axes[0, 1].axhline(history[-1]["baseline"], color="gray", ls="--", label="mean image")
     axes[0, 1].set(xlabel="epoch", ylabel="masked MSE ([0, 1] pixels)",
                    title="held-out removed patches")
-    axes[0, 1].legend()
-    if probe[-1] is not None:
+    if with_probe:
         axes[0, 2].plot(epochs, [100 * a for a in probe], "o-", label="encoder features")
         axes[0, 2].axhline(100 * history[-1]["pixel_probe_acc"], color="gray", ls="--",
                            label="raw pixels")
         axes[0, 2].set(xlabel="epoch", ylabel="accuracy (%)", title="linear probe, held out")
-        axes[0, 2].legend()
+    for ax in axes[0, 1:]:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8,
+                  frameon=False)
     for ax in axes[0]:
         ax.grid(alpha=0.3)
     return plots.save(fig, path)
 
 
 def plot_mae_layers(history, path):
-    """Per layer: Rc of the encoder's and decoder's MSSA inputs, encoder ISTA non-zeros."""
+    """Per layer: Rc of the encoder's and decoder's MSSA inputs, encoder ISTA non-zeros.
+
+    One labelled line per drawn epoch (at most six, spread over the run), one
+    legend beside the last panel.
+    """
     from matplotlib import colormaps
 
     cmap = colormaps["viridis"]
-    fig, axes = plots.figure(1, 3, (13, 3.5))
-    panels = (("rc", "Rc", "encoder: Rc of the MSSA input"),
-              ("rc_decoder", "Rc", "decoder: Rc of the MSSA input"),
+    shown = plots.epochs_to_draw(history)
+    fig, axes = plots.figure(1, 3, (14, 3.6))
+    panels = (("rc", "Rc (axis not from 0)", "encoder: Rc of the MSSA input"),
+              ("rc_decoder", "Rc (axis not from 0)", "decoder: Rc of the MSSA input"),
               ("nonzero", "non-zero fraction", "encoder: non-zeros of the ISTA output"))
-    for i, h in enumerate(history):
-        color = cmap(0.9 - 0.8 * i / max(1, len(history) - 1))
-        label = f"epoch {h['epoch']}" if i in (0, len(history) - 1) else None
+    for i, h in enumerate(shown):
+        color = cmap(0.9 - 0.8 * i / max(1, len(shown) - 1))   # early light, late dark
         for ax, (key, _, _) in zip(axes[0], panels):
-            ax.plot(np.arange(1, len(h[key]) + 1), h[key], "o-", color=color, label=label)
+            ax.plot(np.arange(1, len(h[key]) + 1), h[key], "o-", color=color,
+                    label=f"epoch {h['epoch']}")
     for ax, (key, ylabel, title) in zip(axes[0], panels):
         ax.set(xlabel="layer", ylabel=ylabel, title=title)
         ax.set_xticks(np.arange(1, len(history[-1][key]) + 1))
         ax.grid(alpha=0.3)
-        ax.legend()
     axes[0, 2].set_ylim(0, 1.02)
+    plots.legend_beside(axes[0, 2])
+    if len(shown) < len(history):
+        fig.suptitle(f"{len(shown)} of the {len(history)} epochs, spread over the run",
+                     fontsize=9)
     return plots.save(fig, path)
 
 

@@ -26,7 +26,7 @@ from ..functional.token_cross_entropy import (token_cross_entropy_backward,
                                               token_cross_entropy_forward)
 from ..models import CRATEBERT
 from ..rate import layer_measures
-from .lm import LanguageModel, plot_atoms, plot_losses
+from .lm import LanguageModel, plot_atoms
 
 MASK = "<mask>"
 MASK_PROB = 0.15
@@ -104,10 +104,12 @@ class MaskedLanguageModel(LanguageModel):
                 f"masked acc {100 * record['test_acc']:5.1f}%")
 
     def figures(self, model, history, out):
-        plot_losses(history, None, os.path.join(out, "curves.png"))
+        plot_mlm_curves(history, self.baseline, os.path.join(out, "curves.png"))
         from .. import plots
         plots.plot_layer_measures(history, os.path.join(out, "layers.png"))
-        plot_atoms(model, self.probe_windows(), self.tokenizer, os.path.join(out, "atoms.png"))
+        # the model reads both sides of a position: show the contexts after it too
+        plot_atoms(model, self.probe_windows(), self.tokenizer, os.path.join(out, "atoms.png"),
+                   right=12)
 
     def fill_in_lines(self, n=None):
         """Held-out windows with their masks filled in by the model's top guess."""
@@ -129,6 +131,28 @@ class MaskedLanguageModel(LanguageModel):
         return "\n".join(lines + [
             f"test masked accuracy: {100 * history[-1]['test_acc']:.1f}% (unigram baseline "
             f"{100 * self.baseline:.1f}%)"])
+
+
+def plot_mlm_curves(history, baseline, path):
+    """Loss, and masked accuracy against the unigram baseline (guess the commonest character)."""
+    from .. import plots
+    fig, axes = plots.figure(1, 2, (10, 3.6))
+    ax_loss, ax_acc = axes[0]
+    epochs = [h["epoch"] for h in history]
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    ax_loss.plot(epochs, [h["test_loss"] for h in history], "s-", label="held out")
+    ax_loss.set(xlabel="epoch", ylabel="nats / masked character", title="loss")
+    ax_acc.plot(epochs, [100 * h["train_acc"] for h in history], "o-", label="train")
+    ax_acc.plot(epochs, [100 * h["test_acc"] for h in history], "s-", label="held out")
+    if baseline is not None:
+        ax_acc.axhline(100 * baseline, color="k", ls="--", lw=1, label="unigram baseline")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)",
+               title="masked accuracy (the chosen positions only)")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    ax_loss.legend(fontsize=8)
+    plots.legend_beside(ax_acc)
+    return plots.save(fig, path)
 
 
 TASK = MaskedLanguageModel

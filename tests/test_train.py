@@ -326,3 +326,17 @@ def test_default_main_job_reaches_92_percent(tmp_path, capsys):
     history = train_job.main(["--out", str(tmp_path), "--no-progress", "--no-figures"])
     assert history[-1]["test_acc"] >= 0.92
     assert re.search(r"test accuracy: \d+\.\d%", capsys.readouterr().out)
+
+
+def test_resume_reads_a_config_with_a_renamed_setting(tmp_path):
+    """A run saved when the attention option was called attention_step resumes as attention_update."""
+    out = tmp_path / "run"
+    train_job.main(["--fast", "--epochs", "2", "--stop-after", "1", "--out", str(out),
+                    "--no-progress", "--no-figures", "--attention-update", "exact"])
+    config = json.loads((out / "config.json").read_text())
+    config["options"]["attention_step"] = config["options"].pop("attention_update")
+    (out / "config.json").write_text(json.dumps(config))
+    history = train_job.main(["--out", str(out), "--resume", "--no-progress", "--no-figures"])
+    assert len(history) == 2
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["options"]["attention_update"] == "exact"

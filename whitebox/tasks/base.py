@@ -34,6 +34,7 @@ class Task:
     fast = {}                 # settings of --fast: a tiny quick run
     fast_by_dataset = {}      # dataset -> settings of --fast that differ for that dataset
     runtime_options = ()      # own settings that may change on --resume (e.g. a data path)
+    renamed = {}              # old setting name -> new one, for config.json of earlier runs
     description = ""
 
     def __init__(self, cfg):

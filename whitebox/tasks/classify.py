@@ -66,6 +66,7 @@ class Classify(Task):
                 dim_head=16, measure_size=64, label_smoothing=0.0)
     # 8 x 8 digits shifted by 2 pixels, 16 steps: below chance; unshifted, 40 steps: 41-55%
     fast_by_dataset = {"digits": dict(epochs=5, lr=1e-2, max_shift=0)}
+    renamed = {"attention_step": "attention_update"}
 
     @classmethod
     def resolve(cls, options):

@@ -74,6 +74,7 @@ def make_config(task, given=None, fast=False, base=None):
     if base is not None:
         settings = {k: v for k, v in base.items() if k not in ("options", "run_id")}
         settings.update(base.get("options", {}))
+        settings = {task.renamed.get(k, k): v for k, v in settings.items()}
     else:
         settings = dict(task.defaults)
         if fast:

@@ -37,7 +37,7 @@
 # %%
 import time
 
-from whitebox.notebook import FAST, OUT, save   # before pyplot: inline or files
+from whitebox.notebook import FAST, OUT, check, save   # before pyplot: inline or files
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -300,12 +300,25 @@ save(fig, "05_denoising_steps.png")
 # %%
 def decoder_steps_forward(x, g0, b0, W, g1, b1, W_qkv, W_out, b_out, heads):
     """One decoder layer on x (B, N, d), in named steps. Returns out (B, N, d), cache."""
+    ### BEGIN SOLUTION
     h0, ln0 = F.layernorm_forward(x, g0, b0)                      # LN0(x), (B, N, d)
     y = h0 @ W.T                                                 # the linear step, (B, N, d)
     h1, ln1 = F.layernorm_forward(y, g1, b1)                      # LN1(y), (B, N, d)
     m, attn = F.mssa_forward(h1, W_qkv, W_out, b_out, heads)     # MSSA(LN1(y)), (B, N, d)
     out = y - m                                                  # expansion: subtract
     return out, dict(ln0=ln0, h0=h0, W=W, ln1=ln1, attn=attn)
+    ### END SOLUTION
+
+
+dim, heads = 8, 2
+layer = DecoderLayer(dim, heads, dim // heads, dtype="float64", seed=3)
+params = [layer.step.norm.param("weight"), layer.step.norm.param("bias"),
+          layer.step.fn.param("weight"), layer.attn.norm.param("weight"),
+          layer.attn.norm.param("bias"), layer.attn.fn.qkv.param("weight"),
+          layer.attn.fn.to_out[0].param("weight"), layer.attn.fn.to_out[0].param("bias")]
+x_small = rng.standard_normal((2, 5, dim))                       # (B, N, d)
+check("decoder forward in steps vs whitebox.nn.DecoderLayer",
+      decoder_steps_forward(x_small, *params, heads)[0], layer(x_small), tol=1e-12)
 
 
 # %% [markdown]
@@ -325,6 +338,7 @@ def decoder_steps_backward(dout, cache, sign_inside=True):
     sign_inside=False is a tempting mistake: run the MSSA backward on +dout and
     negate only its input gradient.
     """
+    ### BEGIN SOLUTION
     d = cache["W"].shape[0]
     dy = dout.copy()                                             # out = y - m: direct path
     if sign_inside:
@@ -338,15 +352,7 @@ def decoder_steps_backward(dout, cache, sign_inside=True):
     dh0 = dy @ cache["W"]                                        # (B, N, d)
     dx, dg0, db0 = F.layernorm_backward(dh0, cache["ln0"])
     return dx, dg0, db0, dW, dg1, db1, dW_qkv, dW_out, db_out
-
-
-dim, heads = 8, 2
-layer = DecoderLayer(dim, heads, dim // heads, dtype="float64", seed=3)
-params = [layer.step.norm.param("weight"), layer.step.norm.param("bias"),
-          layer.step.fn.param("weight"), layer.attn.norm.param("weight"),
-          layer.attn.norm.param("bias"), layer.attn.fn.qkv.param("weight"),
-          layer.attn.fn.to_out[0].param("weight"), layer.attn.fn.to_out[0].param("bias")]
-x_small = rng.standard_normal((2, 5, dim))                       # (B, N, d)
+    ### END SOLUTION
 
 
 def forward_fn(x, *ps):
@@ -355,6 +361,8 @@ def forward_fn(x, *ps):
 
 decoder_errors = check_backward(forward_fn, decoder_steps_backward, [x_small, *params])
 print("relative errors:", {i: f"{e:.1e}" for i, e in decoder_errors.items()})
+assert max(decoder_errors.values()) < 1e-6, \
+    f"decoder backward: largest relative error {max(decoder_errors.values()):.1e} > 1e-6"
 
 # %% [markdown]
 # Now the tempting mistake: `dx` is the same either way (the MSSA backward

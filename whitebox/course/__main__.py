@@ -1,4 +1,5 @@
-"""python -m whitebox.course list | release KEY --out DIR | grade DIR [--assignment KEY]"""
+"""python -m whitebox.course list | release KEY --out DIR | audit KEY [--folder DIR]
+| grade DIR [--assignment KEY] | nbgrader [KEY ...] --course DIR"""
 import argparse
 import csv
 import json
@@ -6,7 +7,7 @@ import sys
 
 from .assignments import ASSIGNMENTS
 from .grade import grade
-from .release import pointer, release
+from .release import AuditError, pointer, release
 
 
 def cmd_list(args):
@@ -27,6 +28,17 @@ def cmd_list(args):
 def cmd_release(args):
     out = release(args.assignment, args.out, force=args.force)
     print(f"wrote the {args.assignment.upper()} student release to {out}")
+
+
+def cmd_audit(args):
+    from .audit import audit
+    failed = False
+    for key in args.assignments:
+        report = audit(key, args.folder, dynamic=not args.static)
+        print(report.table())
+        failed |= not report.ok
+    if failed:
+        raise AuditError("the audit found answers in the release (listed above)")
 
 
 def cmd_grade(args):
@@ -76,6 +88,14 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="the folder to write (new or empty)")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     p.set_defaults(run=cmd_release)
+    p = sub.add_parser("audit", help="prove that no code in a release computes a graded "
+                                     "function's answer (release runs it too)")
+    p.add_argument("assignments", nargs="+", metavar="assignment", help="A1, A2, ...")
+    p.add_argument("--folder", help="a release to audit (default: a fresh one in a "
+                                    "temporary folder)")
+    p.add_argument("--static", action="store_true",
+                   help="the static layer only (no probes run)")
+    p.set_defaults(run=cmd_audit)
     p = sub.add_parser("grade", help="grade a folder: a score per part and 'score: X/Y'")
     p.add_argument("folders", nargs="+", metavar="folder",
                    help="student folders (or the project itself)")
@@ -96,7 +116,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         args.run(args)
-    except (KeyError, ValueError, FileNotFoundError, FileExistsError) as err:
+    except (KeyError, ValueError, FileNotFoundError, FileExistsError, AuditError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {msg}", file=sys.stderr)
         return 2

@@ -67,7 +67,8 @@ def cmd_grade(args):
 
 def cmd_nbgrader(args):
     from .to_nbgrader import write_course
-    written = write_course(args.course, args.assignments or None, tutorials=args.tutorials)
+    written = write_course(args.course, args.assignments or None, tutorials=args.tutorials,
+                           hidden=not args.no_hidden)
     for key, notebooks in written.items():
         for path, graded in notebooks:
             points = sum(p for _, _, p in graded)
@@ -112,6 +113,8 @@ def main(argv=None):
     p.add_argument("assignments", nargs="*", help="A1 A2 ... (default: every ready one)")
     p.add_argument("--course", required=True, help="the nbgrader course folder to write")
     p.add_argument("--tutorials", help="the folder of tutorials (default: the project's)")
+    p.add_argument("--no-hidden", action="store_true",
+                   help="no hidden stored-array tests (they run each tutorial once)")
     p.set_defaults(run=cmd_nbgrader)
     args = ap.parse_args(argv)
     try:

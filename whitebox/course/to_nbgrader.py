@@ -219,9 +219,16 @@ def add_hidden_tests(nb, path, timeout=1800):
                     DUMP.format(names=names, path=str(dump))))
         if not dumps:
             return {}
-        nbclient.NotebookClient(run, timeout=timeout, kernel_name=KERNEL["name"],
-                                resources={"metadata": {"path": str(pathlib.Path(path).parent)}}
-                                ).execute()
+        import os
+        fast = os.environ.get("WHITEBOX_FAST")
+        os.environ["WHITEBOX_FAST"] = fast or "1"        # the kernel inherits it
+        try:
+            nbclient.NotebookClient(run, timeout=timeout, kernel_name=KERNEL["name"],
+                                    resources={"metadata": {"path": str(pathlib.Path(path).parent)}}
+                                    ).execute()
+        finally:
+            if fast is None:
+                os.environ.pop("WHITEBOX_FAST")
         import numpy as np
         added = {}
         for test, dump in dumps.items():
@@ -239,8 +246,8 @@ def write_course(course, keys=None, root=ROOT, tutorials=None, hidden=True):
 
     tutorials: the folder of tutorial files (default: ROOT/tutorials). The test cells'
     points are scaled to add up to the course grader's points of each assignment.
-    hidden: add the hidden stored-array tests (runs each tutorial once, in the
-    environment's mode: WHITEBOX_FAST=1 for the fast one).
+    hidden: add the hidden stored-array tests (runs each tutorial once, in fast mode
+    unless WHITEBOX_FAST says otherwise: grade in the same mode).
     Returns {assignment: [(notebook path, [(solution id, test id, points)])]}.
     """
     import nbformat

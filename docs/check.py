@@ -121,7 +121,8 @@ def static_problems(site, mode="student", tutorials=None):
         raw = page.read_text(errors="replace")
         code = _code_text(raw)
         shown = text_of(raw) + "\n" + code
-        if re.search(r"(Posix|Windows)Path\(", shown):
+        notebook = rel.parts[0] == "tutorials" and len(rel.parts) > 2
+        if notebook and re.search(r"(Posix|Windows)Path\(", shown):
             problems.append(f"{rel}: an output line echoes a path (PosixPath(...))")
         for m in re.finditer(r'<img[^>]+src="([^"]+)"', raw):
             src = m.group(1)
@@ -141,7 +142,6 @@ def static_problems(site, mode="student", tutorials=None):
             if BANNER not in raw:
                 problems.append(f"{rel}: the instructor banner is missing")
             continue
-        notebook = rel.parts[0] == "tutorials" and len(rel.parts) > 2
         if notebook and re.search(r"#{3} (BEGIN|END) SOLUTION", code):
             problems.append(f"{rel}: shows a solution marker in its code")
         if rel.parts[0] == "api":

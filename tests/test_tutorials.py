@@ -1,7 +1,8 @@
 """Every tutorial is a script that ends in asserts: running it is its test.
 
-They run in fast mode (WHITEBOX_FAST=1: fewer steps, smaller data) with a
-non-interactive matplotlib backend, each in a fresh interpreter. A slow test
+They run in fast mode (WHITEBOX_FAST=1: fewer steps, smaller data; a few minutes
+each on two busy cores) with a non-interactive matplotlib backend, each in a
+fresh interpreter. A slow test
 executes one as a Jupyter notebook and checks that its figures show inline.
 """
 import os
@@ -24,7 +25,7 @@ def fast_env(tmp_path):
 @pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
 def test_tutorial_runs(path, tmp_path):
     proc = subprocess.run([sys.executable, str(path)], cwd=tmp_path, env=fast_env(tmp_path),
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, \
         f"{path.name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     if path.name[:2] in FIGURES_CHECKED:

@@ -93,9 +93,9 @@ Z, labels, U = subspace_mixture(N, d, K, p, noise=0.5, rng=0, normalize=True)   
 
 
 def softmax(S):
-    """Row softmax, minus the row max so that exp never overflows."""
-    E = np.exp(S - S.max(axis=-1, keepdims=True))
-    return E / E.sum(axis=-1, keepdims=True)
+    """Row softmax (whitebox.functional.softmax_forward: minus the row max, so that
+    exp never overflows)."""
+    return F.softmax_forward(S)[0]
 
 
 def back_to_tokens(V, U):

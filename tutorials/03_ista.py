@@ -394,13 +394,17 @@ class OurCRATELayer(nn.Module):
 
     def forward(self, z):
         self._cache = True
+        ### BEGIN SOLUTION
         z_half = z + self.attn(z)                            # compression, with a residual
         return self.ista(z_half)                             # sparsification, no residual
+        ### END SOLUTION
 
     def backward(self, dout):
         self._take_cache()
+        ### BEGIN SOLUTION
         dz_half = self.ista.backward(dout)
         return dz_half + self.attn.backward(dz_half)         # residual + MSSA branch
+        ### END SOLUTION
 
 
 model = CRATE(image_size=8, patch_size=4, num_classes=3, dim=16, depth=2, heads=2, dim_head=8,
@@ -412,6 +416,7 @@ z1, z2 = model.captured["z"]                                 # Z^1 and Z^2, (B, 
 layer_diff = np.abs(layer(z1) - z2).max()
 assert np.abs(model.transformer.layers[1](z1) - z2).max() == 0   # the library's own layer
 print(f"our layer on Z^1 vs the model's Z^2: max |diff| = {layer_diff:.1e}")
+check("our CRATE layer on Z^1 vs the model's Z^2", layer(z1), z2, tol=1e-12)
 
 # %% [markdown]
 # `whitebox.gradcheck.check_module` checks the input gradient and every

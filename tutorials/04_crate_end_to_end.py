@@ -311,7 +311,10 @@ def head_of_patch(model, images, layer):
 
 
 def ink_agreement(heads, images):
-    """How well one head per group separates ink patches from background ones (0.5 = chance)."""
+    """How well the heads separate ink patches from background ones: each head votes
+    "ink" or "background" by the majority of its patches, and the result is the share
+    of patches voted right, averaged over images. One head for every patch scores the
+    majority class's share (``majority_share``), so that, not 0.5, is the baseline."""
     ink = images.reshape(len(images), 4, 7, 4, 7).mean(axis=(2, 4)) > 0.1   # (B, 4, 4)
     best = []
     for b in range(len(images)):
@@ -328,8 +331,10 @@ seg_trained = head_of_patch(model, probe[:n_seg], last)
 seg_untrained = head_of_patch(untrained, probe[:n_seg], len(rc_untrained) - 1)
 agree_trained = ink_agreement(seg_trained, test_x[:n_seg])
 agree_untrained = ink_agreement(seg_untrained, test_x[:n_seg])
+ink_seg = test_x[:n_seg].reshape(n_seg, 4, 7, 4, 7).mean(axis=(2, 4)) > 0.1   # (B, 4, 4)
+majority_share = float(np.maximum(ink_seg.mean((1, 2)), 1 - ink_seg.mean((1, 2))).mean())
 print(f"patches grouped by head agree with ink/background: trained {agree_trained:.2f}, "
-      f"untrained {agree_untrained:.2f}")
+      f"untrained {agree_untrained:.2f} (one head for all: {majority_share:.2f})")
 
 fig, axes = plt.subplots(2, show, figsize=(1.6 * show, 3.6))
 K = QUICKSTART["heads"]
@@ -583,7 +588,17 @@ by_lam = {r["lam"]: r for r in sweep if r["epochs"] == base["epochs"] and r["dim
 assert by_lam[1.0]["nz0"].mean() < by_lam[0.1]["nz0"].mean()
 if not FAST:
     assert all(r["nz1"][-1] > 0.3 for r in sweep), [r["nz1"][-1] for r in sweep]
-assert 0.0 <= agree_untrained <= 1.0 and 0.0 <= agree_trained <= 1.0
+# the agreement measure itself: heads that are the ink mask score 1, one head for all
+# scores the majority share, and a split by columns of the first test digit scores what
+# counting by hand gives
+assert ink_agreement(ink_seg.astype(int), test_x[:n_seg]) == 1.0
+assert abs(ink_agreement(np.zeros_like(seg_trained), test_x[:n_seg]) - majority_share) < 1e-12
+columns = np.tile(np.arange(4) // 2, (1, 4, 1))                   # left half head 0, right head 1
+one_ink = ink_seg[:1]
+by_hand = np.mean([max(g.mean(), 1 - g.mean()) * g.size for g in
+                   (one_ink[0][:, :2], one_ink[0][:, 2:])]) * 2 / 16
+assert abs(ink_agreement(columns, test_x[:1]) - by_hand) < 1e-12, \
+    (ink_agreement(columns, test_x[:1]), by_hand)
 assert plain_error > 0.01, plain_error                  # the unweighted average is caught
 for name in ("04_layers_trained_vs_untrained.png", "04_cls_attention.png",
              "04_heads_per_patch.png"):

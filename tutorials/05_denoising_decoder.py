@@ -37,7 +37,7 @@
 # %%
 import time
 
-from whitebox.notebook import FAST, OUT, save   # before pyplot: inline or files
+from whitebox.notebook import FAST, OUT, check, save   # before pyplot: inline or files
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -162,7 +162,7 @@ def log_density(xt, U, t):
     sq = (xt ** 2).sum(-1)[:, None]                                  # (N, 1)
     proj = (np.einsum("kdp,nd->nkp", U, xt) ** 2).sum(-1)            # (N, K)
     quad = sq / t ** 2 - proj / (t ** 2 * (1 + t ** 2))              # x^T Sigma_k^{-1} x
-    logdet = p * np.log(1 + t ** 2) + d * np.log(t ** 2)
+    logdet = p * np.log(1 + t ** 2) + (d - p) * np.log(t ** 2)     # p eigenvalues 1 + t^2, d - p of t^2
     logs = -0.5 * (quad + logdet + d * np.log(2 * np.pi)) - np.log(K)
     top = logs.max(1, keepdims=True)
     return (top + np.log(np.exp(logs - top).sum(1, keepdims=True)))[:, 0]
@@ -300,12 +300,25 @@ save(fig, "05_denoising_steps.png")
 # %%
 def decoder_steps_forward(x, g0, b0, W, g1, b1, W_qkv, W_out, b_out, heads):
     """One decoder layer on x (B, N, d), in named steps. Returns out (B, N, d), cache."""
+    ### BEGIN SOLUTION
     h0, ln0 = F.layernorm_forward(x, g0, b0)                      # LN0(x), (B, N, d)
     y = h0 @ W.T                                                 # the linear step, (B, N, d)
     h1, ln1 = F.layernorm_forward(y, g1, b1)                      # LN1(y), (B, N, d)
     m, attn = F.mssa_forward(h1, W_qkv, W_out, b_out, heads)     # MSSA(LN1(y)), (B, N, d)
     out = y - m                                                  # expansion: subtract
     return out, dict(ln0=ln0, h0=h0, W=W, ln1=ln1, attn=attn)
+    ### END SOLUTION
+
+
+dim, heads = 8, 2
+layer = DecoderLayer(dim, heads, dim // heads, dtype="float64", seed=3)
+params = [layer.inverse_ista.norm.param("weight"), layer.inverse_ista.norm.param("bias"),
+          layer.inverse_ista.fn.param("weight"), layer.attn.norm.param("weight"),
+          layer.attn.norm.param("bias"), layer.attn.fn.qkv.param("weight"),
+          layer.attn.fn.to_out[0].param("weight"), layer.attn.fn.to_out[0].param("bias")]
+x_small = rng.standard_normal((2, 5, dim))                       # (B, N, d)
+check("decoder forward in steps vs whitebox.nn.DecoderLayer",
+      decoder_steps_forward(x_small, *params, heads)[0], layer(x_small), tol=1e-12)
 
 
 # %% [markdown]
@@ -325,6 +338,7 @@ def decoder_steps_backward(dout, cache, sign_inside=True):
     sign_inside=False is a tempting mistake: run the MSSA backward on +dout and
     negate only its input gradient.
     """
+    ### BEGIN SOLUTION
     d = cache["W"].shape[0]
     dy = dout.copy()                                             # out = y - m: direct path
     if sign_inside:
@@ -338,15 +352,7 @@ def decoder_steps_backward(dout, cache, sign_inside=True):
     dh0 = dy @ cache["W"]                                        # (B, N, d)
     dx, dg0, db0 = F.layernorm_backward(dh0, cache["ln0"])
     return dx, dg0, db0, dW, dg1, db1, dW_qkv, dW_out, db_out
-
-
-dim, heads = 8, 2
-layer = DecoderLayer(dim, heads, dim // heads, dtype="float64", seed=3)
-params = [layer.inverse_ista.norm.param("weight"), layer.inverse_ista.norm.param("bias"),
-          layer.inverse_ista.fn.param("weight"), layer.attn.norm.param("weight"),
-          layer.attn.norm.param("bias"), layer.attn.fn.qkv.param("weight"),
-          layer.attn.fn.to_out[0].param("weight"), layer.attn.fn.to_out[0].param("bias")]
-x_small = rng.standard_normal((2, 5, dim))                       # (B, N, d)
+    ### END SOLUTION
 
 
 def forward_fn(x, *ps):
@@ -355,6 +361,8 @@ def forward_fn(x, *ps):
 
 decoder_errors = check_backward(forward_fn, decoder_steps_backward, [x_small, *params])
 print("relative errors:", {i: f"{e:.1e}" for i, e in decoder_errors.items()})
+assert max(decoder_errors.values()) < 1e-6, \
+    f"decoder backward: largest relative error {max(decoder_errors.values()):.1e} > 1e-6"
 
 # %% [markdown]
 # Now the tempting mistake: `dx` is the same either way (the MSSA backward
@@ -535,9 +543,15 @@ xt_ex = X[:40] + 0.5 * rng.standard_normal((40, d))
 uniform = weighted_denoiser(xt_ex, U, 0.5, np.full(K, -np.log(K)))
 assert np.allclose(uniform, bayes_denoiser(xt_ex, U, 0.5)), "equal weights must give section 1"
 skewed = weighted_denoiser(xt_ex, U, 0.5, np.log([0.98, 0.01, 0.01]))
-lean = np.einsum("kdp,nd->nkp", U, skewed - bayes_denoiser(xt_ex, U, 0.5))
-assert (np.linalg.norm(lean[:, 0], axis=1) >= 0).all() and not np.allclose(skewed, uniform), \
-    "a 98% prior on subspace 0 must change the estimate"
+# the posterior P(k | x_t) from the Gaussian densities themselves, N(x_t; 0, U_k U_k^T + t^2 I)
+Sigma_ex = np.einsum("kdp,kep->kde", U, U) + 0.5 ** 2 * np.eye(d)      # (K, d, d)
+log_lik = np.stack([-0.5 * (np.linalg.slogdet(S)[1]
+                            + np.einsum("nd,nd->n", xt_ex, np.linalg.solve(S, xt_ex.T).T))
+                    for S in Sigma_ex], axis=1)                         # (N, K)
+posterior = softmax(log_lik + np.log([0.98, 0.01, 0.01]), axis=1)      # (N, K)
+means = np.einsum("kdp,kep,ne->nkd", U, U, xt_ex) / (1 + 0.5 ** 2)     # E[x | x_t, k]
+check("exercise 1: weighted_denoiser vs the posterior-weighted means", skewed,
+      np.einsum("nk,nkd->nd", posterior, means), tol=1e-10)
 x_ex, W_ex = rng.standard_normal((2, 5, 6)), 0.5 * rng.standard_normal((6, 6))
 out_ex, _ = nosoftmax_mssa_forward(x_ex, W_ex, 2)
 lib_ex, _ = F.mssa_variant_forward(x_ex, W_ex, None, None, 2, softmax=False)

@@ -382,8 +382,8 @@ print(f"last layer: {active_fraction:.1%} of code entries are non-zero")
 # %% [markdown]
 # ## Summary
 #
-# * A causal mask makes MSSA a gradient step on the compression of each
-#   token's **past**, $R_c(Z_{\le t})$; the masked operator computes all of
+# * A causal mask makes MSSA an approximate gradient step on the compression
+#   of each token's **past**, $R_c(Z_{\le t})$; the masked operator computes all of
 #   them at once.
 # * Because $q = k = v$, generation caches **one** tensor per layer.
 # * The language model's ISTA is two proximal steps from zero against an
@@ -434,23 +434,38 @@ bert_change = np.abs(bert(changed)[:, 0] - bert(seq)[:, 0]).max()
 
 # %%
 print(f"cache bytes: CRATE {crate_cache_bytes:,}, key/value {kv_cache_bytes:,}")
-assert crate_cache_bytes == 37_748_736 and kv_cache_bytes == 2 * crate_cache_bytes
+assert crate_cache_bytes == 37_748_736, \
+    f"exercise 1: the CRATE cache is {crate_cache_bytes:,} bytes, expected 37,748,736"
+assert kv_cache_bytes == 2 * crate_cache_bytes, \
+    f"exercise 1: the key/value cache is {kv_cache_bytes:,} bytes, expected twice CRATE's"
 objectives = [lasso_after(s) for s in (1, 2, 5, 50)]
 print("LASSO objective after 1, 2, 5, 50 steps from zero:", np.round(objectives, 4))
-assert abs(objectives[1] - (lam_demo * cache_ours["c2"].sum()
-                            + 0.5 * ((x_small - cache_ours["c2"] @ W_small) ** 2).sum())) < 1e-10
-assert objectives[0] > objectives[1] > objectives[2] > objectives[3]
-assert gpt_change == 0 and bert_change > 1e-6
+two_steps = (lam_demo * cache_ours["c2"].sum()
+             + 0.5 * ((x_small - cache_ours["c2"] @ W_small) ** 2).sum())
+assert abs(objectives[1] - two_steps) < 1e-10, \
+    (f"exercise 2: the objective after two steps is {objectives[1]:.6f}, the layer's code "
+     f"gives {two_steps:.6f} (off by {abs(objectives[1] - two_steps):.1e})")
+assert objectives[0] > objectives[1] > objectives[2] > objectives[3], \
+    f"exercise 2: proximal steps must lower the LASSO objective, got {objectives}"
+assert gpt_change == 0, \
+    f"exercise 3: the causal model's first output moved by {gpt_change:.1e} when the last token changed"
+assert bert_change > 1e-6, \
+    f"exercise 3: the bidirectional model's first output moved by only {bert_change:.1e}"
 
 # %% [markdown]
 # ## Checks (running this file is its test)
 
 # %%
-assert past_grad_err < 1e-6
-assert prefix_err < 1e-12
-assert cache_err < 1e-12 and cache_shapes == [(2, 4, 12, 4)] * 2
-assert max(ista_errors.values()) < 1e-7
-assert ista_lib_diff < 1e-12
+assert past_grad_err < 1e-6, \
+    f"the row formula vs finite differences of R_c(Z_<=t): relative error {past_grad_err:.1e} > 1e-6"
+assert prefix_err < 1e-12, f"outputs depend on future tokens: max |diff| {prefix_err:.1e}"
+assert cache_err < 1e-12, f"generation with the cache vs without: max |diff| {cache_err:.1e}"
+assert cache_shapes == [(2, 4, 12, 4)] * 2, \
+    f"cache shapes {cache_shapes}, expected one (B, K, T, p) = (2, 4, 12, 4) per layer"
+assert max(ista_errors.values()) < 1e-7, \
+    f"the two-step ISTA backward fails the gradient check: relative errors {ista_errors}"
+assert ista_lib_diff < 1e-12, \
+    f"our two-step ISTA vs whitebox.nn.OvercompleteISTA: max |diff| {ista_lib_diff:.1e}"
 try:   # a backward without the Gram term must be caught
     check_backward(lambda x, W: lm_ista_forward(x, W, eta_demo, lam_demo),
                    lambda d, c: (lm_ista_backward(d, c)[0],
@@ -462,10 +477,14 @@ try:   # a backward without the Gram term must be caught
     raise AssertionError("a wrong backward passed the gradient check")
 except GradientCheckError:
     pass
-assert final_test < test_losses[0][1] - 1.0                  # it learned
-assert FAST or final_test < bigram, (final_test, bigram)
-assert same_sample and len(sample_text) > len("The ")
-assert 0.0 < active_fraction < 0.9
-assert len(atom_contexts) == 4
-assert (OUT / "06_char_model_loss.png").exists()
+assert final_test < test_losses[0][1] - 1.0, \
+    f"held-out loss {final_test:.3f} is not 1 nat below its start {test_losses[0][1]:.3f}"
+assert FAST or final_test < bigram, \
+    f"held-out loss {final_test:.3f} does not beat the bigram model's {bigram:.3f}"
+assert same_sample, "sampling twice from the same seed gave different text"
+assert len(sample_text) > len("The "), f"the sample {sample_text!r} added nothing to the prompt"
+assert 0.0 < active_fraction < 0.9, \
+    f"{active_fraction:.1%} of the last layer's code is non-zero: expected sparse, not empty"
+assert len(atom_contexts) == 4, f"contexts for {len(atom_contexts)} atoms, expected 4"
+assert (OUT / "06_char_model_loss.png").exists(), f"no figure {OUT / '06_char_model_loss.png'}"
 print(f"all checks passed in {time.time() - t_start:.1f} s")

@@ -65,9 +65,12 @@ t_start = time.time()
 #   \frac{\partial R_c}{\partial Z} = b \sum_k M_k^{-1} W_k\, U_k^\top .$$
 #
 # One gradient step of size $\kappa$ is
-# $Z^+ = Z - \kappa b \sum_k M_k^{-1} W_k U_k^\top$. Compare with MSSA:
-# $\text{softmax}(s W_k W_k^\top) W_k$ stands where $-M_k^{-1} W_k$ stands
-# here. The $N \times N$ matrix $M_k^{-1}$ plays the part of the attention
+# $Z^+ = Z - \kappa b \sum_k M_k^{-1} W_k U_k^\top$. Compare with MSSA: to first
+# order $M_k^{-1} W_k \approx W_k - b\, W_k W_k^\top W_k$, so the step is
+# $Z - \kappa b \sum_k W_k U_k^\top + \kappa b \sum_k b\, W_k W_k^\top W_k U_k^\top$,
+# and $\text{softmax}(s W_k W_k^\top) W_k$ stands where the $+b\, W_k W_k^\top W_k$
+# part stands (the leading $-W_k$ part becomes the shrink of $Z$). In the exact
+# step the $N \times N$ matrix $M_k^{-1}$ plays the part of the attention
 # map. $M_k$ is symmetric with every eigenvalue $\ge 1$, so we invert it
 # through its Cholesky factor $M = L L^\top$: $M^{-1} = L^{-\top} L^{-1}$.
 #
@@ -182,8 +185,11 @@ print(f"Rc before {rc0:.4f}, after the tied step {rc_tied:.4f}; a random learned
 
 # %% [markdown]
 # How far is the softmax from the exact direction? With the tied output and
-# the rate scale, the softmax layer computes $\kappa b([\text{SSA}_k]\,U^\top - Z)$
-# (the paper's $(1-\kappa b) Z + \kappa b\,\text{MSSA}(Z)$). Its $-\kappa b Z$
+# the rate scale, the softmax layer computes $\kappa b([\text{SSA}_k]\,U^\top - Z)$,
+# so $Z$ becomes $(1-\kappa b) Z + \kappa b\,[\text{SSA}_k]\,U^\top$: the paper's step
+# $(1-\kappa b) Z + \kappa b\,\text{MSSA}(Z)$ without the extra factor $b$ the paper
+# keeps inside $\text{MSSA}(Z) = b\,[\text{SSA}_k]\,U^\top$ (as in tutorial 02, the
+# softmax replaces the whole weight $b\,W_k W_k^\top$). Its $-\kappa b Z$
 # term stands for the exact step's leading term $-\kappa b\, Z \sum_k U_k U_k^\top$,
 # which is the same only when the $U_k$ are orthonormal and complete
 # ($\sum_k U_k U_k^\top = I$, $Kp = d$). And as $b \to 0$ the softmax becomes
@@ -331,6 +337,10 @@ variants = {
 results = {name: run("classify", out=str(OUT / "runs" / name.replace(" ", "-")),
                      **common, **flags)
            for name, flags in variants.items()}     # name -> one metric dict per epoch
+if FAST:
+    print(f"FAST MODE: {n_train} digits, {epochs} epochs, one seed. These numbers are NOT "
+          "the full comparison's and may rank the variants the other way round; the "
+          "full run's table is the one below this cell.")
 print("| variant | held-out acc | Rc per layer | s / step |\n|---|---|---|---|")
 for name, history in results.items():
     last = history[-1]

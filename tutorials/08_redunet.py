@@ -79,8 +79,10 @@ t_start = time.time()
 # $$\frac{\partial R^c}{\partial Z_j} = \gamma_j\, Z_j C_j, \qquad
 #   C_j = a_j\,(I_d + a_j Z_j^\top Z_j)^{-1} \quad\text{(compression of class } j).$$
 #
-# What they do: $E$ is a ridge-regression residual. Along a direction in which
-# the data has variance $\lambda$, $E$ scales by $a / (1 + a\lambda)$: it
+# What they do: $E$ is a ridge-regression residual. Along an eigenvector of
+# $Z^\top Z$ with eigenvalue $\lambda$ (the sum of the squared coordinates of
+# the rows along it, $N$ times their second moment, not a variance: nothing is
+# centred), $E$ scales by $a / (1 + a\lambda)$: it
 # *amplifies the directions the data does not yet fill*, pushing the whole
 # set to expand. $C_j$ does the same for class $j$ alone; subtracting
 # $\gamma_j z C_j$ for a member $z$ of class $j$ means moving it *against* the
@@ -158,9 +160,10 @@ print(f"Delta R: {one_layer.history[0]:.4f} -> {one_layer.history[1]:.4f} after 
 #
 # ### New samples: the soft class estimate
 #
-# A new sample has no label, so the layer must guess $\pi_j(z)$. $C_j$ shrinks
-# the directions class $j$ fills least, so a member of class $j$ is changed
-# *least* by $C_j$: the paper estimates
+# A new sample has no label, so the layer must guess $\pi_j(z)$. Along a
+# direction in which $Z_j^\top Z_j$ has eigenvalue $\lambda$, $C_j$ has eigenvalue
+# $a_j / (1 + a_j \lambda)$: it shrinks most the directions class $j$ fills most,
+# so a member of class $j$ is changed *least* by $C_j$: the paper estimates
 #
 # $$\hat\pi_j(z) = \operatorname{softmax}_j\big(-\tau \|z C_j\|\big),$$
 #

@@ -1,4 +1,5 @@
-"""python -m whitebox.course list | release KEY --out DIR | grade DIR [--assignment KEY]"""
+"""python -m whitebox.course list | release KEY --out DIR | audit KEY [--folder DIR]
+| grade DIR [--assignment KEY] | nbgrader [KEY ...] --course DIR"""
 import argparse
 import csv
 import json
@@ -6,7 +7,7 @@ import sys
 
 from .assignments import ASSIGNMENTS
 from .grade import grade
-from .release import pointer, release
+from .release import AuditError, pointer, release
 
 
 def cmd_list(args):
@@ -27,6 +28,17 @@ def cmd_list(args):
 def cmd_release(args):
     out = release(args.assignment, args.out, force=args.force)
     print(f"wrote the {args.assignment.upper()} student release to {out}")
+
+
+def cmd_audit(args):
+    from .audit import audit
+    failed = False
+    for key in args.assignments:
+        report = audit(key, args.folder, dynamic=not args.static)
+        print(report.table())
+        failed |= not report.ok
+    if failed:
+        raise AuditError("the audit found answers in the release (listed above)")
 
 
 def cmd_grade(args):
@@ -55,7 +67,8 @@ def cmd_grade(args):
 
 def cmd_nbgrader(args):
     from .to_nbgrader import write_course
-    written = write_course(args.course, args.assignments or None, tutorials=args.tutorials)
+    written = write_course(args.course, args.assignments or None, tutorials=args.tutorials,
+                           hidden=not args.no_hidden)
     for key, notebooks in written.items():
         for path, graded in notebooks:
             points = sum(p for _, _, p in graded)
@@ -76,6 +89,14 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="the folder to write (new or empty)")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     p.set_defaults(run=cmd_release)
+    p = sub.add_parser("audit", help="prove that no code in a release computes a graded "
+                                     "function's answer (release runs it too)")
+    p.add_argument("assignments", nargs="+", metavar="assignment", help="A1, A2, ...")
+    p.add_argument("--folder", help="a release to audit (default: a fresh one in a "
+                                    "temporary folder)")
+    p.add_argument("--static", action="store_true",
+                   help="the static layer only (no probes run)")
+    p.set_defaults(run=cmd_audit)
     p = sub.add_parser("grade", help="grade a folder: a score per part and 'score: X/Y'")
     p.add_argument("folders", nargs="+", metavar="folder",
                    help="student folders (or the project itself)")
@@ -92,11 +113,13 @@ def main(argv=None):
     p.add_argument("assignments", nargs="*", help="A1 A2 ... (default: every ready one)")
     p.add_argument("--course", required=True, help="the nbgrader course folder to write")
     p.add_argument("--tutorials", help="the folder of tutorials (default: the project's)")
+    p.add_argument("--no-hidden", action="store_true",
+                   help="no hidden stored-array tests (they run each tutorial once)")
     p.set_defaults(run=cmd_nbgrader)
     args = ap.parse_args(argv)
     try:
         args.run(args)
-    except (KeyError, ValueError, FileNotFoundError, FileExistsError) as err:
+    except (KeyError, ValueError, FileNotFoundError, FileExistsError, AuditError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {msg}", file=sys.stderr)
         return 2

@@ -10,6 +10,12 @@ tutorials/make_exercises.py), ``tests/`` (the checks the grader runs, for the
 student to run locally), ``pyproject.toml`` (``pip install -e .`` makes it
 importable as ``whitebox``), ``README.md`` and ``ASSIGNMENT.json`` (which
 assignment this is, read by the grader).
+
+The library's PyTorch twins (``whitebox/torch_*.py``, ``whitebox/torch_twins/``)
+stay behind: each computes a graded layer in a few lines of torch. Before it
+returns, ``release`` runs the release audit (whitebox.course.audit) on the
+folder and raises AuditError, leaving nothing behind, when code in it still
+computes what a graded function computes.
 """
 import datetime
 import json
@@ -65,17 +71,67 @@ def stub_messages(assignment, root=ROOT):
         asked = ", ".join(spec.split(":")[1] for spec in part.functions)
         for spec in part.hidden:
             path, name = spec.split(":")
+            if not _defines(root / path, name):
+                continue                      # not in this library; the audit checks
             out.setdefault(path, {})[name] = (
                 f"{assignment.key} part {part.number}: {name} is another arrangement of "
                 f"{asked}, hidden in this release; it is not part of the exercise")
     return out
 
 
+def _defines(file, name):
+    """Whether ``file`` defines function (or method) ``name``."""
+    import ast
+    from .strip import _functions
+    return file.exists() and name in _functions(ast.parse(file.read_text()))
+
+
 def _ignore(folder, names):
     skip = {"__pycache__", ".pytest_cache"}
-    if pathlib.Path(folder).resolve() == PACKAGE:
-        skip.add("course")             # the grader and its checks stay with the instructor
-    return [n for n in names if n in skip or n.endswith((".pyc", ".pyo"))]
+    top = pathlib.Path(folder).resolve() == PACKAGE
+    if top:
+        skip |= {"course",             # the grader and its checks stay with the instructor
+                 "torch_twins"}        # the PyTorch twins hold every graded layer in torch
+    return [n for n in names if n in skip or n.endswith((".pyc", ".pyo"))
+            or (top and n.startswith("torch_") and n.endswith(".py"))]
+
+
+class AuditError(RuntimeError):
+    """A release in which code still computes what a graded function computes."""
+
+
+def visible_tests_are_stored():
+    """True when grading writes visible tests that compare with stored arrays."""
+    try:
+        from .grade import write_visible_tests        # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _write_visible_tests(assignment, dest):
+    """The tests a student runs locally, in ``dest``; returns True when they compare
+    with stored arrays (nothing in them computes an answer).
+
+    ---- VISIBLE TESTS: the one place the grader's ``write_visible_tests(key, dest)``
+    plugs in. It writes tests that compare with arrays the judge stored, not
+    formulas. Until grading provides it, the check files themselves are copied:
+    their direct formulas (a loop that computes MSSA, ...) are answers, and the
+    audit lists them as accepted for now rather than failing the release.
+    """
+    try:
+        from .grade import write_visible_tests
+    except ImportError:
+        write_visible_tests = None
+    if write_visible_tests is not None:
+        write_visible_tests(assignment.key, dest)
+        return True
+    for helper in CHECKS.glob("*.py"):             # the checks' shared helpers
+        if not helper.name.startswith("test_"):
+            shutil.copy2(helper, dest / helper.name)
+    for check in check_files(assignment.key):
+        shutil.copy2(check, dest / check.name)
+    return False
 
 
 def _write_tutorials(assignment, out, root):
@@ -112,7 +168,8 @@ name = "whitebox-{key_lower}"
 version = "{version}"
 description = "whitebox course assignment {key}: {title}"
 requires-python = ">=3.10"
-dependencies = ["numpy>=1.23", "matplotlib>=3.5", "tqdm>=4.60"]
+dependencies = ["numpy>=1.23", "matplotlib>=3.5", "tqdm>=4.60", "threadpoolctl>=3.1",
+                "mlxtend>=0.21"]
 
 [project.optional-dependencies]
 test = ["pytest>=7"]
@@ -135,7 +192,7 @@ raise `NotImplementedError`. Write them; everything else already works.
 ## Setup
 
 ```bash
-pip install -e ".[test]"        # installs this folder as `whitebox`
+pip install -e ".[test]"        # installs this folder as `whitebox`, and what it needs
 ```
 
 ## What to write ({points} points, about {hours:g} hours)
@@ -172,8 +229,11 @@ Hand in this whole folder (or an archive of it) without renaming
 """
 
 
-def release(key, out, root=ROOT, force=False):
-    """Write the student release of assignment ``key`` into folder ``out``; return its path."""
+def release(key, out, root=ROOT, force=False, audit=True):
+    """Write the student release of assignment ``key`` into folder ``out``; return its path.
+
+    audit: run the release audit and raise AuditError (removing ``out``) when it fails.
+    """
     assignment = get_assignment(key)
     if assignment.coming:
         raise ValueError(f"{assignment.key} cannot be released yet: {assignment.coming}")
@@ -193,11 +253,7 @@ def release(key, out, root=ROOT, force=False):
 
     tutorials = _write_tutorials(assignment, out, root)
     (out / "tests").mkdir()
-    for helper in CHECKS.glob("*.py"):             # the checks' shared helpers
-        if not helper.name.startswith("test_"):
-            shutil.copy2(helper, out / "tests" / helper.name)
-    for check in check_files(assignment.key):
-        shutil.copy2(check, out / "tests" / check.name)
+    stored = _write_visible_tests(assignment, out / "tests")
 
     from .. import __version__
     fields = dict(key=assignment.key, key_lower=assignment.key.lower(),
@@ -217,6 +273,15 @@ def release(key, out, root=ROOT, force=False):
               "parts": [{"number": p.number, "title": p.title, "points": p.points,
                          "functions": list(p.functions)} for p in assignment.parts]}
     (out / "ASSIGNMENT.json").write_text(json.dumps(record, indent=2) + "\n")
+    if audit:
+        from .audit import audit as run_audit
+        report = run_audit(assignment.key, out, root, accept=None if stored else ("tests/",))
+        if not report.ok:
+            shutil.rmtree(out)
+            raise AuditError(f"the {assignment.key} release holds answers; nothing was "
+                             f"written:\n{report.table()}")
+        for note in report.notes:
+            print(f"release {assignment.key}: accepted for now: {note}", file=sys.stderr)
     return out
 
 

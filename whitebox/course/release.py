@@ -192,12 +192,8 @@ def release(key, out, root=ROOT, force=False):
         target.write_text(strip_functions(target.read_text(), messages, path))
 
     tutorials = _write_tutorials(assignment, out, root)
-    (out / "tests").mkdir()
-    for helper in CHECKS.glob("*.py"):             # the checks' shared helpers
-        if not helper.name.startswith("test_"):
-            shutil.copy2(helper, out / "tests" / helper.name)
-    for check in check_files(assignment.key):
-        shutil.copy2(check, out / "tests" / check.name)
+    from .visible import write_visible_tests
+    write_visible_tests(assignment.key, out / "tests")
 
     from .. import __version__
     fields = dict(key=assignment.key, key_lower=assignment.key.lower(),

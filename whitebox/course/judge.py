@@ -45,7 +45,9 @@ import time
 from . import runner as codec
 
 RUNNER = pathlib.Path(codec.__file__).resolve()
-SKIP_IN_VIEW = ("whitebox", "__editable__", "_whitebox")
+# no whitebox install; no Numba (grading runs the NumPy ops, WHITEBOX_FUSED=0, and a
+# compiler in the runner only costs start-up time)
+SKIP_IN_VIEW = ("whitebox", "__editable__", "_whitebox", "numba", "llvmlite")
 LIMITS = {"cpu_s": 300, "memory": 4 << 30, "file_size": 64 << 20}
 
 

@@ -370,3 +370,79 @@ def test_site_builds_with_every_tutorial_and_its_figures(tmp_path):
     assignments = (site / "course" / "assignments" / "index.html").read_text()
     assert all(key in assignments for key in ASSIGNMENTS)
     assert "coding_rate_backward" in (site / "api" / "rate" / "index.html").read_text()
+
+
+# ten subtly wrong submissions: (assignment, part, file, the reference line, the wrong one)
+WRONG = {
+    "softmax backward sign": ("A2", 1, "whitebox/functional/softmax.py",
+                              "return y * (dout - (dout * y).sum(axis=-1, keepdims=True))",
+                              "return y * (dout + (dout * y).sum(axis=-1, keepdims=True))"),
+    "softmax unstable": ("A2", 1, "whitebox/functional/softmax.py",
+                         "e = xp.exp(x - x.max(axis=-1, keepdims=True))", "e = xp.exp(x)"),
+    "layernorm no xhat term": ("A2", 2, "whitebox/functional/layernorm.py",
+                               'h -= xp.einsum("nd,n->nd", xhat, hx_mean)', "h -= 0"),
+    "layernorm dbeta a mean": ("A2", 2, "whitebox/functional/layernorm.py",
+                               "dbeta = sum_leading(dout2)", "dbeta = sum_leading(dout2) / d"),
+    "mssa no symmetric term": ("A2", 3, "whitebox/functional/mssa.py",
+                               "    dw += sdS @ w", "    pass"),
+    "mssa symmetric term untransposed": ("A2", 3, "whitebox/functional/mssa.py",
+                                         "sdS = sdS + sdS.transpose(0, 1, 3, 2)",
+                                         "sdS = sdS + sdS"),
+    "mssa scale 1/p": ("A2", 3, "whitebox/functional/mssa.py",
+                       "s = p ** -0.5 if scale is None else scale",
+                       "s = p ** -1.0 if scale is None else scale"),
+    "mssa causal mask hides the diagonal": ("A2", 3, "whitebox/functional/mssa.py",
+                                            "xp.triu(xp.ones((N, N), dtype=bool), 1)",
+                                            "xp.triu(xp.ones((N, N), dtype=bool), 0)"),
+    "ista dW with one W term": ("A3", 1, "whitebox/functional/ista.py",
+                                "dW = dM - W @ (dM + dM.T)", "dW = dM - W @ dM"),
+    "ista lambda sign": ("A3", 1, "whitebox/functional/ista.py",
+                         "a -= eta * lam", "a += eta * lam"),
+}
+
+
+def _wrong(tmp_path, name):
+    key, part, path, right, wrong = WRONG[name]
+    out = release(key, tmp_path / key)
+    fill_in(out, key, [part])
+    source = (out / path).read_text()
+    assert right in source, f"{path} no longer has {right!r}: update WRONG"
+    (out / path).write_text(source.replace(right, wrong))
+    (report_part,) = grade(out, key, parts=[part]).parts
+    return report_part
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=() if n in ("mssa scale 1/p", "ista dW with one W term")
+                 else pytest.mark.slow) for n in WRONG])
+def test_subtly_wrong_submissions_are_caught(tmp_path, name):
+    part = _wrong(tmp_path, name)
+    assert part.score < part.points and part.failures, (name, part)
+    names = [n for n, _ in part.failures]
+    if name == "mssa scale 1/p":
+        # a wrong forward: its checks fail, the backward (given the reference cache) passes
+        assert all(n.startswith("mssa_forward") for n in names), names
+    if name == "ista dW with one W term":
+        # the check that dW has both terms carries most of the part
+        assert names == ["ista_backward_gradient[W]"] and part.score < 0.5 * part.points
+    if name in ("softmax backward sign", "mssa no symmetric term"):
+        assert part.score <= 0.4 * part.points, (name, part.score)
+
+
+def test_visible_tests_hold_values_not_formulas(tmp_path):
+    from whitebox.course.visible import write_visible_tests
+    written = write_visible_tests("A2", tmp_path)
+    names = {p.name for p in written}
+    assert {"test_a2_part1_visible.py", "expected_a2_part3.npz", "visible_helpers.py"} <= names
+    for path in written:
+        if path.suffix == ".py":
+            text = path.read_text()
+            for formula in ("exp(", "einsum", "slogdet", "transpose", "sum(axis", "maximum("):
+                assert formula not in text, f"{path.name} holds {formula!r}"
+        if path.suffix == ".npz":
+            import numpy as np
+            with np.load(path, allow_pickle=False) as data:
+                assert all(data[k].dtype.kind in "biuf" for k in data.files)
+    meta = json.loads((tmp_path / "expected_a2_part3.json").read_text())
+    assert {c["target"] for c in meta["values"]} == {"whitebox.functional.mssa:mssa_forward"}
+    assert meta["pairs"] and all(c["backward"].endswith("mssa_backward") for c in meta["pairs"])

@@ -51,9 +51,9 @@ def ista_forward_2d(run):
 
 
 @check("A3", 1, weight=3, needs=("ista_forward_values",), cases={"x": dict(wrt="x")})
-@check("A3", 1, weight=5, needs=("ista_forward_values",), cases={"W": dict(wrt="W")})
+@check("A3", 1, weight=8, needs=("ista_forward_values",), cases={"W": dict(wrt="W")})
 def ista_backward_gradient(run, wrt):
-    # dW carries the most: W appears twice in x W^T W, and once more in x W
+    # dW carries most of the part (8 of 14): W appears twice in x W^T W, once more in x W
     x, W = inputs(3)
     pre = x + 0.2 * (x @ W - x @ W.T @ W) - 0.2 * 0.1
     assert np.abs(pre).min() > 1e-4         # the check stays away from the ReLU's kink

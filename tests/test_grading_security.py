@@ -439,3 +439,29 @@ def test_a_batch_with_hostile_folders_grades_each_in_bounded_time(solved, tmp_pa
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
+
+
+def test_odd_files_in_the_package_are_refused(untouched, tmp_path):
+    looped = copy(untouched, tmp_path / "loop")
+    (looped / "whitebox" / "again").symlink_to(looped / "whitebox")
+    report = grade(looped, "A2", parts=[1])
+    assert report.score == 0 and "link to a folder" in report.fatal, report.table()
+    fifo = copy(untouched, tmp_path / "fifo")
+    os.mkfifo(fifo / "whitebox" / "pipe")
+    report = grade(fifo, "A2", parts=[1])
+    assert report.score == 0 and "neither a file nor a folder" in report.fatal, report.table()
+
+
+def test_code_loaded_from_outside_the_folder_is_refused(untouched, tmp_path):
+    # a submission that knows where the grader lies (a path read off the disk) and loads
+    # it under another name: the runner reports it, and the part is refused
+    finder = f'''
+def _find_grader():
+    return {str(ROOT / "whitebox")!r}
+'''
+    out = with_cheat(untouched, tmp_path, finder + DELEGATE)
+    report, part = part1(out)
+    assert part.score == 0, report.table()
+    assert report.fatal.startswith("refused: code was loaded from outside the submission"), \
+        report.fatal
+    assert "graders" in report.fatal

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from . import judge
 from .assignments import get_assignment
 
+MAX_PACKAGE = 256 << 20        # bytes of a submission's whitebox/
 TEST_FILE = re.compile(r"^test_(a\d+)_part(\d+)(_.*)?\.py$", re.IGNORECASE)
 
 
@@ -107,8 +108,10 @@ class Refused(ValueError):
 def read_assignment(folder):
     """The assignment key recorded in FOLDER/ASSIGNMENT.json, or None."""
     record = pathlib.Path(folder) / "ASSIGNMENT.json"
-    if not record.exists():
+    if not record.exists() and not record.is_symlink():
         return None
+    if record.is_symlink() or not record.is_file() or record.stat().st_size > 1 << 20:
+        raise Refused(f"{record} is not a small plain file")
     try:
         data = json.loads(record.read_text())
         key = data["assignment"]
@@ -176,12 +179,23 @@ def check_folder(folder):
             raise Refused(f"{package} is a link to {os.path.realpath(package)}; hand in the "
                           "files themselves")
         raise FileNotFoundError(f"{folder} has no whitebox/ package to grade")
+    total = 0
     for path in [package, *package.rglob("*")]:
         if path.is_symlink():
             target = pathlib.Path(os.path.realpath(path))
             if not str(target).startswith(str(folder) + os.sep) or not target.exists():
                 raise Refused(f"{path.relative_to(folder)} is a link to {target}, outside the "
                               "submission; hand in the files themselves")
+            if target.is_dir():
+                raise Refused(f"{path.relative_to(folder)} is a link to a folder; hand in "
+                              "the folder itself")
+        if not (path.is_dir() or path.is_file()):
+            raise Refused(f"{path.relative_to(folder)} is neither a file nor a folder")
+        if path.is_file():
+            total += path.stat().st_size
+    if total > MAX_PACKAGE:
+        raise Refused(f"whitebox/ holds {total / 2**20:.0f} MiB, more than the "
+                      f"{MAX_PACKAGE / 2**20:.0f} MiB a submission may")
     return folder
 
 

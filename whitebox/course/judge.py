@@ -138,15 +138,16 @@ def unprivileged_user():
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)
+    probe = f"import sys; sys.path[:0] = {site_dirs()!r}; import numpy"
     try:
-        code = subprocess.run([sys.executable, "-I", "-S", "-c", "import sys"], preexec_fn=drop,
+        code = subprocess.run([sys.executable, "-I", "-S", "-c", probe], preexec_fn=drop,
                               capture_output=True, timeout=60, cwd="/").returncode
     except (OSError, subprocess.SubprocessError):
         code = -1
     if code:
         return None, None, (f"the runner ran as root: user {user.pw_name} cannot run "
-                            f"{sys.executable} (install Python where it can read it; see "
-                            "tutorials/INSTRUCTORS.md)")
+                            f"{sys.executable} with NumPy (install Python and the packages "
+                            "where it can read them; see tutorials/INSTRUCTORS.md)")
     return uid, gid, ""
 
 
@@ -267,7 +268,19 @@ class Sandbox:
             why = {"SIGXCPU": " (out of CPU time)", "SIGKILL": " (killed)",
                    "SIGXFSZ": " (wrote too large a file)"}.get(name, "")
             return f"the submission's process ended by {name}{why}"
-        return f"the submission's process exited with code {code} before answering"
+        return f"the submission's process exited with code {code} before answering" + \
+            self._stderr_tail()
+
+    def _stderr_tail(self):
+        """The last lines the runner wrote to stderr (the submission's prints among them)."""
+        try:
+            self.stderr.seek(0, os.SEEK_END)
+            size = self.stderr.tell()
+            self.stderr.seek(max(0, size - 400))
+            tail = self.stderr.read().decode("utf-8", "replace").strip()
+        except (OSError, ValueError):
+            return ""
+        return f"; its last output: {' '.join(tail.split())[-300:]}" if tail else ""
 
     def request(self, op, value):
         if self.closed:

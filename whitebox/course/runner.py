@@ -276,9 +276,16 @@ class Runner:
             if not path:
                 continue
             real = os.path.realpath(path)
+            inside = real.startswith(self.folder + os.sep)
+            if self.allowed and real.startswith(self.allowed[0] + os.sep):
+                inside = True                     # the runner's own folder (this file)
+            parts = real.split(os.sep)
             if name == "whitebox" or name.startswith("whitebox."):
-                if not real.startswith(self.folder + os.sep):
+                if not inside:
                     bad.append(f"{name} from {path}")
+            elif not inside and any(p.lower().startswith(("whitebox", "__editable__"))
+                                    for p in parts):
+                bad.append(f"{name} from {path}")          # another whitebox, by any name
             elif not any(real.startswith(a + os.sep) for a in self.allowed):
                 bad.append(f"{name} from {path}")
         return bad

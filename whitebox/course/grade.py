@@ -91,7 +91,8 @@ class GradeReport:
                 for test, message in p.failures:
                     groups.setdefault(message, []).append(test)
                 for message, tests in groups.items():
-                    which = tests[0] if len(tests) == 1 else f"{len(tests)} checks ({tests[0]}, ...)"
+                    which = (tests[0] if len(tests) == 1
+                             else f"{len(tests)} checks ({tests[0]}, ...)")
                     rows.append(f"  part {p.number} FAILED {which}: {message}")
         rows.append(f"score: {_num(self.score)}/{self.points}")
         return "\n".join(rows)

@@ -7,8 +7,8 @@ from ...rate.compression import compression_rate_forward, compression_step
 from ...rate.gram import gram_logdet_forward
 from ...rate.mcr2 import class_compression_forward
 from ..judge import check
-from .helpers import (as_array, assert_close, assert_gradient, backward, describe, fail,
-                      reference, rng, unpack)
+from .helpers import (as_array, assert_close, assert_gradient, backward, describe, fail, rng,
+                      unpack)
 
 GRAM = "whitebox.rate.gram:gram_logdet_forward"
 GRAM_B = "whitebox.rate.gram:gram_logdet_backward"

@@ -1,6 +1,4 @@
 """A2: softmax, LayerNorm backward, multi-head subspace self-attention (forward and backward)."""
-import numpy as np
-
 from ...functional import layernorm_forward, mssa_forward, softmax_forward
 from ..judge import check
 from .helpers import (assert_close, assert_gradient, backward, describe, fail, reference, rng,
@@ -63,7 +61,8 @@ def layernorm_backward_gradient(run, shape, wrt):
 
 SHAPES = {"2d": dict(shape=(4, 6)), "3d": dict(shape=(2, 3, 5))}
 # dx carries the part: the mean and variance terms are what LayerNorm backward teaches
-check("A2", 2, weight=3, cases={k: dict(v, wrt="x") for k, v in SHAPES.items()})(layernorm_backward_gradient)
+check("A2", 2, weight=3, cases={k: dict(v, wrt="x") for k, v in SHAPES.items()}
+      )(layernorm_backward_gradient)
 check("A2", 2, weight=1, cases={f"{k}-gamma": dict(v, wrt="gamma")
                                 for k, v in SHAPES.items()})(layernorm_backward_gradient)
 check("A2", 2, weight=1, cases={f"{k}-beta": dict(v, wrt="beta")
@@ -148,4 +147,5 @@ check("A2", 3, weight=4, needs=("mssa_forward_values",), cases={
 check("A2", 3, weight=5, needs=("mssa_forward_values",),
       cases={"scale-2": dict(wrt="x", scale=2.0, seed=6)})(mssa_backward_gradient)
 check("A2", 3, weight=2, needs=("mssa_forward_without_projection",),
-      cases={"no-projection": dict(wrt="x", seed=8, out=False, d=3, K=1, p=3)})(mssa_backward_gradient)
+      cases={"no-projection": dict(wrt="x", seed=8, out=False, d=3, K=1, p=3)}
+      )(mssa_backward_gradient)

@@ -1,4 +1,4 @@
-"""A4: the masked-autoencoding loss and mask token, one decoder layer, the autoencoder's backward."""
+"""A4: the masked loss and the mask token, one decoder layer, the autoencoder's backward."""
 import numpy as np
 
 from ...functional.masked_mse import masked_mse_forward

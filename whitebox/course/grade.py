@@ -206,7 +206,7 @@ def _guarded():
     killed), and this process is not dumpable (another process of the same user cannot
     read or trace its memory)."""
     reaper = judge._prctl(judge.PR_SET_CHILD_SUBREAPER, 1) == 0
-    dumpable = judge._libc().prctl(judge.PR_GET_DUMPABLE, 0, 0, 0, 0) if judge._libc() else -1
+    dumpable = judge._prctl(judge.PR_GET_DUMPABLE, 0)       # -1 where there is no prctl
     if dumpable == 1:
         judge._prctl(judge.PR_SET_DUMPABLE, 0)
     try:

@@ -144,18 +144,22 @@ def _preexec(uid, gid, cpu_s, memory, file_size):
             os.setgroups([])
             os.setgid(gid)
             os.setuid(uid)
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         # no new processes (root ignores this limit; the group kill and the reaper remain)
-        resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
+        for name, value in (("RLIMIT_CPU", cpu_s), ("RLIMIT_AS", memory),
+                            ("RLIMIT_FSIZE", file_size), ("RLIMIT_CORE", 0),
+                            ("RLIMIT_NPROC", 0)):
+            if hasattr(resource, name):
+                try:
+                    resource.setrlimit(getattr(resource, name), (value, value))
+                except (ValueError, OSError):
+                    if name in ("RLIMIT_CPU", "RLIMIT_FSIZE"):
+                        raise         # these two every Unix has; the others vary (macOS)
     return setup
 
 
 def _children_of(pid):
     out = []
-    for entry in os.listdir("/proc"):
+    for entry in (os.listdir("/proc") if os.path.isdir("/proc") else ()):
         if not entry.isdigit():
             continue
         try:
@@ -172,7 +176,7 @@ def _children_of(pid):
 def _with_token(token):
     out = []
     needle = f"WHITEBOX_RUNNER_TOKEN={token}".encode()
-    for entry in os.listdir("/proc"):
+    for entry in (os.listdir("/proc") if os.path.isdir("/proc") else ()):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/environ", "rb") as f:

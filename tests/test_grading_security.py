@@ -464,3 +464,78 @@ def _find_grader():
     assert report.fatal.startswith("refused: code was loaded from outside the submission"), \
         report.fatal
     assert "graders" in report.fatal
+
+
+def test_a_backward_that_reads_its_own_cache_still_gets_its_marks(solved, tmp_path):
+    # the reference forward's cache is the array y; this forward keeps {"probs": y}
+    own = '''
+    def softmax_forward(x):
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        y = e / e.sum(axis=-1, keepdims=True)
+        return y, {"probs": y}
+
+
+    def softmax_backward(dout, cache):
+        y = cache["probs"]
+        return y * (dout - (dout * y).sum(axis=-1, keepdims=True))
+    '''
+    out = copy(solved, tmp_path / "own")
+    path = out / SOFTMAX
+    path.write_text("import numpy as np\n" + path.read_text() + textwrap.dedent(own))
+    report, part = part1(out)
+    assert part.score == part.points, report.table()
+
+
+def test_the_codec_refuses_hostile_answers():
+    import io
+    import struct as st
+
+    import numpy as np
+
+    from whitebox.course import runner as codec
+
+    def frames(header, arrays=()):
+        blob = json.dumps(header).encode()
+        data = st.pack(">I", len(blob)) + blob
+        for a in arrays:
+            data += st.pack(">Q", len(a)) + a
+        return io.BytesIO(data).read
+
+    def npy(array, **kw):
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, array, **kw)
+        return buf.getvalue()
+
+    ok = npy(np.arange(3.0))
+    assert codec.receive(frames({"value": {"$a": 0}, "arrays": 1}, [ok]))[1].tolist() == \
+        [0, 1, 2]
+    bad = [
+        frames({"value": {"$a": 0}, "arrays": 1}, [npy(np.array([{}], dtype=object),
+                                                       allow_pickle=True)]),
+        frames({"value": {"$a": 0}, "arrays": 1}, [ok[:-8]]),              # short data
+        frames({"value": {"$a": 5}, "arrays": 1}, [ok]),                   # no such array
+        frames({"value": {"$a": 0}, "arrays": 10 ** 6}, [ok]),             # too many
+        frames({"value": {"__reduce__": "os.system"}, "arrays": 0}),
+        frames({"value": {"$dtype": "O"}, "arrays": 0}),
+        io.BytesIO(st.pack(">I", codec.MAX_JSON + 1)).read,                # huge header
+    ]
+    for read in bad:
+        with pytest.raises(codec.ProtocolError):
+            codec.receive(read)
+    with pytest.raises(codec.ProtocolError):
+        codec.encode(object())                                 # nothing is ever pickled
+
+
+def test_the_runner_imports_no_grader_code():
+    import ast
+    source = (ROOT / "whitebox" / "course" / "runner.py").read_text()
+    modules = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            modules |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "runner.py must not import relative to the grader"
+            modules.add(node.module)
+    # whitebox.nn.module there is the submission's (the stand-in's base class)
+    assert modules <= {"io", "json", "math", "os", "struct", "sys", "traceback", "importlib",
+                       "numpy", "whitebox", "whitebox.nn.module"}, modules

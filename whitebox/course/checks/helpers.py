@@ -37,7 +37,7 @@ def fail(message):
 
 
 def as_array(what, got, case=""):
-    """``got`` as a float64 array, or a failure saying what came back instead."""
+    """``got`` as a numeric array, or a failure saying what came back instead."""
     if got is None:
         fail(f"{what}: got None ({case})")
     if isinstance(got, (bool, int, float, np.generic)):
@@ -46,7 +46,7 @@ def as_array(what, got, case=""):
         fail(f"{what}: got a {type(got).__name__}, expected an array ({case})")
     if got.dtype.kind not in "biuf":
         fail(f"{what}: got an array of dtype {got.dtype}, expected floating point ({case})")
-    return got.astype(np.float64)
+    return got
 
 
 def unpack(what, got, n):
@@ -71,6 +71,7 @@ def assert_close(what, got, expected, case="", tol=1e-7, floor=1e-8, hint=""):
     tail = f". {hint}" if hint else ""
     if got.shape != expected.shape:
         fail(f"{what}: shape {got.shape}, expected {expected.shape} ({case}){tail}")
+    got = got.astype(np.float64)
     if not np.all(np.isfinite(got)):
         fail(f"{what}: contains NaN or inf ({case}){tail}")
     err = rel_error(got, expected, floor)

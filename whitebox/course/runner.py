@@ -58,6 +58,8 @@ def encode(value, keep=None, arrays=None, depth=0):
         value = np.asarray(value)
         arrays.append(value if value.flags.c_contiguous else value.copy(order="C"))
         return {"$a": len(arrays) - 1}, arrays
+    if isinstance(value, _Kept) and keep is not None:
+        return {"$h": keep(value.obj), "type": type(value.obj).__name__}, arrays
     if isinstance(value, tuple):
         return {"$t": [encode(v, keep, arrays, depth + 1)[0] for v in value]}, arrays
     if isinstance(value, list):
@@ -322,8 +324,12 @@ class Runner:
                 raise ImportError(f"import whitebox found {where}, not the submission")
             return {"whitebox": where}
         if op == "call":
-            target, args, kwargs = value
-            return self.resolve(target)(*args, **kwargs)
+            target, args, kwargs = value[:3]
+            result = self.resolve(target)(*args, **kwargs)
+            keep = value[3] if len(value) > 3 else ()
+            if keep and isinstance(result, tuple):       # these items stay here, as handles
+                result = tuple(_Kept(r) if i in keep else r for i, r in enumerate(result))
+            return result
         if op == "new":
             target, args, kwargs = value
             return self.keep_object(self.resolve(target)(*args, **kwargs))

@@ -384,6 +384,11 @@ class Run:
         """The submission's ``module:function`` called with these arguments; its result."""
         return self._sandbox.request("call", (target, list(args), kwargs))
 
+    def forward(self, target, *args, **kwargs):
+        """The submission's ``(out, cache)`` pair: out comes back, the cache stays in the
+        runner (a Remote to hand to its backward)."""
+        return self._sandbox.request("call", (target, list(args), kwargs, [1]))
+
     def new(self, target, *args, **kwargs):
         """An object of the submission's ``module:Class``, kept in the runner."""
         return self._sandbox.request("new", (target, list(args), kwargs))

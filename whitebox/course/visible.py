@@ -97,6 +97,9 @@ class _Recorder:
                                [np.array(a) for a in _arrays(result)], record))
         return result
 
+    def forward(self, target, *args, **kwargs):
+        return self.call(target, *args, **kwargs)
+
     def new(self, *a, **k):
         raise _Skip
 

@@ -31,7 +31,7 @@ MCR2 = "whitebox.rate.mcr2:mcr2_loss"
                                   (9, 3, "rows")]})
 def gram_logdet_forward_values(run, n, m, side):
     X = rng(1).standard_normal((2, n, m))
-    h = unpack("gram_logdet_forward", run.call(GRAM, X, 0.7, side), 2)[0]
+    h = unpack("gram_logdet_forward", run.forward(GRAM, X, 0.7, side), 2)[0]
     assert_close("gram_logdet_forward", h, gram_logdet_forward(X, 0.7, side)[0],
                  describe(X=X, a=0.7, side=side), 1e-9)
 

@@ -17,14 +17,14 @@ SYMMETRIC = ("q = k = v = w, so S = s w w^T is quadratic in w: dw needs "
 @check("A2", 1, weight=1)
 def softmax_forward_values(run):
     x = rng(1).standard_normal((2, 3, 5))
-    y = unpack("softmax_forward", run.call(SOFTMAX, x), 2)[0]
+    y = unpack("softmax_forward", run.forward(SOFTMAX, x), 2)[0]
     assert_close("softmax_forward", y, softmax_forward(x)[0], describe(x=x), 1e-10)
 
 
 @check("A2", 1, weight=1)
 def softmax_forward_large_inputs(run):
     x = rng(2).standard_normal((4, 6)) * 5 + 1000.0
-    y = unpack("softmax_forward", run.call(SOFTMAX, x), 2)[0]
+    y = unpack("softmax_forward", run.forward(SOFTMAX, x), 2)[0]
     assert_close("softmax_forward (entries near 1000)", y, softmax_forward(x)[0],
                  describe(x=x), 1e-10, hint="subtract the row maximum before exp")
 
@@ -85,7 +85,7 @@ CAUSAL = {"full": dict(causal=False), "causal": dict(causal=True)}
 @check("A2", 3, weight=1, cases=CAUSAL)
 def mssa_forward_values(run, causal):
     x, W_qkv, W_out, b_out = params(1)
-    y = unpack("mssa_forward", run.call(MSSA, x, W_qkv, W_out, b_out, 2, causal=causal), 2)[0]
+    y = unpack("mssa_forward", run.forward(MSSA, x, W_qkv, W_out, b_out, 2, causal=causal), 2)[0]
     with reference():
         expected = mssa_forward(x, W_qkv, W_out, b_out, 2, causal=causal)[0]
     assert_close("mssa_forward", y, expected,
@@ -107,7 +107,7 @@ def mssa_forward_attention_maps(run):
 @check("A2", 3, weight=1)
 def mssa_forward_without_projection(run):
     x, W_qkv, _, _ = params(3, d=3, K=1, p=3, out=False)
-    y = unpack("mssa_forward", run.call(MSSA, x, W_qkv, None, None, 1), 2)[0]
+    y = unpack("mssa_forward", run.forward(MSSA, x, W_qkv, None, None, 1), 2)[0]
     with reference():
         expected = mssa_forward(x, W_qkv, None, None, 1)[0]
     assert_close("mssa_forward (W_out None)", y, expected, describe(x=x, W_qkv=W_qkv, heads=1),

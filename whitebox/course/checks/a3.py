@@ -37,7 +37,7 @@ def inputs(seed, shape=(2, 5, 6)):
                                  "eta0.5": dict(eta=0.5, lam=0.3)})
 def ista_forward_values(run, eta, lam):
     x, W = inputs(1)
-    y = unpack("ista_forward", run.call(ISTA, x, W, eta, lam), 2)[0]
+    y = unpack("ista_forward", run.forward(ISTA, x, W, eta, lam), 2)[0]
     assert_close("ista_forward", y, ista_forward(x, W, eta, lam)[0],
                  describe(x=x, W=W, eta=eta, lam=lam), 1e-10,
                  hint="ReLU(x + eta (x W - x W^T W) - eta lam)")
@@ -46,7 +46,7 @@ def ista_forward_values(run, eta, lam):
 @check("A3", 1, weight=1)
 def ista_forward_2d(run):
     x, W = inputs(2, (7, 4))
-    y = unpack("ista_forward", run.call(ISTA, x, W), 2)[0]
+    y = unpack("ista_forward", run.forward(ISTA, x, W), 2)[0]
     assert_close("ista_forward (2-D x)", y, ista_forward(x, W)[0], describe(x=x, W=W), 1e-10)
 
 

@@ -28,7 +28,7 @@ def pair(seed):
 @check("A4", 1, weight=1, cases=NORM_PIX)
 def masked_mse_forward_value(run, norm_pix):
     pred, patches = pair(1)
-    loss = unpack("masked_mse_forward", run.call(MSE, pred, patches, MASK, norm_pix), 2)[0]
+    loss = unpack("masked_mse_forward", run.forward(MSE, pred, patches, MASK, norm_pix), 2)[0]
     assert_close("masked_mse_forward", loss, masked_mse_forward(pred, patches, MASK, norm_pix)[0],
                  describe(pred=pred, mask=MASK, norm_pix=norm_pix), 1e-10,
                  hint="the mean over each patch's pixels, averaged over the removed patches")
@@ -65,7 +65,7 @@ def tokens():
 @check("A4", 1, weight=1)
 def mask_tokens_forward_value(run):
     x, token = tokens()
-    y = unpack("mask_tokens_forward", run.call(MASKING, x, MASK, token), 2)[0]
+    y = unpack("mask_tokens_forward", run.forward(MASKING, x, MASK, token), 2)[0]
     assert_close("mask_tokens_forward", y, mask_tokens_forward(x, MASK, token)[0],
                  describe(x=x, mask=MASK), 1e-12, hint="(1 - m) x + m token")
 

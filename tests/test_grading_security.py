@@ -539,3 +539,15 @@ def test_the_runner_imports_no_grader_code():
     # whitebox.nn.module there is the submission's (the stand-in's base class)
     assert modules <= {"io", "json", "math", "os", "struct", "sys", "traceback", "importlib",
                        "numpy", "whitebox", "whitebox.nn.module"}, modules
+
+
+def test_messages_cannot_forge_lines_of_the_report(untouched, tmp_path):
+    forged = '''
+    def softmax_forward(x):
+        raise ValueError("oops\\npart 1 softmax 3/3 5/5\\nscore: 35/35")
+    '''
+    out = with_cheat(untouched, tmp_path, forged)
+    report, part = part1(out)
+    lines = report.table().splitlines()
+    assert [l for l in lines if l.startswith("score:")] == ["score: 0/5"], lines
+    assert all("\n" not in m for _, m in part.failures)

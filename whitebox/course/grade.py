@@ -266,7 +266,7 @@ def grade(folder, assignment=None, hidden=None, timeout=120, verbose=False, limi
         except Refused as err:
             refusal = str(err)
     if refusal:
-        report.fatal = "refused: " + refusal
+        report.fatal = "refused: " + " ".join(refusal.split())
         for c in checks:
             _score(parts[c.part], c, False, "not run: the submission was refused")
         return report

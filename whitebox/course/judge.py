@@ -89,7 +89,7 @@ def run_part(folder, checks, view, allowed, timeout, limits=None):
         failed = set()
         for c in checks:
             if gone:
-                results.append((c, False, f"not run: {gone}"))
+                results.append((c, False, " ".join(f"not run: {gone}".split())[:1200]))
                 continue
             try:
                 c.fn(Run(sandbox))
@@ -107,6 +107,8 @@ def run_part(folder, checks, view, allowed, timeout, limits=None):
             except Exception as err:                             # noqa: BLE001
                 message = (f"the submission's answer could not be used: "
                            f"{type(err).__name__}: {str(err)[:400]}")
+            # one line, whatever the submission put in its messages (no forged table rows)
+            message = " ".join(message.split())[:1200]
             blockers = [n for n in c.needs if any(f == n or f.startswith(n + "[")
                                                     for f in failed)]
             if blockers and not message.startswith("not written yet"):
@@ -115,4 +117,4 @@ def run_part(folder, checks, view, allowed, timeout, limits=None):
             results.append((c, False, message))
     finally:
         sandbox.close()
-    return results, fatal
+    return results, " ".join(fatal.split())

@@ -142,8 +142,9 @@ def _load_npy(data):
     return array
 
 
-def send(fd, value, keep=None, extra=None):
-    """Write one message holding ``value`` (plus top-level fields ``extra``) to ``fd``."""
+def send(fd, value, keep=None, extra=None, write=None):
+    """Write one message holding ``value`` (plus top-level fields ``extra``) to ``fd``
+    (with ``write(data)`` instead, where given)."""
     tree, arrays = encode(value, keep)
     header = dict(extra or {}, value=tree, arrays=len(arrays))
     blob = json.dumps(header, allow_nan=False).encode()
@@ -151,7 +152,7 @@ def send(fd, value, keep=None, extra=None):
     for a in arrays:
         data = _npy(a)
         parts += [struct.pack(">Q", len(data)), data]
-    _write_all(fd, b"".join(parts))
+    (write or (lambda data: _write_all(fd, data)))(b"".join(parts))
 
 
 def _write_all(fd, data):

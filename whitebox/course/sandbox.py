@@ -6,7 +6,8 @@
 links to the installed packages without any whitebox), its own session,
 resource limits (CPU time, address space, file size, processes) and, when the
 grader is root, as an unprivileged user. ``request`` sends one request and
-reads one answer within the part's wall-clock deadline; ``close`` kills the
+reads one answer; the submission has ``timeout`` seconds of wall-clock time for
+all its answers in the part (the judge's own work does not count); ``close`` kills the
 process group and any process left behind (an orphan of the grader, which the
 grader makes a child subreaper, or one carrying the runner's token in its
 environment). ``Run`` and ``Remote`` are what the checks hold.
@@ -191,7 +192,8 @@ class Sandbox:
     """One runner process for one part; ``close()`` leaves nothing of it behind."""
 
     def __init__(self, folder, view, allowed, timeout, limits=None):
-        self.deadline = time.monotonic() + timeout
+        self.deadline = time.monotonic() + timeout       # until the first request
+        self.used = 0.0                                     # seconds spent waiting on answers
         self.timeout = timeout
         self.token = secrets.token_hex(16)
         self.uid, self.gid, self.note = unprivileged_user()
@@ -229,6 +231,24 @@ class Sandbox:
         self.allowed = [str(self.work.resolve()), *stdlib_dirs(), *allowed]
 
     # -------------------------------------------------------------- requests
+    def _write(self, data):
+        """Write a request without blocking past the deadline (a runner that stops
+        reading cannot hold the grader)."""
+        fd = self.proc.stdin.fileno()
+        os.set_blocking(fd, False)
+        view = memoryview(data)
+        while view:
+            wait = self.deadline - time.monotonic()
+            if wait <= 0:
+                raise RunnerGone(f"the submission did not read its input within the part's "
+                                 f"{self.timeout:g} s")
+            _, ready, _ = select.select([], [fd], [], min(wait, 1.0))
+            if ready:
+                try:
+                    view = view[os.write(fd, view):]
+                except BlockingIOError:
+                    continue
+
     def _read(self, n):
         chunks, left = [], n
         fd = self.proc.stdout.fileno()
@@ -276,9 +296,17 @@ class Sandbox:
         if self.closed:
             raise RunnerGone("the submission's process has already ended")
         self.ids += 1
+        start = time.monotonic()
+        self.deadline = start + max(0.0, self.timeout - self.used)
+        try:
+            return self._exchange(op, value)
+        finally:
+            self.used += time.monotonic() - start
+
+    def _exchange(self, op, value):
         try:
             codec.send(self.proc.stdin.fileno(), value, self._handle_id,
-                       extra={"op": op, "id": self.ids})
+                       extra={"op": op, "id": self.ids}, write=self._write)
         except (BrokenPipeError, OSError):
             raise RunnerGone(self._why_gone()) from None
         try:

@@ -83,7 +83,8 @@ def main(argv=None):
     p.add_argument("--assignment", help="which assignment (default: the folder's ASSIGNMENT.json)")
     p.add_argument("--hidden", help="a folder of extra tests, test_<assignment>_part<N>_*.py")
     p.add_argument("--timeout", type=float, default=120,
-                   help="seconds of wall-clock time for each part's runner (120)")
+                   help="seconds of wall-clock time the submission may take to answer "
+                        "one part's checks (120)")
     p.add_argument("--json", help="also write the report(s) as JSON to this file")
     p.add_argument("--csv", help="also write one row per folder (part scores, total) to this file")
     p.add_argument("-q", "--quiet", action="store_true", help="no list of failed checks")

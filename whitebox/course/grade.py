@@ -224,7 +224,8 @@ def grade(folder, assignment=None, hidden=None, timeout=120, verbose=False, limi
 
     assignment: which one (default: the folder's ASSIGNMENT.json; a folder that
     declares another one is refused). hidden: a folder of hidden tests.
-    timeout: seconds of wall-clock time per part. limits: the runner's
+    timeout: seconds of wall-clock time the submission may take to answer one
+    part's checks (the judge's own work does not count). limits: the runner's
     resource limits (judge.LIMITS: cpu_s, memory, file_size). parts: grade only
     these part numbers (default: all).
     """

@@ -1,7 +1,8 @@
 """The course tooling: releases strip exactly the assignment's functions, grading scores parts.
 
-Grading runs the checks in a fresh interpreter per call (a few seconds each),
-so the default tests grade A2 only; the other assignments are marked slow.
+Grading starts a runner process per part (a few seconds per assignment), so
+the default tests grade A2 only; the other assignments are marked slow. The
+attacks on the grader are in test_grading_security.py.
 """
 import ast
 import json
@@ -14,6 +15,7 @@ import pytest
 from whitebox.course import ASSIGNMENTS, get_assignment, grade, release
 from whitebox.course.__main__ import main
 from whitebox.course.grade import hidden_tests
+from whitebox.course.judge import checks_for
 from whitebox.course.release import ROOT, fill_in
 from whitebox.course.strip import (function_source, replace_function, solution_lines,
                                    strip_functions)
@@ -33,11 +35,10 @@ def test_list_names_every_assignment_and_part(capsys):
 
 
 def test_every_listed_function_exists_and_has_checks():
-    from whitebox.course.release import check_files
     for key in READY:
         a = get_assignment(key)
-        parts = {int(f.name.split("_part")[1].split("_")[0]) for f in check_files(key)}
-        assert parts == {p.number for p in a.parts}, f"{key}: a check file per part"
+        parts = {c.part for c in checks_for(key)}
+        assert parts == {p.number for p in a.parts}, f"{key}: checks for every part"
         for part in a.parts:
             for spec in part.functions:
                 path, name = spec.split(":")
@@ -160,21 +161,28 @@ def _grade_cycle(key, tmp_path, hidden=None):
     return reference
 
 
+HIDDEN_DBETA = """
+import numpy as np
+from whitebox.functional import layernorm_forward
+from whitebox.course.checks.helpers import assert_close
+
+
+def test_dbeta_is_the_sum(run):
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    _, cache = layernorm_forward(x, np.ones(4), np.zeros(4))
+    got = run.call("whitebox.functional.layernorm:layernorm_backward", np.ones((3, 4)), cache)
+    assert_close("layernorm_backward: dbeta", got[2], np.full(4, 3.0))
+"""
+
+
 def test_grade_a2_untouched_partial_reference_and_hidden(tmp_path):
     hidden = tmp_path / "hidden"
     hidden.mkdir()
-    (hidden / "test_a2_part2_extra.py").write_text(
-        "import numpy as np\n"
-        "from whitebox.functional import layernorm_backward, layernorm_forward\n\n"
-        "def test_dbeta_is_the_sum():\n"
-        "    x = np.random.default_rng(0).standard_normal((3, 4))\n"
-        "    _, cache = layernorm_forward(x, np.ones(4), np.zeros(4))\n"
-        "    dout = np.ones((3, 4))\n"
-        "    assert np.allclose(layernorm_backward(dout, cache)[2], 3.0)\n")
-    (hidden / "test_a1_part1_other.py").write_text("def test_not_run():\n    assert False\n")
+    (hidden / "test_a2_part2_extra.py").write_text(HIDDEN_DBETA)
+    (hidden / "test_a1_part1_other.py").write_text("def test_not_run(run):\n    assert False\n")
     reference = _grade_cycle("A2", tmp_path, hidden=hidden)
     part2 = next(p for p in reference.parts if p.number == 2)
-    assert part2.passed == part2.total == 7           # 6 visible checks + 1 hidden
+    assert part2.passed == part2.total == 7           # 6 checks + 1 hidden
 
 
 def test_grade_names_a_wrong_gradient(tmp_path):
@@ -184,19 +192,22 @@ def test_grade_names_a_wrong_gradient(tmp_path):
     source = path.read_text()
     assert "    dw += sdS @ w" in source
     path.write_text(source.replace("    dw += sdS @ w", "    pass  # forgot the symmetric term"))
-    # a check file that cannot import costs its own part only; the rest still runs
+    # a hidden file that cannot load costs its own part only; the rest still runs
     hidden = tmp_path / "hidden"
     hidden.mkdir()
     (hidden / "test_a2_part2_gone.py").write_text("from whitebox.functional import gone\n")
     report = grade(out, hidden=hidden)
     assert not report.fatal, report.fatal
     part2 = next(p for p in report.parts if p.number == 2)
-    assert any("could not collect" in m for _, m in part2.failures), part2.failures
+    assert any("could not load" in m for _, m in part2.failures), part2.failures
     part3 = next(p for p in report.parts if p.number == 3)
-    assert 0 < part3.score < part3.points
+    # the forward is right and earns its share; the backward without the symmetric term
+    # keeps little: the checks of dx and dW_qkv carry most of the part
+    assert 0 < part3.score <= 0.3 * part3.points, report.table()
     messages = " ".join(m for _, m in part3.failures)
     assert "mssa_backward: gradient of x, analytic vs numeric" in messages
     assert "relative error" in messages and "dS + dS^T" in messages
+    assert not any(name.startswith("mssa_forward") for name, _ in part3.failures)
 
 
 def test_hidden_tests_must_name_their_part(tmp_path):
@@ -362,3 +373,89 @@ def test_site_builds_with_every_tutorial_and_its_figures(tmp_path):
     assignments = (site / "course" / "assignments" / "index.html").read_text()
     assert all(key in assignments for key in ASSIGNMENTS)
     assert "coding_rate_backward" in (site / "api" / "rate" / "index.html").read_text()
+
+
+# ten subtly wrong submissions: (assignment, part, file, the reference line, the wrong one)
+WRONG = {
+    "softmax backward sign": ("A2", 1, "whitebox/functional/softmax.py",
+                              "return y * (dout - (dout * y).sum(axis=-1, keepdims=True))",
+                              "return y * (dout + (dout * y).sum(axis=-1, keepdims=True))"),
+    "softmax unstable": ("A2", 1, "whitebox/functional/softmax.py",
+                         "e = xp.exp(x - x.max(axis=-1, keepdims=True))", "e = xp.exp(x)"),
+    "layernorm no xhat term": ("A2", 2, "whitebox/functional/layernorm.py",
+                               'h -= xp.einsum("nd,n->nd", xhat, hx_mean)', "h -= 0"),
+    "layernorm dbeta a mean": ("A2", 2, "whitebox/functional/layernorm.py",
+                               "dbeta = sum_leading(dout2)", "dbeta = sum_leading(dout2) / d"),
+    "mssa no symmetric term": ("A2", 3, "whitebox/functional/mssa.py",
+                               "    dw += sdS @ w", "    pass"),
+    "mssa symmetric term untransposed": ("A2", 3, "whitebox/functional/mssa.py",
+                                         "sdS = sdS + sdS.transpose(0, 1, 3, 2)",
+                                         "sdS = sdS + sdS"),
+    "mssa scale 1/p": ("A2", 3, "whitebox/functional/mssa.py",
+                       "s = p ** -0.5 if scale is None else scale",
+                       "s = p ** -1.0 if scale is None else scale"),
+    "mssa causal mask hides the diagonal": ("A2", 3, "whitebox/functional/mssa.py",
+                                            "xp.triu(xp.ones((N, N), dtype=bool), 1)",
+                                            "xp.triu(xp.ones((N, N), dtype=bool), 0)"),
+    "ista dW with one W term": ("A3", 1, "whitebox/functional/ista.py",
+                                "dW = dM - W @ (dM + dM.T)", "dW = dM - W @ dM"),
+    "ista lambda sign": ("A3", 1, "whitebox/functional/ista.py",
+                         "a -= eta * lam", "a += eta * lam"),
+}
+
+
+def _wrong(tmp_path, name):
+    key, part, path, right, wrong = WRONG[name]
+    out = release(key, tmp_path / key)
+    fill_in(out, key, [part])
+    source = (out / path).read_text()
+    assert right in source, f"{path} no longer has {right!r}: update WRONG"
+    (out / path).write_text(source.replace(right, wrong))
+    (report_part,) = grade(out, key, parts=[part]).parts
+    return report_part
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=() if n in ("mssa scale 1/p", "ista dW with one W term")
+                 else pytest.mark.slow) for n in WRONG])
+def test_subtly_wrong_submissions_are_caught(tmp_path, name):
+    part = _wrong(tmp_path, name)
+    assert part.score < part.points and part.failures, (name, part)
+    names = [n for n, _ in part.failures]
+    if name == "mssa scale 1/p":
+        # a wrong forward: its checks fail, the backward (given the reference cache) passes
+        assert all(n.startswith("mssa_forward") for n in names), names
+    if name == "ista dW with one W term":
+        # the check that dW has both terms carries most of the part
+        assert names == ["ista_backward_gradient[W]"] and part.score < 0.5 * part.points
+    if name in ("softmax backward sign", "mssa no symmetric term"):
+        assert part.score <= 0.4 * part.points, (name, part.score)
+
+
+def test_visible_tests_hold_values_not_formulas(tmp_path):
+    from whitebox.course.visible import write_visible_tests
+    written = write_visible_tests("A2", tmp_path)
+    names = {p.name for p in written}
+    assert {"test_a2_part1_visible.py", "expected_a2_part3.npz", "visible_helpers.py"} <= names
+    a = get_assignment("A2")
+    solution = set()
+    for part in a.parts:
+        for spec in part.functions + part.hidden:
+            path, name = spec.split(":")
+            lines = solution_lines((ROOT / path).read_text(), [name], path)[name]
+            solution |= {line.strip() for line in lines if len(line.strip()) > 20}
+    assert solution
+    for path in written:
+        if path.suffix == ".py":
+            text = {line.strip() for line in path.read_text().splitlines()}
+            assert not solution & text, f"{path.name} holds {solution & text}"
+            if path.name.startswith("test_"):
+                for formula in ("exp(", "einsum", "slogdet", "transpose", "sum("):
+                    assert formula not in path.read_text(), f"{path.name} holds {formula!r}"
+        if path.suffix == ".npz":
+            import numpy as np
+            with np.load(path, allow_pickle=False) as data:
+                assert all(data[k].dtype.kind in "biuf" for k in data.files)
+    meta = json.loads((tmp_path / "expected_a2_part3.json").read_text())
+    assert {c["target"] for c in meta["values"]} == {"whitebox.functional.mssa:mssa_forward"}
+    assert meta["pairs"] and all(c["backward"].endswith("mssa_backward") for c in meta["pairs"])

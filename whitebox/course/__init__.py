@@ -6,14 +6,15 @@
 
 An assignment's parts name library functions; a release is a copy of the
 library with those functions' bodies removed (whitebox.course.strip), the
-assignment's tutorials without their solutions, and the checks the grader
-runs (whitebox/course/checks/). The grader runs the checks with pytest in a
-fresh interpreter that imports the graded folder's whitebox, one score per
-part. See tutorials/INSTRUCTORS.md.
+assignment's tutorials without their solutions, and visible tests (stored
+values and gradient checks, whitebox/course/visible.py). The grader judges each part in its own
+process (whitebox/course/judge.py, checks in whitebox/course/checks/) while the
+folder's code runs alone in a limited runner process (whitebox/course/runner.py),
+one score per part. See tutorials/INSTRUCTORS.md.
 """
 from .assignments import ASSIGNMENTS, Assignment, Part, get_assignment
-from .grade import GradeReport, grade
+from .grade import GradeReport, grade, grade_many
 from .release import release
 
 __all__ = ["ASSIGNMENTS", "Assignment", "Part", "get_assignment", "release", "grade",
-           "GradeReport"]
+           "GradeReport", "grade_many"]

@@ -6,7 +6,7 @@ import json
 import sys
 
 from .assignments import ASSIGNMENTS
-from .grade import grade
+from .grade import grade, grade_many
 from .release import AuditError, pointer, release
 
 
@@ -42,14 +42,15 @@ def cmd_audit(args):
 
 
 def cmd_grade(args):
-    reports = []
-    for folder in args.folders:
-        report = grade(folder, args.assignment, args.hidden, timeout=args.timeout,
-                       verbose=args.verbose)
+    if len(args.folders) == 1:
+        reports = [grade(args.folders[0], args.assignment, args.hidden, timeout=args.timeout,
+                         verbose=args.verbose)]
+    else:
+        reports = grade_many(args.folders, args.assignment, args.hidden, timeout=args.timeout)
+    for report in reports:
         print(report.table(failures=not args.quiet))
-        if len(args.folders) > 1:
+        if len(reports) > 1:
             print()
-        reports.append(report)
     if args.json:
         with open(args.json, "w") as f:
             data = [r.to_dict() for r in reports]
@@ -102,11 +103,13 @@ def main(argv=None):
                    help="student folders (or the project itself)")
     p.add_argument("--assignment", help="which assignment (default: the folder's ASSIGNMENT.json)")
     p.add_argument("--hidden", help="a folder of extra tests, test_<assignment>_part<N>_*.py")
-    p.add_argument("--timeout", type=float, default=900, help="seconds for all checks (900)")
+    p.add_argument("--timeout", type=float, default=120,
+                   help="seconds of wall-clock time the submission may take to answer "
+                        "one part's checks (120)")
     p.add_argument("--json", help="also write the report(s) as JSON to this file")
     p.add_argument("--csv", help="also write one row per folder (part scores, total) to this file")
     p.add_argument("-q", "--quiet", action="store_true", help="no list of failed checks")
-    p.add_argument("-v", "--verbose", action="store_true", help="show pytest's own output")
+    p.add_argument("-v", "--verbose", action="store_true", help="say when each part is done")
     p.set_defaults(run=cmd_grade)
     p = sub.add_parser("nbgrader", help="the tutorials as nbgrader source notebooks "
                                         "(needs the course extra: jupytext, nbgrader)")

@@ -1,30 +1,39 @@
-"""Grade a folder: run each part's checks against the folder's own code.
+"""Grade a folder: the judge (this process) checks the folder's code, run in a runner process.
 
     grade("submission/")                       # the assignment from ASSIGNMENT.json
     grade(".", "A2")                           # the project itself: full marks
     grade("submission/", hidden="extra_tests/")
+    grade_many(["alice/", "bob/"], "A2")       # a batch, one report each
 
-The checks run with pytest in a fresh interpreter whose ``import whitebox``
-is the folder's (see _worker.py), so the graded code is never the grader's.
-A part scores points x (checks passed) / (checks run). Hidden tests: every
-``test_<assignment>_part<N>_<anything>.py`` in the hidden folder joins part
-N of that assignment (files for other assignments are left out); any other
-``test_*.py`` there is an error.
+Each part gets a fresh runner (whitebox/course/runner.py) that imports only
+the folder's own ``whitebox`` and only executes the calls the checks send it;
+the checks (whitebox/course/checks/aN.py), the reference values they compare
+with, the hidden tests and the scores stay in this process (see judge.py).
+A part scores points x (weight of the checks passed) / (weight of all its
+checks); a check that did not return (the runner died, exited, timed out or
+was refused) is a failed check with a line saying why.
+
+Hidden tests: every ``test_<assignment>_part<N>_<anything>.py`` in the hidden
+folder joins part N of that assignment (files for other assignments are left
+out; any other ``test_*.py`` there is an error). They are loaded here, never
+by the runner: each ``test_*`` function takes ``run`` like the checks do,
+and may carry a ``weight`` attribute (default 1).
 """
+import contextlib
+import importlib.util
+import inspect
 import json
 import os
 import pathlib
 import re
-import subprocess
-import sys
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 
+from . import judge
 from .assignments import get_assignment
-from .release import CHECKS, ROOT, check_files
-from .strip import function_source
 
-WORKER = pathlib.Path(__file__).resolve().parent / "_worker.py"
+MAX_PACKAGE = 256 << 20        # bytes of a submission's whitebox/
 TEST_FILE = re.compile(r"^test_(a\d+)_part(\d+)(_.*)?\.py$", re.IGNORECASE)
 
 
@@ -35,11 +44,13 @@ class PartScore:
     points: int
     passed: int = 0
     total: int = 0
-    failures: list = field(default_factory=list)     # [(test, message)]
+    failures: list = field(default_factory=list)     # [(check, message)]
+    weight_passed: float = 0.0
+    weight_total: float = 0.0
 
     @property
     def score(self):
-        return self.points * self.passed / self.total if self.total else 0.0
+        return self.points * self.weight_passed / self.weight_total if self.weight_total else 0.0
 
 
 @dataclass
@@ -48,6 +59,7 @@ class GradeReport:
     folder: str
     parts: list
     fatal: str = ""
+    notes: list = field(default_factory=list)
 
     @property
     def score(self):
@@ -59,7 +71,7 @@ class GradeReport:
 
     def to_dict(self):
         return {"assignment": self.assignment, "folder": self.folder, "fatal": self.fatal,
-                "score": self.score, "points": self.points,
+                "notes": self.notes, "score": self.score, "points": self.points,
                 "parts": [{"number": p.number, "title": p.title, "points": p.points,
                            "score": p.score, "passed": p.passed, "total": p.total,
                            "failures": p.failures} for p in self.parts]}
@@ -72,13 +84,15 @@ class GradeReport:
                         f"{_num(p.score) + '/' + str(p.points):>8}")
         if self.fatal:
             rows.append(f"could not grade: {self.fatal}")
+        rows += [f"note: {n}" for n in self.notes]
         if failures:
             for p in self.parts:
                 groups = {}
                 for test, message in p.failures:
-                    groups.setdefault(message, []).append(test.split("::")[-1])
+                    groups.setdefault(message, []).append(test)
                 for message, tests in groups.items():
-                    which = tests[0] if len(tests) == 1 else f"{len(tests)} checks ({tests[0]}, ...)"
+                    which = (tests[0] if len(tests) == 1
+                             else f"{len(tests)} checks ({tests[0]}, ...)")
                     rows.append(f"  part {p.number} FAILED {which}: {message}")
         rows.append(f"score: {_num(self.score)}/{self.points}")
         return "\n".join(rows)
@@ -88,12 +102,26 @@ def _num(x):
     return f"{x:.1f}".rstrip("0").rstrip(".")
 
 
+class Refused(ValueError):
+    """A folder the grader will not run: why, in words."""
+
+
 def read_assignment(folder):
     """The assignment key recorded in FOLDER/ASSIGNMENT.json, or None."""
     record = pathlib.Path(folder) / "ASSIGNMENT.json"
-    if not record.exists():
+    if not record.exists() and not record.is_symlink():
         return None
-    return json.loads(record.read_text())["assignment"]
+    if record.is_symlink() or not record.is_file() or record.stat().st_size > 1 << 20:
+        raise Refused(f"{record} is not a small plain file")
+    try:
+        data = json.loads(record.read_text())
+        key = data["assignment"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise Refused(f"{record} is not a valid ASSIGNMENT.json ({type(err).__name__})") \
+            from None
+    if not isinstance(key, str):
+        raise Refused(f"{record} names no assignment")
+    return key
 
 
 def hidden_tests(folder, key):
@@ -118,89 +146,211 @@ def hidden_tests(folder, key):
     return found
 
 
-def _reference(assignment, root):
-    """{part: [{module, qualname, source}]}: the reference of every function, from ``root``."""
-    out = {}
-    for part in assignment.parts:
-        out[str(part.number)] = []
-        for spec in part.functions:
-            path, name = spec.split(":")
-            source = (pathlib.Path(root) / path).read_text()
-            module = path[:-3].replace("/", ".")
-            out[str(part.number)].append({"module": module, "qualname": name,
-                                          "source": function_source(source, name, path)})
-    return out
+def load_hidden(folder, key):
+    """The hidden tests as judge checks ([Check], [(name, part, why)] for files that fail
+    to load). They are imported here, in the grader; the runner never sees them."""
+    checks, broken = [], []
+    for path, part in hidden_tests(folder, key):
+        name = pathlib.Path(path).name
+        spec = importlib.util.spec_from_file_location(f"_whitebox_hidden_{pathlib.Path(path).stem}",
+                                                      path)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:                                  # noqa: BLE001
+            broken.append((name, part, f"could not load: {type(err).__name__}: {err}"))
+            continue
+        for attr, fn in vars(module).items():
+            if attr.startswith("test_") and callable(fn):
+                if list(inspect.signature(fn).parameters) != ["run"]:
+                    broken.append((f"{name}::{attr}", part, "a hidden test takes one "
+                                   "argument, run (see whitebox/course/judge.py)"))
+                    continue
+                checks.append(judge.Check(key, part, f"{name}::{attr}", fn,
+                                          getattr(fn, "weight", 1.0), hidden=True))
+    return checks, broken
 
 
-def grade(folder, assignment=None, hidden=None, timeout=900, root=ROOT, verbose=False):
-    """Grade ``folder`` (it holds a ``whitebox/`` package); return a GradeReport."""
+def check_folder(folder):
+    """Refuse a folder whose whitebox/ has links that leave it, or no package at all."""
     folder = pathlib.Path(folder).resolve()
-    if not (folder / "whitebox" / "__init__.py").exists():
+    package = folder / "whitebox"
+    if package.is_symlink() or not (package / "__init__.py").exists():
+        if package.is_symlink():
+            raise Refused(f"{package} is a link to {os.path.realpath(package)}; hand in the "
+                          "files themselves")
         raise FileNotFoundError(f"{folder} has no whitebox/ package to grade")
-    key = assignment or read_assignment(folder)
+    total = 0
+    for path in [package, *package.rglob("*")]:
+        if path.is_symlink():
+            target = pathlib.Path(os.path.realpath(path))
+            if not str(target).startswith(str(folder) + os.sep) or not target.exists():
+                raise Refused(f"{path.relative_to(folder)} is a link to {target}, outside the "
+                              "submission; hand in the files themselves")
+            if target.is_dir():
+                raise Refused(f"{path.relative_to(folder)} is a link to a folder; hand in "
+                              "the folder itself")
+        if not (path.is_dir() or path.is_file()):
+            raise Refused(f"{path.relative_to(folder)} is neither a file nor a folder")
+        if path.is_file():
+            total += path.stat().st_size
+    if total > MAX_PACKAGE:
+        raise Refused(f"whitebox/ holds {total / 2**20:.0f} MiB, more than the "
+                      f"{MAX_PACKAGE / 2**20:.0f} MiB a submission may")
+    return folder
+
+
+@contextlib.contextmanager
+def _guarded():
+    """While grading: orphans of the runner become this process's children (so they can be
+    killed), and this process is not dumpable (another process of the same user cannot
+    read or trace its memory)."""
+    reaper = judge._prctl(judge.PR_SET_CHILD_SUBREAPER, 1) == 0
+    dumpable = judge._prctl(judge.PR_GET_DUMPABLE, 0)       # -1 where there is no prctl
+    if dumpable == 1:
+        judge._prctl(judge.PR_SET_DUMPABLE, 0)
+    try:
+        yield
+    finally:
+        if dumpable == 1:
+            judge._prctl(judge.PR_SET_DUMPABLE, 1)
+        if reaper:
+            judge._prctl(judge.PR_SET_CHILD_SUBREAPER, 0)
+
+
+def grade(folder, assignment=None, hidden=None, timeout=120, verbose=False, limits=None,
+          parts=None, _view=None):
+    """Grade ``folder`` (it holds a ``whitebox/`` package); return a GradeReport.
+
+    assignment: which one (default: the folder's ASSIGNMENT.json; a folder that
+    declares another one is refused). hidden: a folder of hidden tests.
+    timeout: seconds of wall-clock time the submission may take to answer one
+    part's checks (the judge's own work does not count). limits: the runner's
+    resource limits (judge.LIMITS: cpu_s, memory, file_size). parts: grade only
+    these part numbers (default: all).
+    """
+    folder = pathlib.Path(folder).resolve()
+    if not (folder / "whitebox").exists():
+        raise FileNotFoundError(f"{folder} has no whitebox/ package to grade")
+    declared = read_assignment(folder)
+    key = assignment or declared
     if key is None:
         raise ValueError(f"{folder} has no ASSIGNMENT.json; say which assignment to grade "
                          "with --assignment")
     a = get_assignment(key)
     if a.coming:
         raise ValueError(f"{a.key} cannot be graded yet: {a.coming}")
-    tests = [(str(p), int(TEST_FILE.match(p.name).group(2))) for p in check_files(a.key)]
-    paths = [str(CHECKS)]
+    chosen = [a.part(n) for n in parts] if parts else list(a.parts)
+    parts = {p.number: PartScore(p.number, p.title, p.points) for p in chosen}
+    report = GradeReport(a.key, str(folder), list(parts.values()))
+    if assignment is None:
+        report.notes.append(f"graded as {a.key}, the assignment the folder's ASSIGNMENT.json "
+                            "declares; pass --assignment to grade it as the one you set")
+    checks = [c for c in judge.checks_for(a.key) if c.part in parts]
+    broken = []
     if hidden is not None:
-        tests += hidden_tests(hidden, a.key)
-        paths.append(str(pathlib.Path(hidden).resolve()))
-    parts = {p.number: PartScore(p.number, p.title, p.points) for p in a.parts}
-    with tempfile.TemporaryDirectory(prefix="whitebox-grade-") as tmp:
-        ini = pathlib.Path(tmp) / "pytest.ini"
-        ini.write_text("[pytest]\n")
-        results = pathlib.Path(tmp) / "results.jsonl"
-        results.touch()
-        spec = {"dir": str(folder), "tests": tests, "paths": paths, "ini": str(ini),
-                "results": str(results), "functions": _reference(a, root)}
-        spec_path = pathlib.Path(tmp) / "spec.json"
-        spec_path.write_text(json.dumps(spec))
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        # WHITEBOX_FUSED=0: the fused loops are hidden arrangements (stripped, never graded)
-        env.update(PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg", WHITEBOX_FUSED="0")
-        fatal = ""
+        extra, broken = load_hidden(hidden, a.key)
+        checks += [c for c in extra if c.part in parts]
+    for name, part, why in broken:
+        if part not in parts:
+            continue
+        parts[part].total += 1
+        parts[part].weight_total += 1
+        parts[part].failures.append((name, why))
+    refusal = ""
+    if declared is not None and get_assignment_or_none(declared) != a.key:
+        refusal = (f"the folder's ASSIGNMENT.json declares {declared!r}, not {a.key}: "
+                   "hand in the release of this assignment")
+    if not refusal:
         try:
-            proc = subprocess.run([sys.executable, str(WORKER), str(spec_path)], cwd=tmp,
-                                  env=env, capture_output=True, text=True, timeout=timeout)
-            if verbose:
-                print(proc.stdout[-20000:], proc.stderr[-5000:], sep="\n")
-            if proc.returncode:
-                fatal = f"the test run stopped with exit code {proc.returncode}: " \
-                        f"{(proc.stderr or proc.stdout).strip()[-800:]}"
-        except subprocess.TimeoutExpired:
-            fatal = f"the checks did not finish within {timeout} s (unfinished checks fail)"
-        records = [json.loads(line) for line in results.read_text().splitlines() if line]
-    seen, collected = set(), {}
-    for r in records:
-        if "fatal" in r:
-            fatal = r["fatal"]
-            continue
-        if "collected" in r:
-            collected[r["collected"]] = r["part"]
-            continue
-        part = parts.get(r["part"])
-        if part is None or r["outcome"] == "skipped":
-            continue
-        seen.add(r["test"])
-        part.total += 1
-        if r["outcome"] == "passed":
-            part.passed += 1
-        else:
-            part.failures.append((r["test"], _short(r["message"])))
-    for test, number in collected.items():
-        if test not in seen and number in parts and not any(
-                r.get("test") == test for r in records):
-            parts[number].total += 1
-            parts[number].failures.append((test, "did not finish"))
-    return GradeReport(a.key, str(folder), list(parts.values()), fatal)
+            check_folder(folder)
+        except Refused as err:
+            refusal = str(err)
+    if refusal:
+        report.fatal = "refused: " + " ".join(refusal.split())
+        for c in checks:
+            _score(parts[c.part], c, False, "not run: the submission was refused")
+        return report
+    own_view = _view is None
+    where = tempfile.mkdtemp(prefix="whitebox-view-") if own_view else None
+    try:
+        view, allowed = judge.make_view(where) if own_view else _view
+        if own_view:
+            os.chmod(where, 0o755)
+        uid, _, note = judge.unprivileged_user()
+        if note:
+            report.notes.append(note)
+        with _guarded():
+            for number in parts:
+                mine = [c for c in checks if c.part == number]
+                if report.fatal:            # the package does not import, or was refused
+                    for c in mine:
+                        _score(parts[number], c, False, f"not run: {report.fatal}")
+                    continue
+                results, fatal = judge.run_part(folder, mine, view, allowed, timeout, limits)
+                if fatal and not report.fatal:
+                    report.fatal = fatal
+                for c, ok, message in results:
+                    _score(parts[number], c, ok, message)
+                if verbose:
+                    print(f"part {number}: {sum(ok for _, ok, _ in results)}/{len(results)}")
+    finally:
+        if own_view:
+            shutil.rmtree(where, ignore_errors=True)
+    return report
 
 
-def _short(message):
-    message = " ".join(str(message).split())
-    if "NotImplementedError" in message:
-        return "not written yet (" + message.split("NotImplementedError:", 1)[-1].strip()[:240] + ")"
-    return message[:400]
+def get_assignment_or_none(key):
+    try:
+        return get_assignment(key).key
+    except KeyError:
+        return None
+
+
+def _score(part, c, ok, message):
+    part.total += 1
+    part.weight_total += c.weight
+    if ok:
+        part.passed += 1
+        part.weight_passed += c.weight
+    else:
+        part.failures.append((c.name, message))
+
+
+def grade_many(folders, assignment=None, hidden=None, timeout=120, limits=None, parts=None):
+    """One GradeReport per folder (a folder that cannot be graded gets a report with
+    ``fatal`` set and score 0), sharing one view of the installed packages. Without
+    ``assignment`` every folder is graded as the assignment most of them declare, and a
+    folder that declares another one is refused."""
+    if assignment is None:              # the assignment most folders declare, for every folder
+        declared = []
+        for folder in folders:
+            try:
+                declared.append(get_assignment_or_none(read_assignment(folder) or ""))
+            except ValueError:
+                pass
+        declared = [d for d in declared if d]
+        if declared:
+            assignment = max(sorted(set(declared)), key=declared.count)
+    where = tempfile.mkdtemp(prefix="whitebox-view-")
+    reports = []
+    try:
+        os.chmod(where, 0o755)
+        view = judge.make_view(where)
+        for folder in folders:
+            try:
+                reports.append(grade(folder, assignment, hidden, timeout, limits=limits,
+                                     parts=parts, _view=view))
+            except (ValueError, FileNotFoundError, KeyError) as err:
+                try:
+                    key = assignment or read_assignment(folder)
+                except ValueError:
+                    key = None
+                a = get_assignment(key) if key and get_assignment_or_none(key) else None
+                scores = [PartScore(p.number, p.title, p.points) for p in a.parts] if a else []
+                msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+                reports.append(GradeReport(a.key if a else "A1", str(folder), scores,
+                                           fatal=str(msg)))
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+    return reports

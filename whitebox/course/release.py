@@ -26,17 +26,14 @@ import subprocess
 import sys
 
 from .assignments import get_assignment
+from .visible import write_visible_tests
 from .strip import strip_functions
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1]        # .../whitebox
 ROOT = PACKAGE.parent                                         # the project
-CHECKS = pathlib.Path(__file__).resolve().parent / "checks"
 HEADING = re.compile(r"^#\s+(#{2,4})\s+(.*\S)\s*$")
 
 
-def check_files(key):
-    """The check files of an assignment, in part order."""
-    return sorted(CHECKS.glob(f"test_{key.lower()}_part*.py"))
 
 
 def section(tutorial, words, root=ROOT):
@@ -98,40 +95,6 @@ def _ignore(folder, names):
 
 class AuditError(RuntimeError):
     """A release in which code still computes what a graded function computes."""
-
-
-def visible_tests_are_stored():
-    """True when grading writes visible tests that compare with stored arrays."""
-    try:
-        from .grade import write_visible_tests        # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _write_visible_tests(assignment, dest):
-    """The tests a student runs locally, in ``dest``; returns True when they compare
-    with stored arrays (nothing in them computes an answer).
-
-    ---- VISIBLE TESTS: the one place the grader's ``write_visible_tests(key, dest)``
-    plugs in. It writes tests that compare with arrays the judge stored, not
-    formulas. Until grading provides it, the check files themselves are copied:
-    their direct formulas (a loop that computes MSSA, ...) are answers, and the
-    audit lists them as accepted for now rather than failing the release.
-    """
-    try:
-        from .grade import write_visible_tests
-    except ImportError:
-        write_visible_tests = None
-    if write_visible_tests is not None:
-        write_visible_tests(assignment.key, dest)
-        return True
-    for helper in CHECKS.glob("*.py"):             # the checks' shared helpers
-        if not helper.name.startswith("test_"):
-            shutil.copy2(helper, dest / helper.name)
-    for check in check_files(assignment.key):
-        shutil.copy2(check, dest / check.name)
-    return False
 
 
 def _write_tutorials(assignment, out, root):
@@ -253,7 +216,7 @@ def release(key, out, root=ROOT, force=False, audit=True):
 
     tutorials = _write_tutorials(assignment, out, root)
     (out / "tests").mkdir()
-    stored = _write_visible_tests(assignment, out / "tests")
+    write_visible_tests(assignment.key, out / "tests")
 
     from .. import __version__
     fields = dict(key=assignment.key, key_lower=assignment.key.lower(),
@@ -275,7 +238,7 @@ def release(key, out, root=ROOT, force=False, audit=True):
     (out / "ASSIGNMENT.json").write_text(json.dumps(record, indent=2) + "\n")
     if audit:
         from .audit import audit as run_audit
-        report = run_audit(assignment.key, out, root, accept=None if stored else ("tests/",))
+        report = run_audit(assignment.key, out, root)
         if not report.ok:
             shutil.rmtree(out)
             raise AuditError(f"the {assignment.key} release holds answers; nothing was "

@@ -187,7 +187,7 @@ def test_grade_a2_untouched_partial_reference_and_hidden(tmp_path):
 
 def test_grade_names_a_wrong_gradient(tmp_path):
     out = release("A2", tmp_path / "A2")
-    fill_in(out, "A2", [3])
+    fill_in(out, "A2", [1, 3])                       # MSSA calls the student's softmax
     path = out / "whitebox" / "functional" / "mssa.py"
     source = path.read_text()
     assert "    dw += sdS @ w" in source
@@ -381,7 +381,7 @@ WRONG = {
                               "return y * (dout - (dout * y).sum(axis=-1, keepdims=True))",
                               "return y * (dout + (dout * y).sum(axis=-1, keepdims=True))"),
     "softmax unstable": ("A2", 1, "whitebox/functional/softmax.py",
-                         "e = xp.exp(x - x.max(axis=-1, keepdims=True))", "e = xp.exp(x)"),
+                         "e = xp.exp(z - z.max(axis=-1, keepdims=True))", "e = xp.exp(z)"),
     "layernorm no xhat term": ("A2", 2, "whitebox/functional/layernorm.py",
                                'h -= xp.einsum("nd,n->nd", xhat, hx_mean)', "h -= 0"),
     "layernorm dbeta a mean": ("A2", 2, "whitebox/functional/layernorm.py",
@@ -389,14 +389,14 @@ WRONG = {
     "mssa no symmetric term": ("A2", 3, "whitebox/functional/mssa.py",
                                "    dw += sdS @ w", "    pass"),
     "mssa symmetric term untransposed": ("A2", 3, "whitebox/functional/mssa.py",
-                                         "sdS = sdS + sdS.transpose(0, 1, 3, 2)",
-                                         "sdS = sdS + sdS"),
+                                         "sdS = s * (dS + dS.swapaxes(-1, -2))",
+                                         "sdS = s * (dS + dS)"),
     "mssa scale 1/p": ("A2", 3, "whitebox/functional/mssa.py",
                        "s = p ** -0.5 if scale is None else scale",
                        "s = p ** -1.0 if scale is None else scale"),
-    "mssa causal mask hides the diagonal": ("A2", 3, "whitebox/functional/mssa.py",
-                                            "xp.triu(xp.ones((N, N), dtype=bool), 1)",
-                                            "xp.triu(xp.ones((N, N), dtype=bool), 0)"),
+    "mssa causal mask ignored": ("A2", 3, "whitebox/functional/mssa.py",
+                                 "A, _ = softmax_forward(S, mask)",
+                                 "A, _ = softmax_forward(S)"),
     "ista dW with one W term": ("A3", 1, "whitebox/functional/ista.py",
                                 "dW = dM - W @ (dM + dM.T)", "dW = dM - W @ dM"),
     "ista lambda sign": ("A3", 1, "whitebox/functional/ista.py",
@@ -407,7 +407,7 @@ WRONG = {
 def _wrong(tmp_path, name):
     key, part, path, right, wrong = WRONG[name]
     out = release(key, tmp_path / key)
-    fill_in(out, key, [part])
+    fill_in(out, key, list(range(1, part + 1)))    # a part builds on the earlier ones
     source = (out / path).read_text()
     assert right in source, f"{path} no longer has {right!r}: update WRONG"
     (out / path).write_text(source.replace(right, wrong))

@@ -172,9 +172,11 @@ python -m pytest tests/test_{key_lower}_part1_*.py -q       # one part
 A failing check names the function, the input it was given and, for a
 gradient, the analytic and the numerical value and how far apart they are.
 Run the parts in order: a later part may call the functions of an earlier
-one. The grader runs these checks and a few more; each part is graded on
-its own (the other parts' functions are replaced by reference versions
-while it runs), so one part's mistakes cost only that part.
+one (MSSA calls your softmax), so a mistake in an earlier part can cost a
+later part too, and the message then names the earlier function. The
+grader runs these checks and a few more on the same values, in a separate
+process that sees only your folder; a backward is checked with the
+reference forward's cache, so a wrong forward does not also fail it.
 
 ## The tutorials
 

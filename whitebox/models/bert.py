@@ -188,6 +188,7 @@ class BERT(Module):
     vocabulary row that stands for a hidden token (default vocab_size - 1;
     [MASK] is 103 in bert-base-uncased), read by the masked-LM task.
     """
+    ATTENTION = "standard attention"           # the training header's word for it
 
     def __init__(self, vocab_size, block_size, dim, depth, heads, intermediate=None,
                  type_vocab_size=2, dropout=0.0, dtype="float32", seed=0, mask_id=None):

@@ -55,6 +55,7 @@ class _Trunk(Module):
 class GPT(Module):
     """nanoGPT's GPT. forward(idx (B, T)) -> logits (B, T, vocab) at every position;
     backward(dlogits) accumulates every gradient (token ids have none: returns None)."""
+    ATTENTION = "standard attention"           # the training header's word for it
 
     def __init__(self, vocab_size, block_size, dim, depth, heads, bias=True, dropout=0.0,
                  dtype="float32", seed=0):

@@ -41,6 +41,7 @@ class MAE(ImageModel):
     every LayerNorm: 1e-5 is the class's default norm layer; the official
     factories (mae_vit_base) pass 1e-6.
     """
+    ATTENTION = "standard attention"           # the training header's word for it
 
     def __init__(self, image_size, patch_size, dim, depth, heads, decoder_dim, decoder_depth,
                  decoder_heads, channels=3, mask_ratio=0.75, norm_pix_loss=False, mlp_ratio=4.0,

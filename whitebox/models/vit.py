@@ -53,6 +53,7 @@ class ViT(ImageModel):
     dropout: timm's drop_rate (after the positions, the attention projection
     and the MLP); attn_drop on the attention weights.
     """
+    ATTENTION = "standard attention"           # the training header's word for it
 
     def __init__(self, image_size, patch_size, num_classes, dim, depth, heads, mlp_ratio=4.0,
                  channels=3, qkv_bias=True, dropout=0.0, attn_drop=0.0, dtype="float32", seed=0):

@@ -9,6 +9,11 @@ and accuracy and, per layer, the compression Rc of the MSSA input on that
 layer's subspaces and the non-zero fraction of the ISTA output, on a fixed
 batch of held-out images. At the end it draws ``curves.png``, ``layers.png``
 and ``attention.png`` and prints ``test accuracy: XX.X%``.
+
+``--model vit`` trains timm's ViT at the same --dim, --depth and --heads
+instead (each head dim // heads wide); its per-layer measures are the Rc of
+each block's attention input on the heads' value subspaces and the non-zero
+fraction of the MLP hidden units.
 """
 import dataclasses
 import os

@@ -23,6 +23,11 @@ Held out, after each epoch, with one fixed masking of the held-out digits:
 At the end it draws ``reconstructions.png``, ``curves.png`` and
 ``layers.png`` and prints ``test masked mse: X.XXXX (mean-image baseline
 Y.YYYY)``.
+
+``--model mae`` trains facebookresearch/mae's MaskedAutoencoderViT at the
+same sizes instead (decoder as wide as the encoder, --decoder-depth and
+--decoder-heads); its per-layer measures are taken on the attention inputs
+(value subspaces) and the MLP hidden units.
 """
 import dataclasses
 import os

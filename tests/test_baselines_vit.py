@@ -73,7 +73,8 @@ def test_capture_gives_the_per_layer_measures(rng):
     W = blk.attn.qkv.param("weight")
     d, K = W.shape[1], blk.attn.heads
     U = model.subspaces(1)
-    assert U.shape == (K, d, d // K) and np.array_equal(U[1].T, W[2 * d + d // K:2 * d + 2 * d // K])
+    p = d // K
+    assert U.shape == (K, d, p) and np.array_equal(U[1].T, W[2 * d + p:2 * d + 2 * p])
     assert rc[1] == measure_compression(cap["mssa_in"][1], U)
 
 

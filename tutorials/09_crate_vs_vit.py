@@ -21,7 +21,7 @@
 # | | ViT block (timm) | CRATE block |
 # |---|---|---|
 # | attention input | $h = \mathrm{LN}_1(x)$ | $h = \mathrm{LN}_1(Z^l)$ |
-# | projections | $[q\,|\,k\,|\,v] = h W_{qkv}^\top + b$: three matrices | $w = h U$: **one** matrix, $U = [U_1 \dots U_K]$ |
+# | projections | $(q, k, v) = h W_{qkv}^\top + b$: three matrices | $w = h U$: **one** matrix, $U = [U_1 \dots U_K]$ |
 # | head $k$ | $\mathrm{softmax}(q_k k_k^\top / \sqrt p)\, v_k$ | $\mathrm{softmax}(w_k w_k^\top / \sqrt p)\, w_k$ (MSSA) |
 # | output | $x + [\dots]_k W_{proj}^\top + b$ | $Z^{l+1/2} = Z^l + [\dots]_k W_{out}^\top + b$ |
 # | token-wise layer | $x + \mathrm{fc}_2(\mathrm{GELU}(\mathrm{fc}_1\, \mathrm{LN}_2 x))$, hidden $4d$ | $\mathrm{ReLU}(h_2 + \eta\, h_2 (D - D^\top D) - \eta\lambda)$, one ISTA step, $h_2 = \mathrm{LN}_2(Z^{l+1/2})$ |

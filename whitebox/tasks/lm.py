@@ -310,7 +310,8 @@ def plot_atoms(model, windows, tokenizer, path, atoms=6, per_atom=5, right=0,
                  "the boxed one)", fontsize=9)
     for ax, (atom, frac, hits) in zip(axes[:, 0], found):
         ax.set_axis_off()
-        ax.set_title(f"{'atom' if name == 'dictionary atoms' else 'unit'} {atom}, active on {100 * frac:.0f}% of characters",
+        unit = "atom" if name == "dictionary atoms" else "unit"
+        ax.set_title(f"{unit} {atom}, active on {100 * frac:.0f}% of characters",
                      fontsize=9, loc="left")
 
         def row(j, *cells):

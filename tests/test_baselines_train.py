@@ -55,3 +55,26 @@ def test_mae_loss_falls_on_one_batch(rng):
         return loss
     first, last = _train(model, step, 150)
     assert last < 0.2 * first
+
+
+def test_gpt_bert_and_mae_capture_the_per_layer_measures(rng):
+    """forward(capture=True) and subspaces(l) let whitebox.rate measure the baselines: one
+    entry per block, Rc positive, the MLP hidden (GELU) dense, the value bases (K, d, p)."""
+    from whitebox.rate import layer_measures, measure_compression
+    x = rng.integers(0, 12, (3, 8))
+    for model in (GPT(12, 8, 16, 3, 2, dtype="float64", seed=0),
+                  BERT(12, 8, 16, 3, 2, dtype="float64", seed=0)):
+        rc, nonzero = layer_measures(model, x)
+        assert len(rc) == 3 and all(r > 0 for r in rc) and min(nonzero) > 0.9, nonzero
+        model.forward(x, capture=True)
+        assert model.subspaces(2).shape == (2, 16, 8)
+        assert rc[2] == measure_compression(model.captured["mssa_in"][2], model.subspaces(2))
+        assert model.captured["code"][0].shape == (3, 8, 64)
+    mae = MAE(8, 2, 16, 2, 2, 8, 1, 2, channels=1, dtype="float64", seed=0)
+    mae.forward(rng.standard_normal((2, 1, 8, 8)), capture=True)
+    enc, dec = mae.captured["encoder"], mae.captured["decoder"]
+    assert len(enc["mssa_in"]) == 2 and len(dec["mssa_in"]) == 1
+    assert enc["mssa_in"][0].shape == (2, 1 + 4, 16) and dec["mssa_in"][0].shape == (2, 17, 8)
+    assert mae.encoder_subspaces(1).shape == (2, 16, 8)
+    assert mae.decoder_subspaces(0).shape == (2, 8, 4)
+    assert measure_compression(dec["mssa_in"][0], mae.decoder_subspaces(0)) > 0

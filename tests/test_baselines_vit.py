@@ -49,9 +49,33 @@ def test_loss_at_init_is_near_log_classes(rng):
 
 
 def test_bad_images_are_refused(rng):
-    with pytest.raises(ValueError,
-                       match=r"images have shape \(2, 1, 8, 8\), expected \(B, 3, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"images have 1 channels \(shape \(2, 1, 8, 8\)\), "
+                                         r"expected 3"):
         tiny()(rng.standard_normal((2, 1, 8, 8)))
+    with pytest.raises(ValueError, match="overflow"):      # finite in float64, inf in float32
+        tiny(dtype="float32")(np.full((2, 3, 8, 8), 1e39))
+
+
+def test_capture_gives_the_per_layer_measures(rng):
+    """forward(capture=True) and subspaces(l): whitebox.rate.layer_measures runs on ViT; the
+    captured block input and MLP hidden are the block's own (recomputed here)."""
+    from whitebox.rate import layer_measures, measure_compression
+    model = tiny(dtype="float64")
+    x = rng.standard_normal((3, 3, 8, 8))
+    rc, nonzero = layer_measures(model, x)
+    assert len(rc) == len(nonzero) == len(model.blocks) and all(r > 0 for r in rc)
+    assert all(0.9 < f <= 1.0 for f in nonzero)            # GELU hidden units: dense
+    model.forward(x, capture=True)
+    cap = model.captured
+    blk = model.blocks[1]
+    assert np.allclose(cap["mssa_in"][1], blk.norm1(cap["z"][0]))
+    assert np.allclose(cap["ista_in"][1], blk.norm2(cap["z_half"][1]))
+    W = blk.attn.qkv.param("weight")
+    d, K = W.shape[1], blk.attn.heads
+    U = model.subspaces(1)
+    p = d // K
+    assert U.shape == (K, d, p) and np.array_equal(U[1].T, W[2 * d + p:2 * d + 2 * p])
+    assert rc[1] == measure_compression(cap["mssa_in"][1], U)
 
 
 def test_equals_a_torch_twin_in_float64(rng):

@@ -71,7 +71,11 @@ def plot_curves(history, path):
     return save(fig, path)
 
 
-def plot_layer_measures(history, path):
+LAYER_TITLES = ("compression Rc of the MSSA input",
+                "sparsity: non-zero fraction of the ISTA output")
+
+
+def plot_layer_measures(history, path, titles=LAYER_TITLES):
     """Per-layer compression Rc and non-zero fraction, one labelled line per drawn epoch.
 
     Inputs: history, a list of metric dicts with keys epoch (or label), rc
@@ -79,6 +83,7 @@ def plot_layer_measures(history, path):
     exact zeros of Z^{l+1}); path of the PNG. At most six records are drawn,
     spread evenly over the run with the first and the last among them, each
     with its label in the legend; the title says when some were left out.
+    titles: the two panels' titles (a standard transformer's measures differ).
     Returns: path.
     """
     history = [h for h in history if h.get("rc")]
@@ -95,10 +100,8 @@ def plot_layer_measures(history, path):
         layers = np.arange(1, len(h["rc"]) + 1)
         ax_rc.plot(layers, h["rc"], "o-", color=color, label=label)
         ax_nz.plot(layers, h["nonzero"], "o-", color=color, label=label)
-    ax_rc.set(xlabel="layer", ylabel="Rc (axis not from 0)",
-              title="compression Rc of the MSSA input")
-    ax_nz.set(xlabel="layer", ylabel="non-zero fraction",
-              title="sparsity: non-zero fraction of the ISTA output")
+    ax_rc.set(xlabel="layer", ylabel="Rc (axis not from 0)", title=titles[0])
+    ax_nz.set(xlabel="layer", ylabel="non-zero fraction", title=titles[1])
     ax_nz.set_ylim(0, 1.02)
     for ax in (ax_rc, ax_nz):
         ax.set_xticks(layers)

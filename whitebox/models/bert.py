@@ -22,8 +22,9 @@ from ..functional._blas import matmul_rows
 from ..functional._checks import check_dout, check_positive_int, check_probability
 from ..functional.embedding import check_ids
 from ..nn import GELU, Dropout, Embedding, LayerNorm, Linear, Module, ModuleList
+from ..nn.block import CAPTURE_KEYS
 from ..nn.layers import _rng
-from ..nn.transformer import normal_init_
+from ..nn.transformer import head_bases, normal_init_
 from .crate_lm import CRATELanguageModel, _check_mask_id
 
 EPS = 1e-12
@@ -102,11 +103,28 @@ class BertLayer(Module):
         self.act = GELU(dtype=dtype)
         self.output = _DenseNorm(inter, dim, dropout, dtype, rng)
 
-    def forward(self, x):
+    def forward(self, x, capture=None):
+        """x (B, T, d) -> (B, T, d). ``capture``: a dict of lists to append this layer's
+        features to under CRATE's keys (as whitebox.nn.TransformerBlock, post-norm)."""
         att = self.attention
-        x = att.output(getattr(att, "self")(x), x)                      # (B, T, d)
+        core = getattr(att, "self")
+        x_half = att.output(core(x), x)                                 # (B, T, d)
         self._cache = True
-        return self.output(self.act(self.intermediate.dense(x)), x)
+        hidden = self.act(self.intermediate.dense(x_half))
+        out = self.output(hidden, x_half)
+        if capture is not None:
+            for key, value in zip(CAPTURE_KEYS, (x, core.last_attention, x_half, x_half,
+                                                 hidden, out)):
+                capture[key].append(value)
+        return out
+
+    def subspaces(self, part="v"):
+        """U (K, d, p) of the ``part`` ("q", "k" or "v") Linear: U_k = W[k p:(k+1) p]^T."""
+        core = getattr(self.attention, "self")
+        names = dict(q="query", k="key", v="value")
+        if part not in names:
+            raise ValueError(f"part must be one of {tuple(names)}, got {part!r}")
+        return head_bases(getattr(core, names[part]).param("weight"), core.heads, None)
 
     def backward(self, dout):
         self._take_cache()
@@ -163,18 +181,20 @@ class _Cls(Module):
 class BERT(Module):
     """Hugging Face's BertForMaskedLM (absolute positions, no pooler).
 
-    forward(idx (B, T), token_type_ids=None) -> logits (B, T, vocab);
+    forward(idx (B, T), token_type_ids=None, capture=False) -> logits (B, T, vocab);
     backward(dlogits) accumulates every gradient (returns None).
     intermediate: the MLP width (default 4 dim); dropout: hidden and attention
     dropout (Hugging Face's two probabilities, one number here). mask_id: the
     vocabulary row that stands for a hidden token (default vocab_size - 1;
     [MASK] is 103 in bert-base-uncased), read by the masked-LM task.
     """
+    ATTENTION = "standard attention"           # the training header's word for it
 
     def __init__(self, vocab_size, block_size, dim, depth, heads, intermediate=None,
                  type_vocab_size=2, dropout=0.0, dtype="float32", seed=0, mask_id=None):
         super().__init__(dtype)
         intermediate = 4 * dim if intermediate is None else intermediate
+        self.captured = None
         for name, v in (("vocab_size", vocab_size), ("block_size", block_size), ("dim", dim),
                         ("depth", depth), ("heads", heads), ("intermediate", intermediate),
                         ("type_vocab_size", type_vocab_size)):
@@ -203,8 +223,9 @@ class BERT(Module):
 
     _check_idx = CRATELanguageModel._check_idx           # ids (B, T): ints, in range, T <= block
 
-    def forward(self, idx, token_type_ids=None):
-        """idx (B, T) ints, token_type_ids (B, T) ints or None (all 0) -> logits (B, T, vocab)."""
+    def forward(self, idx, token_type_ids=None, capture=False):
+        """idx (B, T) ints, token_type_ids (B, T) ints or None (all 0) -> logits (B, T, vocab).
+        With capture=True, ``self.captured`` holds per-layer lists under CRATE's keys."""
         self._check_idx(idx)
         xp = self.xp
         if token_type_ids is None:
@@ -218,8 +239,9 @@ class BERT(Module):
         x = e.word_embeddings(idx) + e.position_embeddings.param("weight")[:T]   # (B, T, d)
         x += e.token_type_embeddings(token_type_ids)
         x = e.dropout(e.LayerNorm(x))
+        self.captured = {k: [] for k in CAPTURE_KEYS} if capture else None
         for layer in self.bert.encoder.layer:
-            x = layer(x)
+            x = layer(x, self.captured)
         t = self.cls.predictions.transform
         h = t.LayerNorm(t.act(t.dense(x)))                                      # (B, T, d)
         word = e.word_embeddings.param("weight")
@@ -278,6 +300,10 @@ class BERT(Module):
             state["bert.embeddings.word_embeddings.weight"].copy()
         state["cls.predictions.decoder.bias"] = state["cls.predictions.bias"].copy()
         return state
+
+    def subspaces(self, layer, part="v"):
+        """U (K, d, p) of layer ``layer``'s ``part`` projection, for Rc measures."""
+        return self.bert.encoder.layer[layer].subspaces(part)
 
     def attention_maps(self):
         return [getattr(layer.attention, "self").last_attention

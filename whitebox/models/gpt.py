@@ -22,6 +22,7 @@ from ..backend import to_numpy
 from ..functional._blas import matmul_rows
 from ..functional._checks import check_dout, check_positive_int, check_probability
 from ..nn import Dropout, Embedding, LayerNorm, Module, ModuleList, TransformerBlock
+from ..nn.block import CAPTURE_KEYS
 from ..nn.layers import _rng
 from ..nn.transformer import NANOGPT_NAMES, WeightOnlyLayerNorm, normal_init_, residual_std
 from .crate_lm import CRATEGPT, CRATELanguageModel
@@ -54,6 +55,7 @@ class _Trunk(Module):
 class GPT(Module):
     """nanoGPT's GPT. forward(idx (B, T)) -> logits (B, T, vocab) at every position;
     backward(dlogits) accumulates every gradient (token ids have none: returns None)."""
+    ATTENTION = "standard attention"           # the training header's word for it
 
     def __init__(self, vocab_size, block_size, dim, depth, heads, bias=True, dropout=0.0,
                  dtype="float32", seed=0):
@@ -69,21 +71,24 @@ class GPT(Module):
                            seed=seed)
         self.vocab_size, self.block_size, self.dim, self.depth = vocab_size, block_size, dim, depth
         self.heads, self.dim_head = heads, dim // heads
+        self.captured = None
         self.transformer = _Trunk(vocab_size, block_size, dim, depth, heads, bool(bias), dropout,
                                   self.dtype, _rng(seed))
 
     _check_idx = CRATELanguageModel._check_idx           # ids (B, T): ints, in range, T <= block
 
-    def forward(self, idx):
-        """idx (B, T) ints -> logits (B, T, vocab)."""
+    def forward(self, idx, capture=False):
+        """idx (B, T) ints -> logits (B, T, vocab). With capture=True, ``self.captured``
+        holds per-block lists under CRATE's keys (whitebox.nn.transformer)."""
         self._check_idx(idx)
         tr = self.transformer
         T = idx.shape[1]
         x = tr.wte(idx)                                               # (B, T, d)
         x += tr.wpe.param("weight")[:T]
         x = tr.drop(x)
+        self.captured = {k: [] for k in CAPTURE_KEYS} if capture else None
         for block in tr.h:
-            x = block(x)
+            x = block(x, self.captured)
         x = tr.ln_f(x)
         logits = matmul_rows(x, tr.wte.param("weight").T)            # (B, T, V) tied head
         self._cache = (x, logits.shape)
@@ -174,6 +179,10 @@ class GPT(Module):
         state = dict(state)
         state["lm_head.weight"] = state["transformer.wte.weight"].copy()
         return state
+
+    def subspaces(self, layer, part="v"):
+        """U (K, d, p) of block ``layer``'s ``part`` of c_attn, for Rc measures."""
+        return self.transformer.h[layer].subspaces(part)
 
     def attention_maps(self):
         return [b._attn.last_attention for b in self.transformer.h]

@@ -25,6 +25,7 @@ from ..functional.masked_mse import masked_mse_backward, masked_mse_forward
 from ..functional.patches import patchify_backward, patchify_forward
 from ..functional.pos_embed import sincos_pos_embed_2d
 from ..nn import LayerNorm, Linear, ModuleList, TransformerBlock
+from ..nn.block import CAPTURE_KEYS
 from ..nn.layers import _rng
 from ..nn.patch_embed import PatchEmbed
 from ._image import ImageModel
@@ -40,29 +41,26 @@ class MAE(ImageModel):
     every LayerNorm: 1e-5 is the class's default norm layer; the official
     factories (mae_vit_base) pass 1e-6.
     """
+    ATTENTION = "standard attention"           # the training header's word for it
 
     def __init__(self, image_size, patch_size, dim, depth, heads, decoder_dim, decoder_depth,
                  decoder_heads, channels=3, mask_ratio=0.75, norm_pix_loss=False, mlp_ratio=4.0,
                  eps=1e-5, dtype="float32", seed=0):
         super().__init__(dtype)
-        for name, v in (("image_size", image_size), ("patch_size", patch_size), ("dim", dim),
-                        ("depth", depth), ("heads", heads), ("decoder_dim", decoder_dim),
-                        ("decoder_depth", decoder_depth), ("decoder_heads", decoder_heads),
-                        ("channels", channels)):
+        for name, v in (("dim", dim), ("depth", depth), ("heads", heads),
+                        ("decoder_dim", decoder_dim), ("decoder_depth", decoder_depth),
+                        ("decoder_heads", decoder_heads)):
             check_positive_int(name, v)
-        if image_size % patch_size:
-            raise ValueError(f"image_size {image_size} is not divisible by patch_size "
-                             f"{patch_size}")
+        self._set_geometry(image_size, patch_size, channels)
         self.mask_ratio = check_real("mask_ratio", mask_ratio, 0.0, 1.0, high_open=True)
         self.config = dict(image_size=image_size, patch_size=patch_size, dim=dim, depth=depth,
                            heads=heads, decoder_dim=decoder_dim, decoder_depth=decoder_depth,
                            decoder_heads=decoder_heads, channels=channels,
                            mask_ratio=self.mask_ratio, norm_pix_loss=bool(norm_pix_loss),
                            mlp_ratio=mlp_ratio, eps=eps, dtype=self.dtype, seed=seed)
-        self.image_hw, self.patch_hw = (image_size,) * 2, (patch_size,) * 2
-        self.channels, self.dim, self.norm_pix_loss = channels, dim, bool(norm_pix_loss)
-        grid = (image_size // patch_size,) * 2
-        self.num_patches = grid[0] * grid[1]
+        self.dim, self.norm_pix_loss = dim, bool(norm_pix_loss)
+        grid = (self.image_hw[0] // self.patch_hw[0], self.image_hw[1] // self.patch_hw[1])
+        self.captured = None
         rng = _rng(seed)
 
         self.patch_embed = PatchEmbed(channels, dim, patch_size, dtype=dtype, seed=rng)
@@ -79,7 +77,7 @@ class MAE(ImageModel):
                                                            eps=eps, dtype=dtype, seed=rng)
                                           for _ in range(decoder_depth)], dtype=dtype)
         self.decoder_norm = LayerNorm(decoder_dim, eps, dtype=dtype)
-        self.decoder_pred = Linear(decoder_dim, patch_size ** 2 * channels, dtype=dtype,
+        self.decoder_pred = Linear(decoder_dim, self.patch_dim, dtype=dtype,
                                    seed=rng)
         # the official initialize_weights: xavier-uniform Linears with zero bias, and the
         # patch kernel xavier-uniform on its (d, C p p) view
@@ -115,12 +113,8 @@ class MAE(ImageModel):
     def encode(self, images):
         """Encoder features of whole images (every patch seen), (B, 1 + L, d) after ``norm``,
         cls token first; no loss and no backward (for probes and figures)."""
-        xp = self.xp
-        self._check_images(images)
-        pos = self._params["pos_embed"]
-        x = self.patch_embed(images.astype(self.dtype, copy=False)) + pos[:, 1:]   # (B, L, d)
-        cls = xp.broadcast_to(self._params["cls_token"] + pos[:, :1], (x.shape[0], 1, self.dim))
-        x = xp.concatenate([cls, x], axis=1)                             # (B, 1 + L, d)
+        images = self._check_images(images)
+        x = self._tokens(self.patch_embed(images), pos="pos_embed")      # (B, 1 + L, d)
         for blk in self.blocks:
             x = blk(x)
         x = self.norm(x)
@@ -128,15 +122,16 @@ class MAE(ImageModel):
             m._cache = None
         return x
 
-    def forward(self, images, mask=None, noise=None):
+    def forward(self, images, mask=None, noise=None, capture=False):
         """images (B, C, H, W) -> (loss, pred (B, L, p p C) in patchify order, mask (B, L)).
 
         mask (B, L) of 0/1 (1 = removed), or noise (B, L) (keep the patches of
-        smallest noise), or neither (noise drawn from ``self.rng``).
+        smallest noise), or neither (noise drawn from ``self.rng``). With
+        capture=True, ``self.captured`` = {"encoder": ..., "decoder": ...},
+        each per-block lists under CRATE's keys (whitebox.nn.transformer).
         """
         xp = self.xp
-        self._check_images(images)
-        images = images.astype(self.dtype, copy=False)
+        images = self._check_images(images)
         B = images.shape[0]
         if mask is not None and noise is not None:
             raise ValueError("give either mask or noise, not both")
@@ -148,8 +143,11 @@ class MAE(ImageModel):
         x = x[rows, ids]                                                 # (B, n, d) kept
         cls = xp.broadcast_to(self._params["cls_token"] + pos[:, :1], (B, 1, self.dim))
         x = xp.concatenate([cls, x], axis=1)                             # (B, 1 + n, d)
+        self.captured = {part: {k: [] for k in CAPTURE_KEYS} for part in ("encoder", "decoder")} \
+            if capture else None
+        enc, dec = (self.captured["encoder"], self.captured["decoder"]) if capture else (None,) * 2
         for blk in self.blocks:
-            x = blk(x)
+            x = blk(x, enc)
         z = self.decoder_embed(self.norm(x))                             # (B, 1 + n, D)
         D = z.shape[-1]
         y = xp.empty((B, 1 + self.num_patches, D), dtype=z.dtype)        # (B, 1 + L, D)
@@ -158,7 +156,7 @@ class MAE(ImageModel):
         y[rows, 1 + ids] = z[:, 1:]                                      # kept tokens in place
         y += self._params["decoder_pos_embed"]
         for blk in self.decoder_blocks:
-            y = blk(y)
+            y = blk(y, dec)
         pred = xp.ascontiguousarray(self.decoder_pred(self.decoder_norm(y))[:, 1:])  # (B, L, P)
         target, pcache = patchify_forward(images, self.patch_hw)         # (B, L, P)
         loss, lcache = masked_mse_forward(pred, target, mask, self.norm_pix_loss)
@@ -193,12 +191,20 @@ class MAE(ImageModel):
         dx = self.norm.backward(self.decoder_embed.backward(dz))         # (B, 1 + n, d)
         for blk in reversed(list(self.blocks)):
             dx = blk.backward(dx)
-        self._accumulate("cls_token", dx[:, :1].sum(axis=0, keepdims=True))
+        dkept = self._tokens_backward(dx, pos=None)                      # frozen table
         dtokens = xp.zeros((B, L, self.dim), dtype=dx.dtype)
-        dtokens[rows, ids] = dx[:, 1:]                                   # removed patches: 0
+        dtokens[rows, ids] = dkept                                       # removed patches: 0
         dimages = self.patch_embed.backward(dtokens)
         dimages += patchify_backward(dpatches, pcache)                   # the target is the images
         return dimages
+
+    def encoder_subspaces(self, layer, part="v"):
+        """U (K, d, p) of encoder block ``layer``'s ``part`` of qkv, for Rc measures."""
+        return self.blocks[layer].subspaces(part)
+
+    def decoder_subspaces(self, layer, part="v"):
+        """U (K, D, p) of decoder block ``layer``'s ``part`` of qkv."""
+        return self.decoder_blocks[layer].subspaces(part)
 
     def extra_repr(self):
         c = self.config

@@ -15,11 +15,12 @@ with MSSA (one projection U for q, k and v) and one ISTA step.
 """
 import numpy as np
 
-from ..backend import backend_name
-from ..functional._checks import check_array, check_dout, check_finite, check_positive_int
-from ..nn import Dropout, LayerNorm, Linear, Module, ModuleList, TransformerBlock
+from ..functional._checks import check_positive_int
+from ..nn import Dropout, LayerNorm, Linear, ModuleList, TransformerBlock
+from ..nn.block import CAPTURE_KEYS
 from ..nn.layers import _rng
 from ..nn.patch_embed import PatchEmbed
+from ._image import ImageModel
 
 
 def trunc_normal(rng, shape, std=0.02):
@@ -41,44 +42,32 @@ def init_linears(module, rng, std=0.02):
                 m.param("bias")[...] = 0
 
 
-def check_images(model, images, channels, image_hw):
-    """images must be a finite (B, channels, H, W) float batch on the model's backend."""
-    xp = check_array("images", images, ndim=4)
-    if tuple(images.shape[1:]) != (channels,) + tuple(image_hw):
-        raise ValueError(f"images have shape {tuple(images.shape)}, expected (B, {channels}, "
-                         f"{image_hw[0]}, {image_hw[1]})")
-    if xp is not model.xp:
-        raise TypeError(f"images are {backend_name(images)} arrays but the model lives on "
-                        f"{model.backend}: move them with whitebox.to_device")
-    check_finite("images", images)
-    return xp
-
-
-class ViT(Module):
+class ViT(ImageModel):
     """timm's VisionTransformer (class token, learned positions, pre-norm blocks).
 
-    forward(images (B, channels, H, W)) -> logits (B, num_classes);
+    forward(images (B, channels, H, W), capture=False) -> logits (B, num_classes);
     backward(dlogits) accumulates every gradient and returns d images.
+    With capture=True, ``self.captured`` holds per-block lists under CRATE's
+    keys (whitebox.nn.transformer), and ``subspaces(l)`` gives the heads'
+    value bases, so whitebox.rate.layer_measures measures ViT as it does CRATE.
     dropout: timm's drop_rate (after the positions, the attention projection
     and the MLP); attn_drop on the attention weights.
     """
+    ATTENTION = "standard attention"           # the training header's word for it
 
     def __init__(self, image_size, patch_size, num_classes, dim, depth, heads, mlp_ratio=4.0,
                  channels=3, qkv_bias=True, dropout=0.0, attn_drop=0.0, dtype="float32", seed=0):
         super().__init__(dtype)
-        for name, v in (("image_size", image_size), ("patch_size", patch_size),
-                        ("num_classes", num_classes), ("dim", dim), ("depth", depth),
-                        ("heads", heads), ("channels", channels)):
+        for name, v in (("num_classes", num_classes), ("dim", dim), ("depth", depth),
+                        ("heads", heads)):
             check_positive_int(name, v)
-        if image_size % patch_size:
-            raise ValueError(f"image_size {image_size} is not divisible by patch_size "
-                             f"{patch_size}")
+        self._set_geometry(image_size, patch_size, channels)
         self.config = dict(image_size=image_size, patch_size=patch_size, num_classes=num_classes,
                            dim=dim, depth=depth, heads=heads, mlp_ratio=mlp_ratio,
                            channels=channels, qkv_bias=qkv_bias, dropout=dropout,
                            attn_drop=attn_drop, dtype=self.dtype, seed=seed)
-        self.image_hw, self.channels, self.dim = (image_size, image_size), channels, dim
-        self.num_patches = (image_size // patch_size) ** 2
+        self.dim = dim
+        self.captured = None
         rng = _rng(seed)
         self.patch_embed = PatchEmbed(channels, dim, patch_size, dtype=dtype, seed=rng)
         self.add_param("cls_token", 1e-6 * rng.standard_normal((1, 1, dim)))
@@ -93,16 +82,14 @@ class ViT(Module):
         init_linears(self.blocks, rng)
         init_linears(self.head, rng)
 
-    def forward_features(self, images):
+    def forward_features(self, images, capture=False):
         """images (B, C, H, W) -> the normalised tokens (B, 1 + L, d)."""
-        xp = check_images(self, images, self.channels, self.image_hw)
-        x = self.patch_embed(images.astype(self.dtype, copy=False))    # (B, L, d)
-        B, L, d = x.shape
-        cls = xp.broadcast_to(self._params["cls_token"], (B, 1, d))
-        x = xp.concatenate([cls, x], axis=1) + self._params["pos_embed"]  # (B, N, d)
+        images = self._images(images)
+        x = self._tokens(self.patch_embed(images), pos="pos_embed")    # (B, N, d)
         x = self.pos_drop(x)
+        self.captured = {k: [] for k in CAPTURE_KEYS} if capture else None
         for block in self.blocks:
-            x = block(x)
+            x = block(x, self.captured)
         return self.norm(x)
 
     def backward_features(self, dx):
@@ -111,13 +98,11 @@ class ViT(Module):
         for block in reversed(list(self.blocks)):
             dx = block.backward(dx)
         dx = self.pos_drop.backward(dx)
-        self._accumulate("pos_embed", dx.sum(axis=0, keepdims=True))
-        self._accumulate("cls_token", dx[:, :1].sum(axis=0, keepdims=True))
-        return self.patch_embed.backward(dx[:, 1:])
+        return self.patch_embed.backward(self._tokens_backward(dx, pos="pos_embed"))
 
-    def forward(self, images):
+    def forward(self, images, capture=False):
         """images (B, C, H, W) -> logits (B, num_classes), the head on the class token."""
-        x = self.forward_features(images)                            # (B, N, d)
+        x = self.forward_features(images, capture)                   # (B, N, d)
         logits = self.head(x[:, 0])
         self._cache = (x.shape, logits.shape)
         return logits
@@ -125,7 +110,7 @@ class ViT(Module):
     def backward(self, dlogits):
         """Accumulate every parameter gradient; return the gradient w.r.t. the images."""
         x_shape, logits_shape = self._take_cache()
-        check_dout("ViT", dlogits, logits_shape)
+        self._check_upstream("dlogits", dlogits, logits_shape, op="ViT")
         dx = self.xp.zeros(x_shape, dtype=dlogits.dtype)
         dx[:, 0] = self.head.backward(dlogits)                       # (B, d)
         return self.backward_features(dx)
@@ -133,6 +118,11 @@ class ViT(Module):
     def attention_maps(self):
         """Attention of every block from the last forward: list of (B, K, N, N)."""
         return [block.attn.last_attention for block in self.blocks]
+
+    def subspaces(self, layer, part="v"):
+        """U (K, d, p) of block ``layer``'s ``part`` of qkv ("v": the values), for
+        whitebox.rate.measure_compression."""
+        return self.blocks[layer].subspaces(part)
 
     def extra_repr(self):
         c = self.config

@@ -5,6 +5,14 @@
     TransformerBlock    pre-norm:  x = x + attn(norm1 x);  x = x + mlp(norm2 x)
                         post-norm: x = norm1(x + attn x);  x = norm2(x + mlp x)
 
+``TransformerBlock.forward(x, capture)`` appends its features under CRATE's
+capture keys (whitebox.nn.block.CAPTURE_KEYS), each the standard block's
+counterpart: "mssa_in" the attention's input, "attention" its weights,
+"z_half" the stream after attention, "ista_in" the MLP's input, "code" the
+MLP's hidden GELU activations (the counterpart of the ISTA sparse code),
+"z" the block's output; ``subspaces`` gives the heads' bases (K, d, p) of
+one part of the fused qkv, so whitebox.rate.layer_measures runs on it.
+
 Children carry timm's names by default; ``names`` renames them so one class
 serves every official layout (nanoGPT: ln_1, attn.c_attn, attn.c_proj, ln_2,
 mlp.c_fc, mlp.c_proj). The math lives in whitebox.functional.attention and
@@ -15,6 +23,7 @@ import math
 from .. import functional as F
 from ..functional import attention as A
 from ..functional._checks import check_positive_int, check_probability
+from .block import CAPTURE_KEYS
 from .layers import GELU, Dropout, LayerNorm, Linear, _rng
 from .module import Module
 
@@ -91,6 +100,11 @@ class MultiHeadAttention(Module):
     def _draws(self):
         return self.attn_drop > 0
 
+    def subspaces(self, part="v"):
+        """The heads' bases of one part of the fused qkv: U (K, d, p) with
+        U_k = W_part[k p:(k+1) p]^T, W_part the "q", "k" or "v" rows (d, d) of qkv.weight."""
+        return head_bases(self._qkv.param("weight"), self.heads, part)
+
     def forward(self, x):
         """x (B, N, d) -> (B, N, d); the attention maps stay in ``last_attention``."""
         qkv, proj = self._qkv, self._proj
@@ -134,6 +148,20 @@ class MultiHeadAttention(Module):
         return f"heads={self.heads}, dim_head={self.dim_head}, causal={self.causal}"
 
 
+def head_bases(weight, heads, part="v"):
+    """weight (3 d, d) of a fused qkv (or (d, d) of one part, with part=None) -> (K, d, p)."""
+    parts = ("q", "k", "v")
+    if part is not None:
+        if part not in parts:
+            raise ValueError(f"part must be one of {parts}, got {part!r}")
+        d = weight.shape[1]
+        i = parts.index(part)
+        weight = weight[i * d:(i + 1) * d]
+    d = weight.shape[1]
+    p = d // heads
+    return weight.reshape(heads, p, d).transpose(0, 2, 1).copy()       # (K, d, p)
+
+
 class MLP(Module):
     """x -> dropout(fc2(GELU(fc1 x))), exact erf GELU; children ``fc1``, ``fc2`` (renamable)."""
 
@@ -145,9 +173,13 @@ class MLP(Module):
         self.act = GELU(dtype=dtype)
         _add_child(self, "fc2", names["fc2"], Linear(hidden, dim, bias, dtype=dtype, seed=rng))
         self.drop = Dropout(dropout, dtype=dtype, seed=rng)
+        self.last_hidden = None
 
     def forward(self, x):
-        return self.drop(self._fc2(self.act(self._fc1(x))))
+        """x (B, N, d) -> (B, N, d); the hidden activations stay in ``last_hidden``."""
+        h = self.act(self._fc1(x))
+        self.last_hidden = h
+        return self.drop(self._fc2(h))
 
     def backward(self, dout):
         return self._fc1.backward(self.act.backward(self._fc2.backward(self.drop.backward(dout))))
@@ -180,14 +212,26 @@ class TransformerBlock(Module):
         _add_child(self, "mlp", names["mlp"], MLP(dim, int(dim * mlp_ratio), bias, dropout, names,
                                                   dtype, rng))
 
-    def forward(self, x):
-        """x (B, N, d) -> (B, N, d)."""
+    def forward(self, x, capture=None):
+        """x (B, N, d) -> (B, N, d). ``capture``: a dict of lists (CAPTURE_KEYS) to append
+        this block's features to (see the module docstring)."""
         self._cache = True
-        if self.norm == "pre":
-            x = x + self._attn(self._norm1(x))
-            return x + self._mlp(self._norm2(x))
-        x = self._norm1(x + self._attn(x))
-        return self._norm2(x + self._mlp(x))
+        pre = self.norm == "pre"
+        h = self._norm1(x) if pre else x
+        a = self._attn(h)
+        x_half = x + a if pre else self._norm1(x + a)
+        h2 = self._norm2(x_half) if pre else x_half
+        m = self._mlp(h2)
+        out = x_half + m if pre else self._norm2(x_half + m)
+        if capture is not None:
+            for key, value in zip(CAPTURE_KEYS, (h, self._attn.last_attention, x_half, h2,
+                                                 self._mlp.last_hidden, out)):
+                capture[key].append(value)
+        return out
+
+    def subspaces(self, part="v"):
+        """U (K, d, p) of the attention's ``part`` ("q", "k" or "v"), for Rc measures."""
+        return self._attn.subspaces(part)
 
     def backward(self, dout):
         self._take_cache()

@@ -123,3 +123,23 @@ class Task:
     def summary(self, history):
         """The last line the job prints."""
         raise NotImplementedError
+
+
+# The per-layer measures of a standard transformer (whitebox.nn.transformer's capture):
+# Rc of each block's attention input on its heads' value subspaces, and the non-zero
+# fraction of its MLP hidden activations (GELU: dense), the counterparts of CRATE's.
+STANDARD_LAYER_TITLES = ("compression Rc of the attention input (value subspaces)",
+                         "non-zero fraction of the MLP hidden (GELU)")
+
+
+def refuse_unused(task, names, model):
+    """Refuse CRATE-only settings ``names`` changed from their defaults under ``--model model``,
+    which has no use for them (a setting that would be ignored is an error, not a no-op)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(task.Options)}
+    for name in names:
+        value = getattr(task.opt, name)
+        if value != defaults[name]:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} is a CRATE setting that --model {model} does not use: "
+                             f"leave it at its default {defaults[name]}, got {value}")
+

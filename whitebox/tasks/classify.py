@@ -9,6 +9,11 @@ and accuracy and, per layer, the compression Rc of the MSSA input on that
 layer's subspaces and the non-zero fraction of the ISTA output, on a fixed
 batch of held-out images. At the end it draws ``curves.png``, ``layers.png``
 and ``attention.png`` and prints ``test accuracy: XX.X%``.
+
+``--model vit`` trains timm's ViT at the same --dim, --depth and --heads
+instead (each head dim // heads wide); its per-layer measures are the Rc of
+each block's attention input on the heads' value subspaces and the non-zero
+fraction of the MLP hidden units.
 """
 import dataclasses
 import os
@@ -16,11 +21,11 @@ import os
 from .. import backend, losses, plots
 from ..data.loader import BatchLoader, normalize
 from ..functional.mssa_variants import UPDATES
-from ..models import CRATE, CRATEAlpha
+from ..models import CRATE, CRATEAlpha, ViT
 from ..nn.crate_layers import OUTS, SCALES
 from ..rate import layer_measures
 from ..settings import NONNEG, OPTIONAL_POSITIVE, POSITIVE_INT, PROBABILITY, Check, setting
-from .base import Task
+from .base import STANDARD_LAYER_TITLES, Task, refuse_unused
 from .images import DEFAULT_OUT, NUM_CLASSES, ImageOptions, load_split, resolve_patch
 
 
@@ -34,7 +39,8 @@ class ClassifyOptions(ImageOptions):
     dim: int = setting(96, "token width d", POSITIVE_INT)
     depth: int = setting(4, "number of CRATE layers", POSITIVE_INT)
     heads: int = setting(4, "attention heads K", POSITIVE_INT)
-    dim_head: int = setting(24, "width p of each head's subspace", POSITIVE_INT)
+    dim_head: int = setting(24, "width p of each head's subspace (--model vit: dim // heads)",
+                            POSITIVE_INT)
     ista_step: float = setting(0.1, "ISTA step size eta", Check(float, low=1e-12))
     ista_lambda: float = setting(0.1, "ISTA sparsity weight lambda", NONNEG)
     dropout: float = setting(0.0, "dropout inside every layer (attention weights, output)",
@@ -58,7 +64,7 @@ class ClassifyOptions(ImageOptions):
 class Classify(Task):
     name = "classify"
     Options = ClassifyOptions
-    models = ("crate", "crate-alpha")
+    models = ("crate", "crate-alpha", "vit")
     runtime_options = ("data",)
     description = "image classification with cross-entropy"
     defaults = dict(epochs=40)
@@ -120,6 +126,18 @@ class Classify(Task):
 
     def build_model(self):
         o, (C, H, W) = self.opt, self.image_shape
+        if self.cfg.model == "vit":
+            # timm's ViT at the same width, depth and heads (head width dim // heads);
+            # --dropout is its drop_rate and attn_drop, as CRATE's inside every layer
+            refuse_unused(self, ("ista_step", "ista_lambda", "emb_dropout",
+                                 "attention_out", "attention_scale", "attention_update",
+                                 "attention_eps", "attention_kappa"), "vit")
+            if o.dim % o.heads:
+                raise ValueError(f"--dim ({o.dim}) must be divisible by --heads ({o.heads}) "
+                                 "with --model vit (each head is dim // heads wide)")
+            return ViT(image_size=(H, W), patch_size=o.patch, num_classes=NUM_CLASSES,
+                       dim=o.dim, depth=o.depth, heads=o.heads, channels=C, dropout=o.dropout,
+                       attn_drop=o.dropout, dtype="float32", seed=self.cfg.seed)
         if self.cfg.model == "crate-alpha":
             if o.dropout or o.emb_dropout:
                 raise ValueError("CRATE-alpha has no dropout: --dropout and --emb-dropout "
@@ -170,7 +188,9 @@ class Classify(Task):
     def figures(self, model, history, out, count=6):
         """curves.png, layers.png and attention.png (first and last layer) in ``out``."""
         plots.plot_curves(history, os.path.join(out, "curves.png"))
-        plots.plot_layer_measures(history, os.path.join(out, "layers.png"))
+        plots.plot_layer_measures(history, os.path.join(out, "layers.png"),
+                                  **({"titles": STANDARD_LAYER_TITLES}
+                                     if self.cfg.model == "vit" else {}))
         model.eval()
         shown = self.test_images[:count]
         logits = model.forward(backend.to_device(normalize(shown, self.mean, self.std),

@@ -5,6 +5,9 @@ The default run trains a character-level CRATEGPT (overcomplete ISTA, width
 topics (``pydoc_data.topics`` in the standard library, about 465,000
 characters; nothing is downloaded), the first 90% to train and the last 10%
 held out. ``--data path.txt`` trains on a text file of your own instead.
+``--model gpt`` trains nanoGPT's GPT at the same sizes instead (its per-layer
+measures: Rc of each block's attention input on the value subspaces, the
+non-zero fraction of the MLP hidden units).
 An epoch is ``--steps-per-epoch`` batches of random windows. After each
 epoch it reports the held-out cross-entropy in nats per character and, per
 layer, the compression Rc of the MSSA input and the non-zero fraction of the
@@ -29,11 +32,11 @@ from ..data.text import (CharTokenizer, bigram_cross_entropy, pydoc_corpus, rand
                          read_text, sequential_windows, split_text)
 from ..functional.token_cross_entropy import (token_cross_entropy_backward,
                                               token_cross_entropy_forward)
-from ..models import CRATEGPT
+from ..models import CRATEGPT, GPT
 from ..rate import layer_measures
 from ..settings import NONNEG, POSITIVE_INT, PROBABILITY, Check, setting
 from ..training.runs import RunFolder
-from .base import Task
+from .base import STANDARD_LAYER_TITLES, Task, refuse_unused
 
 
 @dataclasses.dataclass
@@ -64,9 +67,11 @@ class LMOptions:
 class LanguageModel(Task):
     name = "lm"
     Options = LMOptions
-    models = ("crate",)
+    models = ("crate", "gpt")
     runtime_options = ("data",)
     description = "causal (GPT-style) character language model"
+    standard = "gpt"                             # --model of the standard transformer
+    CRATE_ONLY = ("variant", "expansion", "ista_step", "ista_lambda")
     # threads=2: each batch in two shards at once (training/threaded.py); measured 1.5x
     # faster per epoch than one thread on 2 cores, and still faster beside a busy process
     defaults = dict(epochs=8, batch_size=32, lr=3e-3, weight_decay=0.1, warmup_epochs=0.5,
@@ -137,11 +142,28 @@ class LanguageModel(Task):
                     ista_step=o.ista_step, ista_lambda=o.ista_lambda, dropout=o.dropout,
                     dtype="float32", seed=self.cfg.seed)
 
+    def standard_kwargs(self):
+        """The standard transformer's arguments at the same sizes (CRATE's settings refused)."""
+        o = self.opt
+        refuse_unused(self, self.CRATE_ONLY, self.cfg.model)
+        return dict(vocab_size=self.tokenizer.vocab_size, block_size=o.block_size, dim=o.dim,
+                    depth=o.depth, heads=o.heads, dropout=o.dropout, dtype="float32",
+                    seed=self.cfg.seed)
+
     def build_model(self):
         if self.opt.dim % self.opt.heads:
             raise ValueError(f"--dim ({self.opt.dim}) must be divisible by --heads "
                              f"({self.opt.heads})")
+        if self.cfg.model == "gpt":
+            return GPT(**self.standard_kwargs())                 # nanoGPT's model
         return CRATEGPT(**self.model_kwargs())
+
+    def layer_titles(self):
+        """plot_layer_measures' titles for this run's model."""
+        return {"titles": STANDARD_LAYER_TITLES} if self.cfg.model == self.standard else {}
+
+    def atoms_name(self):
+        return "MLP hidden units" if self.cfg.model == self.standard else "dictionary atoms"
 
     # ------------------------------------------------ one epoch
     def host_batches(self):
@@ -182,8 +204,9 @@ class LanguageModel(Task):
     # ------------------------------------------------ figures and the last line
     def figures(self, model, history, out):
         plot_losses(history, self.baseline, os.path.join(out, "curves.png"))
-        plots.plot_layer_measures(history, os.path.join(out, "layers.png"))
-        plot_atoms(model, self.probe_windows(), self.tokenizer, os.path.join(out, "atoms.png"))
+        plots.plot_layer_measures(history, os.path.join(out, "layers.png"), **self.layer_titles())
+        plot_atoms(model, self.probe_windows(), self.tokenizer, os.path.join(out, "atoms.png"),
+                   name=self.atoms_name())
 
     def probe_windows(self):
         return self.x_test[:max(self.opt.measure_size, 64)]
@@ -265,12 +288,15 @@ def top_atom_contexts(model, windows, tokenizer, atoms=6, per_atom=5, left=12, l
     return result
 
 
-def plot_atoms(model, windows, tokenizer, path, atoms=6, per_atom=5, right=0):
+def plot_atoms(model, windows, tokenizer, path, atoms=6, per_atom=5, right=0,
+               name="dictionary atoms"):
     """atoms.png: one panel per atom, its strongest contexts with the firing character boxed.
 
     Columns, named in each panel's header row: the characters before, the
     character at which the atom fires (boxed), with ``right`` > 0 the
     characters after (for a model that reads both sides), and the code's value.
+    name: what the units of ``captured["code"]`` are (a standard transformer's
+    are its MLP hidden units, the counterpart of CRATE's atoms).
     """
     found = top_atom_contexts(model, windows, tokenizer, atoms, per_atom, right=right)
     x_char = 0.42 if right else 0.54              # the boxed character's left edge
@@ -280,11 +306,12 @@ def plot_atoms(model, windows, tokenizer, path, atoms=6, per_atom=5, right=0):
     fig, axes = plots.figure(len(found), 1, (8.5 if right else 7.5,
                                              0.2 * rows * len(found) + 0.6))
     sides = "before and after" if right else "before"
-    fig.suptitle(f"Last-layer dictionary atoms: where each fires most (the characters {sides} "
+    fig.suptitle(f"Last-layer {name}: where each fires most (the characters {sides} "
                  "the boxed one)", fontsize=9)
     for ax, (atom, frac, hits) in zip(axes[:, 0], found):
         ax.set_axis_off()
-        ax.set_title(f"atom {atom}, active on {100 * frac:.0f}% of characters",
+        unit = "atom" if name == "dictionary atoms" else "unit"
+        ax.set_title(f"{unit} {atom}, active on {100 * frac:.0f}% of characters",
                      fontsize=9, loc="left")
 
         def row(j, *cells):

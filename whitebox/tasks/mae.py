@@ -23,6 +23,11 @@ Held out, after each epoch, with one fixed masking of the held-out digits:
 At the end it draws ``reconstructions.png``, ``curves.png`` and
 ``layers.png`` and prints ``test masked mse: X.XXXX (mean-image baseline
 Y.YYYY)``.
+
+``--model mae`` trains facebookresearch/mae's MaskedAutoencoderViT at the
+same sizes instead (decoder as wide as the encoder, --decoder-depth and
+--decoder-heads); its per-layer measures are taken on the attention inputs
+(value subspaces) and the MLP hidden units.
 """
 import dataclasses
 import os
@@ -33,10 +38,10 @@ from .. import backend, plots
 from ..data.loader import BatchLoader, normalize
 from ..functional.masking import mask_from_noise
 from ..functional.patches import patchify_forward, unpatchify
-from ..models import CRATEMAE
+from ..models import CRATEMAE, MAE
 from ..rate import measure_compression
 from ..settings import NONNEG, POSITIVE_INT, Check, setting
-from .base import Task
+from .base import Task, refuse_unused
 from .images import DEFAULT_OUT as CLASSIFY_OUT, OPTIONAL_COUNT, ImageOptions, load_split, \
     resolve_patch
 
@@ -64,9 +69,9 @@ class MAEOptions(ImageOptions):
 class MaskedAutoencoding(Task):
     name = "mae"
     Options = MAEOptions
-    models = ("crate",)
+    models = ("crate", "mae")
     runtime_options = ("data",)
-    description = "masked autoencoding of images with CRATE-MAE"
+    description = "masked autoencoding of images with CRATE-MAE (--model mae: the standard MAE)"
     defaults = dict(epochs=150, batch_size=128, lr=5e-3, warmup_epochs=1.0, max_shift=0)
     fast = dict(n_train=512, n_test=256, epochs=2, batch_size=64, dim=32, depth=1,
                 decoder_depth=1, heads=2, measure_size=64)
@@ -145,6 +150,17 @@ class MaskedAutoencoding(Task):
 
     def build_model(self):
         o, (C, H, W) = self.opt, self.image_shape
+        if self.cfg.model == "mae":
+            # facebookresearch/mae's model at the same sizes: the decoder as wide as the encoder
+            refuse_unused(self, ("ista_step", "ista_lambda", "decoder_softmax"), "mae")
+            for name, d, k in (("--dim/--heads", o.dim, o.heads),
+                               ("--dim/--decoder-heads", o.dim, o.decoder_heads)):
+                if d % k:
+                    raise ValueError(f"{name}: {d} must be divisible by {k} with --model mae")
+            return MAE(image_size=(H, W), patch_size=o.patch, dim=o.dim, depth=o.depth,
+                       heads=o.heads, decoder_dim=o.dim, decoder_depth=o.decoder_depth,
+                       decoder_heads=o.decoder_heads, channels=C, mask_ratio=o.mask_ratio,
+                       dtype="float32", seed=self.cfg.seed)
         return CRATEMAE(image_size=(H, W), patch_size=o.patch, dim=o.dim, depth=o.depth,
                         heads=o.heads, decoder_depth=o.decoder_depth, channels=C,
                         decoder_heads=o.decoder_heads, mask_ratio=o.mask_ratio,
@@ -232,8 +248,10 @@ class MaskedAutoencoding(Task):
         """reconstructions.png, curves.png and layers.png in ``out``."""
         model.eval()
         self.plot_reconstructions(model, os.path.join(out, "reconstructions.png"))
-        plot_mae_curves(history, os.path.join(out, "curves.png"))
-        plot_mae_layers(history, os.path.join(out, "layers.png"))
+        plot_mae_curves(history, os.path.join(out, "curves.png"),
+                        "MAE" if self.cfg.model == "mae" else "CRATE-MAE")
+        plot_mae_layers(history, os.path.join(out, "layers.png"),
+                        standard=self.cfg.model == "mae")
 
     def plot_reconstructions(self, model, path, count=SHOWN):
         """Original, masked input (removed patches grey) and reconstruction of held-out images."""
@@ -269,8 +287,9 @@ class MaskedAutoencoding(Task):
                 f"{last['baseline']:.4f})")
 
 
-def plot_mae_curves(history, path):
-    """Training loss (normalised pixels), held-out masked MSE against the baseline, probe."""
+def plot_mae_curves(history, path, name="CRATE-MAE"):
+    """Training loss (normalised pixels), held-out masked MSE against the baseline, probe;
+    ``name``: the model's, in the legend."""
     epochs = [h["epoch"] for h in history]
     probe = [h["probe_acc"] for h in history]
     with_probe = probe[-1] is not None
@@ -278,7 +297,7 @@ def plot_mae_curves(history, path):
     fig, axes = plots.figure(1, 3 if with_probe else 2, (13 if with_probe else 9, 4))
     axes[0, 0].plot(epochs, [h["train_loss"] for h in history], "o-")
     axes[0, 0].set(xlabel="epoch", ylabel="masked MSE (normalised pixels)", title="training loss")
-    axes[0, 1].plot(epochs, [h["test_mse"] for h in history], "s-", label="CRATE-MAE")
+    axes[0, 1].plot(epochs, [h["test_mse"] for h in history], "s-", label=name)
     axes[0, 1].axhline(history[-1]["baseline"], color="gray", ls="--", label="mean image")
     axes[0, 1].set(xlabel="epoch", ylabel="masked MSE ([0, 1] pixels)",
                    title="held-out removed patches")
@@ -295,11 +314,12 @@ def plot_mae_curves(history, path):
     return plots.save(fig, path)
 
 
-def plot_mae_layers(history, path):
+def plot_mae_layers(history, path, standard=False):
     """Per layer: Rc of the encoder's and decoder's MSSA inputs, encoder ISTA non-zeros.
 
     One labelled line per drawn epoch (at most six, spread over the run), one
-    legend beside the last panel.
+    legend beside the last panel. standard=True titles the panels for the
+    standard MAE (attention inputs on the value subspaces, the MLP hidden).
     """
     from matplotlib import colormaps
 
@@ -309,6 +329,10 @@ def plot_mae_layers(history, path):
     panels = (("rc", "Rc (axis not from 0)", "encoder: Rc of the MSSA input"),
               ("rc_decoder", "Rc (axis not from 0)", "decoder: Rc of the MSSA input"),
               ("nonzero", "non-zero fraction", "encoder: non-zeros of the ISTA output"))
+    if standard:               # the standard MAE: attention inputs, MLP hidden (GELU)
+        panels = (("rc", panels[0][1], "encoder: Rc of the attention input"),
+                  ("rc_decoder", panels[1][1], "decoder: Rc of the attention input"),
+                  ("nonzero", panels[2][1], "encoder: non-zeros of the MLP hidden"))
     for i, h in enumerate(shown):
         color = cmap(0.9 - 0.8 * i / max(1, len(shown) - 1))   # early light, late dark
         for ax, (key, _, _) in zip(axes[0], panels):

@@ -1,7 +1,8 @@
 """Masked language modelling with CRATE: ``python -m whitebox.train --task mlm``.
 
 The same data, model sizes and flags as ``--task lm`` (see whitebox/tasks/lm.py),
-with CRATEBERT: bidirectional MSSA, and BERT's objective. In every training
+with CRATEBERT: bidirectional MSSA, and BERT's objective (``--model bert``:
+Hugging Face's BertForMaskedLM at the same sizes). In every training
 window 15% of the positions are chosen; of those 80% become the mask token
 ``<mask>`` (an extra entry of the character vocabulary, its last id), 10% a
 random character, 10% stay; the loss is the cross-entropy at the chosen
@@ -24,7 +25,7 @@ from .. import backend
 from ..data.masking import mask_tokens
 from ..functional.token_cross_entropy import (token_cross_entropy_backward,
                                               token_cross_entropy_forward)
-from ..models import CRATEBERT
+from ..models import BERT, CRATEBERT
 from ..rate import layer_measures
 from .lm import LanguageModel, plot_atoms
 
@@ -36,6 +37,8 @@ class MaskedLanguageModel(LanguageModel):
     name = "mlm"
     description = "masked (BERT-style) character language model"
     specials = (MASK,)
+    models = ("crate", "bert")
+    standard = "bert"
 
     def setup(self, rng):
         super().setup(rng)
@@ -59,6 +62,8 @@ class MaskedLanguageModel(LanguageModel):
         if self.opt.dim % self.opt.heads:
             raise ValueError(f"--dim ({self.opt.dim}) must be divisible by --heads "
                              f"({self.opt.heads})")
+        if self.cfg.model == "bert":
+            return BERT(**self.standard_kwargs(), mask_id=self.mask_id)   # Hugging Face's
         return CRATEBERT(**self.model_kwargs(), mask_id=self.mask_id)
 
     def batches(self):
@@ -106,10 +111,10 @@ class MaskedLanguageModel(LanguageModel):
     def figures(self, model, history, out):
         plot_mlm_curves(history, self.baseline, os.path.join(out, "curves.png"))
         from .. import plots
-        plots.plot_layer_measures(history, os.path.join(out, "layers.png"))
+        plots.plot_layer_measures(history, os.path.join(out, "layers.png"), **self.layer_titles())
         # the model reads both sides of a position: show the contexts after it too
         plot_atoms(model, self.probe_windows(), self.tokenizer, os.path.join(out, "atoms.png"),
-                   right=12)
+                   right=12, name=self.atoms_name())
 
     def fill_in_lines(self, n=None):
         """Held-out windows with their masks filled in by the model's top guess."""

@@ -245,6 +245,7 @@ class Training:
         attention = (getattr(model, "config", None) or {}).get("attention")
         attention = "official MSSA" if not attention else "MSSA " + ", ".join(
             f"{k} {v}" for k, v in attention.items())
+        attention = getattr(model, "ATTENTION", None) or attention   # a standard transformer
         if cfg.backend != "numpy":
             machine = f"{cfg.backend}"
         elif shards:

@@ -88,18 +88,25 @@ def test_ground_truth_of_a_synthetic_image():
     img = np.zeros((1, 1, 8, 8), dtype=np.float32)
     img[0, 0, 0:4, 0:4] = 1.0               # patch (0, 0) of 4x4 patches: all foreground
     img[0, 0, 4:6, 4:8] = 0.9               # patch (1, 1): half its pixels
-    img[0, 0, 4, 0] = 1.0                   # patch (1, 0): one pixel of 16
+    img[0, 0, 4, 0:4] = 1.0                 # patch (1, 0): a quarter of its pixels (4 of 16)
+    img[0, 0, 5, 0] = 1.0                   #   and one more at the coarser test below
     img[0, 0, 0:4, 4:8] = 0.4               # patch (0, 1): bright but under the threshold
-    np.testing.assert_array_equal(S.ground_truth(img, 4), [[1, 0, 0, 1]])
+    half = dict(patch_fraction=0.5)
+    np.testing.assert_array_equal(S.ground_truth(img, 4, **half), [[1, 0, 0, 1]])
+    np.testing.assert_array_equal(S.ground_truth(img, 4, patch_fraction=0.3), [[1, 0, 1, 1]])
     np.testing.assert_array_equal(S.ground_truth(img, 4, patch_fraction=0.6), [[1, 0, 0, 0]])
-    np.testing.assert_array_equal(S.ground_truth(img, 4, pixel_threshold=0.3), [[1, 1, 0, 1]])
+    np.testing.assert_array_equal(S.ground_truth(img, 4, pixel_threshold=0.3, **half),
+                                  [[1, 1, 0, 1]])
+    assert S.PATCH_FRACTION == 0.25 and S.PIXEL_THRESHOLD == 0.5
+    np.testing.assert_array_equal(S.ground_truth(img, 4), [[1, 0, 1, 1]])
     # pixel masks give the same answer; 2x2 patches are in row-major order
     pix = img[:, 0] > 0.5
     np.testing.assert_array_equal(S.ground_truth(pix, 4), S.ground_truth(img, 4))
-    fine = S.ground_truth(img, 2).reshape(4, 4)
+    fine = S.ground_truth(img, 2, **half).reshape(4, 4)
     np.testing.assert_array_equal(fine[:2, :2], 1)
     np.testing.assert_array_equal(fine[2, 2:], 1)
-    assert fine.sum() == 6
+    np.testing.assert_array_equal(fine[2, :2], [1, 1])     # row 4 bright, 2 of 4 pixels
+    assert fine.sum() == 8
     with pytest.raises(ValueError, match="divide"):
         S.ground_truth(img, 3)
 
@@ -208,6 +215,7 @@ def test_segment_command_on_a_tiny_trained_run(tmp_path, capsys):
             for col in zip(*row["iou"]) if any(v is not None for v in col)]
     assert row["miou"] == pytest.approx(np.mean(best))
     assert saved["settings"]["mass"] == S.MASS
+    assert 0 < row["chance_miou"] < 1
 
     # two runs side by side (the same run, untrained), through the module entry point
     done = subprocess.run([sys.executable, "-m", "whitebox.segment", str(run), str(run),
@@ -222,3 +230,17 @@ def test_segment_command_on_a_tiny_trained_run(tmp_path, capsys):
                           "1.5", "--out", str(tmp_path / "bad")],
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert bad.returncode != 0 and "--threshold must be in (0, 1]" in bad.stderr
+
+
+def test_chance_miou_is_the_score_of_random_masks():
+    truth = np.zeros((40, 16), dtype=bool)
+    truth[:, :4] = True
+    labels = np.arange(40) % 2
+    one = S.chance_miou(truth, labels, heads=1, num_classes=2, draws=3, seed=1)
+    rng = np.random.default_rng(1)
+    by_hand = np.mean([S.miou(S.iou_table(S.attention_masks(rng.random((40, 1, 16))), truth,
+                                          labels, 2))["miou"] for _ in range(3)])
+    assert one == pytest.approx(by_hand)
+    # about 60% of 16 patches kept at random against 4 true ones: IoU near 2.4 / 11.6
+    assert 0.15 < one < 0.28
+    assert S.chance_miou(truth, labels, heads=8, num_classes=2) > one    # best of more heads

@@ -89,9 +89,12 @@ def main(argv=None):
               "segmentation": []}
     for name, (model, raw, _, scores) in zip(names, measured):
         summary = _summary(name, scores)
+        summary["chance_miou"] = S.chance_miou(scores["truth"], scores["labels"],
+                                               scores["attention"].shape[1], 10, args.threshold)
         report["segmentation"].append(summary)
         print(f"{name}: mIoU {scores['miou']:.3f} over {summary['images']} held-out images "
-              f"(foreground {summary['foreground_share']:.0%} of patches)")
+              f"(foreground {summary['foreground_share']:.0%} of patches; random attention "
+              f"with as many heads: {summary['chance_miou']:.3f})")
         for k, v in enumerate(scores["per_head"]):
             print(f"  head {k}: mIoU {v:.3f}")
         print("  best head per class: " + ", ".join(

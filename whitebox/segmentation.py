@@ -31,7 +31,7 @@ from .backend import to_device, to_numpy
 
 MASS = 0.6               # share of the attention mass a head's mask keeps (DINO's 60%)
 PIXEL_THRESHOLD = 0.5    # a pixel in [0, 1] is foreground above this intensity
-PATCH_FRACTION = 0.5     # a patch is foreground when at least this share of its pixels is
+PATCH_FRACTION = 0.25    # a patch is foreground when at least this share of its pixels is
 PCA_THRESHOLD = 0.0      # the standardised first component above this is foreground
 
 
@@ -206,6 +206,22 @@ def miou(iou):
                 best_heads=best_heads, best_iou=best, per_head=per_head)
 
 
+def chance_miou(truth, labels=None, heads=1, num_classes=None, mass=MASS, draws=5, seed=0):
+    """The mIoU of random attention: the floor a model's mIoU is read against.
+
+    Each head of each image draws its attention uniformly at random (a random patch order,
+    weights in (0, 1)), is masked at ``mass`` and scored exactly as a model is, best head per
+    class included. Inputs: truth (B, n) bool, labels (B,) or None, heads K.
+    Returns: the mean mIoU over ``draws`` draws (float).
+    """
+    truth = np.asarray(truth, dtype=bool)
+    rng = np.random.default_rng(seed)
+    B, n = truth.shape
+    scores = [miou(iou_table(attention_masks(rng.random((B, heads, n)), mass), truth, labels,
+                             num_classes))["miou"] for _ in range(draws)]
+    return float(np.mean(scores))
+
+
 def segmentation_scores(model, images, masks, labels=None, num_classes=None, mass=MASS,
                         patch_fraction=PATCH_FRACTION, batch_size=256):
     """mIoU of a model's last-layer class-token attention against ground-truth masks.
@@ -213,7 +229,7 @@ def segmentation_scores(model, images, masks, labels=None, num_classes=None, mas
     Inputs: images (B, C, H, W) as the model reads them; masks (B, n) bool patch masks or
     (B, H, W) bool pixel masks (reduced with ``patch_fraction``); labels (B,) or None.
     Returns: dict(miou, best_heads (C,), best_iou (C,), per_head (K,), iou (K, C),
-    attention (B, K, n), pred (B, K, n), truth (B, n)).
+    attention (B, K, n), pred (B, K, n), truth (B, n), labels (B,) or None).
     """
     attention = cls_attention(model, images, batch_size)
     B, K, n = attention.shape
@@ -227,7 +243,8 @@ def segmentation_scores(model, images, masks, labels=None, num_classes=None, mas
                          f"got shape {masks.shape}")
     pred = attention_masks(attention, mass)
     iou = iou_table(pred, masks.astype(bool), labels, num_classes)
-    return dict(miou(iou), iou=iou, attention=attention, pred=pred, truth=masks.astype(bool))
+    return dict(miou(iou), iou=iou, attention=attention, pred=pred, truth=masks.astype(bool),
+                labels=None if labels is None else np.asarray(labels))
 
 
 def digit_scores(model, raw_images, labels, mean, std, mass=MASS,

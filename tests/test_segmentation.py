@@ -164,6 +164,10 @@ def test_segmentation_scores_take_pixel_or_patch_masks():
         assert by_pixels["best_iou"][c] == pytest.approx((inter / union).max())
     with pytest.raises(ValueError, match="masks must be"):
         S.segmentation_scores(model, images, np.zeros((4, 5), bool))
+    with pytest.raises(ValueError, match="at least one image"):
+        S.cls_attention(model, images[:0])
+    with pytest.raises(TypeError, match="attention_maps"):
+        S.cls_attention(object(), images)
 
 
 # ------------------------------------------------------------------ PCA view

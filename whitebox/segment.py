@@ -72,7 +72,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         for name in ("threshold", "patch_fraction"):
-            S._check_fraction(f"--{name.replace('_', '-')}", getattr(args, name))
+            S.check_fraction(f"--{name.replace('_', '-')}", getattr(args, name))
+        if args.n is not None and args.n < 1:
+            raise ValueError(f"--n must be a positive number of images, got {args.n}")
         out = args.out or args.run
         os.makedirs(out, exist_ok=True)
         runs = [args.run] + ([args.other] if args.other else [])

@@ -35,11 +35,11 @@ PATCH_FRACTION = 0.25    # a patch is foreground when at least this share of its
 PCA_THRESHOLD = 0.0      # the standardised first component above this is foreground
 
 
-def _check_fraction(name, v, low_open=True):
+def check_fraction(name, v):
+    """v as a float in (0, 1], or a ValueError naming ``name``."""
     v = float(v)
-    if not (0.0 < v <= 1.0 if low_open else 0.0 <= v <= 1.0):
-        interval = "(0, 1]" if low_open else "[0, 1]"
-        raise ValueError(f"{name} must be in {interval}, got {v!r}")
+    if not 0.0 < v <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {v!r}")
     return v
 
 
@@ -55,6 +55,15 @@ def patch_grid(model):
     return H // ph, W // pw
 
 
+def _batch(images):
+    """images as a NumPy (B, C, H, W) batch of at least one image."""
+    images = np.asarray(to_numpy(images))
+    if images.ndim != 4 or len(images) == 0:
+        raise ValueError(f"images must be a (B, C, H, W) batch of at least one image, got "
+                         f"shape {images.shape}")
+    return images
+
+
 def cls_attention(model, images, batch_size=256):
     """The class token's attention over the patches in each head of the last layer.
 
@@ -66,9 +75,7 @@ def cls_attention(model, images, batch_size=256):
     if not hasattr(model, "attention_maps"):
         raise TypeError(f"model must expose attention_maps() (an image transformer), got "
                         f"{type(model).__name__}")
-    images = np.asarray(to_numpy(images))
-    if images.ndim != 4:
-        raise ValueError(f"images must be (B, C, H, W), got shape {images.shape}")
+    images = _batch(images)
     was_training = model.training
     model.eval()
     try:
@@ -88,7 +95,7 @@ def patch_features(model, images, batch_size=256):
     CRATE / CRATE-alpha: Z^L, the last layer's output (``capture``); ViT: the normalised
     tokens of ``forward_features``.
     """
-    images = np.asarray(to_numpy(images))
+    images = _batch(images)
     was_training = model.training
     model.eval()
     try:
@@ -116,7 +123,7 @@ def attention_masks(attention, mass=MASS):
     normalised mass before them is below ``mass`` (DINO's rule: ascending sort,
     cumulative sum / total, keep where it exceeds 1 - mass). A row of zeros keeps nothing.
     """
-    mass = _check_fraction("mass", mass)
+    mass = check_fraction("mass", mass)
     a = np.asarray(attention, dtype=np.float64)
     if a.ndim < 1 or a.shape[-1] == 0:
         raise ValueError(f"attention must have a last axis of patches, got shape {a.shape}")
@@ -143,7 +150,7 @@ def ground_truth(images, patch_size, pixel_threshold=PIXEL_THRESHOLD,
     """
     x = np.asarray(to_numpy(images))
     p1, p2 = (patch_size, patch_size) if np.isscalar(patch_size) else tuple(patch_size)
-    patch_fraction = _check_fraction("patch_fraction", patch_fraction)
+    patch_fraction = check_fraction("patch_fraction", patch_fraction)
     if x.ndim == 4:
         pixels = x.astype(np.float64).mean(axis=1) > pixel_threshold   # (B, H, W)
     elif x.ndim == 3:

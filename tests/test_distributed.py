@@ -323,11 +323,11 @@ def test_only_the_writer_cleans_the_run_folder_on_resume(tmp_path, monkeypatch):
 def test_other_ranks_take_the_writers_fresh_start_and_its_errors(tmp_path):
     pytest.importorskip("mpi4py")
     (tmp_path / "config.json").write_text('{"task": "classify", "run_id": "earlier"}')
-    with pytest.warns(UserWarning, match="held an earlier run"):     # rank 0's word only
-        results, errors = two_ranks(lambda rank, comm: shared_run(tmp_path, rank,
-                                                                  comm).start_fresh())
+    results, errors = two_ranks(lambda rank, comm: shared_run(tmp_path, rank,
+                                                              comm).start_fresh())
     assert errors == {}
-    assert results[0] == results[1] == ["config.json"]
+    # both ranks learn where rank 0 moved the earlier run (the caller prints it once)
+    assert results[0] == results[1] == str(tmp_path / "earlier" / "earlier")
     assert os.listdir(tmp_path / "earlier" / "earlier") == ["config.json"]
 
     def resume_missing(rank, comm):

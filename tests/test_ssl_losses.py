@@ -78,8 +78,14 @@ def test_simdino_rejects_bad_inputs(rng):
         simdino_loss(s, t, 4, expansion="teacher")
     with pytest.raises(ValueError, match="eps"):
         simdino_loss(s, t, 4, eps=0.0)
+    # full-rank features: logdet(I + a Z^T Z) is computable even at eps = 1e-30
+    assert np.isfinite(simdino_loss(s, t, 4, eps=1e-30, expansion="student")[0])
+    # the first global view of every image the same: rank 1, far beyond float64 at 1e-30
+    same = s.copy()
+    same[:5] = same[0]
+    same[5:10] = same[0]
     with pytest.raises(ValueError, match=r"eps = 1e-30 \(epsilon\^2"):
-        simdino_loss(s * 1e3, t, 4, eps=1e-30)
+        simdino_loss(same, t, 4, eps=1e-30, expansion="student")
 
 
 @pytest.mark.torch

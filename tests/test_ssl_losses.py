@@ -78,8 +78,13 @@ def test_simdino_rejects_bad_inputs(rng):
         simdino_loss(s, t, 4, expansion="teacher")
     with pytest.raises(ValueError, match="eps"):
         simdino_loss(s, t, 4, eps=0.0)
+    # two images with the same features: I + a Z Z^T is singular but for the identity on
+    # both Gram sides, so at eps = 1e-30 even float64 cannot hold R (a full-rank batch is
+    # computed on its smaller side instead, and is not refused)
+    s2, t2 = s.reshape(4, 5, 6).copy(), t.reshape(2, 5, 6).copy()
+    s2[:, 1], t2[:, 1] = s2[:, 0], t2[:, 0]
     with pytest.raises(ValueError, match=r"eps = 1e-30 \(epsilon\^2"):
-        simdino_loss(s * 1e3, t, 4, eps=1e-30)
+        simdino_loss(s2.reshape(20, 6), t2.reshape(10, 6), 4, eps=1e-30)
 
 
 @pytest.mark.torch

@@ -283,7 +283,7 @@ print(f"mean cosine between different digits' class-token features at init: "
 # prototypes, 10-epoch runs) every setting we measured ends in one of the two
 # collapses: learning rates 1e-4 to 2e-3, teacher temperatures 0.004 to 0.04,
 # 64 to 4096 prototypes, teacher momentum 0.9 to 0.999, no local crops, DINO's
-# frozen last layer in the first epoch, gradient clipping at 3: loss $\log K$
+# frozen last layer in the first epoch, the gradient norm clipped at 3: loss $\log K$
 # (uniform); with the centre's momentum raised from 0.9 to 0.99, loss near 0
 # (one prototype for every image). SimDINO's explicit regulariser does not
 # need to be balanced this way.

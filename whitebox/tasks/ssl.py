@@ -23,22 +23,22 @@ features improve on the network's initial ones, far from the pixels' own
 neighbourhoods on these easy digits.
 
 DINO at this scale collapses. With ``--ssl-loss dino`` every setting
-measured (10-epoch runs, seed 0) ends at or heads for the uniform
-solution, loss log out_dim with every bottleneck feature the same, k-NN
-58-76% (untrained 75.1%): lr 1e-4, 3e-4, 5e-4 and 2e-3; teacher
-temperature 0.004, 0.01 and 0.04; out_dim 64, 256 and 4096; teacher
-momentum 0.9, 0.99, 0.996 and 0.999; no local crops; batch 256; the
-global gradient norm clipped at 3; the last layer frozen in the first
-epoch as DINO does. Raising the centre's momentum from 0.9 to 0.99 gives
-the other collapse instead (loss near 0, one prototype for every image).
-It is not a defect of the step: the whole float64 step (backbone on all crops, head, loss against the teacher's global crops,
-centre moved after the loss) matches central differences
-(tests/test_ssl_parts.py), and the losses and heads match PyTorch twins.
-The measured cause is the start: an untrained CRATE's class-token
-features of different digits have mean cosine above 0.997, so the head's
-outputs begin collapsed, and DINO's centering and sharpening have only a
-tiny per-image signal to balance on; SimDINO's coding rate pushes the
-features apart explicitly.
+measured (10-epoch runs, seed 0) ends at or heads for the uniform solution,
+loss log out_dim with every bottleneck feature the same, k-NN 58-76%
+(untrained 75.1%): lr 1e-4, 3e-4, 5e-4 and 2e-3; teacher temperature 0.004,
+0.01 and 0.04; out_dim 64, 256 and 4096; teacher momentum 0.9, 0.99, 0.996
+and 0.999; no local crops; batch 256; the global gradient norm clipped at 3;
+the last layer frozen in the first epoch as DINO does. Raising the centre's
+momentum from 0.9 to 0.99 gives the other collapse instead (loss near 0, one
+prototype for every image). It is not a defect of the step: the whole
+float64 step (backbone on all crops, head, loss against the teacher's global
+crops, centre moved after the loss) matches central differences
+(tests/test_ssl_parts.py), and the losses and heads match PyTorch twins. The
+measured cause is the start: an untrained CRATE's class-token features of
+different digits have mean cosine above 0.997, so the head's outputs begin
+collapsed, and DINO's centering and sharpening have only a tiny per-image
+signal to balance on; SimDINO's coding rate pushes the features apart
+explicitly.
 
 The teacher, DINO's centre and the count of EMA updates are frozen
 parameters of the run's model (:class:`SSLModel`), so checkpoints hold

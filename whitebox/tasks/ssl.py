@@ -33,11 +33,12 @@ momentum from 0.9 to 0.99 gives the other collapse instead (loss near 0, one
 prototype for every image). It is not a defect of the step: the whole
 float64 step (backbone on all crops, head, loss against the teacher's global
 crops, centre moved after the loss) matches central differences
-(tests/test_ssl_parts.py), and the losses and heads match PyTorch twins. The
-measured cause is the start: an untrained CRATE's class-token features of
+(tests/test_ssl_parts.py), and the losses and heads match PyTorch twins.
+What we measured at the start: an untrained CRATE's class-token features of
 different digits have mean cosine above 0.997, so the head's outputs begin
-collapsed, and DINO's centering and sharpening have only a tiny per-image
-signal to balance on; SimDINO's coding rate pushes the features apart
+nearly collapsed and centering and sharpening have only a small per-image
+signal to balance on (shrinking the class token and position table to DINO's
+0.02 scale did not help); SimDINO's coding rate pushes the features apart
 explicitly.
 
 The teacher, DINO's centre and the count of EMA updates are frozen

@@ -265,7 +265,7 @@ print(f"         dino: loss {log['loss'][0]:.3f} -> {log['loss'][-1]:.3f} (log K
 # %% [markdown]
 # DINO keeps the features off a single point, but their rate falls (from 10.3
 # to about 6-7 nats here) where SimDINO's rises. With CRATE the balance is
-# harder still to strike, and the reason is measurable:
+# harder still to strike, and part of the reason is measurable:
 # an untrained CRATE's class-token features (what the head reads) of different
 # digits are nearly parallel, so the head's outputs start out collapsed and
 # everything rests on centering and sharpening to pull them apart.

@@ -337,7 +337,7 @@ ax.axhline(1e-3, ls="--", color="gray", label="0.1%")
 ax.set(xlabel="eps (epsilon^2)", ylabel="relative error of R", title="R of float32 features")
 ax.invert_xaxis()
 ax.grid(alpha=0.3)
-ax.legend()
+ax.legend(loc="upper left")
 fig.tight_layout()
 save(fig, "10_precision.png")
 try:                      # at eps = 1e-13 even float64 cannot hold R to 0.1%: refused

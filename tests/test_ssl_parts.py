@@ -122,3 +122,37 @@ def test_cosine_momentum_is_dinos_schedule():
     assert np.all(np.diff(m) > 0) and m[-1] < 1
     i = 7
     assert m[i] == pytest.approx(1 + 0.5 * (0.996 - 1) * (1 + np.cos(np.pi * i / 20)))
+
+
+def test_dino_step_student_head_and_loss_have_the_exact_gradient(rng):
+    """One whole step of --task ssl --ssl-loss dino in float64: CRATE on 2 global and 2 local
+    crops, DINO's head, DINO's loss against the teacher's global crops with a non-zero centre;
+    every student parameter's gradient against central differences along random directions.
+    (The head's bottleneck is normalised from a small vector, so h is small.)"""
+    from whitebox.losses import DINOLoss
+    from whitebox.nn import DINOHead
+    net = MultiCropNetwork(CRATEFeatures(_crate()), DINOHead(8, 16, 12, 6, dtype="float64",
+                                                              seed=1))
+    teacher = ema_teacher(net)
+    views = [rng.random((3, 1, 8, 8)), rng.random((3, 1, 8, 8)),
+             rng.random((3, 1, 4, 4)), rng.random((3, 1, 4, 4))]
+    crit = DINOLoss(16, 4, 0.04, 0.04, 0, 3, dtype="float64")
+    center = 0.1 * rng.standard_normal((1, 16))
+    targets = teacher(views[:2])                      # the teacher sees the global crops only
+
+    def loss():
+        crit.center = center.copy()
+        return crit(net(views), targets, 1)[0]
+
+    net.zero_grad()
+    crit.center = center.copy()
+    _, dout = crit(net(views), targets, 1)
+    np.testing.assert_allclose(crit.center, 0.9 * center + 0.1 * targets.mean(0, keepdims=True),
+                               rtol=1e-14)            # the centre moves after the loss
+    net.backward(dout)
+    grads = net.grads()
+    names = sorted(grads)
+    assert "head.last_layer.weight_v" in names and "head.last_layer.weight_g" not in names
+    params = [net.state_dict()[n] for n in names]
+    check_direction(loss, params, [grads[n] for n in names], np.ones(()), h=1e-7, tol=1e-5,
+                    directions=4)

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TUTORIALS = sorted((ROOT / "tutorials").glob("[0-9][0-9]_*.py"))
-FIGURES_CHECKED = ("01", "02", "03", "04", "05", "07", "08", "09")      # these write NN_*.png into WHITEBOX_OUT
+FIGURES_CHECKED = ("01", "02", "03", "04", "05", "07", "08", "09", "10")  # write NN_*.png into WHITEBOX_OUT
 
 
 def fast_env(tmp_path):

@@ -4,6 +4,7 @@
     --task mae        CRATE-MAE, masked autoencoding of images
     --task lm         causal (GPT-style) CRATE on text
     --task mlm        masked (BERT-style) CRATE on text
+    --task ssl        self-supervised CRATE (SimDINO or DINO, --ssl-loss), judged by k-NN
 
 From Python, the same job:
 

@@ -272,3 +272,14 @@ def on_page_content(html, page, config, files, **kwargs):
     if site_mode() == "instructor":
         return BANNER + html
     return html
+
+
+def on_page_context(context, page, config, nav, **kwargs):
+    """A page's table of contents in plain text, like the navigation: a heading's
+    ``$U$`` is typeset in the page but would show raw in the side bar."""
+    def plain(items):
+        for item in items:
+            item.title = plain_title(item.title)
+            plain(item.children)
+    plain(page.toc or ())
+    return context

@@ -49,26 +49,31 @@ def test_static_layer_ignores_unrelated_code(tmp_path):
     assert findings == [] and count == 2                      # f, and the module
 
 
+# LMAttention.decode_step is a whole causal MSSA through mssa_decode and the fast softmax
+DECODING = ("whitebox/nn/lm_layers.py:LMAttention.decode_step",
+            "whitebox/functional/mssa_decode.py:mssa_decode",
+            "whitebox/functional/softmax.py:softmax_fast_forward")
+
+
 @pytest.mark.slow
 def test_leak_put_back_is_found_and_release_refuses(tmp_path, monkeypatch):
-    """LMAttention.step (a whole causal MSSA) restored in an A2 release: the probe finds it;
-    and a release whose hidden list forgets it is refused and leaves nothing behind."""
+    """The decoding step (a whole causal MSSA) restored in an A2 release: the probe finds
+    it; and a release whose hidden lists forget it is refused and leaves nothing behind."""
     out = release("A2", tmp_path / "handout")
-    path = "whitebox/nn/lm_layers.py"
-    reference = function_source((ROOT / path).read_text(), "LMAttention.step", path)
-    target = out / path
-    target.write_text(replace_function(target.read_text(), "LMAttention.step", reference, path))
+    for spec in DECODING:
+        path, name = spec.split(":")
+        reference = function_source((ROOT / path).read_text(), name, path)
+        target = out / path
+        target.write_text(replace_function(target.read_text(), name, reference, path))
     report = A.audit("A2", out)
     assert not report.ok
-    assert [f.graded for f in report.findings] == \
-        ["the language model's attention, one inference step"], report.table()
+    assert "the language model's attention, one inference step" in \
+        [f.graded for f in report.findings], report.table()
 
     a2 = get_assignment("A2")
-    part3 = a2.part(3)
-    forgetful = type(part3)(**{**part3.__dict__, "hidden": tuple(
-        h for h in part3.hidden if not h.endswith("LMAttention.step"))})
-    monkeypatch.setitem(ASSIGNMENTS, "A2", type(a2)(**{**a2.__dict__, "parts": (
-        a2.part(1), a2.part(2), forgetful)}))
+    forgetful = [type(p)(**{**p.__dict__, "hidden": tuple(
+        h for h in p.hidden if h not in DECODING)}) for p in a2.parts]
+    monkeypatch.setitem(ASSIGNMENTS, "A2", type(a2)(**{**a2.__dict__, "parts": tuple(forgetful)}))
     with pytest.raises(AuditError, match="one inference step"):
         release("A2", tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
@@ -95,7 +100,7 @@ def test_every_release_passes_the_audit(key):
 def test_the_library_itself_fails_every_probe(key):
     """Against the unstripped library every probe returns the answer and every graded
     function is found by both layers: the probes are not vacuous."""
-    report = A.audit(key, ROOT, accept=())
+    report = A.audit(key, ROOT)
     a = get_assignment(key)
     static = {f.graded for f in report.findings if f.layer == "static"}
     assert static == {n for p in a.parts for n in p.function_names()}, report.table()

@@ -29,6 +29,18 @@ def test_navigation_titles_are_plain_text():
     assert "$" not in hooks.plain_title("a $\\Delta R = R - R^c$ `code`")
 
 
+def test_a_pages_table_of_contents_is_plain_text():
+    from types import SimpleNamespace
+    from mkdocs.structure.toc import AnchorLink
+    hooks = load("hooks")
+    section = AnchorLink("2. Tie the output to $U$", "tie", 2)
+    section.children.append(AnchorLink("the step $\\eta$", "step", 3))
+    page = SimpleNamespace(toc=[section])
+    assert hooks.on_page_context({}, page, None, None) == {}
+    assert section.title == "2. Tie the output to U"
+    assert section.children[0].title == "the step eta"
+
+
 def test_student_notebook_hides_solutions_and_path_echoes(monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     hooks = load("hooks")

@@ -6,11 +6,13 @@ with ``Class.method`` for methods), the points it is worth, and the tutorial
 section that derives it. ``hidden`` names other arrangements of the same
 answer that the library keeps (a readable reference, a fused loop): a
 release strips them too (a hidden function the library does not have is
-skipped: the release audit finds any path left open), so the answer is not left in view, but they are not
-asked for; only the functions the part asks for call them, and grading runs
-with the fused loops off (WHITEBOX_FUSED=0), so nothing graded needs them. The checks that grade a part live in
-``whitebox/course/checks/test_<assignment>_part<N>_*.py``; they are shipped to
-students as their visible tests and run by the grader.
+skipped: the release audit finds any path left open), so the answer is not
+left in view, but they are not asked for; only the functions the part asks
+for call them, and grading runs with the fused loops off (WHITEBOX_FUSED=0),
+so nothing graded needs them. The checks that grade a part are registered in
+``whitebox/course/checks/<assignment>.py`` (``@check(key, part, weight=...)``)
+and run by the grader's judge (whitebox.course.judge); a release ships the
+values they compare with, not the checks (whitebox.course.visible).
 
 ``setup``, ``probes`` and ``calls`` feed the release audit
 (whitebox.course.audit): ``setup`` draws a part's inputs with NumPy; each

@@ -70,7 +70,7 @@ class AuditReport:
     folder: str
     findings: list = field(default_factory=list)
     errors: list = field(default_factory=list)        # stale probes, probes that did not run
-    notes: list = field(default_factory=list)         # findings accepted for now, each with why
+    notes: list = field(default_factory=list)         # optional probes the library lacks
     checked: dict = field(default_factory=dict)       # counts, for the summary line
 
     @property
@@ -83,7 +83,7 @@ class AuditReport:
                  + "".join(f", {v} {k}" for k, v in self.checked.items())]
         lines += ["  " + f.line() for f in self.findings]
         lines += ["  [error] " + e for e in self.errors]
-        lines += ["  [accepted for now] " + n for n in self.notes]
+        lines += ["  [note] " + n for n in self.notes]
         return "\n".join(lines)
 
 
@@ -527,17 +527,16 @@ def dynamic_findings(assignment, folder, root=ROOT, notes=None):
     return findings, errors, count
 
 
-def audit(key, folder=None, root=ROOT, dynamic=True, accept=None):
+def audit(key, folder=None, root=ROOT, dynamic=True):
     """Audit the release of ``key`` in ``folder`` (default: a fresh release in a temporary
-    folder); return an AuditReport. ``accept``: path prefixes (relative to the folder)
-    whose findings are listed as accepted instead of failing the audit (default: none)."""
+    folder); return an AuditReport. Every finding fails the audit; the report's notes
+    list only the optional probes the library does not offer."""
     assignment = get_assignment(key)
-    accept = () if accept is None else accept
     if folder is None:
         from .release import release
         with tempfile.TemporaryDirectory() as tmp:
             out = release(key, pathlib.Path(tmp) / "handout", root=root, audit=False)
-            report = audit(key, out, root, dynamic, accept)
+            report = audit(key, out, root, dynamic)
             report.folder = f"a fresh {assignment.key} release"
             return report
     report = AuditReport(assignment.key, str(folder))
@@ -548,9 +547,5 @@ def audit(key, folder=None, root=ROOT, dynamic=True, accept=None):
         found += dyn
         report.errors += errors
         report.checked["probes and calls run"] = probes
-    for f in found:
-        if any(f.where.startswith(prefix) for prefix in accept):
-            report.notes.append(f.line())
-        else:
-            report.findings.append(f)
+    report.findings += found
     return report

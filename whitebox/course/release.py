@@ -6,8 +6,10 @@ The folder holds ``whitebox/`` (a copy of the library, every function of the
 assignment's parts stripped to a NotImplementedError that says which part
 and which tutorial section derives it), ``tutorials/`` (the assignment's
 tutorials without their solution blocks, written by
-tutorials/make_exercises.py), ``tests/`` (the checks the grader runs, for the
-student to run locally), ``pyproject.toml`` (``pip install -e .`` makes it
+tutorials/make_exercises.py), ``tests/`` (visible tests: the graded functions
+on the grader's inputs against values the reference stored, and each backward
+against central differences of the student's own forward; whitebox.course.visible),
+``pyproject.toml`` (``pip install -e .`` makes it
 importable as ``whitebox``), ``README.md`` and ``ASSIGNMENT.json`` (which
 assignment this is, read by the grader).
 
@@ -165,18 +167,20 @@ pip install -e ".[test]"        # installs this folder as `whitebox`, and what i
 ## Check your work
 
 ```bash
-python -m pytest tests -q                          # every part
-python -m pytest tests/test_{key_lower}_part1_*.py -q       # one part
+python -m pytest tests -q                                # every part
+python -m pytest tests/test_{key_lower}_part1_visible.py -q       # one part
 ```
 
-A failing check names the function, the input it was given and, for a
-gradient, the analytic and the numerical value and how far apart they are.
-Run the parts in order: a later part may call the functions of an earlier
-one (MSSA calls your softmax), so a mistake in an earlier part can cost a
-later part too, and the message then names the earlier function. The
-grader runs these checks and a few more on the same values, in a separate
-process that sees only your folder; a backward is checked with the
-reference forward's cache, so a wrong forward does not also fail it.
+The tests compare your functions, on fixed inputs, with values the
+reference computed on the same inputs (stored in `tests/expected_*.npz`),
+and check each backward against central differences of your own forward. A
+failure names the function, the index where the values differ most, both
+values and the relative error. Run the parts in order: a later part may call
+the functions of an earlier one (MSSA calls your softmax), so a mistake in an
+earlier part can cost a later part too. The grader checks the same functions
+on these inputs and a few more against the reference, in a separate process
+that sees only your folder; a backward is checked with the reference
+forward's cache, so a wrong forward does not also fail it.
 
 ## The tutorials
 
@@ -246,12 +250,14 @@ def release(key, out, root=ROOT, force=False, audit=True):
             raise AuditError(f"the {assignment.key} release holds answers; nothing was "
                              f"written:\n{report.table()}")
         for note in report.notes:
-            print(f"release {assignment.key}: accepted for now: {note}", file=sys.stderr)
+            print(f"release {assignment.key}: audit note: {note}", file=sys.stderr)
     return out
 
 
 def fill_in(folder, key, parts, root=ROOT):
-    """Put the reference functions of ``parts`` back into a release (a partial solution).
+    """Put the reference functions of ``parts`` back into a release (a partial solution),
+    with the part's hidden arrangements the library has (the reference may call them:
+    A3's ``CRATELayer.forward`` is the shared ``ResidualBlock.forward``).
 
     For instructors checking a release, and for the course's own tests:
     ``fill_in("handout/", "A2", [1])`` makes part 1 of the handout complete.
@@ -260,7 +266,9 @@ def fill_in(folder, key, parts, root=ROOT):
     assignment = get_assignment(key)
     folder, root = pathlib.Path(folder), pathlib.Path(root)
     for number in parts:
-        for spec in assignment.part(number).functions:
+        part = assignment.part(number)
+        hidden = [s for s in part.hidden if _defines(root / s.split(":")[0], s.split(":")[1])]
+        for spec in list(part.functions) + hidden:
             path, name = spec.split(":")
             reference = function_source((root / path).read_text(), name, path)
             target = folder / path

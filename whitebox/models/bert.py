@@ -26,7 +26,7 @@ from ..nn.block import CAPTURE_KEYS
 from ..nn.module import DropoutAttention
 from ..nn.layers import _rng
 from ..nn.transformer import head_bases, normal_init_
-from .crate_lm import CRATELanguageModel, _check_mask_id
+from .crate_lm import CRATELanguageModel, _check_mask_id, token_model_repr
 
 EPS = 1e-12
 
@@ -306,9 +306,7 @@ class BERT(Module):
                 for layer in self.bert.encoder.layer]
 
     def extra_repr(self):
-        c = self.config
-        return (f"vocab_size={c['vocab_size']}, block_size={c['block_size']}, dim={c['dim']}, "
-                f"depth={c['depth']}, heads={c['heads']}, intermediate={c['intermediate']}")
+        return token_model_repr(self.config, f"intermediate={self.config['intermediate']}")
 
 
 def bert_base(**kw):

@@ -92,6 +92,13 @@ def pop_tied_head(state):
     return state
 
 
+def token_model_repr(config, last):
+    """A token model's extra_repr: vocab_size, block_size, dim, depth, heads, then ``last``."""
+    c = config
+    return (f"vocab_size={c['vocab_size']}, block_size={c['block_size']}, dim={c['dim']}, "
+            f"depth={c['depth']}, heads={c['heads']}, {last}")
+
+
 def add_tied_head(state):
     """A copy of ``state`` with the tied alias ``lm_head.weight`` = transformer.wte.weight."""
     state = dict(state)
@@ -246,9 +253,7 @@ class CRATELanguageModel(Module):
         return [b.attn.last_attention for b in self.transformer.h]
 
     def extra_repr(self):
-        c = self.config
-        return (f"vocab_size={c['vocab_size']}, block_size={c['block_size']}, dim={c['dim']}, "
-                f"depth={c['depth']}, heads={c['heads']}, variant={c['variant']!r}")
+        return token_model_repr(self.config, f"variant={self.config['variant']!r}")
 
 
 class CRATEGPT(CRATELanguageModel):

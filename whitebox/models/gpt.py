@@ -26,7 +26,7 @@ from ..nn.layers import _rng
 from ..nn.transformer import NANOGPT_NAMES, WeightOnlyLayerNorm, normal_init_, residual_std
 from .crate_lm import (CRATEGPT, CRATELanguageModel, add_tied_head, embed_new_tokens,
                        embed_tokens, embed_tokens_backward, pop_tied_head, tied_logits,
-                       tied_logits_backward)
+                       tied_logits_backward, token_model_repr)
 
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
                   "mlp.c_proj.weight")
@@ -174,9 +174,7 @@ class GPT(Module):
         return [b._attn.last_attention for b in self.transformer.h]
 
     def extra_repr(self):
-        c = self.config
-        return (f"vocab_size={c['vocab_size']}, block_size={c['block_size']}, dim={c['dim']}, "
-                f"depth={c['depth']}, heads={c['heads']}, bias={c['bias']}")
+        return token_model_repr(self.config, f"bias={self.config['bias']}")
 
 
 def hf_gpt2_state(state, depth):

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from whitebox.functional import token_cross_entropy
-from whitebox.gradcheck import check_module
 from whitebox.interop import export_npz, load_official, read_state_dict
 from whitebox.models import BERT, bert_base
+
+from common_checks import assert_same_state, assert_token_model_gradients, assert_twin_step
 
 
 def tiny(**kw):
@@ -39,8 +39,7 @@ def test_whole_model_gradient_check(rng):
     model = tiny()
     idx = rng.integers(0, 13, size=(2, 5))
     tt = np.array([[0, 0, 1, 1, 1], [0, 1, 1, 1, 1]])
-    errors = check_module(model, [idx, tt], h=1e-6, tol=1e-6, floor=1e-2)
-    assert len(errors) == len(model.grads()) and max(errors.values()) < 1e-6
+    assert_token_model_gradients(model, [idx, tt])
 
 
 def test_every_position_sees_the_whole_sequence(rng):
@@ -52,22 +51,15 @@ def test_every_position_sees_the_whole_sequence(rng):
 
 
 def test_equals_a_torch_twin_in_float64(rng):
-    torch = pytest.importorskip("torch")
-    from torch_baselines import TorchBERT, check_grads, load_into
+    pytest.importorskip("torch")
+    from torch_baselines import TorchBERT, load_into
     model = tiny()
     twin = load_into(TorchBERT(13, 8, 8, 2, 2, 12), model.to_official_state(model.state_dict()))
     idx = rng.integers(0, 13, size=(3, 7))
     tt = rng.integers(0, 2, size=(3, 7))
     targets = np.where(rng.random((3, 7)) < 0.4, idx, -1)
     targets[0, 0] = idx[0, 0]
-    tl = torch.nn.functional.cross_entropy(
-        twin(torch.from_numpy(idx), torch.from_numpy(tt)).reshape(-1, 13),
-        torch.from_numpy(targets).reshape(-1), ignore_index=-1)
-    tl.backward()
-    loss, dlogits = token_cross_entropy(model(idx, tt), targets)
-    model.backward(dlogits)
-    assert abs(float(loss) - tl.item()) < 1e-10
-    check_grads(model, twin)
+    assert_twin_step(model, twin, (idx, tt), targets)
 
 
 def test_hugging_face_files_round_trip(tmp_path):
@@ -78,8 +70,7 @@ def test_hugging_face_files_round_trip(tmp_path):
     raw["bert.embeddings.position_ids"] = np.arange(8)[None]
     raw["bert.pooler.dense.weight"] = np.zeros((8, 8))
     load_official(other, raw)
-    for k, v in model.state_dict().items():
-        np.testing.assert_array_equal(other.state_dict()[k], v)
+    assert_same_state(model, other)
     raw["cls.predictions.decoder.bias"] = raw["cls.predictions.decoder.bias"] + 1
     with pytest.raises(ValueError, match="decoder.bias differs"):
         load_official(other, raw)

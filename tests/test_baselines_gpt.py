@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-from whitebox.functional import token_cross_entropy
-from whitebox.gradcheck import check_module
 from whitebox.interop import export_npz, load_official, read_state_dict
 from whitebox.models import CRATEGPT, GPT, gpt2
 from whitebox.models.gpt import CONV1D_WEIGHTS, hf_gpt2_state
+
+from common_checks import assert_same_state, assert_token_model_gradients, assert_twin_step
 
 
 def tiny(**kw):
@@ -35,10 +35,7 @@ def test_names_are_nanogpts():
 def test_whole_model_gradient_check(rng, bias):
     model = tiny(bias=bias)
     idx = rng.integers(0, 11, size=(2, 6))
-    # h = 1e-6: the N(0, 0.02^2) embeddings give LayerNorm a small sigma, so its third
-    # derivative is large and h = 1e-5 leaves ~1e-7 of truncation error (it falls as h^2)
-    errors = check_module(model, [idx], h=1e-6, tol=1e-6, floor=1e-2)
-    assert len(errors) == len(model.grads()) and max(errors.values()) < 1e-6
+    assert_token_model_gradients(model, [idx])
 
 
 def test_logits_at_a_position_ignore_later_tokens(rng):
@@ -80,21 +77,15 @@ def test_cache_memory_is_twice_crate_gpts():
 
 
 def test_equals_a_torch_twin_in_float64(rng):
-    torch = pytest.importorskip("torch")
-    from torch_baselines import TorchGPT, check_grads, load_into
+    pytest.importorskip("torch")
+    from torch_baselines import TorchGPT, load_into
     for bias in (True, False):
         model = tiny(bias=bias)
         twin = load_into(TorchGPT(11, 8, 8, 2, 2, bias), model.to_official_state(
             model.state_dict()))
         idx = rng.integers(0, 11, size=(3, 8))
         targets = rng.integers(0, 11, size=(3, 8))
-        tl = torch.nn.functional.cross_entropy(twin(torch.from_numpy(idx)).reshape(-1, 11),
-                                               torch.from_numpy(targets).reshape(-1))
-        tl.backward()
-        loss, dlogits = token_cross_entropy(model(idx), targets)
-        model.backward(dlogits)
-        assert abs(float(loss) - tl.item()) < 1e-10
-        check_grads(model, twin)
+        assert_twin_step(model, twin, (idx,), targets)
 
 
 def test_nanogpt_files_round_trip(tmp_path):
@@ -102,8 +93,7 @@ def test_nanogpt_files_round_trip(tmp_path):
     export_npz(model, tmp_path / "gpt.npz")
     assert "lm_head.weight" in read_state_dict(tmp_path / "gpt.npz")
     load_official(other, tmp_path / "gpt.npz")
-    for k, v in model.state_dict().items():
-        np.testing.assert_array_equal(other.state_dict()[k], v)
+    assert_same_state(model, other)
 
 
 @pytest.mark.parametrize("prefix", ["", "transformer."])
@@ -120,8 +110,7 @@ def test_reads_a_hugging_face_gpt2_file(tmp_path, prefix):
         hf["lm_head.weight"] = hf["transformer.wte.weight"]
     np.savez(tmp_path / "hf.npz", **hf)
     load_official(other, tmp_path / "hf.npz")
-    for k, v in model.state_dict().items():
-        np.testing.assert_array_equal(other.state_dict()[k], v, err_msg=k)
+    assert_same_state(model, other)
     assert any(k.endswith(CONV1D_WEIGHTS[3]) for k in hf)
 
 

@@ -11,6 +11,8 @@ from whitebox.interop import (export_npz, export_pth, export_safetensors, load_o
                               read_state_dict)
 from whitebox.models import BERT, GPT, MAE, ViT
 
+from common_checks import assert_same_state
+
 MODELS = {
     "vit": lambda seed: ViT(8, 4, 3, 8, 1, 2, seed=seed),
     "gpt": lambda seed: GPT(11, 8, 8, 1, 2, seed=seed),
@@ -31,8 +33,7 @@ def test_files_round_trip(tmp_path, name, fmt):
     model, other = MODELS[name](1), MODELS[name](2)
     path = WRITERS[fmt](model, tmp_path / f"m.{fmt}")
     load_official(other, path)
-    for k, v in model.state_dict().items():
-        np.testing.assert_array_equal(other.state_dict()[k], v, err_msg=k)
+    assert_same_state(model, other)
 
 
 def test_exported_pth_loads_strictly_into_the_torch_twins(tmp_path):

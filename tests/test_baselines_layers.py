@@ -5,16 +5,15 @@ and a float64 finite-difference check of its backward; the Modules get a
 whole-module gradient check; PyTorch, where installed, is a second reference.
 """
 import math
-from dataclasses import dataclass
-from typing import Callable, Tuple
 
 import numpy as np
 import pytest
 
-from whitebox.backend import backend_name, to_numpy
 from whitebox.functional import attention as A
 from whitebox.gradcheck import check_backward, check_module
 from whitebox.nn import MLP, MultiHeadAttention, TransformerBlock
+
+from common_checks import Op, assert_float32_matches_float64
 
 DROP_P, DROP_SEED = 0.25, 5
 
@@ -47,16 +46,6 @@ def loop_attention(x, W_qkv, b_qkv, W_proj, b_proj, heads, causal=False):
 
 def _keep_mask(shape):
     return np.random.default_rng(DROP_SEED).random(shape) >= DROP_P
-
-
-@dataclass(frozen=True)
-class Op:
-    name: str
-    make_inputs: Callable
-    forward: Callable
-    backward: Callable
-    reference: Callable
-    wrt: Tuple[int, ...]
 
 
 def _qkv(nq, nk):
@@ -108,19 +97,7 @@ def test_backward_matches_finite_differences(op):
 
 @pytest.mark.parametrize("op", TABLE)
 def test_float32_on_backend_matches_float64_numpy(op, xp):
-    rng = np.random.default_rng(3)
-    inputs64 = op.make_inputs(rng)
-    out64, cache64 = op.forward(*inputs64)
-    dout = rng.standard_normal(out64.shape)
-    grads64 = op.backward(dout, cache64)
-    inputs32 = [xp.asarray(a.astype(np.float32)) for a in inputs64]
-    out32, cache32 = op.forward(*inputs32)
-    grads32 = op.backward(xp.asarray(dout.astype(np.float32)), cache32)
-    assert out32.dtype == np.float32 and backend_name(out32) == backend_name(inputs32[0])
-    np.testing.assert_allclose(to_numpy(out32), out64, rtol=1e-4, atol=1e-5)
-    for i in op.wrt:
-        assert grads32[i].dtype == np.float32
-        np.testing.assert_allclose(to_numpy(grads32[i]), grads64[i], rtol=1e-4, atol=1e-4)
+    assert_float32_matches_float64(op, xp, grad_atol=1e-4)
 
 
 def test_causal_attention_ignores_the_future(rng):

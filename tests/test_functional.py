@@ -10,17 +10,16 @@ Three tests walk the table:
 PyTorch, where installed, is a second reference in separate tests below.
 """
 import math
-from dataclasses import dataclass
-from typing import Callable, Tuple
 
 import numpy as np
 import pytest
 
 from whitebox import functional as F
-from whitebox.backend import backend_name, get_array_module, to_numpy
+from whitebox.backend import get_array_module
 from whitebox.gradcheck import check_backward
 from whitebox.losses import cross_entropy, mse
 
+from common_checks import Op, assert_float32_matches_float64
 from test_crate_layers import mssa_loop
 
 # --------------------------------------------------------------- references
@@ -142,16 +141,6 @@ def away_from_zero(rng, shape):
     return rng.choice([-1.0, 1.0], size=shape) * rng.uniform(0.1, 1.5, size=shape)
 
 
-@dataclass(frozen=True)
-class Op:
-    name: str
-    make_inputs: Callable     # rng -> tuple of NumPy float64 (or integer) arrays
-    forward: Callable         # *inputs -> (out, cache)
-    backward: Callable        # (dout, cache) -> gradients aligned with inputs
-    reference: Callable       # *inputs -> out, by formula or loop
-    wrt: Tuple[int, ...]      # inputs whose gradient is checked
-
-
 def _loss_pair(loss_fn):
     """Adapt loss(pred, ...) -> (value, dpred) to the (out, cache) / backward pair."""
     def forward(pred, *rest):
@@ -256,33 +245,10 @@ def test_backward_matches_finite_differences(op):
     assert max(errors.values()) <= 1e-7
 
 
-def _cast(a, xp, dtype):
-    """Float arrays to ``dtype``; every array to the backend ``xp``."""
-    if a.dtype.kind == "f":
-        a = a.astype(dtype)
-    return xp.asarray(a)
-
-
 @pytest.mark.parametrize("op", TABLE)
 def test_float32_on_backend_matches_float64_numpy(op, xp):
     """float32 on each backend (CuPy under the gpu marker) against float64 NumPy."""
-    rng = np.random.default_rng(3)
-    inputs64 = op.make_inputs(rng)
-    out64, cache64 = op.forward(*inputs64)
-    dout = rng.standard_normal(out64.shape)
-    grads64 = op.backward(dout, cache64)
-
-    inputs32 = [_cast(a, xp, np.float32) for a in inputs64]
-    out32, cache32 = op.forward(*inputs32)
-    grads32 = op.backward(xp.asarray(dout.astype(np.float32)), cache32)
-
-    assert out32.dtype == np.float32, f"{op.name} upcast its float32 output to {out32.dtype}"
-    assert backend_name(out32) == backend_name(inputs32[-1])
-    np.testing.assert_allclose(to_numpy(out32), out64, rtol=1e-4, atol=1e-5)
-    for i in op.wrt:
-        assert grads32[i].dtype == np.float32
-        np.testing.assert_allclose(to_numpy(grads32[i]), grads64[i], rtol=1e-4, atol=1e-5)
-
+    assert_float32_matches_float64(op, xp)
 
 
 # ------------------------------------------------------ op-specific behaviour

@@ -64,6 +64,20 @@ def _batch(images):
     return images
 
 
+def _in_eval_batches(model, images, batch_size, features):
+    """concatenate_b features(x_b), NumPy float64, over batches x_b of ``batch_size`` images
+    moved to the model's backend, the model in evaluation mode (its mode restored after)."""
+    images = _batch(images)
+    was_training = model.training
+    model.eval()
+    try:
+        out = [to_numpy(features(to_device(images[i:i + batch_size], model.backend)))
+               .astype(np.float64) for i in range(0, len(images), batch_size)]
+    finally:
+        model.train(was_training)
+    return np.concatenate(out)
+
+
 def cls_attention(model, images, batch_size=256):
     """The class token's attention over the patches in each head of the last layer.
 
@@ -75,18 +89,11 @@ def cls_attention(model, images, batch_size=256):
     if not hasattr(model, "attention_maps"):
         raise TypeError(f"model must expose attention_maps() (an image transformer), got "
                         f"{type(model).__name__}")
-    images = _batch(images)
-    was_training = model.training
-    model.eval()
-    try:
-        out = []
-        for i in range(0, len(images), batch_size):
-            model(to_device(images[i:i + batch_size], model.backend))
-            last = model.attention_maps()[-1]                 # (b, K, N, N)
-            out.append(to_numpy(last[:, :, 0, 1:]).astype(np.float64))   # (b, K, n)
-    finally:
-        model.train(was_training)
-    return np.concatenate(out)
+
+    def cls_rows(x):
+        model(x)
+        return model.attention_maps()[-1][:, :, 0, 1:]          # (b, K, n) of (b, K, N, N)
+    return _in_eval_batches(model, images, batch_size, cls_rows)
 
 
 def patch_features(model, images, batch_size=256):
@@ -95,23 +102,16 @@ def patch_features(model, images, batch_size=256):
     CRATE / CRATE-alpha: Z^L, the last layer's output (``capture``); ViT: the normalised
     tokens of ``forward_features``.
     """
-    images = _batch(images)
-    was_training = model.training
-    model.eval()
-    try:
-        out = []
-        for i in range(0, len(images), batch_size):
-            x = to_device(images[i:i + batch_size], model.backend)
-            if hasattr(model, "forward_features"):
-                z = model.forward_features(x)                       # (b, N, d)
-            else:
-                model(x, capture=True)
-                z = model.captured["z"][-1]                          # (b, N, d)
-                model.captured = None
-            out.append(to_numpy(z[:, 1:]).astype(np.float64))
-    finally:
-        model.train(was_training)
-    return np.concatenate(out)
+
+    def patches(x):
+        if hasattr(model, "forward_features"):
+            z = model.forward_features(x)                           # (b, N, d)
+        else:
+            model(x, capture=True)
+            z = model.captured["z"][-1]                              # (b, N, d)
+            model.captured = None
+        return z[:, 1:]
+    return _in_eval_batches(model, images, batch_size, patches)
 
 
 # ------------------------------------------------------------------ masks

@@ -22,6 +22,7 @@ arguments of a graded function, with which every function of the handout
 that takes them is tried.
 """
 import pathlib
+import re
 from dataclasses import dataclass, field
 
 LIBRARY = pathlib.Path(__file__).resolve().parents[2]      # the project holding whitebox/
@@ -134,24 +135,25 @@ ps = [m.inverse_ista.norm.param('weight'), m.inverse_ista.norm.param('bias'),
 """
 
 
-def module_probe(label, build, call="m(x)"):
-    """Build a Module (float64) from the setup's names, run forward then backward with dout."""
-    return Probe(label, f"{build}\nm.train()\ny = {call}\nout = (y, m.backward(dout))")
+def module_probe(label, where, make, call="m(x)"):
+    """m = ``make`` (an expression that builds a float64 Module, its leading name imported
+    from module ``where``), then forward ``call`` and backward with the setup's dout."""
+    name = re.match(r"\w+", make).group()
+    return Probe(label, f"from {where} import {name}\nm = {make}\nm.train()\ny = {call}\n"
+                        "out = (y, m.backward(dout))")
 
 
 MSSA_PROBES = (
     module_probe("the MSSA Module, forward and backward",
-                 "from whitebox.nn import MSSA\nm = MSSA(6, heads=2, dim_head=3, dtype='float64')"),
+                 "whitebox.nn", "MSSA(6, heads=2, dim_head=3, dtype='float64')"),
     module_probe("the language model's attention, forward and backward",
-                 "from whitebox.nn.lm_layers import LMAttention\n"
-                 "m = LMAttention(6, 2, 1, causal=True, dtype='float64')"),
+                 "whitebox.nn.lm_layers", "LMAttention(6, 2, 1, causal=True, dtype='float64')"),
     Probe("the language model's attention, one inference step",
           "from whitebox.nn.lm_layers import LMAttention\n"
           "m = LMAttention(6, 2, 1, causal=True, dtype='float64')\n"
           "out = m.decode_step(x, None)[0]"),
     module_probe("the CRATE-alpha layer's attention, forward and backward",
-                 "from whitebox.nn.alpha_layers import AlphaLayer\n"
-                 "m = AlphaLayer(6, 2, 3, dtype='float64').attn.fn"),
+                 "whitebox.nn.alpha_layers", "AlphaLayer(6, 2, 3, dtype='float64').attn.fn"),
 )
 
 
@@ -215,8 +217,7 @@ A2 = Assignment(
                      "whitebox/functional/fused.py:layernorm_rows_backward"),
              setup=TOKENS_SETUP,
              probes=(module_probe("the LayerNorm Module, forward and backward",
-                                  "from whitebox.nn import LayerNorm\n"
-                                  "m = LayerNorm(6, dtype='float64')"),)),
+                                  "whitebox.nn", "LayerNorm(6, dtype='float64')"),)),
         Part(3, "MSSA forward and backward (with the symmetric q = k = v term)", 25,
              ("whitebox/functional/mssa.py:mssa_forward",
               "whitebox/functional/mssa.py:mssa_backward"),
@@ -249,8 +250,7 @@ A3 = Assignment(
              hidden=("whitebox/functional/overcomplete_ista.py:overcomplete_ista_backward",),
              setup=TOKENS_SETUP,
              probes=(module_probe("the ISTA Module, forward and backward",
-                                  "from whitebox.nn import ISTA\n"
-                                  "m = ISTA(6, dtype='float64')"),),
+                                  "whitebox.nn", "ISTA(6, dtype='float64')"),),
              calls=(("ista_forward", "x, W, 0.1, 0.1"),)),
         Part(2, "one CRATE layer: forward and backward", 10,
              ("whitebox/nn/crate_layers.py:PreNorm.backward",
@@ -261,11 +261,10 @@ A3 = Assignment(
                      "whitebox/nn/block.py:ResidualBlock.backward"),
              setup=TOKENS_SETUP,
              probes=(module_probe("the CRATE layer, forward and backward",
-                                  "from whitebox.nn import CRATELayer\n"
-                                  "m = CRATELayer(6, 2, 3, dtype='float64')"),
+                                  "whitebox.nn", "CRATELayer(6, 2, 3, dtype='float64')"),
                      module_probe("the CRATE-alpha layer, forward and backward",
-                                  "from whitebox.nn.alpha_layers import AlphaLayer\n"
-                                  "m = AlphaLayer(6, 2, 3, dtype='float64')"))),
+                                  "whitebox.nn.alpha_layers",
+                                  "AlphaLayer(6, 2, 3, dtype='float64')"))),
         Part(3, "the network's reverse walk, training, per-layer compression", 10,
              ("whitebox/models/crate.py:LayerStack.forward",
               "whitebox/models/crate.py:LayerStack.backward",
@@ -273,8 +272,8 @@ A3 = Assignment(
              "04_crate_end_to_end.py", "compression and sparsity per layer", 3.0,
              setup=TOKENS_SETUP + "Z, U = x[0], W_qkv.T.reshape(6, 2, 3).transpose(1, 0, 2)\n",
              probes=(module_probe("the layer stack, forward and backward",
-                                  "from whitebox.models.crate import Transformer\n"
-                                  "m = Transformer(6, 2, 2, 3, dtype='float64')"),),
+                                  "whitebox.models.crate",
+                                  "Transformer(6, 2, 2, 3, dtype='float64')"),),
              calls=(("measure_compression", "Z, U"),)),
     ))
 
@@ -295,8 +294,8 @@ A4_PARTS = (
          "05_denoising_decoder.py", "decoder layer", 2.0,
          setup=TOKENS_SETUP,
          probes=(module_probe("the decoder layer, forward and backward",
-                              "from whitebox.nn.decoder_layers import DecoderLayer\n"
-                              "m = DecoderLayer(6, 2, 3, dtype='float64')"),
+                              "whitebox.nn.decoder_layers",
+                              "DecoderLayer(6, 2, 3, dtype='float64')"),
                  Probe("tutorial 05's decoder layer in named steps",
                        DECODER_PARAMS + "t = tutorial('05_denoising_decoder.py')\n"
                        "y, c = t.decoder_steps_forward(x, *ps, 2)\n"

@@ -308,6 +308,13 @@ def tutorial_functions(path):
             f.__module__ = m.__name__
     return m
 
+def load_test_file(path):
+    """A test file of the handout, imported as a module."""
+    s = importlib.util.spec_from_file_location("handout_tests_" + path.stem, path)
+    m = importlib.util.module_from_spec(s)
+    s.loader.exec_module(m)
+    return m
+
 def tutorial(name):
     """The imports and functions of tutorials/<name> in this folder (its cells not run)."""
     return tutorial_functions(root / "tutorials" / name)
@@ -330,24 +337,15 @@ def modules():
             mods.append(importlib.import_module(info.name))
         except BaseException:
             pass
-    tests = root / "tests"
-    if tests.is_dir():
-        sys.path.insert(0, str(tests))
-        for path in sorted(tests.glob("*.py")):
+    for folder, pattern, load in (("tests", "*.py", load_test_file),
+                                  ("tutorials", "[0-9][0-9]_*.py", tutorial_functions)):
+        where = root / folder
+        if not where.is_dir():
+            continue
+        sys.path.insert(0, str(where))
+        for path in sorted(where.glob(pattern)):
             try:
-                s = importlib.util.spec_from_file_location("handout_tests_" + path.stem, path)
-                m = importlib.util.module_from_spec(s)
-                s.loader.exec_module(m)
-                mods.append(m)
-                anyname.add(m.__name__)
-            except BaseException:
-                pass
-    tutorials = root / "tutorials"
-    if tutorials.is_dir():
-        sys.path.insert(0, str(tutorials))
-        for path in sorted(tutorials.glob("[0-9][0-9]_*.py")):
-            try:
-                m = tutorial_functions(path)
+                m = load(path)
                 mods.append(m)
                 anyname.add(m.__name__)
             except BaseException:

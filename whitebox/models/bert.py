@@ -23,9 +23,10 @@ from ..functional._checks import check_dout, check_positive_int, check_probabili
 from ..functional.embedding import check_ids
 from ..nn import GELU, Dropout, Embedding, LayerNorm, Linear, Module, ModuleList
 from ..nn.block import CAPTURE_KEYS
+from ..nn.module import DropoutAttention
 from ..nn.layers import _rng
 from ..nn.transformer import head_bases, normal_init_
-from .crate_lm import CRATELanguageModel, _check_mask_id
+from .crate_lm import CRATELanguageModel, _check_mask_id, token_model_repr
 
 EPS = 1e-12
 
@@ -51,7 +52,7 @@ class _DenseNorm(Module):
         return self.dense.backward(self.dropout.backward(ds)), ds
 
 
-class _SelfAttention(Module):
+class _SelfAttention(DropoutAttention):
     """BertSelfAttention: separate ``query``, ``key``, ``value`` Linears, the shared core."""
 
     def __init__(self, dim, heads, dropout, dtype, rng):
@@ -60,12 +61,7 @@ class _SelfAttention(Module):
         self.query = Linear(dim, dim, dtype=dtype, seed=rng)
         self.key = Linear(dim, dim, dtype=dtype, seed=rng)
         self.value = Linear(dim, dim, dtype=dtype, seed=rng)
-        self.dropout = check_probability("dropout", dropout)
-        self.rng = rng
-        self.last_attention = None
-
-    def _draws(self):
-        return self.dropout > 0
+        self._init_attention(dropout, rng)
 
     def forward(self, x):
         q, k, v = (A.split_heads(m(x), self.heads) for m in (self.query, self.key, self.value))
@@ -310,9 +306,7 @@ class BERT(Module):
                 for layer in self.bert.encoder.layer]
 
     def extra_repr(self):
-        c = self.config
-        return (f"vocab_size={c['vocab_size']}, block_size={c['block_size']}, dim={c['dim']}, "
-                f"depth={c['depth']}, heads={c['heads']}, intermediate={c['intermediate']}")
+        return token_model_repr(self.config, f"intermediate={self.config['intermediate']}")
 
 
 def bert_base(**kw):

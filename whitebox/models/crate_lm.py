@@ -45,6 +45,67 @@ from ..nn.lm_layers import LM_CAPTURE_KEYS, LMBlock
 VARIANTS = ("overcomplete", "plain")
 
 
+def embed_tokens(tr, idx):
+    """x = drop(wte[idx] + wpe[:T]) (B, T, d) for ids idx (B, T), through a trunk's wte,
+    wpe and drop (the token and position embeddings of CRATE-GPT/BERT and GPT-2)."""
+    x = tr.wte(idx)                                                 # (B, T, d)
+    x += tr.wpe.param("weight")[:idx.shape[1]]
+    return tr.drop(x)
+
+
+def embed_tokens_backward(tr, dx):
+    """The reverse of embed_tokens for dx (B, T, d): wpe[:T] gets sum_b dx, wte the
+    lookup's scatter-add."""
+    dx = tr.drop.backward(dx)
+    tr.wpe._grads["weight"][:dx.shape[1]] += dx.sum(axis=0)
+    tr.wte.backward(dx)                                             # lookup: scatter-add
+
+
+def embed_new_tokens(tr, idx, start):
+    """wte[idx] + wpe[start:start + t] (B, t, d): new tokens idx (B, t) after ``start``
+    cached ones (no dropout: generation runs in evaluation mode)."""
+    return tr.wte.param("weight")[idx] + tr.wpe.param("weight")[start:start + idx.shape[1]]
+
+
+def tied_logits(tr, x):
+    """logits = x wte^T (B, T, V) for x (B, T, d): the head tied to the token embedding."""
+    return matmul_rows(x, tr.wte.param("weight").T)
+
+
+def tied_logits_backward(tr, dlogits, x):
+    """The head's gradients: wte accumulates dlogits^T x; returns dx = dlogits wte (B, T, d)."""
+    wte = tr.wte
+    V, d = wte.param("weight").shape
+    wte._accumulate("weight", dlogits.reshape(-1, V).T @ x.reshape(-1, d))
+    return matmul_rows(dlogits, wte.param("weight"))
+
+
+def pop_tied_head(state):
+    """Drop ``lm_head.weight`` from ``state`` (in place), refusing one that differs from
+    ``transformer.wte.weight``: the head is tied to the token embedding."""
+    head = state.pop("lm_head.weight", None)
+    wte = state.get("transformer.wte.weight")
+    if head is not None and wte is not None and not np.array_equal(to_numpy(head),
+                                                                    to_numpy(wte)):
+        raise ValueError("official state: lm_head.weight differs from transformer.wte.weight,"
+                         " but the head is tied to the token embedding")
+    return state
+
+
+def token_model_repr(config, last):
+    """A token model's extra_repr: vocab_size, block_size, dim, depth, heads, then ``last``."""
+    c = config
+    return (f"vocab_size={c['vocab_size']}, block_size={c['block_size']}, dim={c['dim']}, "
+            f"depth={c['depth']}, heads={c['heads']}, {last}")
+
+
+def add_tied_head(state):
+    """A copy of ``state`` with the tied alias ``lm_head.weight`` = transformer.wte.weight."""
+    state = dict(state)
+    state["lm_head.weight"] = state["transformer.wte.weight"].copy()
+    return state
+
+
 class _Trunk(Module):
     """The official ``transformer`` ModuleDict: wte, wpe, drop, h, and ln_f (overcomplete)."""
 
@@ -125,17 +186,13 @@ class CRATELanguageModel(Module):
         """
         self._check_idx(idx)
         tr = self.transformer
-        T = idx.shape[1]
-        x = tr.wte(idx)                                             # (B, T, d)
-        x += tr.wpe.param("weight")[:T]
-        x = tr.drop(x)
+        x = embed_tokens(tr, idx)                                   # (B, T, d)
         self.captured = {k: [] for k in LM_CAPTURE_KEYS} if capture else None
         for block in tr.h:
             x = block(x, self.captured)
         if self.variant == "overcomplete":
             x = tr.ln_f(x)
-        wte = tr.wte.param("weight")                                # (V, d)
-        logits = matmul_rows(x, wte.T)                              # (B, T, V) tied head
+        logits = tied_logits(tr, x)                                 # (B, T, V)
         self._cache = (x, logits.shape)
         return logits
 
@@ -149,18 +206,12 @@ class CRATELanguageModel(Module):
         check_dout(type(self).__name__, dlogits, logits_shape)
         check_finite("dlogits", dlogits)
         tr = self.transformer
-        V, d = self.vocab_size, self.dim
-        wte = tr.wte.param("weight")
-        tr.wte._accumulate("weight", dlogits.reshape(-1, V).T @ x.reshape(-1, d))  # head
-        dx = matmul_rows(dlogits, wte)                              # (B, T, d)
+        dx = tied_logits_backward(tr, dlogits, x)                   # (B, T, d)
         if self.variant == "overcomplete":
             dx = tr.ln_f.backward(dx)
         for block in reversed(list(tr.h)):
             dx = block.backward(dx)
-        dx = tr.drop.backward(dx)
-        T = dx.shape[1]
-        tr.wpe._grads["weight"][:T] += dx.sum(axis=0)
-        tr.wte.backward(dx)                                         # lookup: scatter-add
+        embed_tokens_backward(tr, dx)
         return None
 
     # ------------------------------------------------------------ official files
@@ -172,13 +223,7 @@ class CRATELanguageModel(Module):
         ``transformer.h.{i}.attn.bias`` (must be the lower-triangular ones of
         shape (1, 1, block, block), block >= block_size).
         """
-        state = dict(state)
-        head = state.pop("lm_head.weight", None)
-        wte = state.get("transformer.wte.weight")
-        if head is not None and wte is not None and not np.array_equal(to_numpy(head),
-                                                                        to_numpy(wte)):
-            raise ValueError("official state: lm_head.weight differs from transformer.wte.weight,"
-                             " but the head is tied to the token embedding")
+        state = pop_tied_head(dict(state))
         for key in [k for k in state if k.startswith("transformer.h.") and k.endswith(".attn.bias")]:
             mask = to_numpy(state.pop(key))
             n = mask.shape[-1] if mask.ndim == 4 else -1
@@ -191,9 +236,7 @@ class CRATELanguageModel(Module):
 
     def to_official_state(self, state):
         """This model's state dict -> the official file's keys (adds the tied alias and buffers)."""
-        state = dict(state)
-        wte = state["transformer.wte.weight"]
-        state["lm_head.weight"] = wte.copy()
+        state = add_tied_head(state)
         if self.variant == "plain" and self.causal:
             n = self.block_size
             mask = np.tril(np.ones((n, n), dtype=np.float32)).reshape(1, 1, n, n)
@@ -210,9 +253,7 @@ class CRATELanguageModel(Module):
         return [b.attn.last_attention for b in self.transformer.h]
 
     def extra_repr(self):
-        c = self.config
-        return (f"vocab_size={c['vocab_size']}, block_size={c['block_size']}, dim={c['dim']}, "
-                f"depth={c['depth']}, heads={c['heads']}, variant={c['variant']!r}")
+        return token_model_repr(self.config, f"variant={self.config['variant']!r}")
 
 
 class CRATEGPT(CRATELanguageModel):
@@ -258,14 +299,14 @@ class CRATEGPT(CRATELanguageModel):
             raise ValueError(f"the cache holds {P} tokens; {t} more exceed block_size = "
                              f"{self.block_size}")
         tr = self.transformer
-        x = tr.wte.param("weight")[idx] + tr.wpe.param("weight")[P:P + t]     # (B, t, d)
+        x = embed_new_tokens(tr, idx, P)                                      # (B, t, d)
         for i, block in enumerate(tr.h):
             x, cache["past"][i] = block.decode_step(x, cache["past"][i])
         if self.variant == "overcomplete":
             x = tr.ln_f(x)
             tr.ln_f._cache = None
         cache["length"] = P + t
-        return matmul_rows(x, tr.wte.param("weight").T)                       # (B, t, V)
+        return tied_logits(tr, x)                                             # (B, t, V)
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, rng=None,
                  use_cache=True):

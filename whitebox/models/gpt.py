@@ -19,13 +19,14 @@ CRATE-GPT (whitebox.models.crate_lm) keeps one, since its q = k = v.
 import numpy as np
 
 from ..backend import to_numpy
-from ..functional._blas import matmul_rows
 from ..functional._checks import check_dout, check_positive_int, check_probability
 from ..nn import Dropout, Embedding, LayerNorm, Module, ModuleList, TransformerBlock
 from ..nn.block import CAPTURE_KEYS
 from ..nn.layers import _rng
 from ..nn.transformer import NANOGPT_NAMES, WeightOnlyLayerNorm, normal_init_, residual_std
-from .crate_lm import CRATEGPT, CRATELanguageModel
+from .crate_lm import (CRATEGPT, CRATELanguageModel, add_tied_head, embed_new_tokens,
+                       embed_tokens, embed_tokens_backward, pop_tied_head, tied_logits,
+                       tied_logits_backward, token_model_repr)
 
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
                   "mlp.c_proj.weight")
@@ -82,15 +83,12 @@ class GPT(Module):
         holds per-block lists under CRATE's keys (whitebox.nn.transformer)."""
         self._check_idx(idx)
         tr = self.transformer
-        T = idx.shape[1]
-        x = tr.wte(idx)                                               # (B, T, d)
-        x += tr.wpe.param("weight")[:T]
-        x = tr.drop(x)
+        x = embed_tokens(tr, idx)                                     # (B, T, d)
         self.captured = {k: [] for k in CAPTURE_KEYS} if capture else None
         for block in tr.h:
             x = block(x, self.captured)
         x = tr.ln_f(x)
-        logits = matmul_rows(x, tr.wte.param("weight").T)            # (B, T, V) tied head
+        logits = tied_logits(tr, x)                                   # (B, T, V)
         self._cache = (x, logits.shape)
         return logits
 
@@ -99,15 +97,10 @@ class GPT(Module):
         x, logits_shape = self._take_cache()
         check_dout("GPT", dlogits, logits_shape)
         tr = self.transformer
-        wte = tr.wte.param("weight")
-        tr.wte._accumulate("weight", dlogits.reshape(-1, self.vocab_size).T
-                           @ x.reshape(-1, self.dim))                # head
-        dx = tr.ln_f.backward(matmul_rows(dlogits, wte))              # (B, T, d)
+        dx = tr.ln_f.backward(tied_logits_backward(tr, dlogits, x))  # (B, T, d)
         for block in reversed(list(tr.h)):
             dx = block.backward(dx)
-        dx = tr.drop.backward(dx)
-        tr.wpe._grads["weight"][:dx.shape[1]] += dx.sum(axis=0)
-        tr.wte.backward(dx)                                           # lookup: scatter-add
+        embed_tokens_backward(tr, dx)
         return None
 
     # ------------------------------------------------------------ generation
@@ -134,13 +127,13 @@ class GPT(Module):
             raise ValueError(f"the cache holds {P} tokens; {t} more exceed block_size = "
                              f"{self.block_size}")
         tr = self.transformer
-        x = tr.wte.param("weight")[idx] + tr.wpe.param("weight")[P:P + t]   # (B, t, d)
+        x = embed_new_tokens(tr, idx, P)                                    # (B, t, d)
         for i, block in enumerate(tr.h):
             x, past[i] = block.step(x, past[i])
         x = tr.ln_f(x)
         tr.ln_f._cache = None
         cache["length"] = P + t
-        return matmul_rows(x, tr.wte.param("weight").T)                      # (B, t, V)
+        return tied_logits(tr, x)                                           # (B, t, V)
 
     generate = CRATEGPT.generate                          # sampling loop shared with CRATE-GPT
 
@@ -156,12 +149,7 @@ class GPT(Module):
         """
         state = {(k if k.startswith(("transformer.", "lm_head.")) else "transformer." + k): v
                  for k, v in state.items()}
-        head = state.pop("lm_head.weight", None)
-        wte = state.get("transformer.wte.weight")
-        if head is not None and wte is not None and not np.array_equal(to_numpy(head),
-                                                                        to_numpy(wte)):
-            raise ValueError("official state: lm_head.weight differs from transformer.wte.weight,"
-                             " but the head is tied to the token embedding")
+        pop_tied_head(state)
         for key in [k for k in state if k.endswith((".attn.bias", ".attn.masked_bias"))]:
             if getattr(state[key], "ndim", 0) == 4 or key.endswith("masked_bias"):
                 del state[key]                       # buffers, not parameters
@@ -176,9 +164,7 @@ class GPT(Module):
 
     def to_official_state(self, state):
         """This model's state dict -> nanoGPT's (adds the tied alias ``lm_head.weight``)."""
-        state = dict(state)
-        state["lm_head.weight"] = state["transformer.wte.weight"].copy()
-        return state
+        return add_tied_head(state)
 
     def subspaces(self, layer, part="v"):
         """U (K, d, p) of block ``layer``'s ``part`` of c_attn, for Rc measures."""
@@ -188,9 +174,7 @@ class GPT(Module):
         return [b._attn.last_attention for b in self.transformer.h]
 
     def extra_repr(self):
-        c = self.config
-        return (f"vocab_size={c['vocab_size']}, block_size={c['block_size']}, dim={c['dim']}, "
-                f"depth={c['depth']}, heads={c['heads']}, bias={c['bias']}")
+        return token_model_repr(self.config, f"bias={self.config['bias']}")
 
 
 def hf_gpt2_state(state, depth):

@@ -15,11 +15,10 @@ the Module CRATE-alpha uses, with its decoder tied to the dictionary.
 import math
 
 from .. import functional as F
-from ..functional._checks import check_probability
 from .block import CAPTURE_KEYS, ResidualBlock
 from .crate_layers import ISTA, OvercompleteISTA
 from .layers import LayerNorm, Linear, _rng
-from .module import Module
+from .module import DropoutAttention
 
 # per-layer features a forward with capture appends (see ResidualBlock.forward): CRATE's keys
 LM_CAPTURE_KEYS = CAPTURE_KEYS
@@ -30,7 +29,7 @@ def _normal(rng, shape, std):
     return rng.standard_normal(shape) * std
 
 
-class LMAttention(Module):
+class LMAttention(DropoutAttention):
     """MSSA with q = k = v = x c_attn^T, optionally causal; output projection c_proj.
 
     The official CausalSelfAttention: ``c_attn`` (d, d) bias-free (its rows
@@ -51,12 +50,7 @@ class LMAttention(Module):
         self.c_attn._params["weight"][...] = _normal(rng, (dim, dim), 0.02)
         self.c_proj._params["weight"][...] = _normal(rng, (dim, dim), 0.02 / math.sqrt(2 * depth))
         self.c_proj._params["bias"][...] = 0
-        self.dropout = check_probability("dropout", dropout)
-        self.rng = rng
-        self.last_attention = None
-
-    def _draws(self):
-        return self.dropout > 0
+        self._init_attention(dropout, rng)
 
     def forward(self, x):
         y, self._cache = F.mssa_fast_forward(x, self.c_attn.param("weight"),

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import backend
 from ..backend import get_array_module
-from ..functional._checks import is_int
+from ..functional._checks import check_probability, is_int
 
 DTYPES = ("float32", "float64")
 
@@ -288,6 +288,20 @@ class Module:
             sub = repr(child).replace("\n", "\n  ")
             lines.append(f"  ({name}): {sub}")
         return lines[0] + ")" if len(lines) == 1 else "\n".join(lines) + "\n)"
+
+
+class DropoutAttention(Module):
+    """A self-attention module that drops its attention weights with probability
+    ``dropout`` in training (draws from ``rng``) and keeps the last weights
+    (B, K, T, T) in ``last_attention``; subclasses call ``_init_attention``."""
+
+    def _init_attention(self, dropout, rng):
+        self.dropout = check_probability("dropout", dropout)
+        self.rng = rng
+        self.last_attention = None
+
+    def _draws(self):
+        return self.dropout > 0
 
 
 def _child_at(container, i):

@@ -21,8 +21,8 @@ OPTIONAL_COUNT = Check(int, low=1, optional=True)
 
 
 @dataclasses.dataclass
-class ImageOptions:
-    """The data settings of an image task (each task adds its own after these)."""
+class ImageData:
+    """Which images a task reads and how many (load_split's settings, with ``patch``)."""
     dataset: str = setting("mnist5k", "images (mnist5k ships with the package)",
                            Check(str, choices=DATASETS))
     data: str = setting(None, "folder with the MNIST idx files or the CIFAR-10 python batches",
@@ -31,6 +31,11 @@ class ImageOptions:
                            OPTIONAL_COUNT)
     n_test: int = setting(None, "held-out size (mnist5k: 1000, digits: 297; else the test set)",
                           OPTIONAL_COUNT)
+
+
+@dataclasses.dataclass
+class ImageOptions(ImageData):
+    """The data settings of an image task (each task adds its own after these)."""
     max_shift: int = setting(2, "random shift of training images, in pixels", COUNT)
     patch: int = setting(None, "patch size (default: MNIST 7, CIFAR-10 4, digits 2)",
                          OPTIONAL_COUNT)

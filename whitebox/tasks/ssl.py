@@ -64,21 +64,15 @@ from ..nn import DINOHead, Module, SimDINOHead
 from ..ssl import MultiCropNetwork, cosine_momentum, ema_teacher, ema_update
 from ..settings import COUNT, POSITIVE, POSITIVE_INT, PROBABILITY, Check, setting
 from .base import Task
-from .images import DATASETS, NUM_CLASSES, OPTIONAL_COUNT, load_split
+from .images import DATASETS, NUM_CLASSES, OPTIONAL_COUNT, ImageData, load_split
 
 LOSSES = ("simdino", "dino")
 
 
 @dataclasses.dataclass
-class SSLOptions:
+class SSLOptions(ImageData):
     dataset: str = setting("digits", "images (digits ships with scikit-learn)",
                            Check(str, choices=DATASETS))
-    data: str = setting(None, "folder with the MNIST idx files or the CIFAR-10 python batches",
-                        Check(str, optional=True))
-    n_train: int = setting(None, "use at most this many training images (default: all)",
-                           OPTIONAL_COUNT)
-    n_test: int = setting(None, "held-out size (mnist5k: 1000, digits: 297; else the test set)",
-                          OPTIONAL_COUNT)
     patch: int = setting(2, "patch size", POSITIVE_INT)
     ssl_loss: str = setting("simdino", "SimDINO's coding-rate loss or DINO's",
                             Check(str, choices=LOSSES))

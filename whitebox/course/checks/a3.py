@@ -14,8 +14,8 @@ from ...nn.module import Module, ModuleList
 from ...rate import measure_compression
 from ..judge import check
 from ..runner import make_standin_class
-from .helpers import (assert_close, assert_gradient, backward, copy_state, describe, fail,
-                      module_gradients, reference, rng, unpack)
+from .helpers import (assert_close, assert_gradient, backward, compare_backward, copy_state,
+                      describe, fail, module_gradients, reference, rng, unpack)
 
 StandIn = make_standin_class(Module)
 ISTA = "whitebox.functional.ista:ista_forward"
@@ -120,15 +120,8 @@ def prenorm_backward(run):
     sub.load_state_dict(copy_state(ref))
     x = rng(3).standard_normal((3, 5))
     dout = rng(4).standard_normal((3, 5))
-    with reference():
-        ref.forward(x)
-        ref.zero_grad()
-        dx = ref.backward(dout)
-    sub.forward(x)
-    sub.zero_grad()
-    module_gradients("PreNorm.backward", sub.backward(dout), sub.grads(), dx, ref.grads(),
-                     describe(x=x), hint="y = fn(LayerNorm(x)): backward runs fn's backward, "
-                                         "then the norm's")
+    compare_backward("PreNorm.backward", ref, sub, x, dout, describe(x=x),
+                     hint="y = fn(LayerNorm(x)): backward runs fn's backward, then the norm's")
 
 
 @check("A3", 2, weight=4, needs=("crate_layer_forward",))
@@ -136,15 +129,9 @@ def crate_layer_backward(run):
     ref, sub = layer_pair(run, 4)
     x = rng(4).standard_normal((2, 4, 6))
     dout = rng(5).standard_normal((2, 4, 6))
-    with reference():
-        ref.forward(x)
-        ref.zero_grad()
-        dx = ref.backward(dout)
-    sub.forward(x)
-    sub.zero_grad()
-    module_gradients("CRATELayer.backward", sub.backward(dout), sub.grads(), dx, ref.grads(),
-                     describe(x=x), hint="the residual goes around MSSA only: "
-                                         "dZ = dZ_half + MSSA branch backward(dZ_half)")
+    compare_backward("CRATELayer.backward", ref, sub, x, dout, describe(x=x),
+                     hint="the residual goes around MSSA only: "
+                          "dZ = dZ_half + MSSA branch backward(dZ_half)")
 
 
 # ------------------------------------------------- part 3: the network's reverse walk (10)

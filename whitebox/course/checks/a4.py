@@ -6,8 +6,8 @@ from ...functional.masking import mask_tokens_forward
 from ...models.crate_mae import CRATEMAE
 from ...nn.decoder_layers import DecoderLayer
 from ..judge import check
-from .helpers import (assert_close, assert_gradient, backward, copy_state, describe, fail,
-                      module_gradients, reference, rng, unpack)
+from .helpers import (assert_close, assert_gradient, backward, compare_backward, copy_state,
+                      describe, fail, reference, rng, unpack)
 
 MSE = "whitebox.functional.masked_mse:masked_mse_forward"
 MSE_B = "whitebox.functional.masked_mse:masked_mse_backward"
@@ -132,14 +132,7 @@ def decoder_layer_backward(run, softmax):
     ref, sub = decoder_pair(run, 3, softmax)
     x = rng(3).standard_normal((2, 4, 6))
     dout = rng(4).standard_normal((2, 4, 6))
-    with reference():
-        ref.forward(x)
-        ref.zero_grad()
-        dx = ref.backward(dout)
-    sub.forward(x)
-    sub.zero_grad()
-    module_gradients("DecoderLayer.backward", sub.backward(dout), sub.grads(), dx, ref.grads(),
-                     describe(x=x, softmax=softmax),
+    compare_backward("DecoderLayer.backward", ref, sub, x, dout, describe(x=x, softmax=softmax),
                      hint="out = y - MSSA(LN1(y)): the MSSA branch receives -dout, and "
                           "dy = dout + (its backward); then the step's backward")
 
@@ -157,14 +150,8 @@ def crate_mae_backward(run, norm_pix):
     sub = run.new(MAE, **TINY, norm_pix_loss=norm_pix, dtype="float64", seed=0)
     sub.load_state_dict(copy_state(ref))
     images = rng(1).standard_normal((2, 1, 8, 8))
-    with reference():
-        ref.forward(images, mask=MAE_MASK)
-        ref.zero_grad()
-        dimages = ref.backward(1.0)
-    sub.forward(images, mask=MAE_MASK)
-    sub.zero_grad()
-    module_gradients("CRATEMAE.backward", sub.backward(1.0), sub.grads(), dimages,
-                     ref.grads(), describe(images=images, norm_pix=norm_pix), 1e-6,
+    compare_backward("CRATEMAE.backward", ref, sub, images, 1.0,
+                     describe(images=images, norm_pix=norm_pix), 1e-6, mask=MAE_MASK,
                      hint="the reverse walk: loss, decoder head, decoder layers, mask tokens, "
                           "encoder, patch embedding" + DEPENDS)
 

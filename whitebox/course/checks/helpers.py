@@ -13,6 +13,7 @@ import numpy as np
 from .. import runner as codec
 from ..judge import CheckFailed, StudentError
 from ...functional import fused
+from ...gradcheck import numerical_gradient
 
 
 def rng(seed=0):
@@ -84,25 +85,10 @@ def assert_close(what, got, expected, case="", tol=1e-7, floor=1e-8, hint=""):
     return err
 
 
-def numerical_gradient(f, x, dout, h=1e-6):
-    """Central differences of sum(f() * dout) with respect to x (perturbed in place)."""
-    grad = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
-    for i in range(x.size):
-        old = flat[i]
-        flat[i] = old + h
-        plus = float(np.sum(np.asarray(f()) * dout))
-        flat[i] = old - h
-        minus = float(np.sum(np.asarray(f()) * dout))
-        flat[i] = old
-        gflat[i] = (plus - minus) / (2 * h)
-    return grad
-
-
 def assert_gradient(function, name, analytic, f, x, dout, case="", tol=1e-6, hint=""):
     """The submission's gradient against central differences of the REFERENCE forward ``f``."""
     with reference():
-        numeric = numerical_gradient(f, x, dout)
+        numeric = numerical_gradient(f, x, dout, h=1e-6)
     # entries far below the largest are judged by their absolute error: central
     # differences carry an absolute noise of about 1e-10 times the function's size
     floor = max(1e-8, 1e-3 * float(np.max(np.abs(numeric))))
@@ -152,6 +138,20 @@ def module_gradients(function, got_dx, got_grads, ref_dx, ref_grads, case="", to
             fail(f"{function}: grads() has no {name!r}")
         assert_close(f"{function}: gradient of {name}", got_grads[name], ref_grads[name], case,
                      tol, hint=hint)
+
+
+def compare_backward(function, ref, sub, inputs, dout, case="", tol=1e-7, hint="", **kwargs):
+    """The reference ``ref`` (in its NumPy arrangement) and the submission's ``sub`` each run
+    forward(inputs, **kwargs), zero_grad() and backward(dout); module_gradients compares
+    their dx and every parameter gradient."""
+    with reference():
+        ref.forward(inputs, **kwargs)
+        ref.zero_grad()
+        ref_dx = ref.backward(dout)
+    sub.forward(inputs, **kwargs)
+    sub.zero_grad()
+    module_gradients(function, sub.backward(dout), sub.grads(), ref_dx, ref.grads(), case, tol,
+                     hint=hint)
 
 
 def copy_state(module):

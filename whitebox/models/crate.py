@@ -157,6 +157,8 @@ class CRATE(ImageModel):
             self.config["attention_kind"] = attention_kind
         if mlp != MLP_KINDS[0]:
             self.config["mlp"] = mlp
+        if (attention_kind, mlp) != (ATTENTION_KINDS[0], MLP_KINDS[0]):
+            self.ATTENTION = f"ablation {attention_kind.upper()} + {mlp.upper()}"  # the header
         self.pool, self.dim = pool, dim
         patch_dim = self.patch_dim
         rng = _rng(seed)

@@ -47,6 +47,9 @@ class StubCounter:
     def options(self, task):
         return self.Opt
 
+    def extra(self, task):
+        return {}
+
 
 def test_plan_pairs_seeds_and_folders(tmp_path):
     jobs = C.plan(["classify", "lm"], [0, 1], str(tmp_path), StubCounter(), verbose=False)

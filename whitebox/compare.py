@@ -60,6 +60,12 @@ ABLATION = (("mssa", "ista"), ("mssa", "mlp"), ("mhsa", "ista"), ("mhsa", "mlp")
 TOLERANCE = 0.10          # the pair's parameter counts differ by at most this share
 SEGMENTED = ("crate", "vit")
 FAST_SEEDS = (0, 1)
+# --fast: each task's own --fast (tiny models), trained longer than that smoke test so the
+# curves leave chance; the whole command stays far inside ten minutes on two cores
+FAST_SETTINGS = {"classify": dict(n_train=2048, n_test=500, epochs=8),
+                 "mae": dict(n_train=2048, epochs=6),
+                 "lm": dict(epochs=4, steps_per_epoch=40, eval_windows=64),
+                 "mlm": dict(epochs=4, steps_per_epoch=40, eval_windows=64)}
 SEEDS = (0, 1, 2)
 
 
@@ -132,7 +138,8 @@ class Counter:
         from .train import get_task
         from .training.config import make_config
         task_cls = get_task(task)
-        cfg = make_config(task_cls, dict(settings, out=os.devnull), fast=self.fast)
+        cfg = make_config(task_cls, dict(self.extra(task), **settings, out=os.devnull),
+                          fast=self.fast)
         key = (task, cfg.model)
         if key not in self.tasks:
             t = task_cls(cfg)
@@ -146,7 +153,12 @@ class Counter:
         """The task's resolved own settings under this --fast."""
         from .train import get_task
         from .training.config import make_config
-        return make_config(get_task(task), dict(out=os.devnull), fast=self.fast).options
+        return make_config(get_task(task), dict(self.extra(task), out=os.devnull),
+                           fast=self.fast).options
+
+    def extra(self, task):
+        """compare's own settings of ``task`` on top of its --fast (none without --fast)."""
+        return dict(FAST_SETTINGS[task]) if self.fast else {}
 
 
 def width_step(task, options):
@@ -215,6 +227,7 @@ def plan(tasks, seeds, out, counter, verbose=True):
             if task == "classify":
                 kinds = (settings.get("attention_kind", "mssa"), settings.get("mlp", "ista"))
                 ablation = kinds if settings["model"] == "crate" else None
+            settings = dict(counter.extra(task), **settings)
             for seed in seeds:
                 jobs.append(Job(task, name, settings, seed,
                                 os.path.join(out, task, name.replace("+", "-"), f"seed{seed}"),
@@ -426,6 +439,7 @@ def main(argv=None):
                         "--fast runs/compare-fast)")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = p.parse_args(argv)
+    from .training import Interrupted
     try:
         return compare(args.tasks, args.seeds, args.fast, args.out)
     except (ValueError, OSError, ImportError) as err:
@@ -433,6 +447,12 @@ def main(argv=None):
             raise
         sys.stderr.write(f"{PROG}: error: {err}\n")
         sys.exit(2)
+    except (Interrupted, KeyboardInterrupt) as stop:
+        if args.debug:
+            raise
+        sys.stderr.write(f"{PROG}: interrupted ({stop}); the same command continues where it "
+                         "stopped\n")
+        sys.exit(130)
 
 
 if __name__ == "__main__":

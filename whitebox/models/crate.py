@@ -9,13 +9,21 @@
 
 Parameter names and shapes are the official state-dict names, so official
 weights load as they are (see whitebox.interop for .pth files).
+
+The paper's ablation swaps one half of every layer for the standard
+transformer's (``attention_kind="mhsa"``: MultiHeadAttention instead of MSSA;
+``mlp="mlp"``: the GELU MLP with its residual instead of the ISTA step), the
+same shared ResidualBlock with other children (:class:`HybridLayer`); the
+defaults build CRATE itself, layer for layer and name for name.
 """
 
 from ..functional._checks import check_positive_int
 from ..nn import CRATELayer, Dropout, LayerNorm, Linear, Module, ModuleList, Patchify, \
     Sequential
-from ..nn.crate_layers import CAPTURE_KEYS, attention_options
+from ..nn.crate_layers import CAPTURE_KEYS, ISTA, MSSA, PreNorm, TwoHalves, \
+    attention_options
 from ..nn.layers import _rng
+from ..nn.transformer import MLP, MultiHeadAttention
 from ._image import POOLS, ImageModel, classifier_head
 
 
@@ -37,17 +45,81 @@ class LayerStack(Module):
         return dout
 
 
+# The ablation's choices for the two halves of a layer (first: CRATE's own)
+ATTENTION_KINDS = ("mssa", "mhsa")
+MLP_KINDS = ("ista", "mlp")
+
+
+def _kind(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+class HybridLayer(TwoHalves):
+    """A CRATE layer with one or both halves swapped for the standard transformer's.
+
+        Z^{l+1/2} = Z^l + A(LN1(Z^l))        A = MSSA, or MHSA (attention_kind="mhsa")
+        Z^{l+1}   = ISTA(LN2(Z^{l+1/2}))     (mlp="ista")
+        Z^{l+1}   = Z^{l+1/2} + MLP(LN2(Z^{l+1/2}))   (mlp="mlp": the standard residual MLP)
+
+    MHSA is whitebox.nn.MultiHeadAttention (fused qkv with bias, heads of width
+    dim // heads, so ``dim_head`` is unused); the MLP is whitebox.nn.MLP with hidden
+    width 4 dim, its GELU activations captured under "code". Children "0" and "1"
+    as CRATELayer's; the forward and backward are the shared ResidualBlock's.
+    """
+
+    def __init__(self, dim, heads, dim_head, dropout=0.0, ista_step=0.1, ista_lambda=0.1,
+                 causal=False, dtype="float32", seed=0, attention=None, attention_kind="mssa",
+                 mlp="ista"):
+        super().__init__(dtype)
+        _kind("attention_kind", attention_kind, ATTENTION_KINDS)
+        _kind("mlp", mlp, MLP_KINDS)
+        rng = _rng(seed)
+        if attention_kind == "mhsa":
+            if attention:
+                raise ValueError("attention (MSSA's options) must be None with "
+                                 f"attention_kind='mhsa', got {attention!r}")
+            mixer = MultiHeadAttention(dim, heads, causal=causal, attn_drop=dropout,
+                                       proj_drop=dropout, dtype=dtype, seed=rng)
+        else:
+            mixer = MSSA(dim, heads, dim_head, dropout, causal, dtype=dtype, seed=rng,
+                         **attention_options(attention))
+        setattr(self, "0", PreNorm(dim, mixer, dtype=dtype))
+        if mlp == "mlp":
+            coder = MLP(dim, 4 * dim, dropout=dropout, dtype=dtype, seed=rng)
+        else:
+            coder = ISTA(dim, ista_step, ista_lambda, dtype=dtype, seed=rng)
+        setattr(self, "1", PreNorm(dim, coder, dtype=dtype))
+        self.ista_residual = mlp == "mlp"
+        self.kinds = (attention_kind, mlp)
+
+    def code(self, ista_out):
+        """The ISTA output, or the MLP's hidden GELU activations (mlp="mlp")."""
+        return self.ista.fn.last_hidden if self.kinds[1] == "mlp" else ista_out
+
+
 class Transformer(LayerStack):
-    """``depth`` CRATE layers named ``layers.i``, each [PreNorm(MSSA), PreNorm(ISTA)]."""
+    """``depth`` CRATE layers named ``layers.i``, each [PreNorm(MSSA), PreNorm(ISTA)]
+    (HybridLayer when ``attention_kind`` or ``mlp`` is not CRATE's own)."""
 
     def __init__(self, dim, depth, heads, dim_head, dropout=0.0, ista_step=0.1,
-                 ista_lambda=0.1, causal=False, dtype="float32", seed=0, attention=None):
+                 ista_lambda=0.1, causal=False, dtype="float32", seed=0, attention=None,
+                 attention_kind="mssa", mlp="ista"):
         super().__init__(dtype)
         rng = _rng(seed)
-        self.layers = ModuleList([CRATELayer(dim, heads, dim_head, dropout, ista_step,
-                                             ista_lambda, causal, dtype=dtype, seed=rng,
-                                             attention=attention)
-                                  for _ in range(depth)], dtype=dtype)
+        _kind("attention_kind", attention_kind, ATTENTION_KINDS)
+        _kind("mlp", mlp, MLP_KINDS)
+        if (attention_kind, mlp) == (ATTENTION_KINDS[0], MLP_KINDS[0]):
+            layers = [CRATELayer(dim, heads, dim_head, dropout, ista_step, ista_lambda, causal,
+                                 dtype=dtype, seed=rng, attention=attention)
+                      for _ in range(depth)]
+        else:
+            layers = [HybridLayer(dim, heads, dim_head, dropout, ista_step, ista_lambda, causal,
+                                  dtype=dtype, seed=rng, attention=attention,
+                                  attention_kind=attention_kind, mlp=mlp)
+                      for _ in range(depth)]
+        self.layers = ModuleList(layers, dtype=dtype)
 
 
 class CRATE(ImageModel):
@@ -58,11 +130,14 @@ class CRATE(ImageModel):
     attention: None (official MSSA) or a dict of the theory-faithful options
     of whitebox.nn.MSSA, e.g. dict(out="tied", scale="rate", eps=1.0,
     kappa=1.0, update="exact"); each departure can be switched off alone.
+    attention_kind ("mssa" | "mhsa") and mlp ("ista" | "mlp"): the ablation's
+    hybrids (HybridLayer); the defaults are CRATE.
     """
 
     def __init__(self, image_size, patch_size, num_classes, dim, depth, heads, dim_head=64,
                  channels=3, pool="cls", ista_step=0.1, ista_lambda=0.1, dropout=0.0,
-                 emb_dropout=0.0, dtype="float32", seed=0, attention=None):
+                 emb_dropout=0.0, dtype="float32", seed=0, attention=None,
+                 attention_kind="mssa", mlp="ista"):
         super().__init__(dtype)
         attention = attention_options(attention)
         self._set_geometry(image_size, patch_size, channels)
@@ -78,6 +153,12 @@ class CRATE(ImageModel):
                            emb_dropout=emb_dropout, dtype=self.dtype, seed=seed)
         if attention:
             self.config["attention"] = attention
+        if attention_kind != ATTENTION_KINDS[0]:
+            self.config["attention_kind"] = attention_kind
+        if mlp != MLP_KINDS[0]:
+            self.config["mlp"] = mlp
+        if (attention_kind, mlp) != (ATTENTION_KINDS[0], MLP_KINDS[0]):
+            self.ATTENTION = f"ablation {attention_kind.upper()} + {mlp.upper()}"  # the header
         self.pool, self.dim = pool, dim
         patch_dim = self.patch_dim
         rng = _rng(seed)
@@ -90,7 +171,8 @@ class CRATE(ImageModel):
         self.add_param("cls_token", rng.standard_normal((1, 1, dim)))
         self.dropout = Dropout(emb_dropout, dtype=dtype, seed=rng)
         self.transformer = Transformer(dim, depth, heads, dim_head, dropout, ista_step,
-                                       ista_lambda, dtype=dtype, seed=rng, attention=attention)
+                                       ista_lambda, dtype=dtype, seed=rng, attention=attention,
+                                       attention_kind=attention_kind, mlp=mlp)
         self.mlp_head = classifier_head(dim, num_classes, dtype, rng)
         self.captured = None
 

@@ -14,6 +14,10 @@ and ``attention.png`` and prints ``test accuracy: XX.X%``.
 instead (each head dim // heads wide); its per-layer measures are the Rc of
 each block's attention input on the heads' value subspaces and the non-zero
 fraction of the MLP hidden units.
+
+``--attention-kind mhsa`` and ``--mlp mlp`` (CRATE only) build the paper's
+ablation hybrids: the standard multi-head attention in place of MSSA, the
+standard residual GELU MLP (hidden 4 dim) in place of the ISTA step.
 """
 import dataclasses
 import os
@@ -22,6 +26,7 @@ from .. import backend, losses, plots
 from ..data.loader import BatchLoader, normalize
 from ..functional.mssa_variants import UPDATES
 from ..models import CRATE, CRATEAlpha, ViT
+from ..models.crate import ATTENTION_KINDS, MLP_KINDS
 from ..nn.crate_layers import OUTS, SCALES
 from ..rate import layer_measures
 from ..settings import NONNEG, OPTIONAL_POSITIVE, POSITIVE_INT, PROBABILITY, Check, setting
@@ -59,6 +64,13 @@ class ClassifyOptions(ImageOptions):
     attention_eps: float = setting(None, "eps of --attention-scale rate", OPTIONAL_POSITIVE)
     attention_kappa: float = setting(None, "step size kappa of --attention-scale rate "
                                      "(default: MSSA's, 1)", OPTIONAL_POSITIVE)
+    # The paper's ablation: either half of the CRATE layer swapped for the standard one.
+    attention_kind: str = setting(ATTENTION_KINDS[0], "the attention of each layer: mssa "
+                                  "(CRATE) or mhsa (the standard multi-head attention, heads "
+                                  "dim // heads wide)", Check(str, choices=ATTENTION_KINDS))
+    mlp: str = setting(MLP_KINDS[0], "the second half of each layer: ista (CRATE) or mlp "
+                       "(the standard residual GELU MLP, hidden 4 dim)",
+                       Check(str, choices=MLP_KINDS))
 
 
 class Classify(Task):
@@ -131,7 +143,8 @@ class Classify(Task):
             # --dropout is its drop_rate and attn_drop, as CRATE's inside every layer
             refuse_unused(self, ("ista_step", "ista_lambda", "emb_dropout",
                                  "attention_out", "attention_scale", "attention_update",
-                                 "attention_eps", "attention_kappa"), "vit")
+                                 "attention_eps", "attention_kappa", "attention_kind", "mlp"),
+                           "vit")
             if o.dim % o.heads:
                 raise ValueError(f"--dim ({o.dim}) must be divisible by --heads ({o.heads}) "
                                  "with --model vit (each head is dim // heads wide)")
@@ -139,6 +152,7 @@ class Classify(Task):
                        dim=o.dim, depth=o.depth, heads=o.heads, channels=C, dropout=o.dropout,
                        attn_drop=o.dropout, dtype="float32", seed=self.cfg.seed)
         if self.cfg.model == "crate-alpha":
+            refuse_unused(self, ("attention_kind", "mlp"), "crate-alpha")
             if o.dropout or o.emb_dropout:
                 raise ValueError("CRATE-alpha has no dropout: --dropout and --emb-dropout "
                                  f"must be 0 with --model crate-alpha, got {o.dropout} and "
@@ -147,11 +161,26 @@ class Classify(Task):
                               dim=o.dim, depth=o.depth, heads=o.heads, dim_head=o.dim_head,
                               channels=C, ista_step=o.ista_step, ista_lambda=o.ista_lambda,
                               dtype="float32", seed=self.cfg.seed, attention=self.attention())
+        if o.attention_kind == "mhsa":
+            if self.attention() is not None:
+                raise ValueError("the --attention-out/-scale/-update/-eps/-kappa options are "
+                                 "MSSA's: leave them at their defaults with --attention-kind "
+                                 "mhsa")
+            if o.dim % o.heads:
+                raise ValueError(f"--dim ({o.dim}) must be divisible by --heads ({o.heads}) "
+                                 "with --attention-kind mhsa (each head is dim // heads wide)")
+        if o.mlp == "mlp":
+            for name in ("ista_step", "ista_lambda"):
+                if getattr(o, name) != getattr(ClassifyOptions, name):
+                    raise ValueError(f"--{name.replace('_', '-')} is the ISTA step's, unused "
+                                     f"with --mlp mlp: leave it at its default "
+                                     f"{getattr(ClassifyOptions, name)}, got {getattr(o, name)}")
         return CRATE(image_size=(H, W), patch_size=o.patch, num_classes=NUM_CLASSES, dim=o.dim,
                      depth=o.depth, heads=o.heads, dim_head=o.dim_head, channels=C,
                      ista_step=o.ista_step, ista_lambda=o.ista_lambda, dropout=o.dropout,
                      emb_dropout=o.emb_dropout, dtype="float32", seed=self.cfg.seed,
-                     attention=self.attention())
+                     attention=self.attention(), attention_kind=o.attention_kind,
+                     mlp=o.mlp)
 
     # ------------------------------------------------ one epoch
     def batches(self):

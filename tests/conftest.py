@@ -86,3 +86,12 @@ def write_bar_mnist(folder, noise=60, cols=(4, 24)):
         _write_idx(folder / f"{prefix}-images-idx3-ubyte", images)
         _write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels)
     return folder
+
+
+def process_alive(pid):
+    """True while process ``pid`` exists and is not a zombie (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import process_alive
 
 from whitebox.course import ASSIGNMENTS, get_assignment, grade, release
 from whitebox.course.__main__ import main
@@ -484,14 +485,6 @@ _leave_a_child()
 '''
 
 
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.slow
 def test_the_instructor_guides_cycle_from_the_command_line(tmp_path):
     """INSTRUCTORS.md's commands in order, through ``python -m whitebox.course``: release A2,
@@ -547,7 +540,7 @@ def test_the_instructor_guides_cycle_from_the_command_line(tmp_path):
     try:
         # the process limit stops the fork unless the runner stayed root (said in a note)
         assert started or "ran as root" not in proc.stdout, proc.stdout
-        assert all(not _alive(pid) for pid in started), started
+        assert all(not process_alive(pid) for pid in started), started
     finally:
         for pid in started:                    # never leave one running
             try:

@@ -16,6 +16,7 @@ import textwrap
 import time
 
 import pytest
+from conftest import process_alive
 
 from whitebox.course import grade, release
 from whitebox.course.grade import grade_many
@@ -361,14 +362,6 @@ def test_the_runner_sees_only_the_submission(untouched, tmp_path):
         assert info["uid"] != 0
 
 
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.slow
 def test_a_batch_with_hostile_folders_grades_each_in_bounded_time(solved, tmp_path):
     pids = tmp_path / "pids"
@@ -429,10 +422,10 @@ def test_a_batch_with_hostile_folders_grades_each_in_bounded_time(solved, tmp_pa
     # reaper had work to do
     as_root = any("ran as root" in n for n in reports[1].notes)
     assert started or not as_root
-    assert all(not _alive(pid) for pid in started), started
+    assert all(not process_alive(pid) for pid in started), started
     leftover = subprocess.run(["pgrep", "-f", "whitebox-run-"], capture_output=True, text=True)
     assert leftover.stdout.strip() == "" or all(
-        not _alive(int(p)) for p in leftover.stdout.split()), leftover.stdout
+        not process_alive(int(p)) for p in leftover.stdout.split()), leftover.stdout
     for pid in started:                        # belt and braces: never leave one running
         try:
             os.kill(pid, signal.SIGKILL)

@@ -9,8 +9,10 @@ from common_checks import assert_same_state, assert_token_model_gradients, asser
 
 
 def tiny(**kw):
+    """No padding row by default: the [PAD] lookup's missing gradient (tested below) would
+    make finite differences and the plain-Embedding twin disagree on purpose."""
     cfg = dict(vocab_size=13, block_size=8, dim=8, depth=2, heads=2, intermediate=12,
-               dtype="float64", seed=1)
+               dtype="float64", seed=1, pad_token_id=None)
     cfg.update(kw)
     return BERT(**cfg)
 
@@ -84,3 +86,24 @@ def test_token_types_count_and_bad_ones_are_refused(rng):
         model(idx, np.full((1, 5), 2))
     with pytest.raises(ValueError, match=r"token_type_ids have shape \(1, 4\), expected \(1, 5\)"):
         model(idx, np.zeros((1, 4), dtype=np.int64))
+
+
+def test_the_padding_row_starts_at_zero_and_its_lookup_has_no_gradient(rng):
+    model = tiny(pad_token_id=0)
+    assert not model.bert.embeddings.word_embeddings.param("weight")[0].any()
+    plain = tiny()
+    plain.load_state_dict(model.state_dict())
+    idx = rng.integers(0, 13, size=(2, 6))
+    idx[0, 2] = 0
+    dlogits = rng.standard_normal((2, 6, 13))
+    grads = []
+    for m in (model, plain):
+        m.zero_grad()
+        m(idx)
+        m.backward(dlogits)
+        grads.append(m.grads()["bert.embeddings.word_embeddings.weight"])
+    # only the [PAD] row differs: by the lookup's share, which the padded model leaves out
+    assert np.abs(grads[0][1:] - grads[1][1:]).max() < 1e-12
+    assert np.abs(grads[0][0] - grads[1][0]).max() > 1e-6
+    with pytest.raises(ValueError, match="pad_token_id must be None or an id in"):
+        tiny(pad_token_id=13)

@@ -124,14 +124,10 @@ def bert_config(transformers, pad_token_id):
         pad_token_id=pad_token_id)
 
 
-@pytest.mark.parametrize("pad_token_id", [
-    None,
-    pytest.param(0, marks=pytest.mark.xfail(strict=True, reason=(
-        "Hugging Face's word table is nn.Embedding(padding_idx=pad_token_id): the lookup "
-        "gives the [PAD] row no gradient; whitebox's BERT has no padding row")))])
+@pytest.mark.parametrize("pad_token_id", [None, 0])
 def test_bert_equals_hugging_faces_bert_for_masked_lm(rng, tmp_path, pad_token_id):
-    """GELU: Hugging Face's "gelu" is the exact erf form, as ours. pad_token_id=None: no
-    padding row (with Hugging Face's default 0 only that row's gradient differs)."""
+    """GELU: Hugging Face's "gelu" is the exact erf form, as ours. pad_token_id 0 (Hugging
+    Face's default): the lookup gives the [PAD] row no gradient, in both; None: no such row."""
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("safetensors")
     torch.manual_seed(0)
@@ -139,7 +135,7 @@ def test_bert_equals_hugging_faces_bert_for_masked_lm(rng, tmp_path, pad_token_i
     library = transformers.BertForMaskedLM(config).double().eval()
     perturb_(library, 1)
     library.save_pretrained(tmp_path / "hf")                 # model.safetensors, ties dropped
-    model = BERT(30, 16, 24, 2, 2, 40, dtype="float64", seed=3)
+    model = BERT(30, 16, 24, 2, 2, 40, dtype="float64", seed=3, pad_token_id=pad_token_id)
     load_official(model, tmp_path / "hf" / "model.safetensors")
 
     idx = rng.integers(0, 30, size=(3, 9))
@@ -150,7 +146,7 @@ def test_bert_equals_hugging_faces_bert_for_masked_lm(rng, tmp_path, pad_token_i
     token_step(model, library, (idx, token_types), targets, ("input_ids", "token_type_ids"))
 
     # back: whitebox's .safetensors (tied aliases included) read by from_pretrained
-    other = BERT(30, 16, 24, 2, 2, 40, dtype="float64", seed=4)
+    other = BERT(30, 16, 24, 2, 2, 40, dtype="float64", seed=4, pad_token_id=pad_token_id)
     config.save_pretrained(tmp_path / "ours")
     export_safetensors(other, tmp_path / "ours" / "model.safetensors")
     back, info = transformers.BertForMaskedLM.from_pretrained(

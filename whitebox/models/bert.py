@@ -19,7 +19,7 @@ import numpy as np
 from ..backend import to_numpy
 from ..functional import attention as A
 from ..functional._blas import matmul_rows
-from ..functional._checks import check_dout, check_positive_int, check_probability
+from ..functional._checks import check_dout, check_positive_int, check_probability, is_int
 from ..functional.embedding import check_ids
 from ..nn import GELU, Dropout, Embedding, LayerNorm, Linear, Module, ModuleList
 from ..nn.block import CAPTURE_KEYS
@@ -183,11 +183,15 @@ class BERT(Module):
     dropout (Hugging Face's two probabilities, one number here). mask_id: the
     vocabulary row that stands for a hidden token (default vocab_size - 1;
     [MASK] is 103 in bert-base-uncased), read by the masked-LM task.
+    pad_token_id: Hugging Face's padding row (default 0, as BertConfig): it
+    starts at zero and the lookup gives it no gradient (the tied decoder
+    still does); None for a vocabulary without padding.
     """
     ATTENTION = "standard attention"           # the training header's word for it
 
     def __init__(self, vocab_size, block_size, dim, depth, heads, intermediate=None,
-                 type_vocab_size=2, dropout=0.0, dtype="float32", seed=0, mask_id=None):
+                 type_vocab_size=2, dropout=0.0, dtype="float32", seed=0, mask_id=None,
+                 pad_token_id=0):
         super().__init__(dtype)
         intermediate = 4 * dim if intermediate is None else intermediate
         self.captured = None
@@ -199,10 +203,15 @@ class BERT(Module):
             raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
         check_probability("dropout", dropout)
         self.mask_id = _check_mask_id(vocab_size - 1 if mask_id is None else mask_id, vocab_size)
+        if pad_token_id is not None and not (is_int(pad_token_id)
+                                             and 0 <= pad_token_id < vocab_size):
+            raise ValueError(f"pad_token_id must be None or an id in [0, {vocab_size}), "
+                             f"got {pad_token_id!r}")
+        self.pad_token_id = None if pad_token_id is None else int(pad_token_id)
         self.config = dict(vocab_size=vocab_size, block_size=block_size, dim=dim, depth=depth,
                            heads=heads, intermediate=intermediate,
                            type_vocab_size=type_vocab_size, dropout=dropout, dtype=self.dtype,
-                           seed=seed, mask_id=self.mask_id)
+                           seed=seed, mask_id=self.mask_id, pad_token_id=self.pad_token_id)
         self.vocab_size, self.block_size, self.dim = vocab_size, block_size, dim
         self.type_vocab_size = type_vocab_size
         rng = _rng(seed)
@@ -216,6 +225,8 @@ class BERT(Module):
                 normal_init_(m, rng)
             elif isinstance(m, Embedding):
                 m.param("weight")[...] = 0.02 * rng.standard_normal(m.param("weight").shape)
+        if self.pad_token_id is not None:       # nn.Embedding(padding_idx=...): a zero row
+            emb.word_embeddings.param("weight")[self.pad_token_id] = 0
 
     _check_idx = CRATELanguageModel._check_idx           # ids (B, T): ints, in range, T <= block
 
@@ -242,12 +253,12 @@ class BERT(Module):
         h = t.LayerNorm(t.act(t.dense(x)))                                      # (B, T, d)
         word = e.word_embeddings.param("weight")
         logits = matmul_rows(h, word.T) + self.cls.predictions.param("bias")    # (B, T, V)
-        self._cache = (h, logits.shape)
+        self._cache = (h, logits.shape, idx)
         return logits
 
     def backward(self, dlogits):
         """The reverse walk; the word table gets the decoder's dlogits^T h and the lookup's."""
-        h, logits_shape = self._take_cache()
+        h, logits_shape, idx = self._take_cache()
         check_dout("BERT", dlogits, logits_shape)
         e, p = self.bert.embeddings, self.cls.predictions
         V, d = self.vocab_size, self.dim
@@ -261,6 +272,8 @@ class BERT(Module):
         dx = e.LayerNorm.backward(e.dropout.backward(dx))
         e.position_embeddings._grads["weight"][:dx.shape[1]] += dx.sum(axis=0)
         e.token_type_embeddings.backward(dx)
+        if self.pad_token_id is not None:       # the lookup of [PAD] leaves its row alone
+            dx = dx * (idx != self.pad_token_id)[..., None]
         e.word_embeddings.backward(dx)
         return None
 

@@ -63,7 +63,8 @@ class MaskedLanguageModel(LanguageModel):
             raise ValueError(f"--dim ({self.opt.dim}) must be divisible by --heads "
                              f"({self.opt.heads})")
         if self.cfg.model == "bert":
-            return BERT(**self.standard_kwargs(), mask_id=self.mask_id)   # Hugging Face's
+            return BERT(**self.standard_kwargs(), mask_id=self.mask_id,   # Hugging Face's
+                        pad_token_id=None)      # characters: no padding row
         return CRATEBERT(**self.model_kwargs(), mask_id=self.mask_id)
 
     def batches(self):

@@ -25,7 +25,10 @@ def _without_times(history):
 @pytest.mark.parametrize("loss", ["simdino", "dino"])
 def test_fast_run_ends_with_the_knn_line(tmp_path, capsys, loss, model):
     history = _run(tmp_path / loss, "--ssl-loss", loss, "--model", model)
-    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    lines = capsys.readouterr().out.strip().splitlines()
+    last_line = lines[-1]
+    assert f"--model {model}, " + ("standard attention" if model == "vit" else "official MSSA") \
+        in lines[0]
     h = history[-1]
     assert re.fullmatch(r"test k-NN accuracy: \d+\.\d% \(raw pixels \d+\.\d%, untrained "
                         r"network \d+\.\d%\)", last_line)

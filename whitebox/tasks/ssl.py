@@ -122,6 +122,11 @@ class SSLModel(Module):
         self.add_param("center", np.zeros((1, center_dim)), trainable=False)
         self.add_param("ema_steps", np.zeros(2), trainable=False)
 
+    @property
+    def ATTENTION(self):
+        """The backbone's word for its attention in the run's header (the ViT's), or None."""
+        return getattr(self.student.backbone.model, "ATTENTION", None)
+
 
 class SSL(Task):
     name = "ssl"

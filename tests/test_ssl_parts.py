@@ -1,12 +1,12 @@
-"""Position-table resampling, CRATE at other token counts, the multi-crop network, the teacher."""
+"""Position-table resampling, CRATE and ViT at other token counts, the multi-crop network, the teacher."""
 import numpy as np
 import pytest
 
 from whitebox.functional import interpolate_pos_embed_backward, interpolate_pos_embed_forward
 from whitebox.gradcheck import check_backward, check_direction, check_module
 from whitebox.losses import simdino_loss
-from whitebox.models import CRATE
-from whitebox.models.crate_features import CRATEFeatures
+from whitebox.models import CRATE, ViT
+from whitebox.models.class_token_features import CRATEFeatures, ViTFeatures
 from whitebox.nn import SimDINOHead
 from whitebox.ssl import MultiCropNetwork, cosine_momentum, ema_teacher, ema_update
 
@@ -60,6 +60,30 @@ def test_features_on_local_crops_have_exact_gradients(rng):
     assert "crate.pos_embedding" in errs
     with pytest.raises(ValueError, match="multiple of 2"):
         model(rng.random((2, 1, 5, 4)))
+
+
+def _vit(seed=0, dtype="float64"):
+    return ViT(image_size=8, patch_size=2, num_classes=3, dim=8, depth=2, heads=2, channels=1,
+               dtype=dtype, seed=seed)
+
+
+def test_vit_features_at_the_model_size_are_what_its_head_reads(rng):
+    vit = _vit()
+    x = rng.random((3, 1, 8, 8))
+    feats = ViTFeatures(vit)(x)
+    np.testing.assert_allclose(vit.head(feats), vit(x), rtol=1e-12)
+    np.testing.assert_allclose(feats, vit.forward_features(x)[:, 0], rtol=1e-12)
+
+
+def test_vit_features_on_local_crops_have_exact_gradients(rng):
+    model = ViTFeatures(_vit())
+    x = rng.random((2, 1, 4, 6))                  # a 2 x 3 grid from the 4 x 4 table
+    errs = check_module(model, [x], max_entries=12, tol=1e-6, floor=1e-4)
+    assert {"vit.pos_embed", "vit.cls_token", "vit.norm.weight",
+            "vit.blocks.1.attn.qkv.weight", "input 0"} <= set(errs)
+    assert len(model.attention_maps()) == 2 and model.attention_maps()[0].shape == (2, 2, 7, 7)
+    with pytest.raises(ValueError, match="multiple of 2"):
+        model(rng.random((2, 1, 4, 3)))
 
 
 def _network(seed=0):

@@ -1,4 +1,5 @@
-"""The self-supervised job (--task ssl) end to end in its fast mode, both losses, and resume."""
+"""The self-supervised job (--task ssl) end to end in its fast mode, both losses, both
+backbones, and resume."""
 import re
 
 import numpy as np
@@ -20,10 +21,14 @@ def _without_times(history):
     return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in history]
 
 
+@pytest.mark.parametrize("model", ["crate", "vit"])
 @pytest.mark.parametrize("loss", ["simdino", "dino"])
-def test_fast_run_ends_with_the_knn_line(tmp_path, capsys, loss):
-    history = _run(tmp_path / loss, "--ssl-loss", loss)
-    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+def test_fast_run_ends_with_the_knn_line(tmp_path, capsys, loss, model):
+    history = _run(tmp_path / loss, "--ssl-loss", loss, "--model", model)
+    lines = capsys.readouterr().out.strip().splitlines()
+    last_line = lines[-1]
+    assert f"--model {model}, " + ("standard attention" if model == "vit" else "official MSSA") \
+        in lines[0]
     h = history[-1]
     assert re.fullmatch(r"test k-NN accuracy: \d+\.\d% \(raw pixels \d+\.\d%, untrained "
                         r"network \d+\.\d%\)", last_line)
@@ -43,11 +48,12 @@ def test_fast_run_ends_with_the_knn_line(tmp_path, capsys, loss):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
 
 
-@pytest.mark.parametrize("loss", ["simdino", "dino"])
-def test_resume_continues_exactly(tmp_path, loss):
+@pytest.mark.parametrize("loss, model", [("simdino", "crate"), ("dino", "crate"),
+                                         ("simdino", "vit")])
+def test_resume_continues_exactly(tmp_path, loss, model):
     """Crops come from the checkpointed data generator; teacher, centre and EMA count
     are checkpointed parameters: a resumed run takes the same steps."""
-    flags = ("--ssl-loss", loss, "--epochs", "2", "--no-figures")
+    flags = ("--ssl-loss", loss, "--model", model, "--epochs", "2", "--no-figures")
     straight = _run(tmp_path / "a", *flags)
     assert len(_run(tmp_path / "b", *flags, "--stop-after", "1")) == 1
     resumed = _run(tmp_path / "b", "--resume")
@@ -56,3 +62,11 @@ def test_resume_continues_exactly(tmp_path, loss):
     b = load_arrays(tmp_path / "b" / "checkpoint.npz")
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_vit_refuses_what_it_cannot_build(tmp_path, capsys):
+    for flags, message in ((("--heads", "3"), "must be divisible by --heads (3)"),
+                           (("--dim-head", "8"), "--dim-head is CRATE's head width")):
+        with pytest.raises(SystemExit):
+            _run(tmp_path / "a", "--model", "vit", *flags)
+        assert message in capsys.readouterr().err

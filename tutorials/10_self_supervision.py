@@ -80,7 +80,7 @@ from whitebox.data.multicrop import MultiCrop
 from whitebox.functional import l2_normalize_backward, l2_normalize_forward
 from whitebox.losses import DINOLoss, simdino_loss
 from whitebox.models import CRATE
-from whitebox.models.crate_features import CRATEFeatures
+from whitebox.models.class_token_features import CRATEFeatures
 from whitebox.optim import AdamW
 from whitebox.ssl import cosine_momentum
 

@@ -97,7 +97,7 @@ def test_one_mae_training_step_reads_nothing_back(monkeypatch):
     model = on_device(CRATEMAE(28, 7, dim=32, depth=1, heads=2, decoder_depth=1, channels=1,
                                seed=0))
     # the drawn masking noise arrives on the "device" too
-    monkeypatch.setattr("whitebox.models.crate_mae.to_device",
+    monkeypatch.setattr("whitebox.models._masked.to_device",
                         lambda a, name=None: np.asarray(a).view(Counting))
     optimizer = AdamW(model, lr=1e-3, weight_decay=0.05)
     task = MaskedAutoencoding(make_config(MaskedAutoencoding, {}))

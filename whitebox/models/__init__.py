@@ -14,4 +14,6 @@ __all__ = ["CRATE", "crate_tiny", "crate_small", "crate_base", "crate_large",
            "CRATEAlpha", "crate_alpha_tiny", "crate_alpha_small", "crate_alpha_base16",
            "crate_alpha_large14",
            "CRATEMAE", "mae_crate_tiny", "mae_crate_small", "mae_crate_base", "mae_crate_large",
-           "CRATEGPT", "CRATEBERT", "ReduNet"]
+           "CRATEGPT", "CRATEBERT", "ReduNet",
+           "ViT", "vit_tiny", "vit_small", "vit_base", "GPT", "gpt2", "MAE", "mae_vit_base",
+           "BERT", "bert_base"]

@@ -16,7 +16,8 @@ Blocks are timm's pre-norm transformer blocks (whitebox.nn.TransformerBlock);
 ``pos_embed`` and ``decoder_pos_embed`` are the fixed 2-D sin-cos tables,
 frozen but in the state dict as in the official file. The call is
 CRATEMAE's: ``loss, pred, mask = model.forward(images, mask=None, noise=None)``,
-``model.backward()``; the input checks and the masking rule are CRATEMAE's.
+``model.backward()``; the input checks and the masking rule are CRATEMAE's (their
+shared base, whitebox.models._masked).
 """
 import numpy as np
 
@@ -28,11 +29,11 @@ from ..nn import LayerNorm, Linear, ModuleList, TransformerBlock
 from ..nn.block import CAPTURE_KEYS
 from ..nn.layers import _rng
 from ..nn.patch_embed import PatchEmbed
-from ._image import ImageModel
-from .crate_mae import CRATEMAE, _xavier
+from ._masked import MaskedImageModel
+from .crate_mae import _xavier
 
 
-class MAE(ImageModel):
+class MAE(MaskedImageModel):
     """facebookresearch/mae's MaskedAutoencoderViT: official names, shapes and masking.
 
     forward(images, mask=None, noise=None) -> (loss, pred, mask); backward(dloss=1.0,
@@ -89,15 +90,6 @@ class MAE(ImageModel):
         # the masking noise has a generator of its own, saved with model.generators()
         self.rng = np.random.default_rng(int(rng.integers(2 ** 63)))
 
-    # ------------------------------------------------------------ inputs (CRATEMAE's)
-    _check_images = ImageModel._images
-    _check_per_patch = CRATEMAE._check_per_patch
-    _check_mask = CRATEMAE._check_mask
-    _draw_mask = CRATEMAE._draw_mask
-    draw_noise = CRATEMAE.draw_noise
-    _draws = CRATEMAE._draws
-    reconstruct = CRATEMAE.reconstruct
-
     def _kept_ids(self, mask):
         """(B, n) positions of the kept patches, ascending; n must be the same in every row."""
         xp = self.xp
@@ -113,7 +105,7 @@ class MAE(ImageModel):
     def encode(self, images):
         """Encoder features of whole images (every patch seen), (B, 1 + L, d) after ``norm``,
         cls token first; no loss and no backward (for probes and figures)."""
-        images = self._check_images(images)
+        images = self._images(images)
         x = self._tokens(self.patch_embed(images), pos="pos_embed")      # (B, 1 + L, d)
         for blk in self.blocks:
             x = blk(x)
@@ -131,7 +123,7 @@ class MAE(ImageModel):
         each per-block lists under CRATE's keys (whitebox.nn.transformer).
         """
         xp = self.xp
-        images = self._check_images(images)
+        images = self._images(images)
         B = images.shape[0]
         if mask is not None and noise is not None:
             raise ValueError("give either mask or noise, not both")

@@ -26,7 +26,7 @@ from ..nn.block import CAPTURE_KEYS
 from ..nn.module import DropoutAttention
 from ..nn.layers import _rng
 from ..nn.transformer import head_bases, normal_init_
-from .crate_lm import CRATELanguageModel, _check_mask_id, token_model_repr
+from .crate_lm import TokenModel, _check_mask_id, token_model_repr
 
 EPS = 1e-12
 
@@ -174,7 +174,7 @@ class _Cls(Module):
         self.predictions = predictions
 
 
-class BERT(Module):
+class BERT(TokenModel):
     """Hugging Face's BertForMaskedLM (absolute positions, no pooler).
 
     forward(idx (B, T), token_type_ids=None, capture=False) -> logits (B, T, vocab);
@@ -227,8 +227,6 @@ class BERT(Module):
                 m.param("weight")[...] = 0.02 * rng.standard_normal(m.param("weight").shape)
         if self.pad_token_id is not None:       # nn.Embedding(padding_idx=...): a zero row
             emb.word_embeddings.param("weight")[self.pad_token_id] = 0
-
-    _check_idx = CRATELanguageModel._check_idx           # ids (B, T): ints, in range, T <= block
 
     def forward(self, idx, token_type_ids=None, capture=False):
         """idx (B, T) ints, token_type_ids (B, T) ints or None (all 0) -> logits (B, T, vocab).

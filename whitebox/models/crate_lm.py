@@ -124,7 +124,79 @@ class _Trunk(Module):
             self.ln_f = LayerNorm(dim, dtype=dtype)
 
 
-class CRATELanguageModel(Module):
+class TokenModel(Module):
+    """Base of the models that read (B, T) token ids: CRATE-GPT, CRATE-BERT, GPT and BERT.
+    A subclass sets ``vocab_size`` and ``block_size``."""
+
+    def _check_idx(self, idx):
+        xp = self.xp
+        if not isinstance(idx, (np.ndarray, xp.ndarray)):
+            raise TypeError(f"idx must be an integer array of token ids (B, T), got "
+                            f"{type(idx).__name__}")
+        if idx.ndim != 2:
+            raise ValueError(f"idx must be 2-dimensional (B, T), got shape {tuple(idx.shape)}")
+        if not isinstance(idx, xp.ndarray):
+            raise TypeError(f"idx is a {backend_name(idx)} array but the model lives on "
+                            f"{self.backend}: move it with whitebox.to_device(idx, "
+                            f"{self.backend!r})")
+        if idx.shape[1] > self.block_size:
+            raise ValueError(f"idx has T = {idx.shape[1]} tokens (shape {tuple(idx.shape)}), "
+                             f"more than block_size = {self.block_size}")
+        if idx.shape[1] == 0:
+            raise ValueError(f"idx has no tokens (shape {tuple(idx.shape)})")
+        check_ids("idx", idx, self.vocab_size)
+
+
+class CausalGeneration:
+    """``generate`` for a causal token model with ``forward``, ``new_cache`` and
+    ``forward_cached`` (CRATE-GPT and GPT)."""
+
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, rng=None,
+                 use_cache=True):
+        """Sample ``max_new_tokens`` tokens after ``idx`` (B, T); returns (B, T + max_new_tokens).
+
+        Each step samples from softmax(logits[:, -1] / temperature), restricted
+        to the ``top_k`` largest logits when given, with ``rng`` (a numpy
+        Generator or seed; draws happen on the CPU). The context is the last
+        block_size tokens, as in the official generate. With ``use_cache``
+        each new token costs one token's work per layer (see forward_cached);
+        once the context slides past block_size the positions shift and the
+        cache is rebuilt from the window. The model is put in eval mode.
+        """
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
+                or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be a non-negative integer, got "
+                             f"{max_new_tokens!r}")
+        temperature = check_real("temperature", temperature, 0.0, low_open=True)
+        if top_k is not None:
+            top_k = check_positive_int("top_k", top_k)
+        self._check_idx(idx[:, -self.block_size:] if getattr(idx, "ndim", 0) == 2 else idx)
+        check_ids("idx", idx, self.vocab_size)          # the ids before the window too
+        if np.iinfo(idx.dtype).max < self.config["vocab_size"] - 1:
+            raise ValueError(f"idx has dtype {idx.dtype}, which cannot hold the ids up to "
+                             f"vocab_size - 1 = {self.config['vocab_size'] - 1} that generate "
+                             "appends; pass idx.astype(np.int64)")
+        rng = _rng(rng if rng is not None else 0, "rng")
+        self.eval()
+        xp = self.xp
+        out = idx
+        cache = None
+        for _ in range(max_new_tokens):
+            window = out[:, -self.block_size:]
+            if not use_cache:
+                logits = self.forward(window)[:, -1]
+                self._cache = None
+            elif cache is None or out.shape[1] > self.block_size:
+                cache = self.new_cache()
+                logits = self.forward_cached(window, cache)[:, -1]
+            else:
+                logits = self.forward_cached(out[:, -1:], cache)[:, -1]
+            nxt = sample_next(to_numpy(logits).astype(np.float64), temperature, top_k, rng)
+            out = xp.concatenate([out, xp.asarray(nxt[:, None]).astype(out.dtype)], axis=1)
+        return out
+
+
+class CRATELanguageModel(TokenModel):
     """The shared trunk and tied head of CRATEGPT and CRATEBERT (see the module docstring)."""
 
     causal = True
@@ -154,25 +226,6 @@ class CRATELanguageModel(Module):
                                   ista_step, ista_lambda, self.causal, dropout, self.dtype,
                                   _rng(seed))
         self.captured = None
-
-    # ------------------------------------------------------------ checks
-    def _check_idx(self, idx):
-        xp = self.xp
-        if not isinstance(idx, (np.ndarray, xp.ndarray)):
-            raise TypeError(f"idx must be an integer array of token ids (B, T), got "
-                            f"{type(idx).__name__}")
-        if idx.ndim != 2:
-            raise ValueError(f"idx must be 2-dimensional (B, T), got shape {tuple(idx.shape)}")
-        if not isinstance(idx, xp.ndarray):
-            raise TypeError(f"idx is a {backend_name(idx)} array but the model lives on "
-                            f"{self.backend}: move it with whitebox.to_device(idx, "
-                            f"{self.backend!r})")
-        if idx.shape[1] > self.block_size:
-            raise ValueError(f"idx has T = {idx.shape[1]} tokens (shape {tuple(idx.shape)}), "
-                             f"more than block_size = {self.block_size}")
-        if idx.shape[1] == 0:
-            raise ValueError(f"idx has no tokens (shape {tuple(idx.shape)})")
-        check_ids("idx", idx, self.vocab_size)
 
     # ------------------------------------------------------------ compute
     def forward(self, idx, capture=False):
@@ -256,7 +309,7 @@ class CRATELanguageModel(Module):
         return token_model_repr(self.config, f"variant={self.config['variant']!r}")
 
 
-class CRATEGPT(CRATELanguageModel):
+class CRATEGPT(CausalGeneration, CRATELanguageModel):
     """Causal CRATE (GPT-style): logits[:, t] predict idx[:, t + 1] from idx[:, :t + 1].
 
     ``CRATEGPT(vocab_size, block_size, dim, depth, heads, variant="overcomplete",
@@ -307,50 +360,6 @@ class CRATEGPT(CRATELanguageModel):
             tr.ln_f._cache = None
         cache["length"] = P + t
         return tied_logits(tr, x)                                             # (B, t, V)
-
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, rng=None,
-                 use_cache=True):
-        """Sample ``max_new_tokens`` tokens after ``idx`` (B, T); returns (B, T + max_new_tokens).
-
-        Each step samples from softmax(logits[:, -1] / temperature), restricted
-        to the ``top_k`` largest logits when given, with ``rng`` (a numpy
-        Generator or seed; draws happen on the CPU). The context is the last
-        block_size tokens, as in the official generate. With ``use_cache``
-        each new token costs one token's work per layer (see forward_cached);
-        once the context slides past block_size the positions shift and the
-        cache is rebuilt from the window. The model is put in eval mode.
-        """
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
-                or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be a non-negative integer, got "
-                             f"{max_new_tokens!r}")
-        temperature = check_real("temperature", temperature, 0.0, low_open=True)
-        if top_k is not None:
-            top_k = check_positive_int("top_k", top_k)
-        self._check_idx(idx[:, -self.block_size:] if getattr(idx, "ndim", 0) == 2 else idx)
-        check_ids("idx", idx, self.vocab_size)          # the ids before the window too
-        if np.iinfo(idx.dtype).max < self.config["vocab_size"] - 1:
-            raise ValueError(f"idx has dtype {idx.dtype}, which cannot hold the ids up to "
-                             f"vocab_size - 1 = {self.config['vocab_size'] - 1} that generate "
-                             "appends; pass idx.astype(np.int64)")
-        rng = _rng(rng if rng is not None else 0, "rng")
-        self.eval()
-        xp = self.xp
-        out = idx
-        cache = None
-        for _ in range(max_new_tokens):
-            window = out[:, -self.block_size:]
-            if not use_cache:
-                logits = self.forward(window)[:, -1]
-                self._cache = None
-            elif cache is None or out.shape[1] > self.block_size:
-                cache = self.new_cache()
-                logits = self.forward_cached(window, cache)[:, -1]
-            else:
-                logits = self.forward_cached(out[:, -1:], cache)[:, -1]
-            nxt = sample_next(to_numpy(logits).astype(np.float64), temperature, top_k, rng)
-            out = xp.concatenate([out, xp.asarray(nxt[:, None]).astype(out.dtype)], axis=1)
-        return out
 
 
 def sample_next(logits, temperature, top_k, rng):

@@ -24,7 +24,7 @@ from ..nn import Dropout, Embedding, LayerNorm, Module, ModuleList, TransformerB
 from ..nn.block import CAPTURE_KEYS
 from ..nn.layers import _rng
 from ..nn.transformer import NANOGPT_NAMES, WeightOnlyLayerNorm, normal_init_, residual_std
-from .crate_lm import (CRATEGPT, CRATELanguageModel, add_tied_head, embed_new_tokens,
+from .crate_lm import (CausalGeneration, TokenModel, add_tied_head, embed_new_tokens,
                        embed_tokens, embed_tokens_backward, pop_tied_head, tied_logits,
                        tied_logits_backward, token_model_repr)
 
@@ -53,7 +53,7 @@ class _Trunk(Module):
                 normal_init_(lin, rng, residual_std(depth))
 
 
-class GPT(Module):
+class GPT(CausalGeneration, TokenModel):
     """nanoGPT's GPT. forward(idx (B, T)) -> logits (B, T, vocab) at every position;
     backward(dlogits) accumulates every gradient (token ids have none: returns None)."""
     ATTENTION = "standard attention"           # the training header's word for it
@@ -75,8 +75,6 @@ class GPT(Module):
         self.captured = None
         self.transformer = _Trunk(vocab_size, block_size, dim, depth, heads, bool(bias), dropout,
                                   self.dtype, _rng(seed))
-
-    _check_idx = CRATELanguageModel._check_idx           # ids (B, T): ints, in range, T <= block
 
     def forward(self, idx, capture=False):
         """idx (B, T) ints -> logits (B, T, vocab). With capture=True, ``self.captured``
@@ -134,8 +132,6 @@ class GPT(Module):
         tr.ln_f._cache = None
         cache["length"] = P + t
         return tied_logits(tr, x)                                           # (B, t, V)
-
-    generate = CRATEGPT.generate                          # sampling loop shared with CRATE-GPT
 
     # ------------------------------------------------------------ official files
     def from_official_state(self, state):

@@ -174,3 +174,42 @@ def test_fast_classify_writes_every_file(tmp_path):
     C.main(["--fast", "--tasks", "classify", "--seeds", "0", "--out", out])   # all skipped
     assert os.path.getmtime(os.path.join(out, "classify", "crate", "seed0",
                                          "checkpoint.npz")) == before
+
+
+# ------------------------------------------------------------------ the schedule
+def test_estimate_schedules_the_longest_first(tmp_path):
+    class Timed(StubCounter):
+        def seconds(self, task, settings):
+            if "mlp" in settings:                                  # the hybrids
+                return 4.0
+            return {"crate": 10.0, "vit": 6.0}[settings["model"]]
+
+    jobs = C.plan(["classify"], [0, 1], str(tmp_path), Timed(), verbose=False)
+    cpu, wall = C.estimate(jobs, Timed(), 2)
+    # two of each (and the segmentation): crate 10, vit 6, three hybrids 4; on two workers
+    # the longest-first schedule ends within one run of half the work
+    assert cpu == pytest.approx(2 * (10 + 6 + 3 * 4) + C.SEGMENT_SECONDS * len(jobs))
+    assert cpu / 2 <= wall <= cpu / 2 + 10 + C.SEGMENT_SECONDS
+    one = C.estimate(jobs, Timed(), 1)
+    assert one[1] == pytest.approx(one[0])
+
+
+def test_workers_must_be_positive():
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="workers must be a positive int"):
+            C.compare(["classify"], [0], fast=True, verbose=False, workers=bad)
+
+
+def test_finished_jobs_are_not_trained_again(tmp_path, monkeypatch):
+    jobs = [C.Job("classify", "crate", {}, s, str(tmp_path / f"r{s}"), 1, seconds=s)
+            for s in (1, 3, 2)]
+    order = []
+    monkeypatch.setattr(C, "do_job", lambda job, fast: order.append(job.seed) or
+                        ([dict(epoch=1, test_acc=0.5)], None))
+    lines = []
+    done = C.run_jobs(jobs, True, 1, say=lines.append)
+    assert order == [3, 2, 1] and set(done) == {j.out for j in jobs}     # longest first
+    assert len(lines) == 3 and "held-out accuracy 0.5000" in lines[0]
+    monkeypatch.setattr(C, "do_job", lambda job, fast: ("interrupted", "stopped"))
+    with pytest.raises(KeyboardInterrupt, match="stopped"):
+        C.run_jobs(jobs, True, 1)

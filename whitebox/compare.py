@@ -1,6 +1,7 @@
 """CRATE against the standard transformer on every task, the paper's ablation, and segmentation.
 
     python -m whitebox.compare [--tasks classify mae lm mlm] [--seeds 0 1 2] [--fast] [--out DIR]
+                               [--workers N]
 
 Per task, CRATE and its standard counterpart train through the one training
 loop (whitebox.train.run) with the task's data, optimizer, schedule,
@@ -20,10 +21,21 @@ the same way, and the emergent segmentation of the class-token attention
 (whitebox.segmentation.digit_scores: mIoU of the best head per digit class)
 is scored on every trained classifier.
 
-Every (task, model, seed) has its own run folder DIR/<task>/<model>/seed<S>;
-a rerun skips the finished runs (config.json, a checkpoint and the metrics of
-the last epoch) and continues an interrupted one with resume. One progress
-bar runs over the whole plan (only on a terminal). The command writes
+Every run keeps each task's default recipe (its epochs, steps, batch size and
+schedule; with --fast, the task's --fast plus FAST_SETTINGS) and trains on one
+thread; --workers N (default: one per core) trains N runs at once, each in its
+own process, the longest first. Before it starts, the command prints the plan's
+estimated time: one training step and one evaluation of each model timed on
+this machine (Counter.seconds), scaled to the run's steps and scheduled on the
+N workers. On two idle cores the default plan (33 runs) is about 63
+CPU-minutes, about 32 minutes with two workers; --fast about a minute.
+
+Every (task, model, seed) has its own run folder DIR/<task>/<model>/seed<S>
+and its epoch lines in DIR/<task>/<model>/seed<S>.log; a rerun skips the
+finished runs (config.json, a checkpoint and the metrics of the last epoch)
+and continues an interrupted one with resume. One progress bar runs over the
+whole plan (only on a terminal), and a line per finished run gives its held-out
+metric. The command writes
 
     DIR/compare.md     the tables: params, metric mean ± std over seeds, seconds per step
     DIR/compare.png    held-out metric per epoch of each pair; per-layer Rc and
@@ -42,6 +54,7 @@ import json
 import math
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -67,6 +80,10 @@ FAST_SETTINGS = {"classify": dict(n_train=2048, n_test=500, epochs=8),
                  "lm": dict(epochs=4, steps_per_epoch=40, eval_windows=64),
                  "mlm": dict(epochs=4, steps_per_epoch=40, eval_windows=64)}
 SEEDS = (0, 1, 2)
+# a training step of the loop over the step Counter.seconds times (the batch's draws,
+# the optimizer, clipping): the ratio measured on short runs of every model
+STEP_OVERHEAD = 1.1
+SEGMENT_SECONDS = 1.5     # scoring one classifier's segmentation (measured, one core)
 
 
 @dataclasses.dataclass
@@ -79,6 +96,7 @@ class Job:
     out: str
     params: int
     ablation: tuple = None           # (attention, mlp) of an ablation run
+    seconds: float = 0.0             # the estimated seconds of the run on one idle core
 
     def label(self):
         return f"{self.task} {self.model} seed {self.seed}"
@@ -132,9 +150,13 @@ class Counter:
     (task, model), a model built per count (cheap; nothing trains)."""
 
     def __init__(self, fast):
-        self.fast, self.tasks = fast, {}
+        self.fast, self.tasks, self.setup_seconds = fast, {}, {}
 
     def __call__(self, task, settings):
+        return self.task(task, settings).build_model().num_params()
+
+    def task(self, task, settings):
+        """The task object of ``task`` configured with ``settings`` (on top of compare's own)."""
         from .train import get_task
         from .training.config import make_config
         task_cls = get_task(task)
@@ -142,12 +164,39 @@ class Counter:
                           fast=self.fast)
         key = (task, cfg.model)
         if key not in self.tasks:
+            tic = time.process_time()
             t = task_cls(cfg)
             t.setup(np.random.default_rng(cfg.seed))
             self.tasks[key] = t
+            self.setup_seconds[key] = time.process_time() - tic
         t = self.tasks[key]
         t.cfg, t.opt = cfg, cfg.options               # the data stay; the sizes change
-        return t.build_model().num_params()
+        return t
+
+    def seconds(self, task, settings, repeats=2):
+        """The estimated CPU seconds of one run of ``task`` at ``settings`` on one thread:
+        setup + epochs * (steps per epoch * STEP_OVERHEAD * step + evaluation), with the
+        data's setup, one training step (forward and backward on one batch; the fastest of
+        ``repeats`` after a first) and one held-out evaluation of a fresh model timed now
+        (process time), on this machine."""
+        from .threads import limited
+        t = self.task(task, settings)
+        model = t.build_model()
+        with limited(1):
+            batch = t.draw(model, next(iter(t.batches())))
+            model.train()
+            times = []
+            for _ in range(repeats + 1):
+                tic = time.process_time()
+                model.zero_grad()
+                t.train_step(model, batch)
+                times.append(time.process_time() - tic)
+            tic = time.process_time()
+            t.evaluate(model)
+            evaluation = time.process_time() - tic
+        step = min(times[1:]) if repeats else times[0]
+        return self.setup_seconds[(task, t.cfg.model)] + t.cfg.epochs * (
+            t.steps_per_epoch() * STEP_OVERHEAD * step + evaluation)
 
     def options(self, task):
         """The task's resolved own settings under this --fast."""
@@ -260,12 +309,13 @@ def history_of(out):
 
 
 def train_job(job, fast):
-    """Train (or resume, or skip) one job; returns its history."""
+    """Train (or resume, or skip) one job on one thread; returns its history."""
     from .train import run
     where = state(job.out)
     if where == "done":
         return history_of(job.out)
-    settings = dict(job.settings, seed=job.seed, out=job.out, figures=False, progress=False)
+    settings = dict(job.settings, seed=job.seed, out=job.out, figures=False, progress=False,
+                    threads=1)
     if where == "partial":
         try:
             return run(job.task, fast=fast, resume=True, **settings)
@@ -281,6 +331,117 @@ def segmentation_of(out):
     _, task, model = load_run(out)
     scores = digit_scores(model, task.test_images, task.test_labels, task.mean, task.std)
     return float(scores["miou"]), [int(h) for h in scores["best_heads"]]
+
+
+def log_path(job):
+    """The file that holds the epoch lines of ``job``'s training: DIR/<task>/<model>/seed<S>.log."""
+    return job.out + ".log"
+
+
+def do_job(job, fast):
+    """Train ``job`` (its epoch lines go to log_path(job)) and score the segmentation of a
+    classifier: returns (history, (miou, best_heads) or None), or ("interrupted", why)
+    after Ctrl-C (the run keeps its last checkpoint)."""
+    import contextlib
+    os.makedirs(os.path.dirname(job.out), exist_ok=True)
+    try:
+        with open(log_path(job), "a") as log, contextlib.redirect_stdout(log):
+            history = train_job(job, fast)
+    except KeyboardInterrupt as stop:     # Interrupted too, which does not cross processes
+        return "interrupted", str(stop)
+    seg = None
+    if job.task == "classify" and (job.ablation is not None or job.model in SEGMENTED):
+        seg = segmentation_of(job.out)
+    return history, seg
+
+
+def _child(job, fast, conn):
+    """A worker process: one job, its result sent through ``conn``."""
+    try:
+        conn.send(do_job(job, fast))
+    except BaseException as err:                      # sent, not lost with the process
+        conn.send(("error", f"{type(err).__name__}: {err}"))
+    finally:
+        conn.close()
+
+
+def run_jobs(jobs, fast, workers, bar=None, say=None):
+    """Run every job, ``workers`` at once (a process started with "spawn" per job, one
+    thread each; 1: in this process), the longest (job.seconds) first. Returns
+    {job.out: (history, seg)}. Ctrl-C stops every running job at once (each keeps the
+    checkpoint of its last whole epoch) and raises KeyboardInterrupt."""
+    order = sorted(jobs, key=lambda j: -j.seconds)
+    results = {}
+
+    def finished(job, result):
+        if result[0] == "interrupted":
+            raise KeyboardInterrupt(f"{job.label()}: {result[1]}")
+        if result[0] == "error":
+            raise RuntimeError(f"{job.label()} failed: {result[1]} (its epoch lines: "
+                               f"{log_path(job)})")
+        results[job.out] = result
+        if say:
+            key, metric, _ = METRICS[job.task]
+            say(f"{job.label()}: {metric} {result[0][-1][key]:.4f} "
+                f"({result[0][-1].get('elapsed', 0):.0f} s)")
+        if bar is not None:
+            bar.update(1)
+
+    if workers == 1:
+        for job in order:
+            finished(job, do_job(job, fast))
+        return results
+    import multiprocessing
+    from multiprocessing.connection import wait
+    context = multiprocessing.get_context("spawn")
+    waiting, running = list(order), {}           # conn -> (job, process)
+    try:
+        while waiting or running:
+            while waiting and len(running) < workers:
+                job = waiting.pop(0)
+                mine, theirs = context.Pipe(duplex=False)
+                process = context.Process(target=_child, args=(job, fast, theirs), daemon=True)
+                process.start()
+                theirs.close()
+                running[mine] = (job, process)
+            for conn in wait(list(running)):
+                job, process = running.pop(conn)
+                try:
+                    result = conn.recv()
+                except EOFError:                           # it died before it could send
+                    process.join()
+                    result = ("error", f"its process ended with exit code {process.exitcode}")
+                conn.close()
+                process.join()
+                finished(job, result)
+    except BaseException as stop:
+        for conn, (job, process) in running.items():
+            if isinstance(stop, KeyboardInterrupt):    # they had Ctrl-C too: let them save
+                process.join(timeout=30)
+            if process.is_alive():
+                process.terminate()
+                process.join()
+            conn.close()
+        raise
+    return results
+
+
+def estimate(jobs, counter, workers):
+    """Set each job's ``seconds`` (Counter.seconds, timed once per model) and return
+    (the CPU seconds of the plan, the wall seconds of its longest-first schedule on
+    ``workers`` idle cores)."""
+    import heapq
+    timed = {}
+    for job in jobs:
+        key = (job.task, job.model)
+        if key not in timed:
+            timed[key] = counter.seconds(job.task, job.settings) + \
+                (SEGMENT_SECONDS if job.task == "classify" else 0.0)
+        job.seconds = timed[key]
+    ends = [0.0] * workers
+    for job in sorted(jobs, key=lambda j: -j.seconds):
+        heapq.heappush(ends, heapq.heappop(ends) + job.seconds)
+    return sum(j.seconds for j in jobs), max(ends)
 
 
 # ------------------------------------------------------------------ results
@@ -389,9 +550,22 @@ def figure(result, jobs, histories, path):
 
 
 # ------------------------------------------------------------------ the command
-def compare(tasks=TASK_NAMES, seeds=None, fast=False, out=None, progress=None, verbose=True):
-    """Train the plan (skipping finished runs), score it, write the three files; returns
-    compare.json's dict."""
+def default_workers():
+    """Runs at once by default: one per core this process may use."""
+    from .training.loop import available_cores
+    return available_cores()
+
+
+def compare(tasks=TASK_NAMES, seeds=None, fast=False, out=None, progress=None, verbose=True,
+            workers=1):
+    """Train the plan (skipping finished runs), ``workers`` runs at once (each run on one
+    thread; None: one per core), score it, write the three files; returns compare.json's
+    dict.
+
+    workers > 1 trains in processes started with multiprocessing's "spawn", which imports
+    the calling script again: call compare from a script only under
+    ``if __name__ == "__main__":`` (a notebook or ``python -m whitebox.compare`` needs nothing).
+    """
     from tqdm.auto import tqdm
     tasks = list(dict.fromkeys(tasks))
     for t in tasks:
@@ -401,17 +575,38 @@ def compare(tasks=TASK_NAMES, seeds=None, fast=False, out=None, progress=None, v
         list(dict.fromkeys(int(s) for s in seeds))
     if not seeds:
         raise ValueError("seeds must name at least one seed, got none")
+    workers = default_workers() if workers is None else workers
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be a positive int, got {workers!r}")
     out = out or ("runs/compare-fast" if fast else "runs/compare")
-    jobs = plan(tasks, seeds, out, Counter(fast), verbose)
-    histories, segmentation = {}, {}
-    bar = tqdm(jobs, desc="compare", unit="run",
+    counter = Counter(fast)
+    jobs = plan(tasks, seeds, out, counter, verbose)
+    todo = [j for j in jobs if state(j.out) != "done"]
+    workers = max(1, min(workers, len(todo)))
+    if verbose:
+        cpu, wall = estimate(todo, counter, workers)
+        print(f"{len(jobs)} runs, {len(jobs) - len(todo)} finished before; the other "
+              f"{len(todo)}, {workers} at once on one thread each, take about "
+              f"{wall / 60:.1f} minutes ({cpu / 60:.1f} CPU-minutes at the speed of one "
+              f"step and one evaluation of each model timed now, load {_load()})", flush=True)
+    tic = time.perf_counter()
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="compare", unit="run",
                disable=not sys.stderr.isatty() if progress is None else not progress)
-    for job in bar:
-        bar.set_postfix_str(job.label())
-        histories[job.out] = train_job(job, fast)
-        if job.task == "classify" and (job.ablation is not None or job.model in SEGMENTED):
-            segmentation[job.out] = segmentation_of(job.out)
-    bar.close()
+    say = (lambda line: tqdm.write(line)) if verbose else None
+    try:
+        done = run_jobs(todo, fast, workers, bar, say)
+    finally:
+        bar.close()
+    histories, segmentation = {}, {}
+    for job in jobs:
+        if job.out in done:
+            histories[job.out], seg = done[job.out]
+        else:
+            histories[job.out] = history_of(job.out)
+            seg = segmentation_of(job.out) if job.task == "classify" and (
+                job.ablation is not None or job.model in SEGMENTED) else None
+        if seg is not None:
+            segmentation[job.out] = seg
     result = summarise(jobs, histories, segmentation)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "compare.json"), "w") as f:
@@ -422,8 +617,16 @@ def compare(tasks=TASK_NAMES, seeds=None, fast=False, out=None, progress=None, v
     figure(result, jobs, histories, os.path.join(out, "compare.png"))
     if verbose:
         print(table, end="")
-        print(f"wrote {os.path.join(out, 'compare.md')}, compare.png and compare.json")
+        print(f"wrote {os.path.join(out, 'compare.md')}, compare.png and compare.json "
+              f"({(time.perf_counter() - tic) / 60:.1f} minutes)")
     return result
+
+
+def _load():
+    try:
+        return " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except (AttributeError, OSError):
+        return "unknown"
 
 
 def main(argv=None):
@@ -437,11 +640,14 @@ def main(argv=None):
     p.add_argument("--out", default=None,
                    help="folder of the runs and the results (default: runs/compare, with "
                         "--fast runs/compare-fast)")
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="runs trained at once, each in its own process on one thread "
+                        "(default: one per core, here %(default)s)")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = p.parse_args(argv)
     from .training import Interrupted
     try:
-        return compare(args.tasks, args.seeds, args.fast, args.out)
+        return compare(args.tasks, args.seeds, args.fast, args.out, workers=args.workers)
     except (ValueError, OSError, ImportError) as err:
         if args.debug:
             raise
@@ -450,7 +656,8 @@ def main(argv=None):
     except (Interrupted, KeyboardInterrupt) as stop:
         if args.debug:
             raise
-        sys.stderr.write(f"{PROG}: interrupted ({stop}); the same command continues where it "
+        why = f" ({stop})" if str(stop) else ""
+        sys.stderr.write(f"{PROG}: interrupted{why}; the same command continues where it "
                          "stopped\n")
         sys.exit(130)
 

@@ -581,19 +581,46 @@ def profile_torch(torch, module, x, y, repeats, warmup):
         if shape is not None:
             batch, m, k, n = shape
             key = (phase, gemm_label(batch, m, k, n))
-            meta = dict(kind="gemm", category="gemm", flops=2 * batch * m * k * n, bytes=None)
+            kind, category, work = "gemm", "gemm", 2 * batch * m * k * n
         else:
             category, label = _torch_category(e.name)
+            if phase == "fwd" and category in ("loss", "grads"):
+                phase = "loss" if category == "loss" else "zero"   # before the forward
             key = (phase, label)
-            meta = dict(kind="ew", category=category, flops=None, bytes=None)
-        row = rows.setdefault(key, dict(meta, ms=0.0, calls=0, sites=[]))
+            kind = "ew"
+            work = None if category == "other" else _torch_bytes(e.name, e.input_shapes)
+        row = rows.setdefault(key, dict(kind=kind, category=category, ms=0.0, calls=0,
+                                        work=0, sites=[]))
         row["ms"] += self_us / 1e3 / repeats
         row["calls"] += 1
+        row["work"] += work or 0
         if shape is None and e.name not in row["sites"]:
             row["sites"].append(e.name)
     for row in rows.values():
         row["calls"] = row["calls"] // repeats
+        work = row.pop("work") // repeats
+        row["flops"] = work if row["kind"] == "gemm" else None
+        row["bytes"] = None if row["kind"] == "gemm" or not work else work
     return rows, dict(plain_ms=1e3 * statistics.median(plains), profiled_ms=1e3 * profiled)
+
+
+def _torch_bytes(name, shapes):
+    """Bytes an aten op moves, estimated from its input shapes (float32): its tensor
+    inputs read and an output as large as the largest written (copy_: the source read,
+    the destination written); None for ops without shapes (generated kernels)."""
+    sizes = [int(np.prod(s)) for s in (shapes or []) if isinstance(s, (list, tuple)) and s]
+    if not sizes or name.startswith(("cpp_", "graph_")) or name in _VIEWS:
+        return None
+    if name == "aten::copy_":
+        return 4 * 2 * sizes[-1]
+    return 4 * (sum(sizes) + max(sizes))
+
+
+_VIEWS = {"aten::view", "aten::reshape", "aten::transpose", "aten::t", "aten::permute",
+          "aten::expand", "aten::as_strided", "aten::_unsafe_view", "aten::_reshape_alias",
+          "aten::unsqueeze", "aten::squeeze", "aten::select", "aten::slice", "aten::detach",
+          "aten::alias", "aten::empty", "aten::empty_like", "aten::empty_strided",
+          "aten::zeros", "aten::matmul", "aten::linear", "aten::contiguous"}
 
 
 def build_torch(torch, name, model, x, y, compile_):
@@ -677,7 +704,7 @@ def table(results, refs, columns):
     for c in columns:
         for k, r in results[c]["rows"].items():
             keys.setdefault(k, r)
-    head = "| op | phase | where (whitebox) | work |"
+    head = "| op | phase | where (whitebox; else aten) | work (calls) |"
     rule = "|---|---|---|---|"
     for c in columns:
         head += f" {c} ms | {c} rate | {c} % ref | {c} share |"
@@ -693,17 +720,17 @@ def table(results, refs, columns):
 
     def work(key):
         """The work of the first contender with the row; the others' where it differs."""
-        texts = [(c, _work(results[c]["rows"][key])) for c in columns
-                 if key in results[c]["rows"]]
+        texts = [(c, _work(results[c]["rows"][key]) + f" ({results[c]['rows'][key]['calls']})")
+                 for c in columns if key in results[c]["rows"]]
         first = texts[0][1]
-        return first + "".join(f"; {c} {w}" for c, w in texts[1:] if w != first and w != "-")
+        return first + "".join(f"; {c} {w}" for c, w in texts[1:]
+                               if w != first and not w.startswith("- "))
 
     for key in sorted(keys, key=lambda k: _sort_key(k, keys[k])):
         row0 = keys[key]
         wbrow = results.get("whitebox", {}).get("rows", {}).get(key)
-        sites = ", ".join((wbrow or {}).get("sites", [])) or "-"
-        calls = (wbrow or row0)["calls"]
-        line = f"| {key[1]} | {key[0]} | {sites} ({calls} calls) | {work(key)} |"
+        sites = ", ".join((wbrow or row0).get("sites", [])[:3]) or "-"
+        line = f"| {key[1]} | {key[0]} | {sites} | {work(key)} |"
         for c in columns:
             line += cells(c, results[c]["rows"].get(key))
         lines.append(line)
@@ -844,8 +871,9 @@ def main(argv=None):
                 print(f"{c}: {torch_note}")
             elif c in notes:
                 print(f"{c}: {notes[c]}")
-        print("ref = the same run's GEMM peak (GEMMs) or copy bandwidth (the rest); "
-              "work = FLOPs or bytes read + written\n")
+        print("% ref = rate against the same run's GEMM peak (GEMMs) or token-array copy "
+              "(the rest); work = FLOPs or bytes read + written per step (PyTorch's bytes "
+              "estimated from the aten inputs' shapes), with the calls per step\n")
         print("\n".join(table(results, refs, columns)))
         print("\nthe same by category\n")
         print("\n".join(category_table(results, columns)), flush=True)

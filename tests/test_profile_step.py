@@ -93,3 +93,20 @@ def test_main_without_torch(prof, capsys, tmp_path):
     assert "eager: left out (--no-torch)" in text
     assert (tmp_path / "rows.json").exists()
     assert set(out["configs"]["tiny"]) >= {"whitebox", "notes", "refs"}
+
+
+def test_torch_eager_rows(prof):
+    torch = pytest.importorskip("torch")
+    model, x, y = prof.build_whitebox("tiny")
+    models, tx, ty, notes = prof.build_torch(torch, "tiny", model, x, y, compile_=False)
+    assert "compiled" in notes and "eager" in models
+    rows, step = prof.profile_torch(torch, models["eager"], tx, ty, repeats=2, warmup=1)
+    assert step["profiled_ms"] > 0
+    gemms = {k: r for k, r in rows.items() if r["kind"] == "gemm"}
+    # the official twin: three ISTA products of T x d x d per layer in the forward
+    T, d = TINY["batch"] * 5, TINY["dim"]
+    assert gemms[("fwd", f"GEMM {T} x {d} x {d}")]["calls"] >= 3 * TINY["depth"]
+    assert ("fwd", "GEMM 5 x 4 x 5 (x8)") in gemms                 # the heads' scores
+    assert {("fwd", "LayerNorm"), ("bwd", "LayerNorm"), ("fwd", "softmax"),
+            ("bwd", "softmax")} <= set(rows)
+    assert all(r["ms"] >= 0 for r in rows.values())

@@ -57,7 +57,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine_state, warn_if_loaded  # noqa: E402
 import bench_crate  # noqa: E402
-from bench_crate import CONFIGS, blas_peak, gemm_flops  # noqa: E402
+from bench_crate import CONFIGS, gemm_flops  # noqa: E402
 
 import whitebox as wb  # noqa: E402
 from whitebox import memory, threads  # noqa: E402
@@ -69,7 +69,25 @@ PHASES = {"forward": "fwd", "loss": "loss", "backward": "bwd", "zero_grad": "zer
 # ------------------------------------------------------------------ reference rates
 
 
-def copy_bandwidth(nbytes, torch=None, repeats=5):
+def _median_seconds(f, repeats, clock):
+    f()
+    f()
+    ts = []
+    for _ in range(repeats):
+        t = clock()
+        f()
+        ts.append(clock() - t)
+    return statistics.median(ts)
+
+
+def gemm_peak(size=2048, repeats=5, clock=time.perf_counter):
+    """FLOP/s of NumPy's float32 size^3 product, as bench_crate.blas_peak, on ``clock``."""
+    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    b = a.T.copy()
+    return 2 * size ** 3 / _median_seconds(lambda: a @ b, repeats, clock)
+
+
+def copy_bandwidth(nbytes, torch=None, repeats=5, clock=time.perf_counter):
     """Bytes per second of a float32 array copy of ``nbytes`` (read + write), median of
     ``repeats`` (after two warm-up copies): np.copyto (one thread, as every NumPy
     elementwise pass), or torch's copy_ (on torch's threads)."""
@@ -80,14 +98,7 @@ def copy_bandwidth(nbytes, torch=None, repeats=5):
     else:
         a, b = torch.ones(n), torch.empty(n)
         copy = lambda: b.copy_(a)                              # noqa: E731
-    copy()
-    copy()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        copy()
-        ts.append(time.perf_counter() - t)
-    return 2 * n * 4 / statistics.median(ts)
+    return 2 * n * 4 / _median_seconds(copy, repeats, clock)
 
 
 def token_bytes(name):
@@ -284,9 +295,13 @@ def _resolve(path):
 
 class StepProfiler:
     """Times whitebox's ops inside a step: ``with prof.installed(): ...`` swaps the
-    wrapped functions in (everywhere the package refers to them) and back out."""
+    wrapped functions in (everywhere the package refers to them) and back out.
+    ``clock``: time.perf_counter (wall) or time.process_time (CPU; at one thread
+    the time other processes take from the step is left out)."""
 
-    def __init__(self):
+    def __init__(self, clock=time.perf_counter):
+        self.clock = clock
+        self.count_work = True             # work is counted in the first step only
         self.phase = "forward"
         self.stack = []                    # [label, child seconds] of open wrapped calls
         self.times = {}                    # key -> seconds in the current step
@@ -300,7 +315,8 @@ class StepProfiler:
         """Add one call: its own seconds, its work (FLOPs or bytes) and where it ran."""
         self.times[key] = self.times.get(key, 0.0) + seconds
         self.calls[key] = self.calls.get(key, 0) + 1
-        self.work[key] = self.work.get(key, 0) + work
+        if self.count_work:
+            self.work[key] = self.work.get(key, 0) + work
         meta = self.meta.setdefault(key, dict(kind=kind, category=category, sites=[]))
         if site not in meta["sites"]:
             meta["sites"].append(site)
@@ -314,38 +330,42 @@ class StepProfiler:
         return self.stack[-1][2] if self.stack else "model"
 
     def matmul(self, a, b, *args, **kwargs):
-        t = time.perf_counter()
+        clock = self.clock
+        t = clock()
         out = np.matmul(a, b, *args, **kwargs)
-        seconds = time.perf_counter() - t
+        seconds = clock() - t
         batch, m, k, n = gemm_shape(a, b)
         self._add((PHASES[self.phase], gemm_label(batch, m, k, n)), seconds, "gemm", "gemm",
                   2 * batch * m * k * n, self._site())
         return out
 
     def adder(self, label, where):
+        clock = self.clock
+
         def add(a, b):
-            t = time.perf_counter()
+            t = clock()
             out = a + b
-            seconds = time.perf_counter() - t
-            work = sum(x.nbytes for x in (a, b, out) if isinstance(x, np.ndarray))
+            seconds = clock() - t
+            work = self.count_work and sum(x.nbytes for x in (a, b, out)
+                                           if isinstance(x, np.ndarray))
             self._add((PHASES[self.phase], label), seconds, "ew", "residual", work, where)
             return out
         return add
 
     def wrap(self, f, label, category, bytes_rule, name):
-        prof = self
+        prof, clock = self, self.clock
         rule = bytes_rule or moved_bytes
 
         def timed(*args, **kwargs):
             prof.stack.append([label, 0.0, name])
-            t = time.perf_counter()
+            t = clock()
             try:
                 result = f(*args, **kwargs)
             finally:
-                seconds = time.perf_counter() - t
+                seconds = clock() - t
                 _, inner, _ = prof.stack.pop()
             prof._add((PHASES[prof.phase], label), seconds - inner, "ew", category,
-                      rule(args, result), name)
+                      prof.count_work and rule(args, result), name)
             if prof.stack:                 # the parent's child time is the whole call
                 prof.stack[-1][1] += inner
             return result
@@ -414,9 +434,11 @@ class StepProfiler:
 
     # ---- one step
     def step(self, model, x, y):
-        """One profiled step; returns (loss, wall seconds, {key: seconds})."""
-        self.times, self.calls, self.work = {}, {}, {}
-        t = time.perf_counter()
+        """One profiled step; returns (loss, seconds, {key: seconds}). The first step
+        also counts each op's work (FLOPs, bytes) into ``self.work``."""
+        clock = self.clock
+        self.times, self.calls = {}, {}
+        t = clock()
         self.phase = "forward"
         logits = model(x)
         self.phase = "loss"
@@ -425,8 +447,8 @@ class StepProfiler:
         model.zero_grad()
         self.phase = "backward"
         model.backward(dlogits)
-        wall = time.perf_counter() - t
-        self.phase = "forward"
+        wall = clock() - t
+        self.phase, self.count_work = "forward", False
         return loss, wall, dict(self.times)
 
 
@@ -451,21 +473,21 @@ def build_whitebox(name):
     return wb.models.CRATE(**cfg, dtype="float32", seed=0), x, y
 
 
-def profile_whitebox(name, repeats=5, warmup=2):
+def profile_whitebox(name, repeats=5, warmup=2, clock=time.perf_counter):
     """Per-op medians for whitebox on config ``name``: (rows, step) with
     rows {key: dict(ms, calls, kind, category, flops|bytes, sites)} and step
-    dict(plain_ms, wrapped_ms, loss, plain_loss)."""
+    dict(plain_ms, wrapped_ms, loss, plain_loss); ``clock`` as StepProfiler's."""
     model, x, y = build_whitebox(name)
-    prof = StepProfiler()
+    prof = StepProfiler(clock)
     plain_losses = [float(plain_step(model, x, y)) for _ in range(warmup)]
     per_step, walls, plains, losses = [], [], [], []
     with prof.installed():
-        for _ in range(warmup):
+        for _ in range(max(warmup, 1)):
             prof.step(model, x, y)
     for _ in range(repeats):               # alternate plain and wrapped steps
-        t = time.perf_counter()
+        t = clock()
         plain_losses.append(float(plain_step(model, x, y)))
-        plains.append(time.perf_counter() - t)
+        plains.append(clock() - t)
         with prof.installed():
             loss, wall, times = prof.step(model, x, y)
         losses.append(float(loss))
@@ -477,7 +499,7 @@ def profile_whitebox(name, repeats=5, warmup=2):
     rows = {}
     for key, meta in prof.meta.items():
         ms = 1e3 * statistics.median(s.get(key, 0.0) for s in per_step)
-        work = prof.work.get(key, 0)           # the last step's: the same every step
+        work = prof.work.get(key, 0)           # the first step's: the same every step
         rows[key] = dict(meta, ms=ms, calls=prof.calls.get(key, 0),
                          flops=work if meta["kind"] == "gemm" else None,
                          bytes=None if meta["kind"] == "gemm" else work)
@@ -668,13 +690,15 @@ def _sort_key(key, row):
             -(row.get("flops") or 0), key[1])
 
 
-def summarize(rows, step_ms):
-    """Add the share of the step to every row; return the totals."""
+def summarize(rows, step_ms, plain_ms=None):
+    """Add to every row its share of the instrumented step (step_ms); return the totals
+    (the ops', the rest of the instrumented step's, and the plain step's)."""
     total = sum(r["ms"] for r in rows.values())
     for r in rows.values():
         r["share"] = r["ms"] / step_ms if step_ms else None
     return dict(total_ms=total, step_ms=step_ms, outside_ms=step_ms - total,
-                outside_share=(step_ms - total) / step_ms if step_ms else None)
+                outside_share=(step_ms - total) / step_ms if step_ms else None,
+                plain_ms=plain_ms)
 
 
 def _rate(row, peak, bandwidth):
@@ -734,15 +758,15 @@ def table(results, refs, columns):
         for c in columns:
             line += cells(c, results[c]["rows"].get(key))
         lines.append(line)
-    for label, field, share in (("total of ops", "total_ms", None),
-                                ("outside the ops (Python, allocation, glue)", "outside_ms",
-                                 "outside_share"),
-                                ("whole step measured", "step_ms", None)):
+    for label, field in (("total of ops", "total_ms"),
+                         ("outside the ops (Python, allocation, glue, the timers)",
+                          "outside_ms"),
+                         ("whole step measured, instrumented", "step_ms"),
+                         ("whole step measured, plain (no timers, no profiler)", "plain_ms")):
         line = f"| **{label}** | | | |"
         for c in columns:
             t = results[c]["totals"]
-            s = t[share] if share else t[field] / t["step_ms"]
-            line += f" {t[field]:.1f} | | | {100 * s:.1f}% |"
+            line += f" {t[field]:.1f} | | | {100 * t[field] / t['step_ms']:.1f}% |"
         lines.append(line)
     return lines
 
@@ -763,7 +787,9 @@ def category_table(results, columns):
             ms, step = sums[c].get(cat), results[c]["totals"]["step_ms"]
             line += " - | - |" if ms is None else f" {ms:.1f} | {100 * ms / step:.1f}% |"
         lines.append(line)
-    for label, field in (("outside the ops", "outside_ms"), ("whole step", "step_ms")):
+    for label, field in (("outside the ops", "outside_ms"),
+                         ("whole step, instrumented", "step_ms"),
+                         ("whole step, plain", "plain_ms")):
         line = f"| **{label}** |"
         for c in columns:
             t = results[c]["totals"]
@@ -782,12 +808,12 @@ def fused_state():
     return f"on (Numba {fused.numba.__version__})" if fused.enabled() else "switched off"
 
 
-def profile_config(name, torch, nthreads, repeats, warmup, compile_):
+def profile_config(name, torch, nthreads, repeats, warmup, compile_, clock=time.perf_counter):
     """Every contender's rows and totals for one config."""
     results, notes = {}, {}
     with threads.limited(nthreads):
-        rows, step = profile_whitebox(name, repeats, warmup)
-        totals = summarize(rows, step["plain_ms"])
+        rows, step = profile_whitebox(name, repeats, warmup, clock)
+        totals = summarize(rows, step["wrapped_ms"], step["plain_ms"])
         results["whitebox"] = dict(rows=rows, totals=totals, step=step)
         if torch is not None:
             torch.set_num_threads(nthreads)
@@ -795,7 +821,7 @@ def profile_config(name, torch, nthreads, repeats, warmup, compile_):
             models, tx, ty, notes = build_torch(torch, name, model, x, y, compile_)
             for c, m in models.items():
                 rows, step = profile_torch(torch, m, tx, ty, repeats, warmup)
-                totals = summarize(rows, step["profiled_ms"])
+                totals = summarize(rows, step["profiled_ms"], step["plain_ms"])
                 results[c] = dict(rows=rows, totals=totals, step=step)
     return results, notes
 
@@ -810,8 +836,15 @@ def main(argv=None):
     ap.add_argument("--no-fused", action="store_true", help="switch the fused loops off")
     ap.add_argument("--no-torch", action="store_true", help="whitebox alone")
     ap.add_argument("--no-compile", action="store_true", help="leave torch.compile out")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="whitebox's timers: wall time, or CPU time (process_time; one "
+                         "thread only), which other processes disturb far less")
     ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     args = ap.parse_args(argv)
+    if args.clock == "cpu" and args.threads != 1:
+        ap.error(f"--clock cpu needs --threads 1 (got --threads {args.threads}): the CPU "
+                 "time of several threads is not the time a step takes")
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.no_fused and fused.available():
         fused.set_enabled(False)
     warn_if_loaded()
@@ -823,29 +856,32 @@ def main(argv=None):
             torch_note = bench_crate.TORCH_MISSING
     peaks = {}
     with threads.limited(args.threads):
-        peaks["whitebox"] = blas_peak(np)
+        peaks["whitebox"] = gemm_peak(clock=clock)
         if torch is not None:
             torch.set_num_threads(args.threads)
             peaks["eager"] = peaks["compiled"] = bench_crate.torch_gemm_rate(torch)
-        big = copy_bandwidth(64 * 2**20)
+        big = copy_bandwidth(64 * 2**20, clock=clock)
     state = machine_state()
-    out = {"threads": args.threads, "machine": state, "fused": fused_state(),
+    out = {"threads": args.threads, "clock": args.clock, "machine": state, "fused": fused_state(),
            "gemm_peak": peaks, "copy_64MiB": big, "configs": {}}
     for name in args.configs:
         size = token_bytes(name)
         with threads.limited(args.threads):
-            refs = {c: dict(peak=p, bandwidth=copy_bandwidth(size, None if c == "whitebox"
-                                                             else torch))
+            refs = {c: dict(peak=p, bandwidth=copy_bandwidth(
+                        size, None if c == "whitebox" else torch,
+                        clock=clock if c == "whitebox" else time.perf_counter))
                     for c, p in peaks.items()}
         results, notes = profile_config(name, torch, args.threads, args.repeats, args.warmup,
-                                        not args.no_compile)
+                                        not args.no_compile, clock)
         columns = [c for c in CONTENDERS if c in results]
         wb_rows = results["whitebox"]["rows"]
         print(f"\n### {name}: one float32 training step, op by op "
               f"(batch {CONFIGS[name]['batch']}, {args.threads} thread(s), median of "
               f"{args.repeats})")
         print(f"machine at start: {state}; fused loops: {fused_state()}; malloc: "
-              + ("freed memory kept" if kept else "default thresholds"))
+              + ("freed memory kept" if kept else "default thresholds")
+              + ("; whitebox timed by CPU time (its references too), PyTorch by wall time"
+                 if args.clock == "cpu" else "; wall time"))
         print(f"references: NumPy 2048^3 GEMM {refs['whitebox']['peak'] / 1e9:.0f} GFLOP/s; "
               f"np.copyto of the token array ({size / 2**20:.1f} MiB) "
               f"{refs['whitebox']['bandwidth'] / 1e9:.1f} GB/s, one thread (of 64 MiB: "
@@ -859,7 +895,7 @@ def main(argv=None):
                   "(bench_crate.py times that step)")
         step = results["whitebox"]["step"]
         print(f"whitebox: plain step {step['plain_ms']:.1f} ms, with the timers "
-              f"{step['wrapped_ms']:.1f} ms; loss {step['loss']:.6f} = plain step's; "
+              f"{step['wrapped_ms']:.1f} ms (shares of this one); loss {step['loss']:.6f} = plain step's; "
               f"GEMM FLOPs {gemm_flops_total(wb_rows) / 1e9:.3f} G (bench_crate counts "
               f"{gemm_flops(CONFIGS[name]) / 1e9:.3f} G)")
         for c in ("eager", "compiled"):

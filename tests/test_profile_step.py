@@ -51,7 +51,7 @@ def test_whitebox_rows(prof, use_fused):
     assert (F.layernorm_forward, mssa.attention_heads_fast_backward, mssa.matmul_rows,
             ResidualBlock.forward) == originals                 # everything put back
     assert step["loss"] == step["plain_loss"]                    # checked inside too
-    totals = prof.summarize(rows, step["plain_ms"])
+    totals = prof.summarize(rows, step["wrapped_ms"], step["plain_ms"])
     assert all(r["ms"] > 0 for r in rows.values())
     assert all(r["calls"] > 0 for r in rows.values())
     gemms = [r for r in rows.values() if r["kind"] == "gemm"]
@@ -87,9 +87,11 @@ def test_layernorm_bytes_by_hand(prof):
 
 def test_main_without_torch(prof, capsys, tmp_path):
     out = prof.main(["--configs", "tiny", "--no-torch", "--repeats", "1", "--warmup", "1",
-                     "--json", str(tmp_path / "rows.json")])
+                     "--clock", "cpu", "--json", str(tmp_path / "rows.json")])
     text = capsys.readouterr().out
-    assert "| **total of ops** |" in text and "| **whole step measured** |" in text
+    assert "| **total of ops** |" in text
+    assert "| **whole step measured, plain (no timers, no profiler)** |" in text
+    assert "whitebox timed by CPU time" in text
     assert "eager: left out (--no-torch)" in text
     assert (tmp_path / "rows.json").exists()
     assert set(out["configs"]["tiny"]) >= {"whitebox", "notes", "refs"}
@@ -100,7 +102,7 @@ def test_torch_eager_rows(prof):
     model, x, y = prof.build_whitebox("tiny")
     models, tx, ty, notes = prof.build_torch(torch, "tiny", model, x, y, compile_=False)
     assert "compiled" in notes and "eager" in models
-    rows, step = prof.profile_torch(torch, models["eager"], tx, ty, repeats=2, warmup=1)
+    rows, step = prof.profile_torch(torch, models["eager"], tx, ty, repeats=1, warmup=1)
     assert step["profiled_ms"] > 0
     gemms = {k: r for k, r in rows.items() if r["kind"] == "gemm"}
     # the official twin: three ISTA products of T x d x d per layer in the forward
@@ -110,3 +112,9 @@ def test_torch_eager_rows(prof):
     assert {("fwd", "LayerNorm"), ("bwd", "LayerNorm"), ("fwd", "softmax"),
             ("bwd", "softmax")} <= set(rows)
     assert all(r["ms"] >= 0 for r in rows.values())
+
+
+def test_cpu_clock_needs_one_thread(prof, capsys):
+    with pytest.raises(SystemExit):
+        prof.main(["--configs", "tiny", "--no-torch", "--clock", "cpu", "--threads", "2"])
+    assert "--clock cpu needs --threads 1" in capsys.readouterr().err

@@ -3,27 +3,34 @@
     python benchmarks/profile_step.py                          # cifar-crate-t, 1 thread
     python benchmarks/profile_step.py --configs mnist-demo --threads 2
     python benchmarks/profile_step.py --no-fused --no-torch    # NumPy only, whitebox alone
+    python benchmarks/profile_step.py --clock cpu              # whitebox by CPU time (load)
 
 One step is forward + cross-entropy + backward (+ zero_grad), as
 bench_crate.py times it, on the same configs and inputs. For every op of the
 step the table gives its time per step (ms), its work (GEMMs: FLOPs counted
 from the shapes; everything else: the bytes of the arrays it reads and
 writes, each once), the achieved rate, that rate against a same-run
-reference (GEMMs: a 2048^3 product; the rest: a large array copy, the
-memory bandwidth one thread gets) and its share of the step.
+reference (GEMMs: a 2048^3 product; the rest: a copy of an array as large
+as the step's tokens (B, N, d), np.copyto on one thread or torch's copy_;
+a 64 MiB copy, from memory, is printed beside it) and its share of the step
+as instrumented. The last rows: the total of the ops, the rest of the
+instrumented step (Python, allocation, module glue and the timers' own
+cost) and the step measured without any timer or profiler.
 
 - whitebox: the step runs with its functional ops wrapped by timers, where
   they really run. The module-level functions the Modules call
   (layernorm_forward, softmax_fast_forward, ista_forward, ...) are replaced
-  by wrappers that time each call (time outside the GEMMs and ops inside it
-  counts as the function's own work), and inside those functions every
-  matrix product (``a @ b``, ``xp.matmul``) is timed on its own, keyed by its
-  shape (m x k x n, times the batch of a stacked product) and by whether it
-  runs in the forward or the backward. The wrapped step's loss is checked to
-  equal the plain step's; "whole step" is the plain step, and the rows
-  "total of ops" and "outside the ops" show what the ops leave out (Python,
-  allocation, module glue; the timers' own cost shows as the difference
-  between the wrapped and the plain step, also printed).
+  by wrappers that time each call; the time a function spends outside the
+  products and wrapped functions it calls is its own row (ISTA's threshold
+  and mask, the bias add, ...). Functions with matrix products are first
+  recompiled from their source with every ``a @ b`` and ``xp.matmul(...)``
+  turned into a timed np.matmul, so each product is a row of its own, keyed
+  by its shape (m x k x n, times the batch of a stacked product) and by
+  whether it runs in the forward or the backward; the residual additions of
+  ResidualBlock are timed the same way. The wrapped step's loss is checked to
+  equal the plain step's; wrapped and plain steps alternate. Nothing in
+  the library changes: the wrappers are swapped in for the profiled steps
+  and out again.
 - PyTorch eager (the twin of whitebox.torch_twins.crate, ISTA as three
   products) and torch.compile of the twin with the folded ISTA
   M = I + eta (W - W^T W): torch.profiler (CPU), the self CPU time of each
@@ -33,7 +40,9 @@ memory bandwidth one thread gets) and its share of the step.
   elementwise kernels".
 
 --threads 1 (the default) runs BLAS and PyTorch on one thread, so per-op
-times are clean; --threads 2 gives BLAS and PyTorch two threads (training
+times are clean (with --clock cpu whitebox's ops and references are timed
+by CPU time, which other processes disturb far less; PyTorch's profiler
+keeps wall time); --threads 2 gives BLAS and PyTorch two threads (training
 with --threads 2 runs two shards of one thread instead; bench_crate.py times
 that whole step). Median over --repeats profiled steps after warm-up steps.
 The fused loops (Numba) run where installed unless --no-fused. Only NumPy is

@@ -10,6 +10,9 @@ definitions (autograd student, ``torch.no_grad`` teacher moved by
 ``t <- m t + (1 - m) s`` after each optimizer step, centre EMA of the teacher's
 global-crop outputs) takes the same steps on the same crops from the same weights;
 losses, centres and every teacher and student parameter must agree at each step.
+With the head's batch norm (DINO's use_bn_in_head) both teachers run in training
+mode (batch statistics) and keep their own running statistics (DINO's EMA moves
+parameters, not buffers).
 """
 import copy
 import types
@@ -33,11 +36,11 @@ pytestmark = pytest.mark.torch
 OUT_DIM, N_LOCAL, BATCH, EPOCHS, STEPS = 16, 2, 6, 3, 2
 
 
-def _whitebox_run(crit_args, momentum, views_per_step, lr, wd):
+def _whitebox_run(crit_args, momentum, views_per_step, lr, wd, use_bn):
     crate = CRATE(image_size=8, patch_size=2, num_classes=3, dim=8, depth=1, heads=2,
                   dim_head=4, channels=1, dtype="float64", seed=0)
-    head = DINOHead(8, OUT_DIM, 12, 6, dtype="float64", seed=1)
-    model = SSLModel(MultiCropNetwork(CRATEFeatures(crate), head), OUT_DIM)
+    head = DINOHead(8, OUT_DIM, 12, 6, dtype="float64", seed=1, use_bn=use_bn)
+    model = SSLModel(MultiCropNetwork(CRATEFeatures(crate), head), OUT_DIM).train()  # the loop
     task = SSL.__new__(SSL)                     # the task's step without its data
     task.opt = types.SimpleNamespace(ssl_loss="dino")
     task.crit = DINOLoss(OUT_DIM, 2 + N_LOCAL, *crit_args, dtype="float64")
@@ -60,23 +63,27 @@ class _TorchStudent(torch.nn.Module):
     """CRATE's class-token features (position table resampled bilinearly for other sizes)
     and DINO's head, from the whitebox weights named as in whitebox's state dict."""
 
-    def __init__(self, state):
+    def __init__(self, state, use_bn):
         super().__init__()
         from whitebox.torch_twins.crate import TorchCRATE
         from torch_ssl import DINOHeadTorch
         self.crate = TorchCRATE(image_size=8, patch_size=2, num_classes=3, dim=8, depth=1,
                                 heads=2, dim_head=4, channels=1).double()
         self.head = DINOHeadTorch(8, OUT_DIM, 12, 6)
-        crate_state = {k[len("backbone.crate."):]: torch.from_numpy(v.copy())
-                       for k, v in state.items() if k.startswith("backbone.crate.")}
-        self.crate.load_state_dict(crate_state)
-        with torch.no_grad():
-            for i in (0, 2, 4):
-                for p in ("weight", "bias"):
-                    getattr(self.head.mlp[i], p).copy_(
-                        torch.from_numpy(state[f"head.mlp.{i}.{p}"]))
-            self.head.last_layer.parametrizations.weight.original1.copy_(
-                torch.from_numpy(state["head.last_layer.weight_v"]))
+        if use_bn:                                 # Linear - BatchNorm1d - GELU, twice
+            lin = [self.head.mlp[i] for i in (0, 2, 4)]
+            self.head.mlp = torch.nn.Sequential(
+                lin[0], torch.nn.BatchNorm1d(12).double(), torch.nn.GELU(),
+                lin[1], torch.nn.BatchNorm1d(12).double(), torch.nn.GELU(), lin[2])
+        self.crate.load_state_dict({k[len("backbone.crate."):]: torch.from_numpy(v.copy())
+                                    for k, v in state.items()
+                                    if k.startswith("backbone.crate.")})
+        self.head.load_state_dict({k[len("head."):].replace("weight_g", "parametrizations."
+                                                            "weight.original0")
+                                   .replace("weight_v", "parametrizations.weight.original1"):
+                                   torch.from_numpy(v.copy())
+                                   for k, v in state.items() if k.startswith("head.")},
+                                  strict=False)
 
     def features(self, img):
         c = self.crate
@@ -97,24 +104,28 @@ class _TorchStudent(torch.nn.Module):
         feats = [self.features(torch.cat(views[:2])), self.features(torch.cat(views[2:]))]
         return self.head(torch.cat(feats))
 
-    def named_state(self):
-        """name -> tensor, keyed as whitebox names the student's parameters."""
+    def named_state(self, buffers=True):
+        """name -> tensor, keyed as whitebox names the student's parameters (and, with
+        ``buffers``, the batch norms' running statistics)."""
         out = {f"backbone.crate.{k}": v for k, v in self.crate.named_parameters()}
-        for i in (0, 2, 4):
-            for p in ("weight", "bias"):
-                out[f"head.mlp.{i}.{p}"] = getattr(self.head.mlp[i], p)
+        for k, v in self.head.mlp.named_parameters():
+            out[f"head.mlp.{k}"] = v
+        if buffers:
+            for k, v in self.head.mlp.named_buffers():
+                if not k.endswith("num_batches_tracked"):
+                    out[f"head.mlp.{k}"] = v
         w = self.head.last_layer.parametrizations.weight
         out["head.last_layer.weight_g"], out["head.last_layer.weight_v"] = w.original0, w.original1
         return out
 
 
-def _torch_run(init, decays, crit_args, momentum, views_per_step, lr, wd):
+def _torch_run(init, decays, crit_args, momentum, views_per_step, lr, wd, use_bn):
     from torch_ssl import DINOLossTorch
-    student = _TorchStudent(init)
+    student = _TorchStudent(init, use_bn)
     teacher = copy.deepcopy(student)
     for p in teacher.parameters():
         p.requires_grad_(False)
-    named = student.named_state()
+    named = student.named_state(buffers=False)
     trainable = {k: v for k, v in named.items() if v.requires_grad}
     groups = [{"params": [v for k, v in trainable.items() if decays[k]], "weight_decay": wd},
               {"params": [v for k, v in trainable.items() if not decays[k]],
@@ -136,8 +147,8 @@ def _torch_run(init, decays, crit_args, momentum, views_per_step, lr, wd):
         opt.step()
         with torch.no_grad():                    # the EMA after the optimizer step
             m = float(momentum[it])
-            for (k, ps), pt in zip(student.named_state().items(),
-                                   teacher.named_state().values()):
+            for ps, pt in zip(student.named_state(False).values(),
+                              teacher.named_state(False).values()):
                 pt.mul_(m).add_((1 - m) * ps.detach())
         record.append(dict(loss=float(loss.detach()), center=crit.center.numpy().copy(),
                            teacher={k: v.detach().numpy().copy()
@@ -147,7 +158,8 @@ def _torch_run(init, decays, crit_args, momentum, views_per_step, lr, wd):
     return record
 
 
-def test_dino_training_steps_match_a_torch_twin(rng):
+@pytest.mark.parametrize("use_bn", [False, True])
+def test_dino_training_steps_match_a_torch_twin(rng, use_bn):
     # a warm-up of the teacher temperature over 2 of 3 epochs, a momentum far from 1 so
     # the teacher visibly moves, and a large step so that every mistake shows
     crit_args = (0.04, 0.07, 2, EPOCHS)
@@ -157,21 +169,28 @@ def test_dino_training_steps_match_a_torch_twin(rng):
     images = rng.random((BATCH, 1, 8, 8))
     views_per_step = [crops(images, rng) for _ in range(EPOCHS * STEPS)]
     lr, wd = 1e-2, 0.04
-    init, decays, ours = _whitebox_run(crit_args, momentum, views_per_step, lr, wd)
-    theirs = _torch_run(init, decays, crit_args, momentum, views_per_step, lr, wd)
+    init, decays, ours = _whitebox_run(crit_args, momentum, views_per_step, lr, wd, use_bn)
+    theirs = _torch_run(init, decays, crit_args, momentum, views_per_step, lr, wd, use_bn)
     for step, (a, b) in enumerate(zip(ours, theirs)):
         np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-10, err_msg=f"step {step}")
         np.testing.assert_allclose(a["center"], b["center"], rtol=1e-9, atol=1e-12,
                                    err_msg=f"centre, step {step}")
+        # a shift of every row before a batch norm changes nothing: the gradient of these
+        # biases is 0 in exact arithmetic, and Adam turns the round-off left there into steps
+        # of ~1e-7 that differ between the two (and so do the running means they shift)
+        null = ({"head.mlp.0.bias", "head.mlp.3.bias", "backbone.crate.mlp_head.0.bias"}
+                if use_bn else set())
         for which in ("student", "teacher"):
             assert a[which].keys() == b[which].keys()
-            for k in a[which]:
-                np.testing.assert_allclose(a[which][k], b[which][k], rtol=1e-8, atol=1e-10,
+            for k in sorted(set(a[which]) - null):
+                np.testing.assert_allclose(a[which][k], b[which][k], rtol=1e-8,
+                                           atol=1e-6 if "running_mean" in k else 1e-10,
                                            err_msg=f"{which} {k}, step {step}")
     # the run did something: the teacher moved and lags behind the student
     last = ours[-1]
     moved = {k: np.abs(last["teacher"][k] - init[k]).max() for k in init}
     unused = ("head.last_layer.weight_g", "backbone.crate.mlp_head.1.bias")  # frozen; no grad
+    assert any("running_var" in k for k in init) is use_bn
     assert min(v for k, v in moved.items() if k not in unused) > 0
     lag = max(np.abs(last["teacher"][k] - last["student"][k]).max() for k in init)
     assert lag > 1e-4

@@ -93,6 +93,9 @@ class SSLOptions(ImageData):
     bottleneck_dim: int = setting(64, "the head's L2-normalised output (SimDINO's features)",
                                   POSITIVE_INT)
     out_dim: int = setting(256, "DINO's prototypes (--ssl-loss dino)", POSITIVE_INT)
+    head_bn: str = setting(None, "batch normalisation after the head's hidden Linears (DINO's "
+                           "use_bn_in_head): on or off (default: on with --ssl-loss dino, off "
+                           "with simdino)", Check(str, choices=("on", "off"), optional=True))
     n_local: int = setting(4, "local crops per image", COUNT)
     local_size: int = setting(None, "side of the local crops in pixels (default: half the "
                               "image, a multiple of the patch)", OPTIONAL_COUNT)
@@ -143,6 +146,12 @@ class SSL(Task):
     defaults = dict(epochs=30, batch_size=64, lr=2e-3, weight_decay=0.04, warmup_epochs=2.0)
     fast = dict(n_train=384, n_test=128, epochs=2, batch_size=64, dim=32, depth=1,
                 dim_head=16, hidden_dim=64, bottleneck_dim=32, out_dim=64, n_local=2)
+
+    @classmethod
+    def resolve(cls, options):
+        if options.head_bn is None:
+            options.head_bn = "on" if options.ssl_loss == "dino" else "off"
+        return options
 
     @classmethod
     def default_out(cls, options):
@@ -211,11 +220,13 @@ class SSL(Task):
                                            num_classes=NUM_CLASSES, dim=o.dim, depth=o.depth,
                                            heads=o.heads, dim_head=o.dim_head, channels=C,
                                            dtype="float32", seed=self.cfg.seed))
+        bn = o.head_bn == "on"
         if o.ssl_loss == "dino":
             head = DINOHead(o.dim, o.out_dim, o.hidden_dim, o.bottleneck_dim,
-                            seed=self.cfg.seed + 1)
+                            seed=self.cfg.seed + 1, use_bn=bn)
         else:
-            head = SimDINOHead(o.dim, o.hidden_dim, o.bottleneck_dim, seed=self.cfg.seed + 1)
+            head = SimDINOHead(o.dim, o.hidden_dim, o.bottleneck_dim, seed=self.cfg.seed + 1,
+                               use_bn=bn)
         return MultiCropNetwork(backbone, head)
 
     def build_model(self):

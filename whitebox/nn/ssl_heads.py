@@ -7,11 +7,14 @@ MLP: Linear(in, hidden) - GELU - Linear(hidden, hidden) - GELU - Linear(hidden,
 bottleneck), weights truncated-normal (std 0.02, cut at +-2) and biases zero,
 as DINO initialises them; with ``use_bn`` (DINO's ``use_bn_in_head``) a
 BatchNorm1d follows each of the two hidden Linears (Linear - BN - GELU), which
-takes out what every row of the batch shares before the GELU. The prototype layer is a bias-free Linear whose
-weight is g * v / ||v|| row by row; with ``norm_last_layer=True`` the gain g is
-fixed to ones (frozen), so each prototype is a unit vector and the logits are
-cosines. Parameter names are DINO's (``mlp.0.weight``, ``last_layer.weight_g``,
-``last_layer.weight_v``), so its checkpoints' head keys load as they are.
+takes out what every row of the batch shares before the GELU. The prototype
+layer is a bias-free Linear whose weight is g * v / ||v|| row by row; with
+``norm_last_layer=True`` the gain g is fixed to ones (frozen), so each
+prototype is a unit vector and the logits are cosines. Parameter names are
+DINO's (``mlp.0.weight``, ``last_layer.weight_g``, ``last_layer.weight_v``;
+with batch norm ``mlp.1`` and ``mlp.4`` are the BatchNorm1d layers and the
+Linears are ``mlp.0``, ``mlp.3``, ``mlp.6``), so its checkpoints' head keys
+load as they are (``num_batches_tracked`` aside).
 """
 import math
 

@@ -8,7 +8,8 @@ gradients), and backward adds every twin's gradients into the backbone's.
 
 ``ema_teacher(student)`` is a twin of the student that owns its parameters
 (copies), frozen; ``ema_update(teacher, student, m)`` moves it to
-m teacher + (1 - m) student; ``cosine_momentum`` is DINO's schedule of m,
+m teacher + (1 - m) student (a batch norm's running statistics excepted: the
+teacher keeps its own, as DINO's teacher does); ``cosine_momentum`` is DINO's schedule of m,
 from 0.996 to 1 over the run.
 """
 import math
@@ -98,14 +99,20 @@ def ema_teacher(student):
 
 
 def ema_update(teacher, student, momentum):
-    """teacher <- m teacher + (1 - m) student, every parameter (frozen ones included)."""
+    """teacher <- m teacher + (1 - m) student, every parameter (frozen ones included) but
+    the statistics a module lists in its ``statistics`` attribute (BatchNorm1d's running
+    mean and variance), which the teacher's own forward passes keep, as in DINO, whose
+    EMA runs over parameters and not buffers."""
     m = check_real("momentum", momentum, 0.0, 1.0)
     t, s = teacher.state_dict(), student.state_dict()
     if t.keys() != s.keys():
         raise KeyError("ema_update: teacher and student have different parameters")
+    skip = {f"{name}.{p}" if name else p for name, mod in teacher.named_modules()
+            for p in getattr(mod, "statistics", ())}
     for name, p in t.items():
-        p *= m
-        p += (1 - m) * s[name]
+        if name not in skip:
+            p *= m
+            p += (1 - m) * s[name]
 
 
 def cosine_momentum(base, n_epochs, steps_per_epoch, final=1.0):

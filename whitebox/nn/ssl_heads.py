@@ -5,18 +5,25 @@
 
 MLP: Linear(in, hidden) - GELU - Linear(hidden, hidden) - GELU - Linear(hidden,
 bottleneck), weights truncated-normal (std 0.02, cut at +-2) and biases zero,
-as DINO initialises them. The prototype layer is a bias-free Linear whose
-weight is g * v / ||v|| row by row; with ``norm_last_layer=True`` the gain g is
-fixed to ones (frozen), so each prototype is a unit vector and the logits are
-cosines. Parameter names are DINO's (``mlp.0.weight``, ``last_layer.weight_g``,
-``last_layer.weight_v``), so its checkpoints' head keys load as they are.
+as DINO initialises them; with ``use_bn`` (DINO's ``use_bn_in_head``) a
+BatchNorm1d follows each of the two hidden Linears (Linear - BN - GELU), which
+takes out what every row of the batch shares before the GELU. The prototype
+layer is a bias-free Linear whose weight is g * v / ||v|| row by row; with
+``norm_last_layer=True`` the gain g is fixed to ones (frozen), so each
+prototype is a unit vector and the logits are cosines. Parameter names are
+DINO's (``mlp.0.weight``, ``last_layer.weight_g``, ``last_layer.weight_v``;
+with batch norm ``mlp.1`` and ``mlp.4`` are the BatchNorm1d layers and the
+Linears are ``mlp.0``, ``mlp.3``, ``mlp.6``), so its checkpoints' head keys
+load as they are (``num_batches_tracked`` aside).
 """
 import math
 
 import numpy as np
 
 from .. import functional as F
-from ..functional._checks import check_positive_int
+from ..functional.batch_norm import (batch_norm_backward, batch_norm_eval_backward,
+                                     batch_norm_eval_forward, batch_norm_forward)
+from ..functional._checks import check_positive_int, check_real
 from .layers import GELU, Linear, _rng
 from .module import Module, Sequential
 
@@ -44,6 +51,56 @@ class L2Normalize(Module):
 
     def backward(self, dout):
         return F.l2_normalize_backward(dout, self._take_cache())
+
+
+class BatchNorm1d(Module):
+    """torch.nn.BatchNorm1d(d) on (N, d): batch statistics in training, running ones in eval.
+
+    Training: y = (x - mean) / sqrt(var + eps) * weight + bias with the batch's mean
+    and biased variance (whitebox.functional.batch_norm), and the running statistics
+    move as PyTorch moves them: running_mean <- (1 - momentum) running_mean +
+    momentum mean, running_var likewise with the unbiased variance var N / (N - 1).
+    Eval: the same map with the running statistics. ``running_mean`` and
+    ``running_var`` are frozen parameters (optimizers skip them; checkpoints hold them),
+    listed in ``statistics`` (whitebox.ssl.ema_update leaves them to the teacher).
+    """
+    statistics = ("running_mean", "running_var")
+
+    def __init__(self, d, eps=1e-5, momentum=0.1, dtype="float32"):
+        super().__init__(dtype)
+        self.d = check_positive_int("d", d)
+        self.eps = check_real("eps", eps, 0.0, low_open=True)
+        self.momentum = check_real("momentum", momentum, 0.0, 1.0)
+        self.add_param("weight", np.ones(d))
+        self.add_param("bias", np.zeros(d))
+        self.add_param("running_mean", np.zeros(d), trainable=False)
+        self.add_param("running_var", np.ones(d), trainable=False)
+
+    def forward(self, x):
+        p = self._params
+        if not self.training:
+            out, cache = batch_norm_eval_forward(x, p["weight"], p["bias"], p["running_mean"],
+                                                 p["running_var"], self.eps)
+            self._cache = (False, cache)
+            return out
+        out, cache = batch_norm_forward(x, p["weight"], p["bias"], self.eps)
+        n, mu = x.shape[0], self.momentum
+        p["running_mean"] *= 1 - mu
+        p["running_mean"] += mu * cache["mean"]
+        p["running_var"] *= 1 - mu
+        p["running_var"] += (mu * n / (n - 1)) * cache["var"]
+        self._cache = (True, cache)
+        return out
+
+    def backward(self, dout):
+        training, cache = self._take_cache()
+        dx, dg, db = (batch_norm_backward if training else batch_norm_eval_backward)(dout, cache)
+        self._accumulate("weight", dg)
+        self._accumulate("bias", db)
+        return dx
+
+    def extra_repr(self):
+        return f"{self.d}, eps={self.eps}, momentum={self.momentum}"
 
 
 class WeightNormLinear(Module):
@@ -84,25 +141,34 @@ class WeightNormLinear(Module):
                 f"norm_last_layer={self.norm_last_layer}")
 
 
-def _mlp(in_dim, hidden_dim, bottleneck_dim, dtype, rng):
-    layers = [Linear(in_dim, hidden_dim, dtype=dtype), GELU(dtype=dtype),
-              Linear(hidden_dim, hidden_dim, dtype=dtype), GELU(dtype=dtype),
-              Linear(hidden_dim, bottleneck_dim, dtype=dtype)]
-    for layer in layers[::2]:
+def _mlp(in_dim, hidden_dim, bottleneck_dim, dtype, rng, use_bn=False):
+    linears = [Linear(in_dim, hidden_dim, dtype=dtype), Linear(hidden_dim, hidden_dim, dtype=dtype),
+               Linear(hidden_dim, bottleneck_dim, dtype=dtype)]
+    for layer in linears:
         layer.load_state_dict({"weight": trunc_normal(rng, layer.param("weight").shape),
                                "bias": np.zeros(layer.out_features)})
-    return Sequential(*layers, dtype=dtype)
+    layers = []
+    for layer in linears[:2]:
+        layers += [layer] + ([BatchNorm1d(hidden_dim, dtype=dtype)] if use_bn else [])
+        layers.append(GELU(dtype=dtype))
+    return Sequential(*layers, linears[2], dtype=dtype)
 
 
 class SimDINOHead(Module):
-    """x (..., in_dim) -> MLP -> L2 normalisation -> (..., bottleneck_dim), unit rows."""
+    """x (N, in_dim) -> MLP -> L2 normalisation -> (N, bottleneck_dim), unit rows.
 
-    def __init__(self, in_dim, hidden_dim=2048, bottleneck_dim=256, dtype="float32", seed=0):
+    ``use_bn``: batch normalisation after the MLP's two hidden Linears (then the rows
+    of a training batch are no longer independent: x must be (N, in_dim), N >= 2).
+    """
+
+    def __init__(self, in_dim, hidden_dim=2048, bottleneck_dim=256, dtype="float32", seed=0,
+                 use_bn=False):
         super().__init__(dtype)
         for name, v in (("in_dim", in_dim), ("hidden_dim", hidden_dim),
                         ("bottleneck_dim", bottleneck_dim)):
             check_positive_int(name, v)
-        self.mlp = _mlp(in_dim, hidden_dim, bottleneck_dim, dtype, _rng(seed))
+        self.use_bn = bool(use_bn)
+        self.mlp = _mlp(in_dim, hidden_dim, bottleneck_dim, dtype, _rng(seed), self.use_bn)
         self.norm = L2Normalize(dtype=dtype)
 
     def forward(self, x):
@@ -113,12 +179,12 @@ class SimDINOHead(Module):
 
 
 class DINOHead(SimDINOHead):
-    """x (..., in_dim) -> MLP -> L2 normalisation -> prototypes -> (..., out_dim) logits."""
+    """x (N, in_dim) -> MLP -> L2 normalisation -> prototypes -> (N, out_dim) logits."""
 
     def __init__(self, in_dim, out_dim, hidden_dim=2048, bottleneck_dim=256,
-                 norm_last_layer=True, dtype="float32", seed=0):
+                 norm_last_layer=True, dtype="float32", seed=0, use_bn=False):
         rng = _rng(seed)
-        super().__init__(in_dim, hidden_dim, bottleneck_dim, dtype, rng)
+        super().__init__(in_dim, hidden_dim, bottleneck_dim, dtype, rng, use_bn)
         self.last_layer = WeightNormLinear(bottleneck_dim, out_dim, norm_last_layer, dtype, rng)
 
     def forward(self, x):

@@ -70,3 +70,18 @@ def test_vit_refuses_what_it_cannot_build(tmp_path, capsys):
         with pytest.raises(SystemExit):
             _run(tmp_path / "a", "--model", "vit", *flags)
         assert message in capsys.readouterr().err
+
+
+def test_dino_run_saved_before_head_bn_resumes_without_it(tmp_path):
+    """A config.json written before --head-bn existed has no such setting; its head had no
+    batch norm, so --resume must build that head (Task.introduced), not today's default."""
+    import json
+    out = tmp_path / "old"
+    flags = ("--ssl-loss", "dino", "--epochs", "2", "--no-figures")
+    straight = _run(tmp_path / "off", *flags, "--head-bn", "off")
+    _run(out, *flags, "--head-bn", "off", "--stop-after", "1")
+    config = json.loads((out / "config.json").read_text())
+    del config["options"]["head_bn"]
+    (out / "config.json").write_text(json.dumps(config))
+    resumed = _run(out, "--resume")
+    assert _without_times(resumed) == _without_times(straight)

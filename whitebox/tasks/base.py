@@ -35,6 +35,7 @@ class Task:
     fast_by_dataset = {}      # dataset -> settings of --fast that differ for that dataset
     runtime_options = ()      # own settings that may change on --resume (e.g. a data path)
     renamed = {}              # old setting name -> new one, for config.json of earlier runs
+    introduced = {}           # setting added later -> the value runs saved before it had
     description = ""
 
     def __init__(self, cfg):

@@ -160,6 +160,7 @@ class SSL(Task):
     models = ("crate", "vit")
     runtime_options = ("data",)
     description = "self-supervised CRATE or ViT (SimDINO or DINO), judged by k-NN"
+    introduced = {"head_bn": "off"}   # runs saved before --head-bn had heads without it
     defaults = dict(epochs=30, batch_size=64, lr=2e-3, weight_decay=0.04, warmup_epochs=2.0)
     fast = dict(n_train=384, n_test=128, epochs=2, batch_size=64, dim=32, depth=1,
                 dim_head=16, hidden_dim=64, bottleneck_dim=32, out_dim=64, n_local=2)

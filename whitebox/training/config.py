@@ -75,6 +75,9 @@ def make_config(task, given=None, fast=False, base=None):
         settings = {k: v for k, v in base.items() if k not in ("options", "run_id")}
         settings.update(base.get("options", {}))
         settings = {task.renamed.get(k, k): v for k, v in settings.items()}
+        for k, v in task.introduced.items():      # a run saved before the setting existed
+            if k not in base.get("options", {}) and k not in base:
+                settings[k] = v
     else:
         settings = dict(task.defaults)
         if fast:

@@ -18,8 +18,11 @@ runs on every core too and no thread waits on another's BLAS call, which
 holds up under load. Only a step that draws dropout masks gives
 the N threads to BLAS instead. Training sets the pool only while it trains;
 the process's own setting comes back after it. DEFAULT_THREADS = 1 is the library's
-default and the image tasks' (the Quickstart's steps are too small to
-split with profit); the language-model tasks default to 2. The pool is
+default and the image tasks': two shards made a step of the Quickstart model at
+batch 128 1.6x faster on a lightly loaded 2-core machine, but slower than one
+thread once one more busy process ran, and a run's result depends on its
+thread count (benchmarks/README.md, "The default classification recipe").
+The language-model tasks default to 2. The pool is
 controlled through threadpoolctl, which finds every BLAS and OpenMP library
 loaded into the process, whatever NumPy was built with.
 Arrays on a GPU (CuPy) do not use these threads; the setting is harmless there.

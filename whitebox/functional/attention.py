@@ -40,14 +40,10 @@ from .mssa import merge_heads, split_heads
 from .softmax import (causal_mask, softmax_backward, softmax_fast_backward,
                       softmax_fast_forward, softmax_forward)
 
-__all__ = ["sdpa_forward", "sdpa_backward", "sdpa_fast_forward", "sdpa_fast_backward",
-           "attention_forward", "attention_backward", "split_heads", "merge_heads",
-           "split_qkv", "heads_buffers"]
-
 
 def _t(a):
     """The last two axes swapped, as a contiguous array: NumPy's batched matmul runs a
-    transposed view several times slower than a copy costs."""
+    transposed view as its SECOND factor slower than this copy costs."""
     return get_array_module(a).ascontiguousarray(a.swapaxes(-1, -2))
 
 

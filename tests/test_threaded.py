@@ -177,6 +177,10 @@ def test_plan_shards_dropout_but_not_a_coupled_loss():
     model = CRATEMAE(28, 7, dim=32, depth=1, heads=2, decoder_depth=1, channels=1)
     assert model.draws_in_training()
     assert plan(mae.cfg, mae, model) == "shards"                # its masks come from draw()
+    from whitebox.models import BERT
+    bert = BERT(vocab_size=11, block_size=8, dim=16, depth=1, heads=2, dropout=0.1)
+    mlm = _task("mlm", threads=2)
+    assert bert.draws_in_training() and plan(mlm.cfg, mlm, bert) == "shards"   # HF's dropout
     ssl = get_task("ssl")
     assert ssl.step_splits(None, None) is False                  # its loss couples the batch
     assert plan(task.cfg, ssl.__new__(ssl), crate(0.0)) == "blas"

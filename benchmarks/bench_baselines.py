@@ -69,15 +69,12 @@ def _setup(name, cfg, rng, workers):
         model.zero_grad()
         shard_step(model, batch)
 
-    sharded = None
-    if workers > 1:
-        engine = ShardThreads(model, workers)
-
-        def sharded():
-            with threads.limited(1):                 # one BLAS thread inside each shard's thread
-                model.zero_grad()
-                engine.step(shard_step, batch)
-    return sharded, one_thread, _torch_step(name, cfg, model, batch)
+    def in_shards():
+        with threads.limited(1):                     # one BLAS thread inside each shard's thread
+            model.zero_grad()
+            engine.step(shard_step, batch)
+    engine = ShardThreads(model, workers) if workers > 1 else None
+    return (in_shards if engine else None), one_thread, _torch_step(name, cfg, model, batch)
 
 
 def _torch_step(name, cfg, model, batch):

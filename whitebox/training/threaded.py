@@ -84,7 +84,7 @@ def _state_words(value, out):
 
 
 def shard_generator(g, i):
-    """Shard i's generator for one step: Generator(SeedSequence(words of g's state, spawn_key=(i,))).
+    """Shard i's generator for one step: Generator(SeedSequence(g's state words, spawn_key=(i,))).
 
     A function of g's current state and i only: the same state gives the same
     generator, different shards independent streams. g itself is not advanced.

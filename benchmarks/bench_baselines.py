@@ -5,10 +5,16 @@
 
 Training step = forward, loss, backward (no optimizer), for ViT, GPT, MAE and
 BERT at small CPU sizes; PyTorch runs the twins of tests/torch_baselines.py
-holding the same weights. Runs alternate between the two so both see the
-same machine state; the table reports medians and the ratio whitebox /
-PyTorch. GPT's key/value cache: bytes per generated token beside
-CRATE-GPT's one-tensor cache at the same size.
+holding the same weights, on --threads threads. Whitebox runs as training
+runs it (whitebox/training/threaded.py): with --threads W > 1 on NumPy each
+batch is split into W shards that W threads run at once, each with a
+one-thread BLAS (ShardThreads, the "whitebox" column); the "one thread"
+column is the whole batch in one Python thread on a W-thread BLAS, as a
+step ran before the shards. Runs alternate between the runners so all see
+the same machine state; the table reports medians, the ratio whitebox /
+PyTorch, and the load average before and after. GPT's key/value cache:
+bytes per generated token beside CRATE-GPT's one-tensor cache at the same
+size.
 """
 import argparse
 import os
@@ -19,6 +25,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from bench_crate import time_runners                                      # noqa: E402
 from whitebox import losses, memory, threads                               # noqa: E402
+from whitebox.training.threaded import ShardThreads                       # noqa: E402
 from whitebox.functional import token_cross_entropy                       # noqa: E402
 from whitebox.models import BERT, CRATEGPT, GPT, MAE, ViT            # noqa: E402
 
@@ -31,64 +38,76 @@ CONFIGS = {
 }
 
 
-def _setup(name, cfg, rng):
-    """(whitebox step, torch step or None) for one model, same weights and inputs."""
+def _setup(name, cfg, rng, workers):
+    """(whitebox step as training runs it, whitebox step in one thread, torch step or None)
+    for one model, same weights and inputs; the first is None at workers < 2."""
     cfg = dict(cfg)
     B = cfg.pop("batch")
+    if name in ("vit", "mae"):
+        model = (ViT if name == "vit" else MAE)(**cfg, seed=0)
+        S = cfg["image_size"]
+        x = rng.standard_normal((B, 3, S, S)).astype(np.float32)
+        batch = (x, rng.integers(0, cfg["num_classes"], B) if name == "vit" else
+                 rng.random((B, model.num_patches)))
+    else:
+        model = (GPT if name == "gpt" else BERT)(**cfg, seed=0)
+        V, T = cfg["vocab_size"], cfg["block_size"]
+        batch = (rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T)))
+
+    def shard_step(m, shard):
+        """One shard's forward, loss and backward, as a task's train_step."""
+        a, b = shard
+        if name == "mae":
+            loss, _, _ = m(a, noise=b)
+            m.backward()
+            return loss, {"count": len(a)}
+        loss, d = (losses.cross_entropy if name == "vit" else token_cross_entropy)(m(a), b)
+        m.backward(d)
+        return loss, {"count": b.size}
+
+    def one_thread():
+        model.zero_grad()
+        shard_step(model, batch)
+
+    def in_shards():
+        with threads.limited(1):                     # one BLAS thread inside each shard's thread
+            model.zero_grad()
+            engine.step(shard_step, batch)
+    engine = ShardThreads(model, workers) if workers > 1 else None
+    return (in_shards if engine else None), one_thread, _torch_step(name, cfg, model, batch)
+
+
+def _torch_step(name, cfg, model, batch):
+    """The PyTorch twin's step on the same weights and inputs, or None without PyTorch."""
     try:
         import torch
         import torch_baselines as tb
     except ImportError:
-        torch = None
+        return None
+    F = torch.nn.functional
+    a, b = (torch.from_numpy(v) for v in batch)
     if name == "vit":
-        model = ViT(**cfg, seed=0)
-        x = rng.standard_normal((B, 3, 32, 32)).astype(np.float32)
-        y = rng.integers(0, 10, B)
-
-        def wb():
-            _, d = losses.cross_entropy(model(x), y)
-            model.backward(d)
-        if torch is None:
-            return wb, None
-        twin = tb.TorchViT(32, 4, 10, cfg["dim"], cfg["depth"], cfg["heads"])
-        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+        twin = tb.TorchViT(cfg["image_size"], cfg["patch_size"], cfg["num_classes"], cfg["dim"],
+                           cfg["depth"], cfg["heads"])
 
         def tstep():
-            torch.nn.functional.cross_entropy(twin(tx), ty).backward()
+            F.cross_entropy(twin(a), b).backward()
     elif name == "mae":
-        model = MAE(**cfg, seed=0)
-        x = rng.standard_normal((B, 3, 32, 32)).astype(np.float32)
-        noise = rng.random((B, model.num_patches))
-
-        def wb():
-            model(x, noise=noise)
-            model.backward()
-        if torch is None:
-            return wb, None
-        twin = tb.TorchMAE(32, 4, cfg["dim"], cfg["depth"], cfg["heads"], cfg["decoder_dim"],
-                           cfg["decoder_depth"], cfg["decoder_heads"])
-        tx, tn = torch.from_numpy(x), torch.from_numpy(noise)
+        twin = tb.TorchMAE(cfg["image_size"], cfg["patch_size"], cfg["dim"], cfg["depth"],
+                           cfg["heads"], cfg["decoder_dim"], cfg["decoder_depth"],
+                           cfg["decoder_heads"])
 
         def tstep():
-            twin(tx, tn, 0.75)[0].backward()
+            twin(a, b, 0.75)[0].backward()
     else:
-        model = (GPT if name == "gpt" else BERT)(**cfg, seed=0)
         V, T = cfg["vocab_size"], cfg["block_size"]
-        x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
-
-        def wb():
-            _, d = token_cross_entropy(model(x), y)
-            model.backward(d)
-        if torch is None:
-            return wb, None
         twin = (tb.TorchGPT(V, T, cfg["dim"], cfg["depth"], cfg["heads"]) if name == "gpt" else
                 tb.TorchBERT(V, T, cfg["dim"], cfg["depth"], cfg["heads"], 4 * cfg["dim"]))
-        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-        tt = torch.zeros_like(tx)
+        types = torch.zeros_like(a)
 
         def tstep():
-            logits = twin(tx) if name == "gpt" else twin(tx, tt)
-            torch.nn.functional.cross_entropy(logits.reshape(-1, V), ty.reshape(-1)).backward()
+            logits = twin(a) if name == "gpt" else twin(a, types)
+            F.cross_entropy(logits.reshape(-1, V), b.reshape(-1)).backward()
     state = model.state_dict()
     if hasattr(model, "to_official_state"):
         state = model.to_official_state(state)
@@ -97,11 +116,15 @@ def _setup(name, cfg, rng):
     def torch_step():
         twin.zero_grad(set_to_none=False)
         tstep()
+    return torch_step
 
-    def wb_step():
-        model.zero_grad()
-        wb()
-    return wb_step, torch_step
+
+def _load():
+    """The 1, 5 and 15 minute load averages, as uptime prints them."""
+    try:
+        return ", ".join(f"{a:.2f}" for a in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def gpt2_cache_bytes():
@@ -116,6 +139,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--no-one-thread", action="store_true",
+                    help="skip the one-thread column (the whole batch on a multi-thread BLAS)")
     args = ap.parse_args(argv)
     memory.keep_freed_memory()                   # as training runs
     threads.set_threads(args.threads)
@@ -125,18 +150,29 @@ def main(argv=None):
     except ImportError:
         torch = None
     rows = []
+    load_before = _load()
     for name in args.models:
-        wb, ts = _setup(name, CONFIGS[name], np.random.default_rng(0))
-        runners = {"whitebox": wb, **({"torch": ts} if ts is not None else {})}
+        sharded, one, ts = _setup(name, CONFIGS[name], np.random.default_rng(0), args.threads)
+        runners = {"whitebox": sharded or one}
+        if sharded is not None and not args.no_one_thread:
+            runners["one"] = one
+        if ts is not None:
+            runners["torch"] = ts
         wall, _ = time_runners(runners, np.zeros(1), torch, args.repeats, args.warmup)
-        rows.append((name, 1e3 * wall["whitebox"], 1e3 * wall.get("torch", np.nan)))
-    print(f"one float32 training step (forward + loss + backward), {args.threads} threads, "
-          f"median of {args.repeats}")
-    print("| model | config | whitebox ms | PyTorch eager ms | whitebox/PyTorch |")
-    print("|---|---|---|---|---|")
-    for name, w, t in rows:
+        rows.append((name, *(1e3 * wall.get(k, np.nan) for k in ("whitebox", "one", "torch"))))
+    how = (f"{args.threads} shards in {args.threads} threads, one BLAS thread each (as training "
+           f"runs --threads {args.threads})" if args.threads > 1 else "one thread")
+    print(f"one float32 training step (forward + loss + backward), {args.threads} thread(s), "
+          f"median of {args.repeats} alternating steps after {args.warmup} warm-up; whitebox: "
+          f"{how}; one thread: the whole batch in one Python thread on a {args.threads}-thread "
+          f"BLAS; PyTorch eager on {args.threads} threads; load average {load_before} before, "
+          f"{_load()} after")
+    print("| model | config | whitebox ms | one thread ms | PyTorch eager ms | whitebox/PyTorch |"
+          " one thread/PyTorch |")
+    print("|---|---|---|---|---|---|---|")
+    for name, w, o, t in rows:
         cfg = ", ".join(f"{k} {v}" for k, v in CONFIGS[name].items())
-        print(f"| {name} | {cfg} | {w:.1f} | {t:.1f} | {w / t:.2f} |")
+        print(f"| {name} | {cfg} | {w:.1f} | {o:.1f} | {t:.1f} | {w / t:.2f} | {o / t:.2f} |")
     cfg = {k: v for k, v in CONFIGS["gpt"].items() if k != "batch"}
     prompt = np.zeros((1, 10), dtype=np.int64)
     measured = {}

@@ -69,6 +69,16 @@ OPS = [
        lambda q, k, v: A.sdpa_forward(q, k, v, False, DROP_P, np.random.default_rng(DROP_SEED)),
        A.sdpa_backward,
        lambda q, k, v: loop_sdpa(q, k, v, False, _keep_mask((2, 3, 4, 4))), (0, 1, 2)),
+    Op("sdpa_fast", _qkv(5, 5), A.sdpa_fast_forward, A.sdpa_fast_backward, loop_sdpa,
+       (0, 1, 2)),
+    Op("sdpa_fast_causal_after_cache", _qkv(2, 6),
+       lambda q, k, v: A.sdpa_fast_forward(q, k, v, True), A.sdpa_fast_backward,
+       lambda q, k, v: loop_sdpa(q, k, v, True), (0, 1, 2)),
+    Op("sdpa_fast_dropout", _qkv(4, 4),
+       lambda q, k, v: A.sdpa_fast_forward(q, k, v, False, DROP_P,
+                                           np.random.default_rng(DROP_SEED)),
+       A.sdpa_fast_backward,
+       lambda q, k, v: loop_sdpa(q, k, v, False, _keep_mask((2, 3, 4, 4))), (0, 1, 2)),
     Op("attention", _attn_inputs, lambda *a: A.attention_forward(*a, heads=2),
        A.attention_backward, lambda *a: loop_attention(*a, heads=2), (0, 1, 2, 3, 4)),
     Op("attention_causal", _attn_inputs, lambda *a: A.attention_forward(*a, heads=3, causal=True),
@@ -98,6 +108,33 @@ def test_backward_matches_finite_differences(op):
 @pytest.mark.parametrize("op", TABLE)
 def test_float32_on_backend_matches_float64_numpy(op, xp):
     assert_float32_matches_float64(op, xp, grad_atol=1e-4)
+
+
+@pytest.mark.parametrize("causal, dropout", [(False, 0.0), (True, 0.0), (False, DROP_P),
+                                             (True, DROP_P)])
+def test_fast_sdpa_equals_the_reference(causal, dropout):
+    """The fast pair (what the Modules run) against the readable one, on strided views of a
+    fused projection as the Modules give them, and with the gradients written into one
+    (B, N, 3, K, p) buffer: the fused projection's gradient, merged."""
+    rng = np.random.default_rng(3)
+    B, N, K, p = 2, 6, 3, 4
+    qkv = rng.standard_normal((B, N, 3 * K * p))
+    q, k, v = A.split_qkv(qkv, K)
+    assert not q.flags.c_contiguous                      # views into qkv
+    dO = rng.standard_normal((B, K, N, p))
+    O_ref, c_ref = A.sdpa_forward(q, k, v, causal, dropout, np.random.default_rng(DROP_SEED))
+    O, c = A.sdpa_fast_forward(q, k, v, causal, dropout, np.random.default_rng(DROP_SEED))
+    np.testing.assert_allclose(O, O_ref, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(A.merge_heads(O), A.merge_heads(O_ref), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(c["attn"], c_ref["attn"], rtol=1e-13, atol=1e-13)
+    parts, merged = A.heads_buffers(np, B, K, N, p, 3, qkv.dtype)
+    got = A.sdpa_fast_backward(dO, c, out=parts)
+    want = A.sdpa_backward(dO, c_ref)
+    for g, w, part in zip(got, want, parts):
+        assert g is part
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(merged, np.concatenate([A.merge_heads(w) for w in want], -1),
+                               rtol=1e-12, atol=1e-13)
 
 
 def test_causal_attention_ignores_the_future(rng):

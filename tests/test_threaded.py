@@ -9,7 +9,8 @@ from whitebox.optim import AdamW
 from whitebox.train import get_task
 from whitebox.training import make_config
 from whitebox.nn import Linear, Module
-from whitebox.training.threaded import ShardThreads, batch_rows, plan, split_batch
+from whitebox.training.threaded import (ShardThreads, batch_rows, plan, shard_generator,
+                                        split_batch)
 
 
 def _task(name, **given):
@@ -163,12 +164,12 @@ def test_replica_points_tied_references_at_twins():
                 assert id(value) not in originals, f"{type(m).__name__}.{name}"
 
 
-def test_stochastic_steps_keep_one_thread():
+def test_plan_shards_dropout_but_not_a_coupled_loss():
     def crate(dropout):
         return CRATE(28, 7, 10, 16, 1, 2, 8, channels=1, dropout=dropout)
     task = _task("classify", threads=2)
     assert crate(0.1).draws_in_training() and not crate(0.0).draws_in_training()
-    assert plan(task.cfg, task, crate(0.1)) == "blas"
+    assert plan(task.cfg, task, crate(0.1)) == "shards"           # each shard its own generator
     assert plan(task.cfg, task, crate(0.0)) == "shards"
     one = _task("classify", threads=1)
     assert plan(one.cfg, one, crate(0.0)) == "blas"
@@ -176,6 +177,114 @@ def test_stochastic_steps_keep_one_thread():
     model = CRATEMAE(28, 7, dim=32, depth=1, heads=2, decoder_depth=1, channels=1)
     assert model.draws_in_training()
     assert plan(mae.cfg, mae, model) == "shards"                # its masks come from draw()
+    from whitebox.models import BERT
+    bert = BERT(vocab_size=11, block_size=8, dim=16, depth=1, heads=2, dropout=0.1)
+    mlm = _task("mlm", threads=2)
+    assert bert.draws_in_training() and plan(mlm.cfg, mlm, bert) == "shards"   # HF's dropout
+    ssl = get_task("ssl")
+    assert ssl.step_splits(None, None) is False                  # its loss couples the batch
+    assert plan(task.cfg, ssl.__new__(ssl), crate(0.0)) == "blas"
+
+
+def test_shard_generator_is_a_function_of_the_state():
+    g = np.random.default_rng(5)
+    a, b = shard_generator(g, 1), shard_generator(g, 1)
+    assert a.random() == b.random()                                # same state, same stream
+    assert shard_generator(g, 2).random() != shard_generator(g, 1).random()
+    before = g.bit_generator.state
+    shard_generator(g, 1)
+    assert g.bit_generator.state == before                         # g is not advanced
+    g.random()
+    assert shard_generator(g, 1).random() != b.random()            # the next step: new masks
+    mt = np.random.Generator(np.random.MT19937(3))                # any bit generator
+    assert isinstance(shard_generator(mt, 1).bit_generator, np.random.MT19937)
+
+
+def _dropout_gpt():
+    from whitebox.models import GPT
+    return GPT(vocab_size=13, block_size=8, dim=16, depth=2, heads=2, dropout=0.3, seed=0)
+
+
+def _lm_step(model, batch):
+    from whitebox.functional import token_cross_entropy
+    x, y = batch
+    loss, d = token_cross_entropy(model(x), y)
+    model.backward(d)
+    return loss, {"count": np.asarray(y.size)}
+
+
+def test_dropout_shards_draw_from_derived_generators():
+    """Shard 0 on the model's generators, shard 1 on shard_generator(g, 1) of their states
+    before the step: the step equals that computed by hand, and repeats exactly."""
+    rng = np.random.default_rng(0)
+    batch = (rng.integers(0, 13, (6, 8)), rng.integers(0, 13, (6, 8)))
+    model = _dropout_gpt()
+    assert model.draws_in_training() and len(model.generators()) >= 1
+    engine = ShardThreads(model, 2)
+    try:
+        model.zero_grad()
+        loss, _ = engine.step(_lm_step, batch)
+        got = _grads(model)
+        after = {k: g.bit_generator.state for k, g in model.generators().items()}
+    finally:
+        engine.close()
+    # by hand: a fresh model (same generator states) on shard 0, a replica on shard 1
+    ref = _dropout_gpt()
+    twin, derived = ref.replica(), {}               # one derived generator per model generator
+    for (_, m), (_, t) in zip(ref.named_modules(), twin.named_modules()):
+        if isinstance(m.__dict__.get("rng"), np.random.Generator):
+            g = derived.setdefault(id(m.rng), shard_generator(m.rng, 1))
+            object.__setattr__(t, "rng", g)
+    s0, s1 = split_batch(batch, 2)
+    ref.zero_grad()
+    twin.zero_grad()
+    l0, _ = _lm_step(ref, s0)
+    l1, _ = _lm_step(twin, s1)
+    np.testing.assert_allclose(float(loss), 0.5 * (float(l0) + float(l1)), rtol=1e-6)
+    for k, g in _grads(ref).items():
+        np.testing.assert_allclose(got[k], 0.5 * (g + twin.grads()[k]), rtol=0, atol=1e-6,
+                                   err_msg=k)
+    # only shard 0's draws moved the model's generators (what a checkpoint saves)
+    assert after == {k: g.bit_generator.state for k, g in ref.generators().items()}
+    # the two shards draw different masks: the same rows in both give different losses
+    same = (np.concatenate([s0[0], s0[0]]), np.concatenate([s0[1], s0[1]]))
+    losses = []
+
+    def recording(m, b):
+        loss, sums = _lm_step(m, b)
+        losses.append(float(loss))
+        return loss, sums
+    again = _dropout_gpt()
+    e2 = ShardThreads(again, 2)
+    try:
+        again.zero_grad()
+        e2.step(recording, same)
+    finally:
+        e2.close()
+    assert len(losses) == 2 and losses[0] != losses[1]
+
+
+def test_training_with_dropout_on_two_threads_resumes_exactly(tmp_path, capsys):
+    """--threads 2 with dropout runs sharded; stopped after epoch 1 and resumed, it ends
+    where the uninterrupted run ends (the checkpoint holds the model's generators)."""
+    from conftest import write_bar_mnist
+    from whitebox import threads
+    from whitebox import train as train_job
+    (tmp_path / "data").mkdir()
+    folder = write_bar_mnist(tmp_path / "data")
+    common = ["--fast", "--dataset", "mnist", "--data", str(folder), "--no-progress",
+              "--no-figures", "--epochs", "2", "--threads", "2", "--dropout", "0.2"]
+    before = threads.get_threads()
+    try:
+        full = train_job.main(common + ["--out", str(tmp_path / "full")])
+        train_job.main(common + ["--out", str(tmp_path / "cut"), "--stop-after", "1"])
+        resumed = train_job.main(common + ["--out", str(tmp_path / "cut"), "--resume"])
+    finally:
+        threads.set_threads(before)
+    assert capsys.readouterr().out.count("2 threads, each batch split in 2") == 3
+    assert resumed[-1]["epoch"] == full[-1]["epoch"] == 2
+    for k in ("train_loss", "test_loss", "test_acc"):
+        assert resumed[-1][k] == full[-1][k], k
 
 
 def test_split_batch_names_what_is_wrong():

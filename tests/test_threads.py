@@ -52,11 +52,14 @@ def _blas_pool():
         pytest.skip("threadpoolctl finds no BLAS pool in this NumPy")
 
 
-@pytest.mark.parametrize("dropout,inside", [(0.1, 2), (0.0, 1)])
+@pytest.mark.parametrize("dropout,splits,inside", [(0.1, True, 1), (0.0, True, 1),
+                                                   (0.0, False, 2)])
 def test_training_sets_the_pool_and_malloc_only_for_its_steps(monkeypatch, tmp_path,
-                                                               restore_threads, dropout, inside):
-    """threads=2: 2 BLAS threads in a step that draws dropout, 1 in each shard's thread
-    otherwise; freed memory kept during the steps; both as before once train() returns."""
+                                                               restore_threads, dropout, splits,
+                                                               inside):
+    """threads=2: 1 BLAS thread in each shard's thread (dropout or not), 2 in a step the
+    task does not split; freed memory kept during the steps; both as before once train()
+    returns."""
     from conftest import write_bar_mnist
     from whitebox.tasks.classify import Classify
     from whitebox.training import make_config, train
@@ -75,6 +78,7 @@ def test_training_sets_the_pool_and_malloc_only_for_its_steps(monkeypatch, tmp_p
         seen.append((threads.get_threads(), glibc and _heap_serves(4 * 2 ** 20)))
         return step(self, model, batch)
     monkeypatch.setattr(Classify, "train_step", spy)
+    monkeypatch.setattr(Classify, "step_splits", lambda self, model: splits)
     train(Classify, cfg)
     assert seen and set(seen) == {(inside, glibc)}
     assert threads.get_threads() == 3

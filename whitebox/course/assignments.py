@@ -232,6 +232,8 @@ A2 = Assignment(
                      "whitebox/functional/mssa_decode.py:mssa_decode",
                      "whitebox/functional/attention.py:sdpa_forward",
                      "whitebox/functional/attention.py:sdpa_backward",
+                     "whitebox/functional/attention.py:sdpa_fast_forward",
+                     "whitebox/functional/attention.py:sdpa_fast_backward",
                      "whitebox/nn/lm_layers.py:LMAttention.decode_step"),
              setup=TOKENS_SETUP, probes=MSSA_PROBES,
              calls=(("mssa_forward", "x, W_qkv, W_out, b_out, 2"),)),

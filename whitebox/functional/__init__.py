@@ -23,4 +23,5 @@ from .token_cross_entropy import (token_cross_entropy, token_cross_entropy_backw
 from .l2_normalize import l2_normalize_backward, l2_normalize_forward
 from .weight_norm import weight_norm_backward, weight_norm_forward
 from .pos_interp import interpolate_pos_embed_backward, interpolate_pos_embed_forward
-from .attention import attention_backward, attention_forward, sdpa_backward, sdpa_forward
+from .attention import (attention_backward, attention_forward, sdpa_backward,
+                        sdpa_fast_backward, sdpa_fast_forward, sdpa_forward)

@@ -65,14 +65,18 @@ class _SelfAttention(DropoutAttention):
 
     def forward(self, x):
         q, k, v = (A.split_heads(m(x), self.heads) for m in (self.query, self.key, self.value))
-        O, self._cache = A.sdpa_forward(q, k, v, False, self.dropout, self.rng, self.training)
+        O, self._cache = A.sdpa_fast_forward(q, k, v, False, self.dropout, self.rng,
+                                             self.training)
         self.last_attention = self._cache["attn"]
-        return A.merge_heads(O)                                        # (B, T, d)
+        return A.merge_heads(O)                                        # (B, T, d), a view
 
     def backward(self, dout):
-        dq, dk, dv = A.sdpa_backward(A.split_heads(dout, self.heads), self._take_cache())
-        return (self.query.backward(A.merge_heads(dq)) + self.key.backward(A.merge_heads(dk))
-                + self.value.backward(A.merge_heads(dv)))
+        B, T, d = dout.shape
+        parts, merged = A.heads_buffers(self.xp, B, self.heads, T, d // self.heads, 3,
+                                        dout.dtype)
+        A.sdpa_fast_backward(A.split_heads(dout, self.heads), self._take_cache(), out=parts)
+        dq, dk, dv = (merged.reshape(B, T, 3, d)[:, :, i] for i in range(3))   # (B, T, d) views
+        return self.query.backward(dq) + self.key.backward(dk) + self.value.backward(dv)
 
 
 class _Attention(Module):

@@ -15,8 +15,8 @@ one part of the fused qkv, so whitebox.rate.layer_measures runs on it.
 
 Children carry timm's names by default; ``names`` renames them so one class
 serves every official layout (nanoGPT: ln_1, attn.c_attn, attn.c_proj, ln_2,
-mlp.c_fc, mlp.c_proj). The math lives in whitebox.functional.attention and
-the shared linear, GELU, LayerNorm and dropout pairs.
+mlp.c_fc, mlp.c_proj). The math lives in whitebox.functional.attention (its
+fast path) and the shared linear, GELU, LayerNorm and dropout pairs.
 """
 import math
 
@@ -132,14 +132,13 @@ class MultiHeadAttention(Module):
         kept for backward). Returns: y (B, t, d), (k, v) extended to P + t.
         """
         xp = self.xp
-        d = x.shape[-1]
         qkv = self._qkv(x)                                              # (B, t, 3 d)
         self._qkv._cache = None
-        q, k, v = (A.split_heads(qkv[..., i * d:(i + 1) * d], self.heads) for i in range(3))
+        q, k, v = A.split_qkv(qkv, self.heads)                          # (B, K, t, p) views
         if past is not None:
             k = xp.concatenate([past[0], k], axis=2)                   # (B, K, P + t, p)
             v = xp.concatenate([past[1], v], axis=2)
-        O, _ = A.sdpa_forward(q, k, v, self.causal, 0.0, None, False)  # (B, K, t, p)
+        O, _ = A.sdpa_fast_forward(q, k, v, self.causal, 0.0, None, False)   # (B, K, t, p)
         y = self._proj(A.merge_heads(O))
         self._proj._cache = None
         return y, (k, v)

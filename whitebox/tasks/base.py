@@ -97,9 +97,12 @@ class Task:
         """
         return batch
 
-    def step_draws(self, model):
-        """True when ``train_step`` itself draws random numbers (dropout > 0)."""
-        return model.draws_in_training()
+    def step_splits(self, model):
+        """True when ``train_step`` may run on shards of a batch (whitebox.training.threaded):
+        its loss is a mean over the rows (or counted tokens), so the shards' weighted sum is
+        the whole batch's. Dropout draws are no reason to say False: each shard draws from
+        its own generator, derived from the model's at every step."""
+        return True
 
     def train_step(self, model, batch):
         """Forward, loss and backward for one batch (gradients ADDED into model.grads()).

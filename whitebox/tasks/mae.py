@@ -175,10 +175,6 @@ class MaskedAutoencoding(Task):
         images, labels = batch
         return images, labels, model.draw_noise(len(images))   # from model.rng (checkpointed)
 
-    def step_draws(self, model):
-        # the model's own draws, the masks, are made in draw(); only its children could draw
-        return any(child.draws_in_training() for child in model.children())
-
     def train_step(self, model, batch):
         images, _, noise = batch
         loss, _, _ = model(images, noise=noise)

@@ -250,8 +250,8 @@ class SSL(Task):
     def build_model(self):
         return SSLModel(self._student(), self.opt.out_dim if self.opt.ssl_loss == "dino" else 1)
 
-    def step_draws(self, model):
-        return True       # the loss couples the batch: one step is never split into shards
+    def step_splits(self, model):
+        return False      # the loss couples the batch: one step is never split into shards
 
     # ------------------------------------------------ one epoch
     def batches(self):

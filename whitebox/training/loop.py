@@ -251,8 +251,8 @@ class Training:
         elif shards:
             machine = f"numpy, {cfg.threads} threads, each batch split in {cfg.threads}"
         elif cfg.threads > 1:
-            machine = (f"numpy, {cfg.threads} BLAS threads (the step draws dropout masks, so it "
-                       "is not split)")
+            machine = (f"numpy, {cfg.threads} BLAS threads (the task's loss couples the rows "
+                       "of a batch, so it is not split)")
         else:
             machine = "numpy, 1 thread"
         if fused.enabled() and cfg.backend == "numpy":

@@ -18,15 +18,29 @@ make the sum the gradient of the mean loss over the whole batch, because
 each task's loss is the mean of its shard over the shard's "count" (rows,
 or masked tokens for the masked LM) and the gradient is linear. This is the
 argument of MPI data parallelism (distributed.py), with threads for ranks;
-only the order of float additions differs from a one-thread step.
+without dropout only the order of float additions differs from a one-thread
+step.
 
 The threads really run at once because NumPy lets go of Python's global
-lock inside its array loops and BLAS calls. A step that draws random
-numbers inside ``train_step`` (dropout > 0) would draw them in whichever
-order the threads happen to run, so such a run keeps one thread for the
-step and gives the BLAS pool the W threads instead (``plan`` says which).
-Random draws a task makes in ``Task.draw`` (CRATE-MAE's patch masks) are
-made for the whole batch before the split, and are unaffected.
+lock inside its array loops and BLAS calls. Dropout draws its masks inside
+``train_step``, so the shards must not share a generator (the order of
+their draws would depend on the threads' timing). Shard 0 draws from the
+model's own generators; at every step, before the threads start, shard
+i > 0 gets for each generator g of the model a fresh one,
+
+    g_i = Generator(SeedSequence(entropy = words of g's state now, spawn_key = (i,)))
+
+so the masks follow from the model's generator states alone: a run is
+reproducible at a fixed ``--threads``, and a resumed run (the checkpoint
+holds those states) draws what the uninterrupted one drew at that count. The masks are
+not those of a one-thread run, whose single stream the shards cannot split.
+A step that draws nothing leaves every generator as it was. Random draws
+made outside ``train_step`` (CRATE-MAE's patch masks in ``Task.draw``, the
+masked LM's token masks when batches are made) cover the whole batch
+before the split, as without shards.
+``plan`` keeps one thread for the step (and gives the BLAS pool the W
+threads) only where the task's loss couples the rows of a batch
+(``Task.step_splits``).
 """
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -57,9 +71,43 @@ def split_batch(batch, parts, who="--threads"):
     return [type(batch)(a[lo:hi] for a in batch) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
+def _state_words(value, out):
+    """The integers of a bit generator's state (nested dicts, ints, arrays), in a fixed order."""
+    if isinstance(value, dict):
+        for key in sorted(value):
+            _state_words(value[key], out)
+    elif isinstance(value, np.ndarray):
+        out.extend(int(w) for w in value.ravel())
+    elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        out.append(int(value))
+    return out
+
+
+def shard_generator(g, i):
+    """Shard i's generator for one step: Generator(SeedSequence(g's state words, spawn_key=(i,))).
+
+    A function of g's current state and i only: the same state gives the same
+    generator, different shards independent streams. g itself is not advanced.
+    """
+    words = [w for w in _state_words(g.bit_generator.state, []) if w >= 0]
+    seq = np.random.SeedSequence(words or 0, spawn_key=(int(i),))
+    return np.random.Generator(type(g.bit_generator)(seq))
+
+
+def _generator_slots(model, twin):
+    """(module of twin, the model's generator) for every module holding one as ``rng``
+    (the attribute Module.generators reads)."""
+    slots = []
+    for (_, mod), (_, other) in zip(model.named_modules(), twin.named_modules()):
+        g = mod.__dict__.get("rng")
+        if isinstance(g, np.random.Generator):
+            slots.append((other, g))
+    return slots
+
+
 def plan(cfg, task, model):
     """How a run uses cfg.threads: 'shards' (this module) or 'blas' (the BLAS pool only)."""
-    if cfg.threads < 2 or cfg.backend != "numpy" or task.step_draws(model):
+    if cfg.threads < 2 or cfg.backend != "numpy" or not task.step_splits(model):
         return "blas"
     return "shards"
 
@@ -67,8 +115,10 @@ def plan(cfg, task, model):
 class ShardThreads:
     """Runs each training step on ``workers`` shards of the batch in parallel threads.
 
-    The steps given to ``step`` must not draw random numbers (``plan`` checks
-    that for a task); the replicas share the model's generators.
+    The steps given to ``step`` must compute a mean over the rows of their
+    shard (``plan`` checks that for a task). Shard 0 runs on the model and
+    draws from its generators; the replicas draw from generators derived
+    from those at every step (``shard_generator``).
     """
 
     def __init__(self, model, workers):
@@ -80,6 +130,7 @@ class ShardThreads:
         self.model, self.workers = model, workers
         self.replicas = [model] + [model.replica() for _ in range(workers - 1)]
         self._names = sorted(model.grads())
+        self._slots = [_generator_slots(model, r) for r in self.replicas[1:]]
         self._pool = ThreadPoolExecutor(workers - 1, thread_name_prefix="whitebox-shard")
         # the threads end with the engine, even when a run stops on an error before close()
         self._finalizer = weakref.finalize(self, self._pool.shutdown, wait=False)
@@ -100,6 +151,7 @@ class ShardThreads:
             return train_step(self.model, batch)
         shards = split_batch(batch, parts)
         replicas = self.replicas[:parts]
+        self._seed_replicas(parts)
         futures = [self._pool.submit(self._run, train_step, r, s)
                    for r, s in zip(replicas[1:], shards[1:])]
         results = [train_step(self.model, shards[0])] + [f.result() for f in futures]
@@ -110,6 +162,16 @@ class ShardThreads:
         loss = sum(w * loss for w, (loss, _) in zip(weights, results) if w)
         sums = {k: sum(s[k] for _, s in results) for k in results[0][1]}
         return np.asarray(loss, dtype=results[0][0].dtype), sums
+
+    def _seed_replicas(self, parts):
+        """Point replica i's generator attributes at shard_generator(g, i) of the model's g."""
+        derived = {}
+        for i, slots in enumerate(self._slots[:parts - 1], start=1):
+            for twin, g in slots:
+                key = (id(g), i)
+                if key not in derived:
+                    derived[key] = shard_generator(g, i)
+                object.__setattr__(twin, "rng", derived[key])
 
     @staticmethod
     def _run(train_step, replica, shard):

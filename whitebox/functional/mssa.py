@@ -172,7 +172,7 @@ def attention_heads_fast_forward(w, s, causal=False, dropout=0.0, rng=None, trai
     A = w @ swT                                               # (B, K, N, N)  S = s w w^T
     if softmax:                                               # in place over S
         mask = causal_mask(N, N, A.dtype, xp) if causal else None
-        A, _ = softmax_fast_forward(A, mask, symmetric=not causal)
+        A, _ = softmax_fast_forward(A, mask, symmetric=not causal, gram=not causal and s > 0)
     A_used, attn_mask = dropout_forward(A, dropout, rng, training)
     H = xp.matmul(A_used, w, out=_heads_buffer(w))            # (B, K, N, p)
     return H, {"w": w, "swT": swT, "attn": A, "attn_used": A_used, "attn_mask": attn_mask,

@@ -24,7 +24,8 @@ Two versions of the same math live here, as in layernorm.py:
   with dropout (on the attention and after the output projection). Its head
   step `attention_heads_fast_forward` / `_backward` writes the heads into
   buffers laid out for the merge, carries s in one contiguous copy of w^T,
-  runs the softmax in place (fused loops where Numba is installed) and folds
+  runs the softmax in place (fused loops where Numba is installed; no row-max
+  shift while the scores s w w^T keep exp in range, see softmax.py) and folds
   the softmax backward and its transpose into one pass.
 
 The theory-faithful variants (the exact step, no softmax, the rate scale's

@@ -15,7 +15,10 @@ Two versions of the same math live here, as in layernorm.py:
   attention, IN PLACE: the forward overwrites its input with y, the backward
   its upstream gradient with dx (three passes over the N x N scores instead
   of five). Where the fused loops of whitebox.functional.fused run, the max
-  subtraction and the division by the sum are one compiled loop each.
+  subtraction and the division by the sum are one compiled loop each. For
+  MSSA's scores, a Gram matrix s w w^T, no shift is needed at all while the
+  largest diagonal entry keeps exp in range (`_gram_needs_no_shift`): then
+  there is no max and no subtraction, with either arrangement.
 """
 import math
 

@@ -53,6 +53,14 @@ def test_a_nan_on_the_diagonal_takes_the_shift_and_reaches_the_output(rng, loops
     assert np.isnan(y[0, 1, 2]).all() and np.isfinite(y[0, 0]).all()
 
 
+def test_device_arrays_keep_the_shift(rng):
+    """Reading the bound back would sync a device: arrays other than NumPy's keep the shift."""
+    class Device(np.ndarray):
+        pass
+    S = gram(rng, (1, 2, 5, 3), 1.0, "float32")
+    assert _gram_needs_no_shift(S) and not _gram_needs_no_shift(S.view(Device))
+
+
 def test_an_empty_batch_needs_no_bound():
     S = np.zeros((0, 2, 4, 4), np.float32)
     assert not _gram_needs_no_shift(S)

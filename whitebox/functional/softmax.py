@@ -72,9 +72,11 @@ def _gram_needs_no_shift(x):
     and each row's max is at least its own x_ii >= 0 (so exp of it is >= 1).
     Every row sum is then at most n e^t: below the dtype's largest number when
     t + log n < log(max) - 1. A NaN or infinity on the diagonal answers False.
+    Host NumPy arrays only: on a device, reading t back would wait for the
+    device every layer (the shift is kept there).
     """
     n = x.shape[-1]
-    if x.size == 0:
+    if type(x) is not np.ndarray or x.size == 0:
         return False
     top = x.diagonal(axis1=-2, axis2=-1).max()                # (..., n) diagonal, a view
     return bool(top < math.log(float(np.finfo(x.dtype).max)) - math.log(n) - 1)

@@ -108,7 +108,10 @@ def test_whole_model_gradient_check(pool):
 
 
 def test_whole_model_gradient_check_random_upstream():
-    check_module(tiny(), [images(seed=3)], tol=1e-7, floor=1e-4)
+    # tol as test_whole_model_gradient_check: the central differences' round-off,
+    # about eps |L| / h, reaches 3e-11 on this model's entries near 1e-5 (3 tol * floor
+    # at tol 1e-7), so at 1e-7 whether an entry passes turns on the forward's last bits
+    check_module(tiny(), [images(seed=3)], tol=1e-6, floor=1e-4)
 
 
 def test_float32_matches_float64():

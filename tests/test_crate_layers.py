@@ -156,6 +156,15 @@ def test_ista_forward_matches_official_form(rng):
     assert (y == 0).any() and (y > 0).any()
 
 
+def test_ista_forward_keeps_float32_and_nan(rng):
+    """The in-place ReLU keeps the dtype, and a NaN token stays NaN (as np.maximum)."""
+    x, W = rng.standard_normal((2, 5, 6)).astype(np.float32), rng.standard_normal((6, 6))
+    x[1, 2, 3] = np.nan
+    y, _ = ista_forward(x, (0.4 * W).astype(np.float32))
+    assert y.dtype == np.float32
+    assert np.isnan(y[1, 2]).all() and not np.isnan(np.delete(y.reshape(10, 6), 7, 0)).any()
+
+
 def test_ista_backward_finite_differences(rng):
     x, W = rng.standard_normal((2, 5, 6)), 0.4 * rng.standard_normal((6, 6))
     check_backward(lambda x, W: ista_forward(x, W, 0.2, 0.1), ista_backward, [x, W])

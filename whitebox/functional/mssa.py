@@ -24,7 +24,8 @@ Two versions of the same math live here, as in layernorm.py:
   with dropout (on the attention and after the output projection). Its head
   step `attention_heads_fast_forward` / `_backward` writes the heads into
   buffers laid out for the merge, carries s in one contiguous copy of w^T,
-  runs the softmax in place (fused loops where Numba is installed) and folds
+  runs the softmax in place (fused loops where Numba is installed; no row-max
+  shift while the scores s w w^T keep exp in range, see softmax.py) and folds
   the softmax backward and its transpose into one pass.
 
 The theory-faithful variants (the exact step, no softmax, the rate scale's
@@ -172,7 +173,7 @@ def attention_heads_fast_forward(w, s, causal=False, dropout=0.0, rng=None, trai
     A = w @ swT                                               # (B, K, N, N)  S = s w w^T
     if softmax:                                               # in place over S
         mask = causal_mask(N, N, A.dtype, xp) if causal else None
-        A, _ = softmax_fast_forward(A, mask, symmetric=not causal)
+        A, _ = softmax_fast_forward(A, mask, symmetric=not causal, gram=not causal and s > 0)
     A_used, attn_mask = dropout_forward(A, dropout, rng, training)
     H = xp.matmul(A_used, w, out=_heads_buffer(w))            # (B, K, N, p)
     return H, {"w": w, "swT": swT, "attn": A, "attn_used": A_used, "attn_mask": attn_mask,

@@ -15,8 +15,13 @@ Two versions of the same math live here, as in layernorm.py:
   attention, IN PLACE: the forward overwrites its input with y, the backward
   its upstream gradient with dx (three passes over the N x N scores instead
   of five). Where the fused loops of whitebox.functional.fused run, the max
-  subtraction and the division by the sum are one compiled loop each.
+  subtraction and the division by the sum are one compiled loop each. For
+  MSSA's scores, a Gram matrix s w w^T, no shift is needed at all while the
+  largest diagonal entry keeps exp in range (`_gram_needs_no_shift`): then
+  there is no max and no subtraction, with either arrangement.
 """
+import math
+
 import numpy as np
 
 from ..backend import get_array_module
@@ -59,13 +64,35 @@ def softmax_backward(dout, cache):
 
 # ---------------------------------------------------------------- fast path
 
-def softmax_fast_forward(x, mask=None, symmetric=False):
+def _gram_needs_no_shift(x):
+    """True when exp(x) of a Gram matrix x = s w w^T (s > 0, (..., n, n)) can neither
+    overflow nor lose a row to underflow, so softmax needs no shift at all.
+
+    By Cauchy-Schwarz |x_ij| <= sqrt(x_ii x_jj) <= t, the largest diagonal entry,
+    and each row's max is at least its own x_ii >= 0 (so exp of it is >= 1).
+    Every row sum is then at most n e^t: below the dtype's largest number when
+    t + log n < log(max) - 1. A NaN or infinity on the diagonal answers False.
+    Host NumPy arrays only: on a device, reading t back would wait for the
+    device every layer (the shift is kept there).
+    """
+    n = x.shape[-1]
+    if type(x) is not np.ndarray or x.size == 0:
+        return False
+    top = x.diagonal(axis1=-2, axis2=-1).max()                # (..., n) diagonal, a view
+    return bool(top < math.log(float(np.finfo(x.dtype).max)) - math.log(n) - 1)
+
+
+def softmax_fast_forward(x, mask=None, symmetric=False, gram=False):
     """The same y as softmax_forward, written over x (fast path: x is consumed).
 
     Inputs: x (..., n), an array the caller gives up; mask as softmax_forward;
     symmetric: x (..., n, n) is symmetric in its last two axes and unmasked,
     so each row's max is its column's, a reduction NumPy vectorises (any
-    shift near the row max keeps exp in range; the result is the same y).
+    shift near the row max keeps exp in range; the result is the same y);
+    gram: x (..., n, n) is moreover a Gram matrix s w w^T with s > 0 (the
+    scores of MSSA), and when its largest diagonal entry is small enough
+    (`_gram_needs_no_shift`) exp(x) is taken with no shift: no max and one
+    pass over the scores fewer. The result is the same y.
     Returns: y (x itself, now holding it), cache (y).
     """
     xp = get_array_module(x)
@@ -73,7 +100,9 @@ def softmax_fast_forward(x, mask=None, symmetric=False):
         x += mask
     loops = fused.usable(x)                                   # contiguous: rows below is a view
     rows = x.reshape(-1, x.shape[-1])                         # (rows, n)
-    if loops:
+    if gram and mask is None and _gram_needs_no_shift(x):
+        pass                                                  # exp(x) stays in range
+    elif loops:
         fused.subtract_row_max(rows)
     elif symmetric and mask is None:
         x -= x.max(axis=-2)[..., None]                        # column max = row max

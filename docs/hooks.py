@@ -47,6 +47,8 @@ API = [  # (page title, the package or module the page documents)
     ("checkpoint and interop", ("whitebox.checkpoint", "whitebox.interop")),
     ("backend", "whitebox.backend"),
     ("threads and memory", ("whitebox.threads", "whitebox.memory")),
+    ("compare, segmentation and self-supervision",
+     ("whitebox.compare", "whitebox.segmentation", "whitebox.ssl", "whitebox.knn")),
     ("course tooling", "whitebox.course"),
 ]
 TITLE = re.compile(r"^#\s+#\s+(.*\S)\s*$")

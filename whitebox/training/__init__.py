@@ -1,8 +1,8 @@
-"""One training loop for every task (classify, mae, lm, mlm).
+"""One training loop for every task (classify, mae, lm, mlm, ssl).
 
-    from whitebox.tasks.classify import Classify
-    from whitebox.training import make_config, train
-    history = train(Classify, make_config(Classify, dict(epochs=5, dim=64)))
+Given a task class (a Task subclass: one of whitebox.tasks or your own),
+
+    history = train(task, make_config(task, dict(epochs=5, dim=64)))
 
 ``make_config(task, settings, fast=False)`` builds a checked config from the
 task's defaults and the given settings (shared ones such as ``epochs`` or

@@ -18,6 +18,8 @@ except ImportError as e:  # say which extra brings it
 from torch import nn
 from torch.nn import functional as F
 
+from ._load import twin_of
+
 
 def _pair(v):
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
@@ -120,11 +122,4 @@ class TorchCRATE(nn.Module):
 
 def torch_model_from(model):
     """A TorchCRATE with the configuration and weights of a whitebox CRATE."""
-    from ..backend import to_numpy
-    cfg = dict(model.config)
-    dtype = torch.float64 if cfg.pop("dtype") == "float64" else torch.float32
-    cfg.pop("seed", None)
-    tm = TorchCRATE(**cfg).to(dtype)
-    tm.load_state_dict({k: torch.from_numpy(to_numpy(v).copy())
-                        for k, v in model.state_dict().items()})
-    return tm
+    return twin_of(TorchCRATE, model)

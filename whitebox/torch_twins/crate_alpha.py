@@ -19,6 +19,7 @@ except ImportError as e:  # say which extra brings it
 from torch import nn
 from torch.nn import functional as F
 
+from ._load import twin_of
 from .crate import Attention, PreNorm, _pair
 
 
@@ -83,14 +84,7 @@ class TorchCRATEAlpha(nn.Module):
 
 def torch_model_from(model):
     """A TorchCRATEAlpha with the configuration and weights of a whitebox CRATEAlpha."""
-    from ..backend import to_numpy
-    cfg = dict(model.config)
-    if cfg.get("attention"):
+    if model.config.get("attention"):
         raise ValueError(f"the PyTorch twin computes the official attention only, got "
-                         f"attention={cfg['attention']!r}")
-    dtype = torch.float64 if cfg.pop("dtype") == "float64" else torch.float32
-    cfg.pop("seed", None)
-    tm = TorchCRATEAlpha(**cfg).to(dtype)
-    tm.load_state_dict({k: torch.from_numpy(to_numpy(v).copy())
-                        for k, v in model.state_dict().items()})
-    return tm
+                         f"attention={model.config['attention']!r}")
+    return twin_of(TorchCRATEAlpha, model)

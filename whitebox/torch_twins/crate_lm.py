@@ -27,6 +27,8 @@ except ImportError as e:
 from torch import nn
 from torch.nn import functional as F
 
+from ._load import twin_of
+
 
 class LayerNorm(nn.Module):
     def __init__(self, ndim):
@@ -163,12 +165,5 @@ class TorchCRATEGPT(nn.Module):
 
 def torch_lm_from(model):
     """A TorchCRATEGPT with the configuration and weights of a CRATEGPT or CRATEBERT."""
-    import numpy as np
-    from ..backend import to_numpy
-    cfg = dict(model.config)
-    dtype = torch.float64 if cfg.pop("dtype") == "float64" else torch.float32
-    tm = TorchCRATEGPT(**cfg, causal=model.causal).to(dtype)
-    state = model.to_official_state(model.state_dict())
-    tm.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(to_numpy(v)))
-                        for k, v in state.items()}, strict=True)
-    return tm
+    return twin_of(TorchCRATEGPT, model, model.to_official_state(model.state_dict()),
+                   causal=model.causal)

@@ -21,6 +21,7 @@ except ImportError as e:  # say which extra brings it
 from torch import nn
 
 from ..functional.pos_embed import sincos_pos_embed_2d
+from ._load import twin_of
 from .crate import ISTA, Attention, PreNorm, _pair
 
 
@@ -156,23 +157,20 @@ class TorchCRATEMAE(nn.Module):
         for blk in self.decoder_blocks:
             x = blk(x)
         pred = self.decoder_pred(self.decoder_norm(x))[:, 1:, :]
-        target = self.patchify(imgs)
-        if self.norm_pix_loss:
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1.e-6) ** .5
-        loss = ((pred - target) ** 2).mean(dim=-1)
-        loss = (loss * mask).sum() / mask.sum()
-        return loss, pred, mask
+        return masked_pixel_loss(pred, self.patchify(imgs), mask, self.norm_pix_loss), pred, mask
+
+
+def masked_pixel_loss(pred, target, mask, norm_pix_loss):
+    """MAE's loss: the per-patch mean squared error over the masked patches (mask 1), the
+    target normalised per patch first with ``norm_pix_loss``."""
+    if norm_pix_loss:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + 1.e-6) ** .5
+    loss = ((pred - target) ** 2).mean(dim=-1)
+    return (loss * mask).sum() / mask.sum()
 
 
 def torch_mae_from(model):
     """A TorchCRATEMAE with the configuration and weights of a whitebox CRATEMAE."""
-    from ..backend import to_numpy
-    cfg = dict(model.config)
-    dtype = torch.float64 if cfg.pop("dtype") == "float64" else torch.float32
-    cfg.pop("seed", None)
-    tm = TorchCRATEMAE(**cfg).to(dtype)
-    tm.load_state_dict({k: torch.from_numpy(to_numpy(v).copy())
-                        for k, v in model.state_dict().items()})
-    return tm
+    return twin_of(TorchCRATEMAE, model)

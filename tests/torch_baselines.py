@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from whitebox.torch_twins.crate_mae import masked_pixel_loss
+
 
 class Attention(nn.Module):
     def __init__(self, dim, heads, qkv_bias=True, proj_bias=True, causal=False, names=None):
@@ -187,13 +189,7 @@ class TorchMAE(nn.Module):
         for blk in self.decoder_blocks:
             x = blk(x)
         pred = self.decoder_pred(self.decoder_norm(x))[:, 1:]
-        target = self.patchify(imgs)
-        if self.norm_pix_loss:
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1.e-6) ** .5
-        loss = ((pred - target) ** 2).mean(dim=-1)
-        return (loss * mask).sum() / mask.sum(), pred, mask
+        return masked_pixel_loss(pred, self.patchify(imgs), mask, self.norm_pix_loss), pred, mask
 
 
 class _BertSelf(nn.Module):

@@ -270,8 +270,12 @@ def test_config_from_args_defaults_fast_and_flags():
     o = cfg.options
     assert (o.dataset, cfg.out, o.dim, o.depth, o.heads, o.dim_head, o.patch) == \
         ("mnist5k", "runs/mnist", 96, 4, 4, 24, 7)
+    assert (o.rotate, o.zoom, o.warp, o.max_shift) == (15.0, 0.15, 1.5, 2)   # the digits' recipe
     fast = train_job.config_from_args(["--fast", "--dataset", "cifar10"])
     assert fast.options.patch == 4 and fast.options.n_train == 512 and fast.out == "runs/cifar10"
+    assert (fast.options.rotate, fast.options.zoom, fast.options.warp) == (0, 0, 0)
+    still = train_job.config_from_args(["--rotate", "0", "--warp", "2.5"]).options
+    assert (still.rotate, still.zoom, still.warp) == (0, 0.15, 2.5)
     given = train_job.config_from_args(["--fast", "--dataset", "digits", "--epochs", "7",
                                         "--patch", "4"])
     assert (given.epochs, given.options.patch, given.options.dim) == (7, 4, Classify.fast["dim"])
@@ -326,6 +330,20 @@ def test_default_main_job_reaches_92_percent(tmp_path, capsys):
     history = train_job.main(["--out", str(tmp_path), "--no-progress", "--no-figures"])
     assert history[-1]["test_acc"] >= 0.92
     assert re.search(r"test accuracy: \d+\.\d%", capsys.readouterr().out)
+
+
+def test_resume_of_a_run_saved_before_the_distortions_keeps_them_off(tmp_path, mnist_folder):
+    out = tmp_path / "run"
+    _run(out, mnist_folder, "--epochs", "2", "--stop-after", "1", "--no-figures")
+    config = json.loads((out / "config.json").read_text())
+    assert config["options"]["rotate"] == 15.0
+    for name in ("rotate", "zoom", "warp"):
+        del config["options"][name]
+    (out / "config.json").write_text(json.dumps(config))
+    history = train_job.main(["--out", str(out), "--resume", "--no-progress", "--no-figures"])
+    assert len(history) == 2
+    saved = json.loads((out / "config.json").read_text())["options"]
+    assert (saved["rotate"], saved["zoom"], saved["warp"]) == (0.0, 0.0, 0.0)
 
 
 def test_resume_reads_a_config_with_a_renamed_setting(tmp_path):

@@ -1,4 +1,4 @@
-"""Splitting, normalising, augmenting and batching image datasets.
+"""Splitting, normalising and batching image datasets (augment.py distorts them).
 
 All randomness comes from an explicit ``np.random.Generator`` that the
 caller owns (and can checkpoint), so a run can be repeated or resumed
@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import backend
 from ..functional._checks import check_array, check_class_labels, check_finite
+from .augment import random_distort, random_shift
 
 
 def _check_images_labels(images, labels):
@@ -82,53 +83,43 @@ def _normalized(images, mean, std):
     return (images - mean) / std
 
 
-def random_shift(images, max_shift, rng):
-    """Translate each image by its own random (dy, dx) in [-max_shift, max_shift].
-
-    Pixels moved in from outside are zero (the background of [0, 1] digits),
-    so shift before normalising.
-    Inputs: images (B, C, H, W); max_shift >= 0 int; rng a Generator.
-    Returns: shifted images (B, C, H, W).
-    """
-    if max_shift == 0:
-        return images
-    B, C, H, W = images.shape
-    s = int(max_shift)
-    padded = np.pad(images, ((0, 0), (0, 0), (s, s), (s, s)))    # (B, C, H+2s, W+2s)
-    offset = rng.integers(0, 2 * s + 1, size=(2, B))             # top-left corner of the crop
-    rows = offset[0][:, None, None, None] + np.arange(H)[None, None, :, None]  # (B, 1, H, 1)
-    cols = offset[1][:, None, None, None] + np.arange(W)[None, None, None, :]  # (B, 1, 1, W)
-    b = np.arange(B)[:, None, None, None]
-    c = np.arange(C)[None, :, None, None]
-    return padded[b, c, rows, cols]                              # (B, C, H, W)
-
-
 class BatchLoader:
     """Minibatches of (images, labels) for one pass over a dataset.
 
     Each ``iter()`` is one epoch: with ``shuffle`` a fresh permutation is
     drawn from ``rng``; with ``max_shift`` > 0 every image is randomly
-    translated (also drawn from ``rng``); then images are normalised with
-    (mean, std) and moved to ``backend``. Every sample appears exactly once
+    translated by whole pixels (also drawn from ``rng``), or, where any of
+    ``rotate``, ``zoom`` or ``warp`` is > 0, rotated, zoomed, translated by
+    up to ``max_shift`` pixels and warped (``augment.random_distort``); then
+    images are normalised with (mean, std) and moved to ``backend``. Every sample appears exactly once
     per epoch; the last batch is smaller unless ``drop_last``.
 
     Inputs: images (n, C, H, W) float on the CPU; labels (n,) non-negative
     integers (checked once, here: float labels are refused, never truncated);
-    batch_size; rng, a Generator (needed when shuffling or shifting);
+    batch_size; rng, a Generator (needed when shuffling or distorting);
+    rotate (degrees), zoom (fraction, < 1) and warp (pixels), >= 0;
     mean, std per channel (None: no normalisation); backend 'numpy'/'cupy'.
     Yields: images (B, C, H, W), labels (B,) int64 on ``backend``.
     """
 
     def __init__(self, images, labels, batch_size, rng=None, shuffle=True, max_shift=0,
-                 mean=None, std=None, drop_last=False, backend="numpy"):
+                 mean=None, std=None, drop_last=False, backend="numpy", rotate=0.0, zoom=0.0,
+                 warp=0.0):
         _check_images_labels(images, labels)
         if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not isinstance(max_shift, (int, np.integer)) or max_shift < 0:
             raise ValueError(f"max_shift must be a non-negative integer, got {max_shift!r}")
-        if (shuffle or max_shift) and not isinstance(rng, np.random.Generator):
-            raise TypeError("rng must be a np.random.Generator when shuffling or shifting, "
-                            f"got {type(rng).__name__}")
+        for name, value, high in (("rotate", rotate, 180.0), ("zoom", zoom, 1.0),
+                                  ("warp", warp, None)):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+                    or not 0 <= value < (high or np.inf):
+                raise ValueError(f"{name} must be a number in [0, {high or 'inf'}), "
+                                 f"got {value!r}")
+        distort = bool(rotate or zoom or warp)
+        if (shuffle or max_shift or distort) and not isinstance(rng, np.random.Generator):
+            raise TypeError("rng must be a np.random.Generator when shuffling, shifting or "
+                            f"distorting, got {type(rng).__name__}")
         if drop_last and batch_size > len(images):
             raise ValueError(f"batch_size {batch_size} exceeds the {len(images)} samples and "
                              "drop_last is set: no batch would be produced")
@@ -138,6 +129,8 @@ class BatchLoader:
         self.batch_size, self.rng, self.shuffle = int(batch_size), rng, bool(shuffle)
         self.max_shift, self.drop_last, self.backend = int(max_shift), bool(drop_last), backend
         self.mean, self.std = mean, std
+        self.distortion = dict(rotate=float(rotate), zoom=float(zoom), warp=float(warp)) \
+            if distort else None
 
     def __len__(self):
         n, b = len(self.images), self.batch_size
@@ -148,7 +141,11 @@ class BatchLoader:
         order = self.rng.permutation(n) if self.shuffle else np.arange(n)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            x = random_shift(self.images[idx], self.max_shift, self.rng)
+            if self.distortion:
+                x = random_distort(self.images[idx], self.rng, shift=self.max_shift,
+                                   **self.distortion)
+            else:
+                x = random_shift(self.images[idx], self.max_shift, self.rng)
             if self.mean is not None:
                 x = _normalized(x, self.mean, self.std)     # checked once, in __init__
             yield (backend.to_device(np.ascontiguousarray(x), self.backend),

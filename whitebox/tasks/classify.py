@@ -31,7 +31,8 @@ from ..nn.crate_layers import OUTS, SCALES
 from ..rate import layer_measures
 from ..settings import NONNEG, OPTIONAL_POSITIVE, POSITIVE_INT, PROBABILITY, Check, setting
 from .base import STANDARD_LAYER_TITLES, Task, refuse_unused
-from .images import DEFAULT_OUT, NUM_CLASSES, ImageOptions, load_split, resolve_patch
+from .images import (DEFAULT_DISTORTION, DEFAULT_OUT, NUM_CLASSES, ImageOptions, load_split,
+                     resolve_patch)
 
 
 # the official MSSA: the defaults of the --attention-* choices
@@ -40,6 +41,15 @@ OFFICIAL_ATTENTION = dict(out="learned", scale="sqrt", update="softmax")
 
 @dataclasses.dataclass
 class ClassifyOptions(ImageOptions):
+    rotate: float = setting(None, "random rotation of training images, up to +-this many "
+                            "degrees (default: MNIST 15, else 0)",
+                            Check(float, low=0, high=180, high_open=True, optional=True))
+    zoom: float = setting(None, "random zoom of training images, by a factor in [1 - zoom, "
+                          "1 + zoom] (default: MNIST 0.15, else 0)",
+                          Check(float, low=0, high=1, high_open=True, optional=True))
+    warp: float = setting(None, "random smooth warp of training images, up to this many "
+                          "pixels (default: MNIST 1.5, else 0)",
+                          Check(float, low=0, optional=True))
     label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy", PROBABILITY)
     dim: int = setting(96, "token width d", POSITIVE_INT)
     depth: int = setting(4, "number of CRATE layers", POSITIVE_INT)
@@ -85,10 +95,14 @@ class Classify(Task):
     # 8 x 8 digits shifted by 2 pixels, 16 steps: below chance; unshifted, 40 steps: 41-55%
     fast_by_dataset = {"digits": dict(epochs=5, lr=1e-2, max_shift=0)}
     renamed = {"attention_step": "attention_update"}
+    introduced = dict(rotate=0.0, zoom=0.0, warp=0.0)   # runs saved before the distortions
 
     @classmethod
     def resolve(cls, options):
         o = resolve_patch(options)
+        for name in ("rotate", "zoom", "warp"):
+            if getattr(o, name) is None:
+                setattr(o, name, DEFAULT_DISTORTION.get(o.dataset, {}).get(name, 0.0))
         if o.attention_scale == "rate" and o.attention_eps is None:
             raise ValueError("--attention-scale rate needs --attention-eps (the epsilon of "
                              "b = p/(N eps^2)), got none")
@@ -119,7 +133,8 @@ class Classify(Task):
         (train_images, train_labels), (test_images, test_labels), (mean, std) = \
             load_split(o, self.cfg.seed)
         self.train_loader = BatchLoader(train_images, train_labels, self.cfg.batch_size, rng=rng,
-                                        max_shift=o.max_shift, mean=mean, std=std,
+                                        max_shift=o.max_shift, rotate=o.rotate, zoom=o.zoom,
+                                        warp=o.warp, mean=mean, std=std,
                                         backend=self.cfg.backend)
         self.test_loader = BatchLoader(test_images, test_labels, 500, shuffle=False, mean=mean,
                                        std=std, backend=self.cfg.backend)

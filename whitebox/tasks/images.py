@@ -15,6 +15,10 @@ NUM_CLASSES = 10                 # every dataset offered here has ten classes
 # 7 x 7 patches on MNIST: 17 tokens instead of the 50 of 4 x 4 patches, about
 # three times less work per step, and on 4,000 digits no less accurate.
 DEFAULT_PATCH = {"mnist5k": 7, "mnist": 7, "cifar10": 4, "digits": 2}
+# random distortions of training digits (classify's --rotate, --zoom, --warp; benchmarks/README.md
+# "The default classification recipe"); none for CIFAR-10 and the 8 x 8 digits
+DIGIT_DISTORTION = dict(rotate=15.0, zoom=0.15, warp=1.5)
+DEFAULT_DISTORTION = {"mnist5k": DIGIT_DISTORTION, "mnist": DIGIT_DISTORTION}
 DEFAULT_OUT = {"mnist5k": "runs/mnist", "mnist": "runs/mnist-full", "cifar10": "runs/cifar10",
                "digits": "runs/digits"}
 OPTIONAL_COUNT = Check(int, low=1, optional=True)

@@ -274,6 +274,7 @@ def test_config_from_args_defaults_fast_and_flags():
     fast = train_job.config_from_args(["--fast", "--dataset", "cifar10"])
     assert fast.options.patch == 4 and fast.options.n_train == 512 and fast.out == "runs/cifar10"
     assert (fast.options.rotate, fast.options.zoom, fast.options.warp) == (0, 0, 0)
+    assert train_job.config_from_args(["--fast"]).options.warp == 0     # a few epochs: none
     still = train_job.config_from_args(["--rotate", "0", "--warp", "2.5"]).options
     assert (still.rotate, still.zoom, still.warp) == (0, 0.15, 2.5)
     given = train_job.config_from_args(["--fast", "--dataset", "digits", "--epochs", "7",
@@ -334,7 +335,8 @@ def test_default_main_job_reaches_92_percent(tmp_path, capsys):
 
 def test_resume_of_a_run_saved_before_the_distortions_keeps_them_off(tmp_path, mnist_folder):
     out = tmp_path / "run"
-    _run(out, mnist_folder, "--epochs", "2", "--stop-after", "1", "--no-figures")
+    _run(out, mnist_folder, "--epochs", "2", "--stop-after", "1", "--no-figures",
+         "--rotate", "15")
     config = json.loads((out / "config.json").read_text())
     assert config["options"]["rotate"] == 15.0
     for name in ("rotate", "zoom", "warp"):

@@ -326,8 +326,10 @@ from whitebox.train import run
 n_train, epochs = (1000, 3) if FAST else (4000, 6)
 common = dict(n_train=n_train, n_test=500, epochs=epochs, dim=32, depth=2, heads=2,
               dim_head=16, patch=7, figures=False, progress=False, overwrite=True,
-              # a short run: a constant learning rate, no shifts, no label smoothing
-              lr=3e-3, min_lr=3e-3, warmup_epochs=0, max_shift=0, label_smoothing=0.0)
+              # a short run: a constant learning rate, no shifts or distortions, no label
+              # smoothing
+              lr=3e-3, min_lr=3e-3, warmup_epochs=0, max_shift=0, rotate=0, zoom=0, warp=0,
+              label_smoothing=0.0)
 variants = {
     "official": dict(model="crate"),
     "all three": dict(model="crate", attention_out="tied", attention_update="exact",

@@ -11,11 +11,10 @@ with theta uniform in [-rotate, rotate] degrees, s in [1 - zoom, 1 + zoom],
 (ty, tx) in [-shift, shift] pixels and the offset a random displacement
 field: independent offsets uniform in [-warp, warp] pixels on a coarse
 ``grid`` x ``grid`` lattice over the image, resized to every pixel by
-bilinear interpolation (a cheap relative of Simard et
-al.'s elastic distortions, "Best practices for convolutional neural
-networks applied to visual document analysis", 2003). Points that fall
-outside the image read zero, the background of [0, 1] digits, so distort
-before normalising.
+bilinear interpolation (a cheap relative of the elastic distortions of
+Simard et al., "Best practices for convolutional neural networks applied to
+visual document analysis", 2003). Points that fall outside the image read
+zero, the background of [0, 1] digits, so distort before normalising.
 """
 import numpy as np
 
@@ -93,9 +92,10 @@ def upsample_bilinear(field, H, W):
     columns: R_H field R_W^T with R = bilinear_weights of the whole lattice.
     Inputs: field (..., g, g). Returns: (..., H, W) in field's dtype.
     """
-    g = np.array([field.shape[-1]])
-    rows = bilinear_weights(g * 0, g, H, g[0])[0].astype(field.dtype)   # (H, g)
-    cols = bilinear_weights(g * 0, g, W, g[0])[0].astype(field.dtype)   # (W, g)
+    g = field.shape[-1]
+    start, length = np.zeros(1, np.int64), np.full(1, g)                # the whole lattice
+    rows = bilinear_weights(start, length, H, g)[0].astype(field.dtype)   # (H, g)
+    cols = bilinear_weights(start, length, W, g)[0].astype(field.dtype)   # (W, g)
     return rows @ field @ cols.T
 
 

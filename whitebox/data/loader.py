@@ -91,8 +91,9 @@ class BatchLoader:
     translated by whole pixels (also drawn from ``rng``), or, where any of
     ``rotate``, ``zoom`` or ``warp`` is > 0, rotated, zoomed, translated by
     up to ``max_shift`` pixels and warped (``augment.random_distort``); then
-    images are normalised with (mean, std) and moved to ``backend``. Every sample appears exactly once
-    per epoch; the last batch is smaller unless ``drop_last``.
+    images are normalised with (mean, std) and moved to ``backend``. Every
+    sample appears exactly once per epoch; the last batch is smaller unless
+    ``drop_last``.
 
     Inputs: images (n, C, H, W) float on the CPU; labels (n,) non-negative
     integers (checked once, here: float labels are refused, never truncated);

@@ -7,7 +7,7 @@ The default run trains CRATE (width 96, depth 4, 4 heads of 24, patches of
 degrees, zoomed by up to 15%, shifted by up to 2 pixels and warped by up
 to 1.5 pixels (``whitebox.data.augment.random_distort``; CIFAR-10 and the
 8 x 8 digits get whole-pixel shifts only). benchmarks/README.md gives the
-accuracies that chose these; ``--epochs 80`` reaches 98%. After each epoch it reports held-out loss
+accuracies that chose these. After each epoch it reports held-out loss
 and accuracy and, per layer, the compression Rc of the MSSA input on that
 layer's subspaces and the non-zero fraction of the ISTA output, on a fixed
 batch of held-out images. At the end it draws ``curves.png``, ``layers.png``

@@ -88,10 +88,12 @@ def test_layer_measures_match_the_checkpointed_model(tmp_path, mnist_folder):
     assert rc[0] > 1 and 0 < nonzero[-1] < 1
 
 
-def test_resume_continues_exactly(tmp_path, mnist_folder, capsys):
-    straight = _run(tmp_path / "a", mnist_folder, "--epochs", "2", "--no-figures")
+@pytest.mark.parametrize("augment", [(), ("--rotate", "10", "--zoom", "0.1", "--warp", "1")],
+                         ids=["shifts", "distortions"])
+def test_resume_continues_exactly(tmp_path, mnist_folder, capsys, augment):
+    straight = _run(tmp_path / "a", mnist_folder, "--epochs", "2", "--no-figures", *augment)
     first = _run(tmp_path / "b", mnist_folder, "--epochs", "2", "--stop-after", "1",
-                 "--no-figures")
+                 "--no-figures", *augment)
     assert len(first) == 1
     resumed = _run(tmp_path / "b", mnist_folder, "--resume")   # flags come from config.json
     assert _without_times(resumed) == _without_times(straight)

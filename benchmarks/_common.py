@@ -29,6 +29,15 @@ def machine_load():
     return load, cores()
 
 
+def load_averages():
+    """The 1, 5 and 15 minute load averages as uptime prints them ('unknown' where the
+    system has none)."""
+    try:
+        return ", ".join(f"{a:.2f}" for a in os.getloadavg())
+    except (AttributeError, OSError):
+        return "unknown"
+
+
 def is_loaded(load=None, n=None):
     """True when the load average exceeds LOADED per core (None: not known, False)."""
     if load is None:

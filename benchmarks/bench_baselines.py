@@ -22,8 +22,11 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from bench_crate import time_runners                                      # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))                     # the PyTorch twins
+sys.path.insert(0, HERE)
+from _common import load_averages, warn_if_loaded                         # noqa: E402
+from bench_crate import sharded_runner, time_runners                      # noqa: E402
 from whitebox import losses, memory, threads                               # noqa: E402
 from whitebox.training.threaded import ShardThreads                       # noqa: E402
 from whitebox.functional import token_cross_entropy                       # noqa: E402
@@ -69,12 +72,9 @@ def _setup(name, cfg, rng, workers):
         model.zero_grad()
         shard_step(model, batch)
 
-    def in_shards():
-        with threads.limited(1):                     # one BLAS thread inside each shard's thread
-            model.zero_grad()
-            engine.step(shard_step, batch)
-    engine = ShardThreads(model, workers) if workers > 1 else None
-    return (in_shards if engine else None), one_thread, _torch_step(name, cfg, model, batch)
+    sharded = sharded_runner(ShardThreads(model, workers), batch, shard_step) \
+        if workers > 1 else None
+    return sharded, one_thread, _torch_step(name, cfg, model, batch)
 
 
 def _torch_step(name, cfg, model, batch):
@@ -119,14 +119,6 @@ def _torch_step(name, cfg, model, batch):
     return torch_step
 
 
-def _load():
-    """The 1, 5 and 15 minute load averages, as uptime prints them."""
-    try:
-        return ", ".join(f"{a:.2f}" for a in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
 def gpt2_cache_bytes():
     """GPT.cache_bytes_per_token at GPT-2's size, without building its 124M parameters."""
     return GPT.cache_bytes_per_token(type("Shape", (), dict(depth=12, dim=768,
@@ -150,7 +142,8 @@ def main(argv=None):
     except ImportError:
         torch = None
     rows = []
-    load_before = _load()
+    warn_if_loaded()
+    load_before = load_averages()
     for name in args.models:
         sharded, one, ts = _setup(name, CONFIGS[name], np.random.default_rng(0), args.threads)
         runners = {"whitebox": sharded or one}
@@ -166,7 +159,7 @@ def main(argv=None):
           f"median of {args.repeats} alternating steps after {args.warmup} warm-up; whitebox: "
           f"{how}; one thread: the whole batch in one Python thread on a {args.threads}-thread "
           f"BLAS; PyTorch eager on {args.threads} threads; load average {load_before} before, "
-          f"{_load()} after")
+          f"{load_averages()} after")
     print("| model | config | whitebox ms | one thread ms | PyTorch eager ms | whitebox/PyTorch |"
           " one thread/PyTorch |")
     print("|---|---|---|---|---|---|---|")

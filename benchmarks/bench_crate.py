@@ -98,25 +98,30 @@ def gemm_flops(cfg, folded=True):
     return cfg["depth"] * layer + 6 * B * n * patch_dim * d + 6 * B * d * cfg["num_classes"]
 
 
-def product_rate(a, b, repeats=5, sync=lambda: None):
-    """FLOP/s of the square product a @ b (median of ``repeats``, after two warm-up
-    products: a thread pool starts on first use). ``sync`` waits for a device."""
+def median_seconds(f, repeats, clock=time.perf_counter, sync=lambda: None):
+    """Median seconds of ``f()`` over ``repeats`` calls on ``clock``, after two warm-up
+    calls (a thread pool starts on first use). ``sync`` waits for a device."""
     for _ in range(2):
-        a @ b
+        f()
     ts = []
     for _ in range(repeats):
         sync()
-        t = time.perf_counter()
-        a @ b
+        t = clock()
+        f()
         sync()
-        ts.append(time.perf_counter() - t)
-    return 2 * a.shape[0] ** 3 / statistics.median(ts)
+        ts.append(clock() - t)
+    return statistics.median(ts)
 
 
-def blas_peak(xp, size=2048, repeats=5):
+def product_rate(a, b, repeats=5, sync=lambda: None, clock=time.perf_counter):
+    """FLOP/s of the square product a @ b (median of ``repeats``)."""
+    return 2 * a.shape[0] ** 3 / median_seconds(lambda: a @ b, repeats, clock, sync)
+
+
+def blas_peak(xp, size=2048, repeats=5, clock=time.perf_counter):
     """FLOP/s of a float32 size^3 matrix product (median of ``repeats``)."""
     a = xp.asarray(np.random.default_rng(0).random((size, size), dtype=np.float32))
-    return product_rate(a, a.T.copy(), repeats, lambda: backend.synchronize(a))
+    return product_rate(a, a.T.copy(), repeats, lambda: backend.synchronize(a), clock)
 
 
 def torch_gemm_rate(torch, size=2048, repeats=5):
@@ -142,18 +147,22 @@ def shard_step(model, batch):
     return loss, {"count": len(y)}
 
 
+def sharded_runner(engine, batch, step=shard_step):
+    """``engine.step`` (a ShardThreads) as training runs it: gradients zeroed, one BLAS
+    thread inside each shard's thread. Returns a function running one step (its loss)."""
+    def run():
+        with threads.limited(1):
+            engine.model.zero_grad()
+            return engine.step(step, batch)[0]
+    return run
+
+
 def whitebox_runner(model, x, y, workers):
     """The whitebox step as training runs it with --threads workers (training/threaded.py):
     on NumPy with workers > 1, the batch in `workers` shards at once, BLAS at one thread each."""
     if workers < 2 or backend.backend_name(x) != "numpy":
         return lambda: whitebox_step(model, x, y)
-    engine = ShardThreads(model, workers)
-
-    def run():
-        with threads.limited(1):
-            model.zero_grad()
-            return engine.step(shard_step, (x, y))[0]
-    return run
+    return sharded_runner(ShardThreads(model, workers), (x, y))
 
 
 def without_fused_loops(run):
@@ -234,17 +243,24 @@ def load_torch():
         return None
 
 
-def build(name, backend_name, torch, compile_, workers=1):
-    """The whitebox model, its inputs, and the PyTorch runners that can be built."""
+def model_and_inputs(name):
+    """The float32 whitebox model of config ``name`` (seed 0) and its inputs, on the host:
+    (model, images (B, C, H, W), labels (B,))."""
     cfg = dict(CONFIGS[name])
     batch = cfg.pop("batch")
-    family = cfg.pop("family", "CRATE")
-    model_cls, twin = FAMILIES[family]
+    model_cls = FAMILIES[cfg.pop("family", "CRATE")][0]
     rng = np.random.default_rng(0)
     x_np = rng.random((batch, cfg["channels"], cfg["image_size"], cfg["image_size"]),
                       dtype=np.float32)
     y_np = rng.integers(0, cfg["num_classes"], batch)
-    model = model_cls(**cfg, dtype="float32", seed=0)
+    return model_cls(**cfg, dtype="float32", seed=0), x_np, y_np
+
+
+def build(name, backend_name, torch, compile_, workers=1):
+    """The whitebox model, its inputs, and the PyTorch runners that can be built."""
+    model, x_np, y_np = model_and_inputs(name)
+    family = CONFIGS[name].get("family", "CRATE")
+    twin = FAMILIES[family][1]
     if backend_name == "cupy":
         model.to("cupy")
     x, y = backend.to_device(x_np, backend_name), backend.to_device(y_np, backend_name)

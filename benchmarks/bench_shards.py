@@ -27,7 +27,7 @@ from whitebox.training.threaded import ShardThreads
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine_state, warn_if_loaded  # noqa: E402
-from bench_crate import shard_step, time_runners  # noqa: E402
+from bench_crate import shard_step, sharded_runner, time_runners  # noqa: E402
 
 # short name -> (label, (batch, image side, patch, dim, depth, heads, dim_head))
 MODELS = {
@@ -60,17 +60,13 @@ def runners(batch, side, patch, dim, depth, heads, dim_head):
             model.zero_grad()
             shard_step(model, (x, y))
 
-    def shards():
-        with threads.limited(1):
-            model.zero_grad()
-            engine.step(shard_step, (x, y))
-
     def blas():
         with threads.limited(2):
             model.zero_grad()
             shard_step(model, (x, y))
 
-    return {"1 thread": one, "2 shards": shards, "2 BLAS threads": blas}, x
+    return {"1 thread": one, "2 shards": sharded_runner(engine, (x, y)),
+            "2 BLAS threads": blas}, x
 
 
 def main(argv=None):

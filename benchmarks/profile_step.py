@@ -78,24 +78,6 @@ PHASES = {"forward": "fwd", "loss": "loss", "backward": "bwd", "zero_grad": "zer
 # ------------------------------------------------------------------ reference rates
 
 
-def _median_seconds(f, repeats, clock):
-    f()
-    f()
-    ts = []
-    for _ in range(repeats):
-        t = clock()
-        f()
-        ts.append(clock() - t)
-    return statistics.median(ts)
-
-
-def gemm_peak(size=2048, repeats=5, clock=time.perf_counter):
-    """FLOP/s of NumPy's float32 size^3 product, as bench_crate.blas_peak, on ``clock``."""
-    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
-    b = a.T.copy()
-    return 2 * size ** 3 / _median_seconds(lambda: a @ b, repeats, clock)
-
-
 def copy_bandwidth(nbytes, torch=None, repeats=5, clock=time.perf_counter):
     """Bytes per second of a float32 array copy of ``nbytes`` (read + write), median of
     ``repeats`` (after two warm-up copies): np.copyto (one thread, as every NumPy
@@ -107,7 +89,7 @@ def copy_bandwidth(nbytes, torch=None, repeats=5, clock=time.perf_counter):
     else:
         a, b = torch.ones(n), torch.empty(n)
         copy = lambda: b.copy_(a)                              # noqa: E731
-    return 2 * n * 4 / _median_seconds(copy, repeats, clock)
+    return 2 * n * 4 / bench_crate.median_seconds(copy, repeats, clock)
 
 
 def token_bytes(name):
@@ -317,7 +299,6 @@ class StepProfiler:
         self.calls = {}                    # key -> calls in the current step
         self.work = {}                     # key -> FLOPs (GEMMs) or bytes in the current step
         self.meta = {}                     # key -> dict(kind, category, sites)
-        self.own = 0.0
 
     # ---- recording
     def _add(self, key, seconds, kind, category, work, site):
@@ -461,32 +442,24 @@ class StepProfiler:
         return loss, wall, dict(self.times)
 
 
-def plain_step(model, x, y):
-    """The step as bench_crate times it (same order of calls as StepProfiler.step)."""
-    loss, dlogits = wb.losses.cross_entropy(model(x), y)
-    model.zero_grad()
-    model.backward(dlogits)
-    return loss
+# the step as bench_crate times it (same order of calls as StepProfiler.step)
+plain_step = bench_crate.whitebox_step
 
 
 def build_whitebox(name):
-    cfg = dict(CONFIGS[name])
-    batch = cfg.pop("batch")
-    if cfg.pop("family", "CRATE") != "CRATE":
+    """The float32 CRATE classifier of config ``name`` (seed 0) and its inputs (x, y)."""
+    if CONFIGS[name].get("family", "CRATE") != "CRATE":
         raise ValueError(f"config {name!r} is not a CRATE classifier; choose one of "
                          f"{[n for n, c in CONFIGS.items() if 'family' not in c]}")
-    rng = np.random.default_rng(0)
-    x = rng.random((batch, cfg["channels"], cfg["image_size"], cfg["image_size"]),
-                   dtype=np.float32)
-    y = rng.integers(0, cfg["num_classes"], batch)
-    return wb.models.CRATE(**cfg, dtype="float32", seed=0), x, y
+    return bench_crate.model_and_inputs(name)
 
 
-def profile_whitebox(name, repeats=5, warmup=2, clock=time.perf_counter):
+def profile_whitebox(name, repeats=5, warmup=2, clock=time.perf_counter, built=None):
     """Per-op medians for whitebox on config ``name``: (rows, step) with
     rows {key: dict(ms, calls, kind, category, flops|bytes, sites)} and step
-    dict(plain_ms, wrapped_ms, loss, plain_loss); ``clock`` as StepProfiler's."""
-    model, x, y = build_whitebox(name)
+    dict(plain_ms, wrapped_ms, loss, plain_loss); ``clock`` as StepProfiler's.
+    ``built``: build_whitebox(name), when the caller has it already."""
+    model, x, y = built or build_whitebox(name)
     prof = StepProfiler(clock)
     plain_losses = [float(plain_step(model, x, y)) for _ in range(warmup)]
     per_step, walls, plains, losses = [], [], [], []
@@ -520,8 +493,6 @@ def profile_whitebox(name, repeats=5, warmup=2, clock=time.perf_counter):
 
 # ------------------------------------------------------------------ PyTorch: the profiler
 
-TORCH_GEMMS = {"aten::mm": "mm", "aten::addmm": "addmm", "aten::bmm": "bmm",
-               "aten::baddbmm": "baddbmm"}
 TORCH_CATEGORIES = [
     ("layernorm", "LayerNorm", ("aten::native_layer_norm", "aten::native_layer_norm_backward")),
     ("softmax", "softmax", ("aten::_softmax", "aten::_softmax_backward_data")),
@@ -551,22 +522,18 @@ def _torch_category(name):
 
 def _torch_gemm_key(name, shapes):
     """(batch, m, k, n) of an aten product from its input shapes, or None."""
+    if name not in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"):
+        return None
+    first = 1 if name in ("aten::addmm", "aten::baddbmm") else 0     # after the added term
     try:
-        if name in ("aten::mm",):
-            (m, k), (_, n) = shapes[0], shapes[1]
-            return 1, m, k, n
-        if name == "aten::addmm":
-            (m, k), (_, n) = shapes[1], shapes[2]
-            return 1, m, k, n
-        if name == "aten::bmm":
-            (b, m, k), (_, _, n) = shapes[0], shapes[1]
-            return b, m, k, n
-        if name == "aten::baddbmm":
-            (b, m, k), (_, _, n) = shapes[1], shapes[2]
-            return b, m, k, n
+        a, b = shapes[first], shapes[first + 1]
+        if name.endswith("bmm"):
+            (batch, m, k), (_, _, n) = a, b
+            return batch, m, k, n
+        (m, k), (_, n) = a, b
+        return 1, m, k, n
     except (ValueError, TypeError, IndexError):
         return None
-    return None
 
 
 def _is_backward(event):
@@ -609,7 +576,7 @@ def profile_torch(torch, module, x, y, repeats, warmup, clock=time.perf_counter)
         if not self_us:
             continue
         phase = "bwd" if _is_backward(e) else "fwd"
-        shape = _torch_gemm_key(e.name, e.input_shapes) if e.name in TORCH_GEMMS else None
+        shape = _torch_gemm_key(e.name, e.input_shapes)
         if shape is not None:
             batch, m, k, n = shape
             key = (phase, gemm_label(batch, m, k, n))
@@ -655,7 +622,7 @@ _VIEWS = {"aten::view", "aten::reshape", "aten::transpose", "aten::t", "aten::pe
           "aten::zeros", "aten::matmul", "aten::linear", "aten::contiguous"}
 
 
-def build_torch(torch, name, model, x, y, compile_):
+def build_torch(torch, model, x, y, compile_):
     """The eager twin, the compiled folded twin (or a reason it is missing), torch inputs."""
     from whitebox.torch_twins.crate import torch_model_from
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
@@ -762,21 +729,30 @@ def table(results, refs, columns):
 
     for key in sorted(keys, key=lambda k: _sort_key(k, keys[k])):
         row0 = keys[key]
-        wbrow = results.get("whitebox", {}).get("rows", {}).get(key)
+        wbrow = results["whitebox"]["rows"].get(key)
         sites = ", ".join((wbrow or row0).get("sites", [])[:3]) or "-"
         line = f"| {key[1]} | {key[0]} | {sites} | {work(key)} |"
         for c in columns:
             line += cells(c, results[c]["rows"].get(key))
         lines.append(line)
-    for label, field in (("total of ops", "total_ms"),
-                         ("outside the ops (Python, allocation, glue, the timers)",
-                          "outside_ms"),
-                         ("whole step measured, instrumented", "step_ms"),
-                         ("whole step measured, plain (no timers, no profiler)", "plain_ms")):
-        line = f"| **{label}** | | | |"
+    return lines + totals_rows(results, columns, (
+        ("total of ops", "total_ms"),
+        ("outside the ops (Python, allocation, glue, the timers)", "outside_ms"),
+        ("whole step measured, instrumented", "step_ms"),
+        ("whole step measured, plain (no timers, no profiler)", "plain_ms")),
+        lead=" | | |", skip=" | |")
+
+
+def totals_rows(results, columns, fields, lead="", skip=""):
+    """Bold markdown rows, one per (label, field): each contender's totals[field] in ms and
+    its share of the instrumented step; ``lead`` and ``skip`` are the empty cells after the
+    label and between the two numbers."""
+    lines = []
+    for label, field in fields:
+        line = f"| **{label}** |{lead}"
         for c in columns:
             t = results[c]["totals"]
-            line += f" {t[field]:.1f} | | | {100 * t[field] / t['step_ms']:.1f}% |"
+            line += f" {t[field]:.1f} |{skip} {100 * t[field] / t['step_ms']:.1f}% |"
         lines.append(line)
     return lines
 
@@ -797,15 +773,9 @@ def category_table(results, columns):
             ms, step = sums[c].get(cat), results[c]["totals"]["step_ms"]
             line += " - | - |" if ms is None else f" {ms:.1f} | {100 * ms / step:.1f}% |"
         lines.append(line)
-    for label, field in (("outside the ops", "outside_ms"),
-                         ("whole step, instrumented", "step_ms"),
-                         ("whole step, plain", "plain_ms")):
-        line = f"| **{label}** |"
-        for c in columns:
-            t = results[c]["totals"]
-            line += f" {t[field]:.1f} | {100 * t[field] / t['step_ms']:.1f}% |"
-        lines.append(line)
-    return lines
+    return lines + totals_rows(results, columns, (("outside the ops", "outside_ms"),
+                                                  ("whole step, instrumented", "step_ms"),
+                                                  ("whole step, plain", "plain_ms")))
 
 
 def gemm_flops_total(rows):
@@ -822,13 +792,13 @@ def profile_config(name, torch, nthreads, repeats, warmup, compile_, clock=time.
     """Every contender's rows and totals for one config."""
     results, notes = {}, {}
     with threads.limited(nthreads):
-        rows, step = profile_whitebox(name, repeats, warmup, clock)
+        built = build_whitebox(name)       # profiling leaves the weights as they are
+        rows, step = profile_whitebox(name, repeats, warmup, clock, built)
         totals = summarize(rows, step["wrapped_ms"], step["plain_ms"])
         results["whitebox"] = dict(rows=rows, totals=totals, step=step)
         if torch is not None:
             torch.set_num_threads(nthreads)
-            model, x, y = build_whitebox(name)
-            models, tx, ty, notes = build_torch(torch, name, model, x, y, compile_)
+            models, tx, ty, notes = build_torch(torch, *built, compile_)
             for c, m in models.items():
                 rows, step = profile_torch(torch, m, tx, ty, repeats, warmup, clock)
                 totals = summarize(rows, step["profiled_ms"], step["plain_ms"])
@@ -866,7 +836,7 @@ def main(argv=None):
             torch_note = bench_crate.TORCH_MISSING
     peaks = {}
     with threads.limited(args.threads):
-        peaks["whitebox"] = gemm_peak(clock=clock)
+        peaks["whitebox"] = bench_crate.blas_peak(np, clock=clock)
         if torch is not None:
             torch.set_num_threads(args.threads)
             peaks["eager"] = peaks["compiled"] = bench_crate.torch_gemm_rate(torch)
@@ -877,10 +847,10 @@ def main(argv=None):
     for name in args.configs:
         size = token_bytes(name)
         with threads.limited(args.threads):
-            refs = {c: dict(peak=p, bandwidth=copy_bandwidth(
-                        size, None if c == "whitebox" else torch,
-                        clock=clock if c == "whitebox" else time.perf_counter))
-                    for c, p in peaks.items()}
+            bandwidth = {"whitebox": copy_bandwidth(size, clock=clock)}
+            if torch is not None:       # one measurement for eager and compiled alike
+                bandwidth["eager"] = bandwidth["compiled"] = copy_bandwidth(size, torch)
+            refs = {c: dict(peak=p, bandwidth=bandwidth[c]) for c, p in peaks.items()}
         results, notes = profile_config(name, torch, args.threads, args.repeats, args.warmup,
                                         not args.no_compile, clock)
         columns = [c for c in CONTENDERS if c in results]

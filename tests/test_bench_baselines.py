@@ -1,11 +1,9 @@
 """benchmarks/bench_baselines.py: the sharded step it times is the one-thread step, and the
 PyTorch twin it times holds the same model."""
-import sys
-
 import numpy as np
 import pytest
 
-from conftest import ROOT, load_script
+from conftest import load_script
 
 TINY = {
     "vit": dict(image_size=32, patch_size=8, num_classes=10, dim=16, depth=1, heads=2, batch=5),
@@ -18,11 +16,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(ROOT / "benchmarks"))          # it imports bench_crate beside it
-    try:
-        return load_script("benchmarks/bench_baselines.py")
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    return load_script("benchmarks/bench_baselines.py")
 
 
 def _grads(model):

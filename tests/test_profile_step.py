@@ -100,7 +100,7 @@ def test_main_without_torch(prof, capsys, tmp_path):
 def test_torch_eager_rows(prof):
     torch = pytest.importorskip("torch")
     model, x, y = prof.build_whitebox("tiny")
-    models, tx, ty, notes = prof.build_torch(torch, "tiny", model, x, y, compile_=False)
+    models, tx, ty, notes = prof.build_torch(torch, model, x, y, compile_=False)
     assert "compiled" in notes and "eager" in models
     rows, step = prof.profile_torch(torch, models["eager"], tx, ty, repeats=1, warmup=1)
     assert step["profiled_ms"] > 0

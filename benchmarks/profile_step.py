@@ -53,7 +53,6 @@ import ast
 import contextlib
 import inspect
 import json
-import operator
 import os
 import statistics
 import sys

@@ -18,6 +18,8 @@ zero, the background of [0, 1] digits, so distort before normalising.
 """
 import numpy as np
 
+from ..functional.pos_interp import bilinear_matrix
+
 
 def random_shift(images, max_shift, rng):
     """Translate each image by its own random (dy, dx) in [-max_shift, max_shift].
@@ -89,13 +91,14 @@ def upsample_bilinear(field, H, W):
     """Resize values on a coarse g x g lattice to H x W, bilinearly (half-pixel centres).
 
     Interpolation is linear in the values, along the rows and then the
-    columns: R_H field R_W^T with R = bilinear_weights of the whole lattice.
+    columns: R_H field R_W^T with R the 1-D interpolation matrices of
+    ``functional.pos_interp.bilinear_matrix`` (the ones that resize ViT
+    position tables).
     Inputs: field (..., g, g). Returns: (..., H, W) in field's dtype.
     """
     g = field.shape[-1]
-    start, length = np.zeros(1, np.int64), np.full(1, g)                # the whole lattice
-    rows = bilinear_weights(start, length, H, g)[0].astype(field.dtype)   # (H, g)
-    cols = bilinear_weights(start, length, W, g)[0].astype(field.dtype)   # (W, g)
+    rows = bilinear_matrix(g, H).astype(field.dtype)                    # (H, g)
+    cols = bilinear_matrix(g, W).astype(field.dtype)                    # (W, g)
     return rows @ field @ cols.T
 
 

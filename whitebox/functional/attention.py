@@ -36,7 +36,7 @@ from ..backend import get_array_module
 from ._checks import check_array
 from .dropout import dropout_backward, dropout_forward
 from .linear import linear_backward, linear_forward
-from .mssa import merge_heads, split_heads
+from .mssa import heads_buffer, heads_buffers, merge_heads, split_heads
 from .softmax import (causal_mask, softmax_backward, softmax_fast_backward,
                       softmax_fast_forward, softmax_forward)
 
@@ -45,14 +45,6 @@ def _t(a):
     """The last two axes swapped, as a contiguous array: NumPy's batched matmul runs a
     transposed view as its SECOND factor slower than this copy costs."""
     return get_array_module(a).ascontiguousarray(a.swapaxes(-1, -2))
-
-
-def heads_buffers(xp, B, K, N, p, parts, dtype):
-    """``parts`` empty arrays shaped (B, K, N, p), all views of ONE (B, N, parts, K, p) array,
-    for products to write into; returns (views, the merged (B, N, parts K p) array)."""
-    whole = xp.empty((B, N, parts, K, p), dtype=dtype)
-    views = [whole[:, :, i].transpose(0, 2, 1, 3) for i in range(parts)]
-    return views, whole.reshape(B, N, parts * K * p)
 
 
 def split_qkv(qkv, heads):
@@ -108,14 +100,13 @@ def sdpa_fast_forward(q, k, v, causal=False, dropout=0.0, rng=None, training=Tru
     Returns: O (B, K, Nq, p), cache (cache["attn"] is A, (B, K, Nq, Nk)).
     """
     xp = check_array("q", q, ndim=4)
-    B, K, Nq, p = q.shape
+    Nq, p = q.shape[2:]
     qs = xp.multiply(q, q.dtype.type(p ** -0.5))          # (B, K, Nq, p) s q, contiguous
     S = qs @ _t(k)                                        # (B, K, Nq, Nk)
     mask = causal_mask(Nq, k.shape[2], S.dtype, xp) if causal else None
     A, _ = softmax_fast_forward(S, mask)                  # in place over S
     Ad, dcache = dropout_forward(A, dropout, rng, training)
-    (O,), _ = heads_buffers(xp, B, K, Nq, p, 1, q.dtype)
-    xp.matmul(Ad, v, out=O)                               # (B, K, Nq, p)
+    O = xp.matmul(Ad, v, out=heads_buffer(q))            # (B, K, Nq, p), laid out (B, Nq, K, p)
     return O, {"qs": qs, "k": k, "v": v, "attn": A, "dropped": Ad, "dropout": dcache}
 
 
@@ -128,17 +119,13 @@ def sdpa_fast_backward(dO, cache, out=None):
     """
     qs, k, v, A, Ad = (cache[n] for n in ("qs", "k", "v", "attn", "dropped"))
     xp = get_array_module(dO)
-    B, K, Nk, p = k.shape
-    if out is None:
-        out = [xp.empty(qs.shape, qs.dtype), xp.empty(k.shape, k.dtype),
-               xp.empty(v.shape, v.dtype)]
-    dq, dk, dv = out
-    xp.matmul(Ad.swapaxes(-1, -2), dO, out=dv)            # (B, K, Nk, p), A_d^T a view
+    dq, dk, dv = (None, None, None) if out is None else out    # None: matmul makes new ones
+    dv = xp.matmul(Ad.swapaxes(-1, -2), dO, out=dv)       # (B, K, Nk, p), A_d^T a view
     dA = dropout_backward(dO @ _t(v), cache["dropout"])   # (B, K, Nq, Nk), a new array
     dS = softmax_fast_backward(dA, A)                     # in place: masked entries 0
-    xp.matmul(dS, k, out=dq)
-    dq *= qs.dtype.type(p ** -0.5)                        # (B, K, Nq, p)
-    xp.matmul(dS.swapaxes(-1, -2), qs, out=dk)            # (B, K, Nk, p), s already in qs
+    dq = xp.matmul(dS, k, out=dq)
+    dq *= qs.dtype.type(k.shape[-1] ** -0.5)              # (B, K, Nq, p)
+    dk = xp.matmul(dS.swapaxes(-1, -2), qs, out=dk)       # (B, K, Nk, p), s already in qs
     return dq, dk, dv
 
 

@@ -134,11 +134,18 @@ def mssa_backward(dout, cache):
 
 # ---------------------------------------------------------------- fast path
 
-def _heads_buffer(w):
+def heads_buffers(xp, B, K, N, p, parts, dtype):
+    """``parts`` empty arrays shaped (B, K, N, p), all views of ONE (B, N, parts, K, p) array,
+    for products to write into; returns (views, the merged (B, N, parts K p) array)."""
+    whole = xp.empty((B, N, parts, K, p), dtype=dtype)
+    views = [whole[:, :, i].transpose(0, 2, 1, 3) for i in range(parts)]
+    return views, whole.reshape(B, N, parts * K * p)
+
+
+def heads_buffer(w):
     """An empty array shaped like w (B, K, N, p) but laid out as (B, N, K, p) in
     memory, for a product to write into: merging its heads afterwards is free."""
-    B, K, N, p = w.shape
-    return get_array_module(w).empty((B, N, K, p), dtype=w.dtype).transpose(0, 2, 1, 3)
+    return heads_buffers(get_array_module(w), *w.shape, 1, w.dtype)[0][0]
 
 
 def _scaled_transpose(w, s):
@@ -175,7 +182,7 @@ def attention_heads_fast_forward(w, s, causal=False, dropout=0.0, rng=None, trai
         mask = causal_mask(N, N, A.dtype, xp) if causal else None
         A, _ = softmax_fast_forward(A, mask, symmetric=not causal, gram=not causal and s > 0)
     A_used, attn_mask = dropout_forward(A, dropout, rng, training)
-    H = xp.matmul(A_used, w, out=_heads_buffer(w))            # (B, K, N, p)
+    H = xp.matmul(A_used, w, out=heads_buffer(w))            # (B, K, N, p)
     return H, {"w": w, "swT": swT, "attn": A, "attn_used": A_used, "attn_mask": attn_mask,
                "softmax": softmax}
 
@@ -189,7 +196,7 @@ def attention_heads_fast_backward(dH, cache):
     w, A, A_used = cache["w"], cache["attn"], cache["attn_used"]
     xp = get_array_module(w)
     N = w.shape[2]
-    dw = xp.matmul(A_used.transpose(0, 1, 3, 2), dH, out=_heads_buffer(w))  # (B, K, N, p)
+    dw = xp.matmul(A_used.transpose(0, 1, 3, 2), dH, out=heads_buffer(w))  # (B, K, N, p)
     sdA = dropout_backward(dH @ cache["swT"], cache["attn_mask"])            # (B, K, N, N)
     if fused.usable(sdA, A):              # softmax backward and its transpose in one loop
         sdS = fused.attention_scores_backward(sdA.reshape(-1, N, N), A.reshape(-1, N, N),

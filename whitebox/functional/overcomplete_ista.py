@@ -20,6 +20,7 @@ Gram plus N m^2 to apply it (at m = 4d the Gram route costs about twice as
 much per token, and forming it alone costs d m^2 per call: at d = 768 that
 dominates a step at small batch and every generated token).
 """
+from .activation import relu_in_place
 from ._blas import matmul_rows
 from ._checks import check_array, check_dout, check_features
 
@@ -43,7 +44,7 @@ def overcomplete_ista_forward(x, D, eta=0.1, lam=0.1):
     u2 += c1                                         # c1 - eta c1 D^T D
     u2 += u1                                         # + eta a - eta lambda
     active2 = u2 > 0
-    xp.maximum(u2, 0, out=u2)                        # c2 = ReLU(u2), in place
+    relu_in_place(u2)                                # c2 = ReLU(u2), in place
     return u2, (x, D, c1, r, active1, active2, eta)
 
 

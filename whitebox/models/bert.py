@@ -72,10 +72,10 @@ class _SelfAttention(DropoutAttention):
 
     def backward(self, dout):
         B, T, d = dout.shape
-        parts, merged = A.heads_buffers(self.xp, B, self.heads, T, d // self.heads, 3,
-                                        dout.dtype)
-        A.sdpa_fast_backward(A.split_heads(dout, self.heads), self._take_cache(), out=parts)
-        dq, dk, dv = (merged.reshape(B, T, 3, d)[:, :, i] for i in range(3))   # (B, T, d) views
+        parts, _ = A.heads_buffers(self.xp, B, self.heads, T, d // self.heads, 3, dout.dtype)
+        dq, dk, dv = (A.merge_heads(g) for g in         # (B, T, d) each, views: no copy
+                      A.sdpa_fast_backward(A.split_heads(dout, self.heads), self._take_cache(),
+                                           out=parts))
         return self.query.backward(dq) + self.key.backward(dk) + self.value.backward(dv)
 
 

@@ -69,24 +69,6 @@ def sample_bilinear(images, rows, cols):
     return upper + fr * (lower - upper)
 
 
-def bilinear_weights(start, length, size, full):
-    """(n, size, full): resizing by linear interpolation, as a matrix per box.
-
-    Output pixel s of box i reads the input axis (``full`` pixels long) at
-    start_i + (s + 1/2) length_i / size - 1/2 (half-pixel centres), clamped
-    into the box; row s holds the weights of the two pixels around that point.
-    Inputs: start, length (n,) ints, the boxes along one axis; size, the output length.
-    """
-    src = start[:, None] + (np.arange(size) + 0.5) * (length[:, None] / size) - 0.5   # (n, size)
-    src = np.clip(src, start[:, None], (start + length - 1)[:, None])
-    lo = np.floor(src).astype(np.int64)
-    hi = np.minimum(lo + 1, (start + length - 1)[:, None])
-    frac = src - lo                                                                   # (n, size)
-    grid = np.arange(full)                                                 # (full,)
-    return ((1 - frac)[..., None] * (grid == lo[..., None])
-            + frac[..., None] * (grid == hi[..., None]))                   # (n, size, full)
-
-
 def upsample_bilinear(field, H, W):
     """Resize values on a coarse g x g lattice to H x W, bilinearly (half-pixel centres).
 

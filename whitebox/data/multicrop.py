@@ -18,7 +18,6 @@ comes from the Generator passed in, so one seed gives one set of views.
 import numpy as np
 
 from ..functional._checks import check_positive_int, check_real, is_int
-from .augment import bilinear_weights
 
 
 def crop_boxes(rng, n, H, W, scale, ratio=(3 / 4, 4 / 3), attempts=10):
@@ -48,12 +47,25 @@ def crop_boxes(rng, n, H, W, scale, ratio=(3 / 4, 4 / 3), attempts=10):
     return boxes
 
 
+def _bilinear_weights(start, length, size, full):
+    """(n, size, full) rows of interpolation weights: output pixel s of each box samples the
+    input at start + (s + 1/2) length / size - 1/2, clamped into the box."""
+    src = start[:, None] + (np.arange(size) + 0.5) * (length[:, None] / size) - 0.5   # (n, size)
+    src = np.clip(src, start[:, None], (start + length - 1)[:, None])
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, (start + length - 1)[:, None])
+    frac = src - lo                                                                   # (n, size)
+    grid = np.arange(full)                                                 # (full,)
+    return ((1 - frac)[..., None] * (grid == lo[..., None])
+            + frac[..., None] * (grid == hi[..., None]))                   # (n, size, full)
+
+
 def resize_crops(images, boxes, size):
     """Each image's box resized to size x size, bilinear. images (B, C, H, W), boxes (B, 4).
     Returns: (B, C, size, size) in images' dtype."""
     B, C, H, W = images.shape
-    Ry = bilinear_weights(boxes[:, 0], boxes[:, 2], size, H)       # (B, size, H)
-    Rx = bilinear_weights(boxes[:, 1], boxes[:, 3], size, W)       # (B, size, W)
+    Ry = _bilinear_weights(boxes[:, 0], boxes[:, 2], size, H)       # (B, size, H)
+    Rx = _bilinear_weights(boxes[:, 1], boxes[:, 3], size, W)       # (B, size, W)
     out = np.einsum("bsh,bchw,btw->bcst", Ry, images, Rx, optimize=True)
     return out.astype(images.dtype, copy=False)                     # (B, C, size, size)
 

@@ -283,6 +283,9 @@ print(f"whole models at this size: ViT {vit.num_params():,}, CRATE {crate.num_pa
 # results are read instead.
 
 # %%
+import json
+
+
 def previous_run():
     """The folder of an earlier default `python -m whitebox.compare`, if its classify
     runs are all finished here (else None)."""
@@ -300,9 +303,9 @@ def previous_run():
     return None, None
 
 
-import json
 where, result = previous_run()
-if where is None:
+fast_run = where is None
+if fast_run:
     where = str(OUT / "09_compare")
     result = compare.compare(["classify"], seeds=[0] if FAST else [0, 1], fast=True,
                              out=where, verbose=False, progress=False)
@@ -310,7 +313,7 @@ if where is None:
 else:
     source = f"the default python -m whitebox.compare in {where}"
 print(f"results of {source}\n")
-print(compare.markdown(result, fast=where != "runs/compare"))
+print(compare.markdown(result, fast=fast_run))
 show_file(os.path.join(where, "compare.png"))      # the curves and per-layer measures, inline
 
 # %% [markdown]
@@ -322,14 +325,15 @@ show_file(os.path.join(where, "compare.png"))      # the curves and per-layer me
 # %%
 PAPER_MIOU = {("mssa", "ista"): 23.9, ("mssa", "mlp"): 22.0, ("mhsa", "ista"): 18.4}
 PAPER_VIT = 14.1
+ABLATION_NAMES = {(a, m): f"{a.upper()}+{m.upper()}" for a in ("mssa", "mhsa")
+                  for m in ("ista", "mlp")}
 rows = {(r["attention"], r["mlp"]): r for r in result["ablation"]}
 segmentation = {r["model"]: r for r in result["segmentation"]}
 classify = {r["model"]: r for r in result["rows"] if r["task"] == "classify"}
 print(f"{'model':>12} | {'params':>8} | {'held-out acc.':>15} | {'mIoU here':>9} | "
       f"{'paper mIoU (VOC)':>16}")
 for (attention, mlp), r in rows.items():
-    name = "CRATE" if (attention, mlp) == ("mssa", "ista") else f"{attention.upper()}+" \
-        f"{mlp.upper()}"
+    name = "CRATE" if (attention, mlp) == ("mssa", "ista") else ABLATION_NAMES[attention, mlp]
     paper = PAPER_MIOU.get((attention, mlp))
     print(f"{name:>12} | {r['params']:8,d} | {100 * r['mean']:6.1f}% ± {100 * r['std']:4.1f} | "
           f"{r['miou']:9.3f} | {'' if paper is None else f'{paper:.1f}':>16}")
@@ -435,12 +439,12 @@ lines.append(f"segmentation: CRATE mIoU {segmentation['crate']['miou']:.3f} vs V
              f"{segmentation['vit']['miou']:.3f} (paper 23.9 vs 14.1 on VOC): CRATE "
              f"{'higher, as in the paper' if seg_gap > 0 else 'not higher, unlike the paper'}"
              f"; random attention {floor:.3f}")
-name = {("mssa", "ista"): "MSSA+ISTA", ("mssa", "mlp"): "MSSA+MLP",
-        ("mhsa", "ista"): "MHSA+ISTA", ("mhsa", "mlp"): "MHSA+MLP"}
+name = ABLATION_NAMES
 lines.append("ablation mIoU here: " + " > ".join(f"{name[k]} {miou_here[k]:.3f}"
                                                   for k in ranking(miou_here)))
-lines.append("ablation mIoU in the paper: MSSA+ISTA 23.9 > MSSA+MLP 22.0 > MHSA+ISTA 18.4 > "
-             "ViT 14.1")
+lines.append("ablation mIoU in the paper: " + " > ".join(
+    f"{name[k]} {v}" for k, v in sorted(PAPER_MIOU.items(), key=lambda kv: -kv[1]))
+    + f" > ViT {PAPER_VIT}")
 lines.append("ablation accuracy here: " + " > ".join(f"{name[k]} {100 * acc_here[k]:.1f}%"
                                                       for k in ranking(acc_here)))
 best = "the best" if ranking(miou_here)[0] == crate_key else "not the best"

@@ -297,7 +297,7 @@ for use_bn in (False, True):
     bottleneck = head.mlp(raw_feats)          # training mode: the batch's statistics
     bottleneck_cos[use_bn] = mean_cos(bottleneck)
     print(f"head {'with' if use_bn else 'without'} batch norm: mean cosine between the "
-          f"bottleneck vectors of different digits {mean_cos(bottleneck):.4f}")
+          f"bottleneck vectors of different digits {bottleneck_cos[use_bn]:.4f}")
 
 # %% [markdown]
 # That is the difference between DINO collapsing and DINO learning here. In

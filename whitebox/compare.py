@@ -24,10 +24,11 @@ is scored on every trained classifier.
 Every run keeps each task's default recipe (its epochs, steps, batch size and
 schedule; with --fast, the task's --fast plus FAST_SETTINGS) and trains on one
 thread; --workers N (default: one per core) trains N runs at once, each in its
-own process, the longest first. Before it starts, the command prints the plan's
-estimated time: one training step and one evaluation of each model timed on
-this machine (Counter.seconds), scaled to the run's steps and scheduled on the
-N workers. On two idle cores the default plan (33 runs) is about 63
+own process, the longest first (by the estimate below). Before it starts, the command
+prints the plan's estimated time: one training step and one evaluation of each
+model timed on this machine (Counter.seconds), scaled to the run's steps and
+scheduled on the N workers. (``compare(..., verbose=False)`` skips the
+estimate and runs the jobs in plan order.) On two idle cores the default plan (33 runs) is about 63
 CPU-minutes, about 32 minutes with two workers; --fast about a minute.
 
 Every (task, model, seed) has its own run folder DIR/<task>/<model>/seed<S>
@@ -49,6 +50,7 @@ the attention input on the heads' value subspaces and the non-zero fraction of
 the GELU hidden units. Means over seeds.
 """
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -100,6 +102,11 @@ class Job:
 
     def label(self):
         return f"{self.task} {self.model} seed {self.seed}"
+
+    def segmented(self):
+        """Whether the run's trained classifier is scored for segmentation."""
+        return self.task == "classify" and (self.ablation is not None or
+                                            self.model in SEGMENTED)
 
 
 # ------------------------------------------------------------------ widths
@@ -342,7 +349,6 @@ def do_job(job, fast):
     """Train ``job`` (its epoch lines go to log_path(job)) and score the segmentation of a
     classifier: returns (history, (miou, best_heads) or None), or ("interrupted", why)
     after Ctrl-C (the run keeps its last checkpoint)."""
-    import contextlib
     os.makedirs(os.path.dirname(job.out), exist_ok=True)
     try:
         with open(log_path(job), "a") as log, contextlib.redirect_stdout(log):
@@ -350,7 +356,7 @@ def do_job(job, fast):
     except KeyboardInterrupt as stop:     # Interrupted too, which does not cross processes
         return "interrupted", str(stop)
     seg = None
-    if job.task == "classify" and (job.ablation is not None or job.model in SEGMENTED):
+    if job.segmented():
         seg = segmentation_of(job.out)
     return history, seg
 
@@ -436,7 +442,7 @@ def estimate(jobs, counter, workers):
         key = (job.task, job.model)
         if key not in timed:
             timed[key] = counter.seconds(job.task, job.settings) + \
-                (SEGMENT_SECONDS if job.task == "classify" else 0.0)
+                (SEGMENT_SECONDS if job.segmented() else 0.0)
         job.seconds = timed[key]
     ends = [0.0] * workers
     for job in sorted(jobs, key=lambda j: -j.seconds):
@@ -603,8 +609,7 @@ def compare(tasks=TASK_NAMES, seeds=None, fast=False, out=None, progress=None, v
             histories[job.out], seg = done[job.out]
         else:
             histories[job.out] = history_of(job.out)
-            seg = segmentation_of(job.out) if job.task == "classify" and (
-                job.ablation is not None or job.model in SEGMENTED) else None
+            seg = segmentation_of(job.out) if job.segmented() else None
         if seg is not None:
             segmentation[job.out] = seg
     result = summarise(jobs, histories, segmentation)

@@ -24,12 +24,13 @@ is scored on every trained classifier.
 Every run keeps each task's default recipe (its epochs, steps, batch size and
 schedule; with --fast, the task's --fast plus FAST_SETTINGS) and trains on one
 thread; --workers N (default: one per core) trains N runs at once, each in its
-own process, the longest first (by the estimate below). Before it starts, the command
-prints the plan's estimated time: one training step and one evaluation of each
-model timed on this machine (Counter.seconds), scaled to the run's steps and
-scheduled on the N workers. (``compare(..., verbose=False)`` skips the
-estimate and runs the jobs in plan order.) On two idle cores the default plan (33 runs) is about 63
-CPU-minutes, about 32 minutes with two workers; --fast about a minute.
+own process, the longest first (by the estimate below). Before it starts, the
+command prints the plan's estimated time: one training step and one
+evaluation of each model timed on this machine (Counter.seconds), scaled to
+the run's steps and scheduled on the N workers. (``compare(...,
+verbose=False)`` skips the estimate and runs the jobs in plan order.) On two
+idle cores the default plan (33 runs) is about 63 CPU-minutes, about 32
+minutes with two workers; --fast about a minute.
 
 Every (task, model, seed) has its own run folder DIR/<task>/<model>/seed<S>
 and its epoch lines in DIR/<task>/<model>/seed<S>.log; a rerun skips the

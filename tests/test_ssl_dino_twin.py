@@ -69,12 +69,7 @@ class _TorchStudent(torch.nn.Module):
         from torch_ssl import DINOHeadTorch
         self.crate = TorchCRATE(image_size=8, patch_size=2, num_classes=3, dim=8, depth=1,
                                 heads=2, dim_head=4, channels=1).double()
-        self.head = DINOHeadTorch(8, OUT_DIM, 12, 6)
-        if use_bn:                                 # Linear - BatchNorm1d - GELU, twice
-            lin = [self.head.mlp[i] for i in (0, 2, 4)]
-            self.head.mlp = torch.nn.Sequential(
-                lin[0], torch.nn.BatchNorm1d(12).double(), torch.nn.GELU(),
-                lin[1], torch.nn.BatchNorm1d(12).double(), torch.nn.GELU(), lin[2])
+        self.head = DINOHeadTorch(8, OUT_DIM, 12, 6, use_bn=use_bn)
         self.crate.load_state_dict({k[len("backbone.crate."):]: torch.from_numpy(v.copy())
                                     for k, v in state.items()
                                     if k.startswith("backbone.crate.")})

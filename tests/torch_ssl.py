@@ -50,15 +50,19 @@ class DINOLossTorch:
 
 
 class DINOHeadTorch(torch.nn.Module):
-    """MLP (Linear-GELU-Linear-GELU-Linear), L2 normalisation, then (prototypes) a
-    weight-normalised bias-free Linear with its gain fixed to 1."""
+    """MLP (Linear-GELU-Linear-GELU-Linear; with use_bn a BatchNorm1d after each hidden
+    Linear), L2 normalisation, then (prototypes) a weight-normalised bias-free Linear with
+    its gain fixed to 1."""
 
-    def __init__(self, in_dim, out_dim, hidden_dim, bottleneck_dim, prototypes=True):
+    def __init__(self, in_dim, out_dim, hidden_dim, bottleneck_dim, prototypes=True,
+                 use_bn=False):
         super().__init__()
-        self.mlp = torch.nn.Sequential(
-            torch.nn.Linear(in_dim, hidden_dim), torch.nn.GELU(),
-            torch.nn.Linear(hidden_dim, hidden_dim), torch.nn.GELU(),
-            torch.nn.Linear(hidden_dim, bottleneck_dim)).double()
+
+        def hidden(i):
+            return [torch.nn.Linear(i, hidden_dim)] + \
+                ([torch.nn.BatchNorm1d(hidden_dim)] if use_bn else []) + [torch.nn.GELU()]
+        self.mlp = torch.nn.Sequential(*hidden(in_dim), *hidden(hidden_dim),
+                                       torch.nn.Linear(hidden_dim, bottleneck_dim)).double()
         self.prototypes = prototypes
         if prototypes:
             self.last_layer = torch.nn.utils.parametrizations.weight_norm(

@@ -15,8 +15,9 @@ Training uses the cores another way: `python -m whitebox.train --threads N`
 splits each batch into N shards that N threads run at once, each with a
 one-thread BLAS (whitebox/training/threaded.py), so the elementwise work
 runs on every core too and no thread waits on another's BLAS call, which
-holds up under load. Only a step that draws dropout masks gives
-the N threads to BLAS instead. Training sets the pool only while it trains;
+holds up under load. Only a task whose loss couples the rows of a batch
+(Task.step_splits: the self-supervised one) gives the N threads to BLAS
+instead. Training sets the pool only while it trains;
 the process's own setting comes back after it. DEFAULT_THREADS = 1 is the library's
 default and the image tasks': two shards made a step of the Quickstart model at
 batch 128 1.6x faster on a lightly loaded 2-core machine, but slower than one

@@ -22,6 +22,8 @@ from .token_cross_entropy import (token_cross_entropy, token_cross_entropy_backw
                                   token_cross_entropy_forward)
 from .l2_normalize import l2_normalize_backward, l2_normalize_forward
 from .weight_norm import weight_norm_backward, weight_norm_forward
+from .batch_norm import (batch_norm_backward, batch_norm_eval_backward,
+                         batch_norm_eval_forward, batch_norm_forward)
 from .pos_interp import interpolate_pos_embed_backward, interpolate_pos_embed_forward
 from .attention import (attention_backward, attention_forward, sdpa_backward,
                         sdpa_fast_backward, sdpa_fast_forward, sdpa_forward)

@@ -147,7 +147,7 @@ def attention_forward(x, W_qkv, b_qkv, W_proj, b_proj, heads, causal=False, drop
                          f"(3 d, d) with d = {d} divisible by heads = {heads}")
     qkv, qkv_cache = linear_forward(x, W_qkv, b_qkv)      # (B, N, 3 d)
     O, core = sdpa_fast_forward(*split_qkv(qkv, heads), causal, dropout, rng, training)
-    y, proj_cache = linear_forward(merge_heads(O), W_proj, b_proj)    # (B, N, d), a view
+    y, proj_cache = linear_forward(merge_heads(O), W_proj, b_proj)    # merge_heads(O): a view
     return y, {"qkv": qkv_cache, "core": core, "proj": proj_cache, "attn": core["attn"],
                "heads": heads}
 

@@ -15,5 +15,5 @@ __all__ = ["Module", "Sequential", "ModuleList", "Linear", "LayerNorm", "ReLU", 
            "PreNorm", "MSSA", "ISTA", "OvercompleteISTA", "CRATELayer",
            "DecoderLayer", "PatchConv", "PatchEmbed",
            "LMAttention", "LMBlock", "AlphaLayer", "ResidualBlock",
-           "DINOHead", "SimDINOHead", "WeightNormLinear", "L2Normalize"]
-from .ssl_heads import DINOHead, L2Normalize, SimDINOHead, WeightNormLinear
+           "DINOHead", "SimDINOHead", "WeightNormLinear", "L2Normalize", "BatchNorm1d"]
+from .ssl_heads import BatchNorm1d, DINOHead, L2Normalize, SimDINOHead, WeightNormLinear

@@ -212,8 +212,9 @@ class Module:
         Used to run one shard of a batch in another thread (whitebox.training.threaded):
         the twin's forward and backward never touch this module's caches or gradients,
         while an optimizer step on this module moves the twin's parameters too (the
-        arrays are the same objects). Generators are shared as well, so a twin must not
-        draw (see draws_in_training). Attributes that refer to modules of the tree
+        arrays are the same objects). Generators are shared as well: a twin that draws
+        needs its own (ShardThreads points each twin's ``rng`` at a generator derived
+        for its shard at every step). Attributes that refer to modules of the tree
         (a weight tied through a module reference) are pointed at their twins.
         """
         twins = {}

@@ -167,8 +167,7 @@ class SimDINOHead(Module):
         for name, v in (("in_dim", in_dim), ("hidden_dim", hidden_dim),
                         ("bottleneck_dim", bottleneck_dim)):
             check_positive_int(name, v)
-        self.use_bn = bool(use_bn)
-        self.mlp = _mlp(in_dim, hidden_dim, bottleneck_dim, dtype, _rng(seed), self.use_bn)
+        self.mlp = _mlp(in_dim, hidden_dim, bottleneck_dim, dtype, _rng(seed), bool(use_bn))
         self.norm = L2Normalize(dtype=dtype)
 
     def forward(self, x):

@@ -238,13 +238,11 @@ class SSL(Task):
                                            num_classes=NUM_CLASSES, dim=o.dim, depth=o.depth,
                                            heads=o.heads, dim_head=o.dim_head, channels=C,
                                            dtype="float32", seed=self.cfg.seed))
-        bn = o.head_bn == "on"
+        shared = dict(seed=self.cfg.seed + 1, use_bn=o.head_bn == "on")
         if o.ssl_loss == "dino":
-            head = DINOHead(o.dim, o.out_dim, o.hidden_dim, o.bottleneck_dim,
-                            seed=self.cfg.seed + 1, use_bn=bn)
+            head = DINOHead(o.dim, o.out_dim, o.hidden_dim, o.bottleneck_dim, **shared)
         else:
-            head = SimDINOHead(o.dim, o.hidden_dim, o.bottleneck_dim, seed=self.cfg.seed + 1,
-                               use_bn=bn)
+            head = SimDINOHead(o.dim, o.hidden_dim, o.bottleneck_dim, **shared)
         return MultiCropNetwork(backbone, head)
 
     def build_model(self):

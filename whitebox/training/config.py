@@ -33,7 +33,7 @@ class TrainConfig:
     backend: str = setting("numpy", "array backend", Check(str, choices=BACKENDS))
     threads: int = setting(DEFAULT_THREADS, "threads for NumPy: W > 1 splits each batch into W "
                            "shards run at once (training/threaded.py; BLAS threads instead "
-                           "when the step draws dropout masks)", POSITIVE_INT)
+                           "when the task's loss couples the rows of a batch)", POSITIVE_INT)
     distributed: bool = setting(False, "data-parallel over MPI ranks (training/distributed.py)",
                                 Check(bool), flag=False)
     out: str = setting(None, "output folder", Check(str, optional=True))
@@ -76,8 +76,7 @@ def make_config(task, given=None, fast=False, base=None):
         settings.update(base.get("options", {}))
         settings = {task.renamed.get(k, k): v for k, v in settings.items()}
         for k, v in task.introduced.items():      # a run saved before the setting existed
-            if k not in base.get("options", {}) and k not in base:
-                settings[k] = v
+            settings.setdefault(k, v)
     else:
         settings = dict(task.defaults)
         if fast:

@@ -1,6 +1,8 @@
 """Checks several test files share: a table row of a functional pair (``Op``) and its
 float32 check, state dicts equal key by key, the whole-model gradient check of a token
-model, and one training step against a PyTorch twin."""
+model, one training step against a PyTorch twin, and two runs' metric curves."""
+import json
+import os
 from dataclasses import dataclass
 from typing import Callable, Tuple
 
@@ -80,3 +82,17 @@ def assert_twin_step(model, twin, inputs, targets):
     model.backward(dlogits)
     assert abs(float(loss) - tl.item()) < 1e-10
     check_grads(model, twin)
+
+
+def read_curve(out):
+    """The per-epoch records of the run in ``out`` (its metrics.jsonl)."""
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def assert_same_curve(a, b):
+    """Two runs' records agree epoch by epoch in loss and accuracy, up to float32 rounding."""
+    assert [r["epoch"] for r in a] == [r["epoch"] for r in b]
+    for ra, rb in zip(a, b):
+        for k in ("train_loss", "test_loss", "train_acc", "test_acc"):
+            np.testing.assert_allclose(ra[k], rb[k], rtol=2e-5, atol=1e-6, err_msg=k)

@@ -83,6 +83,18 @@ def test_distort_is_a_function_of_the_generator_and_every_image_draws_its_own():
     assert g.bit_generator.state == rng.bit_generator.state
 
 
+def test_distorting_part_of_a_batch_draws_as_for_the_whole():
+    """A process of a split run distorts only its rows, with the whole batch's draws."""
+    images = np.random.default_rng(6).random((7, 1, 12, 12))
+    g, h = np.random.default_rng(7), np.random.default_rng(7)
+    whole = random_distort(images, g, 15.0, 0.1, 1.5, 1.0)
+    part = random_distort(images, h, 15.0, 0.1, 1.5, 1.0, part=slice(2, 5))
+    np.testing.assert_array_equal(part[2:5], whole[2:5])
+    np.testing.assert_array_equal(part[:2], images[:2])
+    np.testing.assert_array_equal(part[5:], images[5:])
+    assert g.bit_generator.state == h.bit_generator.state
+
+
 def test_upsample_bilinear_resizes_rows_then_columns():
     field = np.random.default_rng(8).random((2, 3, 5, 5))
     up = upsample_bilinear(field, 11, 13)
@@ -106,6 +118,14 @@ def test_loader_distorts_only_when_asked_and_checks_the_ranges():
     (x, _), = list(warped)
     np.testing.assert_array_equal(
         x, random_distort(images, np.random.default_rng(0), 10.0, 0.1, 1, 1.0))
+    halves = [list(BatchLoader(images, labels, 6, rng=np.random.default_rng(0),
+                               shuffle=False, max_shift=1, rotate=10.0, zoom=0.1, warp=1.0,
+                               part=(rank, 2)))[0][0] for rank in (0, 1)]
+    np.testing.assert_array_equal(halves[0][:3], x[:3])     # each process's rows, as whole
+    np.testing.assert_array_equal(halves[1][3:], x[3:])
+    for part in ((2, 2), (0, 0), [0, 1], (0.0, 1)):
+        with pytest.raises(ValueError, match="part must be"):
+            BatchLoader(images, labels, 6, rng=rng, part=part)
     for name, bad in (("rotate", -1.0), ("zoom", 1.0), ("warp", float("nan")),
                       ("rotate", True)):
         with pytest.raises(ValueError, match=name):

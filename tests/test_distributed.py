@@ -12,6 +12,7 @@ import threading
 import numpy as np
 import pytest
 
+from common_checks import assert_same_curve, read_curve
 from whitebox.models import CRATE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,18 +86,6 @@ def train(out, *extra, ranks=None, shard_log=None, kill_at=None, kill_write=2):
     return r.stdout
 
 
-def curve(out):
-    with open(os.path.join(out, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
-def assert_same_curve(a, b):
-    assert [r["epoch"] for r in a] == [r["epoch"] for r in b]
-    for ra, rb in zip(a, b):
-        for k in ("train_loss", "test_loss", "train_acc", "test_acc"):
-            np.testing.assert_allclose(ra[k], rb[k], rtol=2e-5, atol=1e-6, err_msg=k)
-
-
 def test_two_ranks_follow_one_process(tmp_path):
     mpirun()
     train(tmp_path / "one")
@@ -108,7 +97,7 @@ def test_two_ranks_follow_one_process(tmp_path):
         assert rows == ["48 24"] * 8, rows
     assert out.count("epoch   1 |") == 1                    # only rank 0 prints the epochs
     assert out.count("test accuracy:") == 1                 # and the last line
-    assert_same_curve(curve(tmp_path / "two"), curve(tmp_path / "one"))
+    assert_same_curve(read_curve(tmp_path / "two"), read_curve(tmp_path / "one"))
     assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one"))
 
 
@@ -117,7 +106,7 @@ def test_two_ranks_follow_one_process_with_random_masks(tmp_path):
     mpirun()
     train(tmp_path / "one", "--task", "mae")
     train(tmp_path / "two", "--task", "mae", ranks=2)
-    one, two = curve(tmp_path / "one"), curve(tmp_path / "two")
+    one, two = read_curve(tmp_path / "one"), read_curve(tmp_path / "two")
     assert len(one) == len(two) == 2
     for ra, rb in zip(two, one):
         for k in ("train_loss", "test_mse"):
@@ -130,7 +119,7 @@ def test_two_ranks_resume_exactly(tmp_path):
     train(tmp_path / "whole", ranks=2)
     train(tmp_path / "split", "--stop-after", "1", ranks=2)
     train(tmp_path / "split", "--resume", ranks=2)
-    assert_same_curve(curve(tmp_path / "split"), curve(tmp_path / "whole"))
+    assert_same_curve(read_curve(tmp_path / "split"), read_curve(tmp_path / "whole"))
 
 
 TIME_KEYS = ("step_seconds", "seconds", "elapsed")
@@ -178,7 +167,7 @@ def test_two_ranks_resume_after_the_writer_died_mid_checkpoint(tmp_path, whole_t
     assert temporaries(cut) == []
     strip = lambda records: [{k: v for k, v in r.items() if k not in TIME_KEYS + ("run",)}
                              for r in records]
-    assert strip(curve(cut)) == strip(curve(whole_three_epochs))          # bit for bit
+    assert strip(read_curve(cut)) == strip(read_curve(whole_three_epochs))          # bit for bit
     arrays, meta = checkpoint_contents(cut / "checkpoint.npz")
     want_arrays, want_meta = checkpoint_contents(whole_three_epochs / "checkpoint.npz")
     assert meta == want_meta

@@ -36,6 +36,7 @@ from . import backend
 from .checkpoint import load_checkpoint
 from .training import Interrupted, Training, distributed, train
 from .training.config import TrainConfig, make_config
+from .training.processes import ProcessesStopped
 from .training.runs import CONFIG, RunFolder, read_json
 
 PROG = "whitebox.train"
@@ -247,6 +248,12 @@ def main(argv=None):
         sys.stderr.write(f"{stop}; continue with --resume\n" if stop.checkpoint else
                          f"{stop}; start again without --resume\n")
         sys.exit(130)
+    except ProcessesStopped as stop:                # --processes: another copy ended early
+        if debug:
+            raise
+        sys.stderr.write(f"{PROG}: error: {stop}; " + ("continue with --resume\n"
+                         if training.saved_epoch else "start again without --resume\n"))
+        sys.exit(1)
     if distributed.is_writer(cfg):                  # the last lines, not one per rank
         print(training.task.summary(history))
         last = history[-1]["epoch"] if history else 0

@@ -84,14 +84,16 @@ def upsample_bilinear(field, H, W):
     return rows @ field @ cols.T
 
 
-def random_distort(images, rng, rotate=0.0, zoom=0.0, shift=0.0, warp=0.0, grid=7):
+def random_distort(images, rng, rotate=0.0, zoom=0.0, shift=0.0, warp=0.0, grid=7, part=None):
     """Rotate, zoom, translate and warp each image by its own random draw.
 
     Inputs: images (B, C, H, W) with zero background; rng a Generator;
     rotate (degrees), zoom (fraction, < 1), shift and warp (pixels), all
-    >= 0: the ranges of the module docstring; grid, the warp's lattice.
-    The draws, in order: B angles, B zooms, 2B shifts, 2 B grid^2 warp
-    offsets (the last only when warp > 0).
+    >= 0: the ranges of the module docstring; grid, the warp's lattice;
+    part, a slice of the batch: distort only those images and return the
+    others as they are (for a process that trains on that part), None: all.
+    The draws, in order, whatever ``part``: B angles, B zooms, 2B shifts,
+    2 B grid^2 warp offsets (the last only when warp > 0).
     Returns: distorted images (B, C, H, W), same dtype.
     """
     B, C, H, W = images.shape
@@ -110,4 +112,8 @@ def random_distort(images, rng, rotate=0.0, zoom=0.0, shift=0.0, warp=0.0, grid=
         offsets = rng.uniform(-warp, warp, (2, B, grid, grid)).astype(dtype)
         dy, dx = upsample_bilinear(offsets, H, W)
         rows, cols = rows + dy, cols + dx
-    return sample_bilinear(images, rows, cols)
+    if part is None:
+        return sample_bilinear(images, rows, cols)
+    out = images.copy()
+    out[part] = sample_bilinear(images[part], rows[part], cols[part])
+    return out

@@ -83,6 +83,14 @@ def _normalized(images, mean, std):
     return (images - mean) / std
 
 
+def shard_bounds(n, parts):
+    """Where the rows of a batch of ``n`` split into ``parts`` contiguous shards: parts + 1 ints.
+
+    Shard i holds rows bounds[i]:bounds[i + 1]; sizes differ by at most one.
+    """
+    return np.linspace(0, n, parts + 1).round().astype(int)
+
+
 class BatchLoader:
     """Minibatches of (images, labels) for one pass over a dataset.
 
@@ -99,13 +107,16 @@ class BatchLoader:
     integers (checked once, here: float labels are refused, never truncated);
     batch_size; rng, a Generator (needed when shuffling or distorting);
     rotate (degrees), zoom (fraction, < 1) and warp (pixels), >= 0;
-    mean, std per channel (None: no normalisation); backend 'numpy'/'cupy'.
+    mean, std per channel (None: no normalisation); backend 'numpy'/'cupy';
+    part, (rank, size) of a run split over processes: every batch is still
+    drawn whole, but only the rows of shard ``rank`` of ``size``
+    (``shard_bounds``, the rows that process trains on) are distorted.
     Yields: images (B, C, H, W), labels (B,) int64 on ``backend``.
     """
 
     def __init__(self, images, labels, batch_size, rng=None, shuffle=True, max_shift=0,
                  mean=None, std=None, drop_last=False, backend="numpy", rotate=0.0, zoom=0.0,
-                 warp=0.0):
+                 warp=0.0, part=(0, 1)):
         _check_images_labels(images, labels)
         if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -117,6 +128,10 @@ class BatchLoader:
                     or not 0 <= value < (high or np.inf):
                 raise ValueError(f"{name} must be a number in [0, {high or 'inf'}), "
                                  f"got {value!r}")
+        if not (isinstance(part, tuple) and len(part) == 2
+                and all(isinstance(v, (int, np.integer)) for v in part)
+                and 0 <= part[0] < part[1]):
+            raise ValueError(f"part must be (rank, size) with 0 <= rank < size, got {part!r}")
         distort = bool(rotate or zoom or warp)
         if (shuffle or max_shift or distort) and not isinstance(rng, np.random.Generator):
             raise TypeError("rng must be a np.random.Generator when shuffling, shifting or "
@@ -129,7 +144,7 @@ class BatchLoader:
         self.images, self.labels = images, labels.astype(np.int64, copy=False)
         self.batch_size, self.rng, self.shuffle = int(batch_size), rng, bool(shuffle)
         self.max_shift, self.drop_last, self.backend = int(max_shift), bool(drop_last), backend
-        self.mean, self.std = mean, std
+        self.mean, self.std, self.part = mean, std, part
         self.distortion = dict(rotate=float(rotate), zoom=float(zoom), warp=float(warp)) \
             if distort else None
 
@@ -143,7 +158,10 @@ class BatchLoader:
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             if self.distortion:
+                rank, size = self.part
+                lo, hi = shard_bounds(len(idx), size)[rank:rank + 2]
                 x = random_distort(self.images[idx], self.rng, shift=self.max_shift,
+                                   part=slice(lo, hi) if size > 1 else None,
                                    **self.distortion)
             else:
                 x = random_shift(self.images[idx], self.max_shift, self.rng)

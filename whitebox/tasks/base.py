@@ -38,8 +38,18 @@ class Task:
     introduced = {}           # setting added later -> the value runs saved before it had
     description = ""
 
+    # A run split over processes (--processes, --distributed) tells each copy of the task
+    # its place, (rank, size), and how to add numbers over the copies; an evaluation
+    # may take its share of the held-out batches and add the sums (Classify does).
+    part = (0, 1)
+
     def __init__(self, cfg):
         self.cfg, self.opt = cfg, cfg.options
+
+    @staticmethod
+    def add_parts(sums):
+        """A dict of Python numbers summed over the run's processes (one process: itself)."""
+        return sums
 
     # ------------------------------------------------ settings
     @classmethod

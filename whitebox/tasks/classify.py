@@ -141,7 +141,7 @@ class Classify(Task):
         self.train_loader = BatchLoader(train_images, train_labels, self.cfg.batch_size, rng=rng,
                                         max_shift=o.max_shift, rotate=o.rotate, zoom=o.zoom,
                                         warp=o.warp, mean=mean, std=std,
-                                        backend=self.cfg.backend)
+                                        backend=self.cfg.backend, part=self.part)
         self.test_loader = BatchLoader(test_images, test_labels, 500, shuffle=False, mean=mean,
                                        std=std, backend=self.cfg.backend)
         self.test_images, self.test_labels, self.mean, self.std = test_images, test_labels, \
@@ -217,18 +217,26 @@ class Classify(Task):
         return loss, {"loss": loss * n, "acc": correct, "count": n}
 
     def evaluate(self, model):
-        """Held-out loss and accuracy (eval mode), and the per-layer measures."""
+        """Held-out loss and accuracy (eval mode), and the per-layer measures.
+
+        A run split over processes shares the held-out batches out between
+        them; the first process alone adds the per-layer measures, which only
+        its record (the one written) keeps.
+        """
         model.eval()
-        total_loss = total_correct = 0.0
-        for images, labels in self.test_loader:
-            logits = model(images)
-            loss, _ = losses.cross_entropy(logits, labels)
-            total_loss += float(loss) * len(labels)
-            total_correct += float((logits.argmax(axis=1) == labels).sum())
-        count = self.counts[1]
-        rc, nonzero = layer_measures(model, self.probe)
-        return dict(test_loss=total_loss / count, test_acc=total_correct / count, rc=rc,
-                    nonzero=nonzero)
+        rank, size = self.part
+        sums = dict(loss=0.0, correct=0.0)
+        for i, (images, labels) in enumerate(self.test_loader):
+            if i % size == rank:
+                logits = model(images)
+                loss, _ = losses.cross_entropy(logits, labels)
+                sums["loss"] += float(loss) * len(labels)
+                sums["correct"] += float((logits.argmax(axis=1) == labels).sum())
+        sums, count = self.add_parts(sums), self.counts[1]
+        record = dict(test_loss=sums["loss"] / count, test_acc=sums["correct"] / count)
+        if rank == 0:
+            record["rc"], record["nonzero"] = layer_measures(model, self.probe)
+        return record
 
     def epoch_line(self, record):
         return (f"epoch {record['epoch']:3d} | train loss {record['train_loss']:.4f} acc "

@@ -34,6 +34,10 @@ class TrainConfig:
     threads: int = setting(DEFAULT_THREADS, "threads for NumPy: W > 1 splits each batch into W "
                            "shards run at once (training/threaded.py; BLAS threads instead "
                            "when the task's loss couples the rows of a batch)", POSITIVE_INT)
+    processes: int = setting(1, "processes on this machine: N > 1 starts N - 1 more, each "
+                             "training a copy of the model on 1/N of every batch, gradients "
+                             "averaged every step (training/processes.py; no MPI needed)",
+                             POSITIVE_INT)
     distributed: bool = setting(False, "data-parallel over MPI ranks (training/distributed.py)",
                                 Check(bool), flag=False)
     out: str = setting(None, "output folder", Check(str, optional=True))
@@ -50,7 +54,7 @@ class TrainConfig:
 
 
 # Settings that may change between an interrupted run and its resumption.
-RUNTIME_FIELDS = ("backend", "threads", "distributed", "out", "resume", "overwrite", "stop_after",
+RUNTIME_FIELDS = ("backend", "threads", "processes", "distributed", "out", "resume", "overwrite", "stop_after",
                   "figures", "progress")
 
 
@@ -96,6 +100,12 @@ def validate(task, cfg):
                          f"got {cfg.model!r}")
     if not isinstance(cfg.options, task.Options):
         cfg.options = task.resolve(check_settings(task.Options(**cfg.options)))
+    if cfg.processes > 1 and cfg.distributed:
+        raise ValueError(f"--processes {cfg.processes} and --distributed both split every "
+                         "batch over processes: use one of them")
+    if cfg.processes > 1 and cfg.backend != "numpy":
+        raise ValueError(f"--processes {cfg.processes} trains copies on the CPU cores: use it "
+                         f"with --backend numpy, got --backend {cfg.backend}")
     if cfg.out is None:         # a folder per task and model: runs/mnist, runs/mnist-crate-alpha
         cfg.out = task.default_out(cfg.options) + \
             ("" if cfg.model == task.models[0] else f"-{cfg.model}")

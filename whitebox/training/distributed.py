@@ -24,8 +24,13 @@ is not used. Rank 0 alone touches the run folder: it removes what a killed
 write left, moves an earlier run aside, writes config.json, metrics.jsonl,
 checkpoints and figures, and prints; the other ranks wait until it has
 prepared the folder (SharedRun), never write or remove anything there,
-evaluate the held-out set themselves (the numbers are the same) and read
-the checkpoint on --resume.
+and read the checkpoint on --resume. Every rank evaluates; a task may share
+the held-out batches out between the ranks and add the sums
+(``Task.part``/``add_parts``: the classifier does), and every rank distorts
+only its own rows of a batch (``BatchLoader(part=)``).
+
+``--processes N`` (processes.py) runs this same scheme on one machine
+without MPI: its communicator has the calls of mpi4py's that are used here.
 
 CRATE-MAE's patch masks are drawn for the whole global batch before the
 split, so they are the 1-process run's masks. Dropout masks are drawn inside
@@ -43,6 +48,7 @@ import pickle
 import numpy as np
 
 from ..backend import to_device, to_numpy
+from .processes import ProcessComm, current, launch
 from .runs import RunFolder
 from .threaded import split_batch
 
@@ -61,15 +67,27 @@ class DataParallel:
     """One rank of a data-parallel run: shards batches, averages gradients in one call."""
 
     def __init__(self, comm=None):
-        MPI = _mpi()
-        self.MPI = MPI
+        # processes.ProcessComm has an mpi4py communicator's calls, without MPI
+        self.local = isinstance(comm, ProcessComm)
+        MPI = None if self.local else _mpi()
+        self.in_place, self.sum = (None, None) if self.local else (MPI.IN_PLACE, MPI.SUM)
         self.comm = comm if comm is not None else MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.writer = self.rank == 0
 
+    def close(self):
+        """Free what the run's copies share (the shared memory of --processes)."""
+        if self.local:
+            self.comm.close()
+
+    def describe(self):
+        """How the run's copies are spread, for the run's first line."""
+        return f"{self.size} processes" if self.local else f"{self.size} MPI ranks"
+
     def shard(self, batch):
         """This rank's contiguous rows of every array in a batch tuple."""
-        return split_batch(batch, self.size, "--distributed")[self.rank]
+        return split_batch(batch, self.size, "--processes" if self.local
+                           else "--distributed")[self.rank]
 
     def allreduce(self, model, sums):
         """Replace every gradient by the count-weighted mean over ranks; sum the metric sums.
@@ -90,16 +108,27 @@ class DataParallel:
             np.multiply(p, count, out=flat[i:i + p.size])
             i += p.size
         flat[i:] = [float(sums[k]) for k in keys]
-        self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
+        self.comm.Allreduce(self.in_place, flat, op=self.sum)
         total = flat[i + keys.index("count")]
         flat[:i] /= total if total else 1.0
         backend = model.backend
         i = 0
         for k in names:
             g = grads[k]
-            g[...] = to_device(flat[i:i + g.size].reshape(g.shape).astype(g.dtype), backend)
+            mean = flat[i:i + g.size].reshape(g.shape)
+            if backend == "numpy":      # straight into the gradient, no temporary
+                np.copyto(g, mean, casting="same_kind")
+            else:
+                g[...] = to_device(mean.astype(g.dtype), backend)
             i += g.size
         return {k: to_device(np.asarray(flat[i + j]), backend) for j, k in enumerate(keys)}
+
+    def add_numbers(self, sums):
+        """A dict of Python numbers summed over the ranks (float64, one call)."""
+        keys = sorted(sums)
+        flat = np.array([float(sums[k]) for k in keys], dtype=np.float64)
+        self.comm.Allreduce(self.in_place, flat, op=self.sum)
+        return dict(zip(keys, flat.tolist()))
 
 
 class SharedRun(RunFolder):
@@ -158,13 +187,22 @@ def _portable(err):
 
 
 def setup(cfg):
-    """(DataParallel or None, the run folder this rank uses) for ``cfg``."""
-    if not cfg.distributed:
+    """(DataParallel or None, the run folder this rank uses) for ``cfg``.
+
+    With ``cfg.processes`` > 1 the process that is not one started by
+    processes.launch starts the others here and becomes process 0.
+    """
+    if cfg.distributed:
+        dp = DataParallel()
+    elif cfg.processes > 1:
+        dp = DataParallel(current() or launch(cfg))
+    else:
         return None, RunFolder(cfg.out)
-    dp = DataParallel()
     return dp, SharedRun(cfg.out, dp)
 
 
 def is_writer(cfg):
     """True for the process that prints and writes: rank 0, or the only process."""
-    return not cfg.distributed or _mpi().COMM_WORLD.Get_rank() == 0
+    if cfg.distributed:
+        return _mpi().COMM_WORLD.Get_rank() == 0
+    return current() is None

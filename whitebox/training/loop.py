@@ -97,7 +97,7 @@ class Training:
         self.wall_start = time.perf_counter()
         cfg = validate(task, cfg)
         self.cfg = cfg
-        self.dp, self.folder = distributed.setup(cfg)   # dp None unless --distributed
+        self.dp, self.folder = distributed.setup(cfg)   # dp None unless split over processes
         self.writer = self.dp is None or self.dp.writer  # only rank 0 prints and writes files
         self.say = tqdm.write if self.writer else (lambda line: None)  # above any progress bar
         if cfg.resume:
@@ -105,6 +105,9 @@ class Training:
             _check_resumable(task, cfg, saved)
 
         self.task = task(cfg)
+        if self.dp:
+            self.task.part, self.task.add_parts = (self.dp.rank, self.dp.size), \
+                self.dp.add_numbers
         rng = np.random.default_rng(cfg.seed)   # data order and augmentation: checkpointed
         self.task.setup(rng)
         self.model = model = self.task.build_model().to(cfg.backend)
@@ -148,6 +151,8 @@ class Training:
         cfg = self.cfg
         with contextlib.ExitStack() as scope:
             scope.enter_context(limited(cfg.threads))
+            if self.dp:
+                scope.callback(self.dp.close)
             if cfg.backend == "numpy":
                 scope.enter_context(keeping_freed_memory())  # each step reuses the last one's
             shards = None
@@ -157,9 +162,13 @@ class Training:
                 scope.callback(shards.close)
             self.say(self.header(shards))
             cores = available_cores()
-            if cfg.backend == "numpy" and cfg.threads > cores:
-                self.say(f"warning: {cfg.threads} threads on the {cores} cores this process may "
-                         "use: the threads take turns, and each step waits for the slowest")
+            if cfg.backend == "numpy" and cfg.threads * cfg.processes > cores:
+                what = f"{cfg.threads} threads" if cfg.processes == 1 else \
+                    f"{cfg.processes} processes of {cfg.threads} thread(s)"
+                self.say(f"warning: {what} on the {cores} cores this process may use: they "
+                         "take turns, and each step waits for the slowest")
+            if self.dp:
+                self.dp.comm.Barrier()    # the clock starts when every process is ready
             train_start = time.perf_counter()
             last_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, cfg.stop_after)
             self.current_epoch, self.in_epoch = self.start_epoch + 1, 0
@@ -188,7 +197,7 @@ class Training:
 
     def _epoch(self, epoch, shards):
         cfg, task, model = self.cfg, self.task, self.model
-        progress = sys.stderr.isatty() if cfg.progress is None else cfg.progress
+        progress = self.writer and (sys.stderr.isatty() if cfg.progress is None else cfg.progress)
         tic = time.perf_counter()
         model.train()
         totals = {}
@@ -257,7 +266,7 @@ class Training:
             machine = "numpy, 1 thread"
         if fused.enabled() and cfg.backend == "numpy":
             machine += " | fused loops (Numba)"
-        machine += f" | {self.dp.size} MPI ranks" if self.dp else " | no MPI"
+        machine += f" | {self.dp.describe()}" if self.dp else " | no MPI"
         return (f"{self.task.name}: {type(model).__name__} --model {cfg.model}, {attention}, "
                 f"{model.num_params():,} parameters | {self.task.describe()} | {cfg.epochs} "
                 f"epochs of {self.steps_per_epoch} steps of {cfg.batch_size} | {machine} | "

@@ -47,6 +47,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..data.loader import shard_bounds
+
 
 def batch_rows(batch, who="--threads"):
     """The number of samples in a batch tuple (every array holds them along axis 0)."""
@@ -67,7 +69,7 @@ def split_batch(batch, parts, who="--threads"):
                          "(the last batch of an epoch holds the remainder of the training "
                          "set); choose --batch-size or the training-set size so that every "
                          "batch has at least that many")
-    bounds = np.linspace(0, n, parts + 1).round().astype(int)
+    bounds = shard_bounds(n, parts)
     return [type(batch)(a[lo:hi] for a in batch) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 

@@ -1,0 +1,144 @@
+"""--processes N: data parallel over processes on one machine, no MPI.
+
+The scheme is --distributed's (test_distributed.py), so the checks are its:
+N processes follow one process with the same global batch up to rounding,
+only process 0 prints and writes, and resume is exact. Then what processes
+add: a process that dies or is interrupted stops the run at once, with a
+clear message, and leaves no process or shared memory behind.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from common_checks import assert_same_curve, read_curve
+from whitebox.training import make_config
+from whitebox.training.processes import ProcessComm
+from whitebox.tasks.classify import Classify
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--fast", "--n-train", "192", "--n-test", "64", "--batch-size", "48", "--epochs", "2",
+         "--no-figures", "--no-progress", "--threads", "1"]
+ENV = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+
+
+def train(out, *extra, processes=None):
+    cmd = [sys.executable, "-m", "whitebox.train", *SMALL, "--out", str(out), *extra]
+    if processes:
+        cmd += ["--processes", str(processes)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return r
+
+
+def shared_segments():
+    """The names of the shared-memory segments on this machine (Linux: /dev/shm)."""
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
+def test_two_processes_follow_one_process(tmp_path):
+    """With the digits' distortions on: each process distorts only its rows."""
+    before = shared_segments()
+    distort = ("--rotate", "10", "--zoom", "0.1", "--warp", "1")
+    train(tmp_path / "one", *distort)
+    r = train(tmp_path / "two", *distort, processes=2)
+    assert r.stdout.count("epoch   1 |") == 1                  # only process 0 prints
+    assert r.stdout.count("test accuracy:") == 1
+    assert "| 2 processes |" in r.stdout.splitlines()[0]
+    assert "leaked" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert_same_curve(read_curve(tmp_path / "two"), read_curve(tmp_path / "one"))
+    assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one"))
+    assert shared_segments() <= before                         # process 0 removed its memory
+
+
+def test_three_processes_with_random_masks(tmp_path):
+    """CRATE-MAE's masks are drawn for the whole batch before the split (Task.draw)."""
+    train(tmp_path / "one", "--task", "mae")
+    train(tmp_path / "three", "--task", "mae", processes=3)
+    one, three = read_curve(tmp_path / "one"), read_curve(tmp_path / "three")
+    assert len(one) == len(three) == 2
+    for ra, rb in zip(three, one):
+        for k in ("train_loss", "test_mse"):
+            np.testing.assert_allclose(ra[k], rb[k], rtol=2e-5, err_msg=k)
+
+
+def test_two_processes_resume_exactly(tmp_path):
+    train(tmp_path / "whole", processes=2)
+    train(tmp_path / "split", "--stop-after", "1", processes=2)
+    train(tmp_path / "split", "--resume", processes=2)
+    assert_same_curve(read_curve(tmp_path / "split"), read_curve(tmp_path / "whole"))
+
+
+def long_run(tmp_path):
+    """A run of 2 processes that would take minutes, started in its own process group."""
+    cmd = [sys.executable, "-m", "whitebox.train", "--fast", "--epochs", "500", "--no-figures",
+           "--no-progress", "--threads", "1", "--processes", "2", "--out", str(tmp_path)]
+    run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=ENV, start_new_session=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "checkpoint.npz").exists():        # training has started
+        assert run.poll() is None and time.time() < deadline, run.communicate()
+        time.sleep(0.2)
+    return run
+
+
+def children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the started process in /proc")
+def test_a_killed_process_stops_the_run_with_a_message(tmp_path):
+    run = long_run(tmp_path)
+    workers = [c for c in children(run.pid)
+               if "whitebox" in open(f"/proc/{c}/cmdline").read()
+               or "multiprocessing" in open(f"/proc/{c}/cmdline").read()]
+    spawned = [c for c in workers if "spawn_main" in open(f"/proc/{c}/cmdline").read()]
+    assert len(spawned) == 1, workers
+    os.kill(spawned[0], signal.SIGKILL)
+    out, err = run.communicate(timeout=60)                     # no hang at the barrier
+    assert run.returncode not in (0, None)
+    assert "error: process 1 stopped; continue with --resume" in err, err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
+    assert group_ends(run.pid)
+
+
+def test_ctrl_c_stops_every_process_and_says_how_to_resume(tmp_path):
+    run = long_run(tmp_path)
+    os.killpg(run.pid, signal.SIGINT)                          # what a terminal sends
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err[-2000:]
+    assert "continue with --resume" in err and "Traceback" not in err, err[-2000:]
+    assert group_ends(run.pid)                                 # nothing is left running
+
+
+def group_ends(group, seconds=10):
+    """True once no process of ``group`` is left (within ``seconds``)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_processes_refuse_what_they_cannot_run():
+    with pytest.raises(ValueError, match="--processes 2 and --distributed"):
+        make_config(Classify, dict(processes=2, distributed=True))
+    with pytest.raises(ValueError, match="--processes 2 trains copies on the CPU"):
+        make_config(Classify, dict(processes=2, backend="cupy"))
+    with pytest.raises(ValueError, match="processes"):
+        make_config(Classify, dict(processes=0))
+
+
+def test_bcast_is_from_process_zero_only():
+    comm = ProcessComm(0, 1, links=[])
+    assert comm.bcast("x") == "x"
+    with pytest.raises(ValueError, match="root must be 0"):
+        comm.bcast("x", root=1)

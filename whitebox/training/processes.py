@@ -1,0 +1,176 @@
+"""Data-parallel training over processes on this machine: ``--processes N``, no MPI needed.
+
+The scheme is distributed.py's, word for word: N processes each hold a full
+copy of the model, every one draws the same global batch and trains on its
+shard of the rows, one allreduce per step adds their count-weighted
+gradients, and every process takes the same optimizer step. Process 0 is the
+one you started: it prints and writes the run folder; it starts processes
+1..N-1 with multiprocessing's "spawn" (a fresh interpreter, safe on every
+platform), and they run the same settings.
+
+Why processes and not threads (``--threads``): a step of a small model is
+thousands of short NumPy calls, and threads take turns at Python's lock
+between them, so two threads seldom make a step twice as fast. Processes
+share no lock.
+
+The collective calls are those of an mpi4py communicator, so
+``distributed.DataParallel`` and ``SharedRun`` use them unchanged:
+
+  * ``Allreduce``: each process writes its buffer into its own row of a
+    block of shared memory, all meet (``Barrier``), and each adds the rows in
+    the same order (so every copy gets the same bits). Two blocks alternate,
+    so one meeting per call is enough: nobody can write a block again before
+    everyone has passed the next meeting, that is, read it.
+  * ``Barrier``: each other process sends process 0 a token down its pipe
+    and waits; process 0 takes them all, then answers each.
+  * ``bcast``: process 0 sends the object down the pipe to each other one.
+
+Every meeting goes through process 0 over the pipes, so a process that
+stops (an error, a kill, Ctrl-C) closes its pipe and the others raise at
+once instead of waiting forever; one that fails sends its error first, and
+process 0 names it. Ctrl-C reaches every process of the terminal's group:
+process 0 reports it and the others leave quietly.
+"""
+import multiprocessing
+from multiprocessing import shared_memory
+
+import numpy as np
+
+_COMM = None          # in a started process: its ProcessComm
+
+
+class ProcessesStopped(RuntimeError):
+    """Another process of the run stopped; the message says which and why, where known."""
+
+
+class ProcessComm:
+    """Rank ``rank`` of ``size`` processes: the subset of an mpi4py communicator training uses.
+
+    ``links`` are the pipes: in process 0 one per other process (rank 1
+    first), in the others the one to process 0.
+    """
+
+    def __init__(self, rank, size, links):
+        self.rank, self.size, self.links = rank, size, links
+        self.blocks, self.memory, self.calls = {}, [], 0
+
+    def Get_rank(self):
+        return self.rank
+
+    def Get_size(self):
+        return self.size
+
+    def Barrier(self):
+        """Every process arrives here before any leaves."""
+        if self.rank == 0:
+            for r, link in enumerate(self.links, start=1):
+                news = self._receive(link, r)
+                if news is not None:                         # ("error", what happened)
+                    raise ProcessesStopped(f"process {r} stopped: {news[1]}")
+            for link in self.links:
+                link.send(None)
+        else:
+            self.links[0].send(None)
+            self._receive(self.links[0], 0)
+
+    def bcast(self, obj, root=0):
+        """Process 0's ``obj`` in every process (only root 0 is supported)."""
+        if root != 0:
+            raise ValueError(f"root must be 0, got {root!r}")
+        if self.rank == 0:
+            for link in self.links:
+                link.send(obj)
+            return obj
+        return self._receive(self.links[0], 0)
+
+    def Allreduce(self, sendbuf, recvbuf, op=None):
+        """Sum ``recvbuf`` (a float64 vector) over the processes, in place in every one.
+
+        ``sendbuf`` and ``op`` are accepted for mpi4py's signature: the
+        buffer is always summed in place.
+        """
+        n = recvbuf.size
+        if n not in self.blocks:
+            self.blocks[n] = self._share_blocks(n)
+        block = self.blocks[n][self.calls % 2]
+        self.calls += 1
+        block[self.rank] = recvbuf
+        self.Barrier()
+        np.sum(block, axis=0, out=recvbuf)
+
+    @staticmethod
+    def _receive(link, rank):
+        try:
+            return link.recv()
+        except (EOFError, OSError):
+            raise ProcessesStopped(f"process {rank} stopped") from None
+
+    def _share_blocks(self, n):
+        """Two (size, n) float64 blocks in shared memory, for sums of n numbers.
+
+        Process 0 makes the segment and sends its name. (Spawned processes
+        share process 0's resource tracker, so attaching registers nothing
+        new, and process 0's unlink leaves nothing behind.)
+        """
+        nbytes = 2 * self.size * n * 8
+        if self.rank == 0:
+            memory = shared_memory.SharedMemory(create=True, size=nbytes)
+            self.bcast(memory.name)
+        else:
+            memory = shared_memory.SharedMemory(name=self.bcast(None))
+        self.memory.append(memory)
+        both = np.ndarray((2, self.size, n), dtype=np.float64, buffer=memory.buf)
+        return both[0], both[1]
+
+    def close(self):
+        """Free the shared memory (process 0 removes it)."""
+        self.blocks = {}
+        for memory in self.memory:
+            memory.close()
+            if self.rank == 0:
+                memory.unlink()
+        self.memory = []
+
+
+def current():
+    """The communicator of this process when it was started by :func:`launch`, else None."""
+    return _COMM
+
+
+def launch(cfg):
+    """Start processes 1..N-1 of ``cfg.processes`` running ``cfg``; this one becomes process 0.
+
+    Returns process 0's ProcessComm; the started processes end with the run
+    (and stop when this process ends first).
+    """
+    context = multiprocessing.get_context("spawn")
+    links = []
+    for rank in range(1, cfg.processes):
+        mine, theirs = context.Pipe()
+        context.Process(target=_run, args=(cfg, rank, theirs), name=f"whitebox-process-{rank}",
+                        daemon=True).start()
+        theirs.close()
+        links.append(mine)
+    return ProcessComm(0, cfg.processes, links)
+
+
+def _run(cfg, rank, link):
+    """Process ``rank``: train ``cfg`` silently as a non-writing copy (the spawn target)."""
+    global _COMM
+    from ..train import get_task
+    from .loop import Training
+
+    _COMM = ProcessComm(rank, cfg.processes, [link])
+    try:
+        Training(get_task(cfg.task), cfg).run()
+    except KeyboardInterrupt:
+        link.poll(5.0)     # process 0 got Ctrl-C too: let it stop first, and report it
+    except ProcessesStopped:
+        pass               # process 0 stopped, and says why
+    except BaseException as err:
+        try:
+            link.send(("error", f"{type(err).__name__}: {err}"))
+        except OSError:
+            pass
+    finally:
+        _COMM.close()

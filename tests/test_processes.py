@@ -142,3 +142,12 @@ def test_bcast_is_from_process_zero_only():
     assert comm.bcast("x") == "x"
     with pytest.raises(ValueError, match="root must be 0"):
         comm.bcast("x", root=1)
+
+
+def test_a_loss_that_couples_the_rows_is_not_split(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "whitebox.train", "--task", "ssl", "--fast",
+                        "--processes", "2", "--out", str(tmp_path)],
+                       capture_output=True, text=True, env=ENV, timeout=120)
+    assert r.returncode == 2
+    assert "couples the rows of a batch" in r.stderr and "--processes 2" in r.stderr, r.stderr
+    assert not os.path.exists(tmp_path / "metrics.jsonl")

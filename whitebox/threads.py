@@ -23,7 +23,8 @@ default and the image tasks': two shards made a step of the Quickstart model at
 batch 128 1.6x faster on a lightly loaded 2-core machine, but slower than one
 thread once one more busy process ran, and a run's result depends on its
 thread count (benchmarks/README.md, "The default classification recipe").
-The language-model tasks default to 2. The pool is
+The language-model tasks default to 2. ``--processes N`` (training/processes.py)
+is the third way: N processes, each with this pool, share no interpreter lock. The pool is
 controlled through threadpoolctl, which finds every BLAS and OpenMP library
 loaded into the process, whatever NumPy was built with.
 Arrays on a GPU (CuPy) do not use these threads; the setting is harmless there.

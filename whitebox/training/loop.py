@@ -111,6 +111,11 @@ class Training:
         rng = np.random.default_rng(cfg.seed)   # data order and augmentation: checkpointed
         self.task.setup(rng)
         self.model = model = self.task.build_model().to(cfg.backend)
+        if self.dp and not self.task.step_splits(model):
+            split = "--distributed" if cfg.distributed else f"--processes {cfg.processes}"
+            raise ValueError(f"the loss of --task {cfg.task} couples the rows of a batch, so "
+                             f"its batches cannot be split over processes: train it without "
+                             f"{split}")
         if not cfg.resume:
             # only now that the data and the model are known to work: an earlier run in
             # the folder is moved aside (or deleted) by a run that can start

@@ -1,22 +1,28 @@
-"""Which thread count is robust? Time short training runs at 1 and 2 threads.
+"""Which thread and process counts are robust? Time short training runs with each.
 
     python benchmarks/bench_threads.py [--repeats 3] [--epochs 2]
     python benchmarks/bench_threads.py --train-args="--dim 256 --depth 8 --batch-size 128 --n-train 1024"
+    python benchmarks/bench_threads.py --threads 1 --processes 1 2 --epochs 10
 
 With --threads 2 the training splits each batch into 2 shards run by 2
-threads (whitebox/training/threaded.py); --threads 1 runs one thread.
+threads (whitebox/training/threaded.py); --threads 1 runs one thread. With
+--processes 2 two processes each train a copy on half of every batch
+(whitebox/training/processes.py); every thread count is timed with every
+process count.
 
 Runs `python -m whitebox.train --epochs E --no-figures` alternating between
 thread counts, first on the machine as it is (labelled "idle" only when its
 load average is below half a process per core, else "LOADED", with a
 warning), then beside one busy
-process (`python -c "while True: pass"`), and prints the median wall time and
-CPU time (user + system) of each. The thread count is passed as `--threads`
+process (`python -c "while True: pass"`), and prints the median wall time,
+training time (the epochs alone, from the run's last lines: no start-up or
+spawning) and CPU time (user + system) of each. The thread count is passed as `--threads`
 when the training command has that flag, else through the BLAS environment
 variables.
 """
 import argparse
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -34,9 +40,11 @@ def has_threads_flag():
     return "--threads" in out
 
 
-def one_run(threads, epochs, flag, out, extra=()):
+def one_run(threads, epochs, flag, out, extra=(), processes=1):
     cmd = [sys.executable, "-m", "whitebox.train", "--epochs", str(epochs), "--no-figures",
            "--no-progress", "--out", out, *extra]
+    if processes > 1:
+        cmd += ["--processes", str(processes)]
     env = dict(os.environ)
     if flag:
         cmd += ["--threads", str(threads)]
@@ -52,7 +60,13 @@ def one_run(threads, epochs, flag, out, extra=()):
         raise SystemExit(f"training failed:\n{res.stderr[-2000:]}")
     acc = [line for line in res.stdout.splitlines() if "accuracy" in line][-1:]
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, acc[0] if acc else ""
+    return wall, cpu, acc[0] if acc else "", training_seconds(res.stdout)
+
+
+def training_seconds(stdout):
+    """The epochs' seconds from the run's 'wall time ...: E epochs T s, ...' line (nan if none)."""
+    found = re.search(r"wall time [\d.]+ s: \d+ epochs? ([\d.]+) s", stdout)
+    return float(found.group(1)) if found else float("nan")
 
 
 def main(argv=None):
@@ -60,6 +74,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--processes", type=int, nargs="+", default=[1])
     ap.add_argument("--train-args", default="", help="more flags for the training command "
                     "(one string, e.g. a larger model: \"--dim 256 --depth 8\")")
     args = ap.parse_args(argv)
@@ -68,8 +83,9 @@ def main(argv=None):
     print(f"python -m whitebox.train --epochs {args.epochs} --no-figures {args.train_args}, "
           "threads via "
           f"{'--threads' if flag else 'environment variables'}; median of {args.repeats}")
-    print("| machine | threads | wall s | CPU s | last line |")
-    print("|---|---|---|---|---|")
+    print("| machine | threads | processes | wall s | training s | CPU s | last line |")
+    print("|---|---|---|---|---|---|---|")
+    settings = [(n, p) for p in args.processes for n in args.threads]
     with tempfile.TemporaryDirectory() as tmp:
         for busy_too in (False, True):
             busy = None
@@ -80,18 +96,19 @@ def main(argv=None):
                 warn_if_loaded("the 'as it is' timings")
                 condition = machine_state()
             try:
-                results = {n: [] for n in args.threads}
+                results = {setting: [] for setting in settings}
                 for _ in range(args.repeats):
-                    for n in args.threads:
-                        results[n].append(one_run(n, args.epochs, flag, os.path.join(tmp, "r"),
-                                                      extra))
+                    for n, p in settings:
+                        results[n, p].append(one_run(n, args.epochs, flag,
+                                                     os.path.join(tmp, "r"), extra, p))
             finally:
                 if busy is not None:
                     busy.kill()
                     busy.wait()
-            for n, rs in results.items():
-                print(f"| {condition} | {n} | {statistics.median(r[0] for r in rs):.1f} | "
-                      f"{statistics.median(r[1] for r in rs):.1f} | {rs[-1][2]} |", flush=True)
+            for (n, p), rs in results.items():
+                wall, cpu, train = (statistics.median(r[i] for r in rs) for i in (0, 1, 3))
+                print(f"| {condition} | {n} | {p} | {wall:.1f} | {train:.1f} | {cpu:.1f} | "
+                      f"{rs[-1][2]} |", flush=True)
 
 
 if __name__ == "__main__":

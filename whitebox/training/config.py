@@ -54,8 +54,8 @@ class TrainConfig:
 
 
 # Settings that may change between an interrupted run and its resumption.
-RUNTIME_FIELDS = ("backend", "threads", "processes", "distributed", "out", "resume", "overwrite", "stop_after",
-                  "figures", "progress")
+RUNTIME_FIELDS = ("backend", "threads", "processes", "distributed", "out", "resume", "overwrite",
+                  "stop_after", "figures", "progress")
 
 
 def split_settings(task, settings):

@@ -186,8 +186,8 @@ def _portable(err):
         return RuntimeError(f"rank 0: {type(err).__name__}: {err}")
 
 
-def setup(cfg):
-    """(DataParallel or None, the run folder this rank uses) for ``cfg``.
+def setup(cfg, task):
+    """(DataParallel or None, the run folder this rank uses) for training ``task`` with ``cfg``.
 
     With ``cfg.processes`` > 1 the process that is not one started by
     processes.launch starts the others here and becomes process 0.
@@ -195,7 +195,7 @@ def setup(cfg):
     if cfg.distributed:
         dp = DataParallel()
     elif cfg.processes > 1:
-        dp = DataParallel(current() or launch(cfg))
+        dp = DataParallel(current() or launch(task, cfg))
     else:
         return None, RunFolder(cfg.out)
     return dp, SharedRun(cfg.out, dp)

@@ -97,7 +97,7 @@ class Training:
         self.wall_start = time.perf_counter()
         cfg = validate(task, cfg)
         self.cfg = cfg
-        self.dp, self.folder = distributed.setup(cfg)   # dp None unless split over processes
+        self.dp, self.folder = distributed.setup(cfg, task)   # dp None unless split over processes
         self.writer = self.dp is None or self.dp.writer  # only rank 0 prints and writes files
         self.say = tqdm.write if self.writer else (lambda line: None)  # above any progress bar
         if cfg.resume:

@@ -137,8 +137,9 @@ def current():
     return _COMM
 
 
-def launch(cfg):
-    """Start processes 1..N-1 of ``cfg.processes`` running ``cfg``; this one becomes process 0.
+def launch(task, cfg):
+    """Start processes 1..N-1 of ``cfg.processes`` training ``task`` (the Task subclass) with
+    ``cfg``; this one becomes process 0.
 
     Returns process 0's ProcessComm; the started processes end with the run
     (and stop when this process ends first).
@@ -147,22 +148,22 @@ def launch(cfg):
     links = []
     for rank in range(1, cfg.processes):
         mine, theirs = context.Pipe()
-        context.Process(target=_run, args=(cfg, rank, theirs), name=f"whitebox-process-{rank}",
-                        daemon=True).start()
+        context.Process(target=_run, args=(task, cfg, rank, theirs),
+                        name=f"whitebox-process-{rank}", daemon=True).start()
         theirs.close()
         links.append(mine)
     return ProcessComm(0, cfg.processes, links)
 
 
-def _run(cfg, rank, link):
-    """Process ``rank``: train ``cfg`` silently as a non-writing copy (the spawn target)."""
+def _run(task, cfg, rank, link):
+    """Process ``rank``: train ``task`` with ``cfg`` silently, as a copy that writes nothing
+    (the spawn target)."""
     global _COMM
-    from ..train import get_task
     from .loop import Training
 
     _COMM = ProcessComm(rank, cfg.processes, [link])
     try:
-        Training(get_task(cfg.task), cfg).run()
+        Training(task, cfg).run()
     except KeyboardInterrupt:
         link.poll(5.0)     # process 0 got Ctrl-C too: let it stop first, and report it
     except ProcessesStopped:

@@ -4,8 +4,10 @@ The scheme is --distributed's (test_distributed.py), so the checks are its:
 N processes follow one process with the same global batch up to rounding,
 only process 0 prints and writes, and resume is exact. Then what processes
 add: a process that dies or is interrupted stops the run at once, with a
-clear message, and leaves no process or shared memory behind.
+clear message, and leaves no process or shared memory behind; processes that
+fall out of step raise instead of reading each other's data.
 """
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -16,8 +18,8 @@ import numpy as np
 import pytest
 
 from common_checks import assert_same_curve, read_curve
-from whitebox.training import make_config
-from whitebox.training.processes import ProcessComm
+from whitebox.training import make_config, train as train_run
+from whitebox.training.processes import ProcessComm, ProcessesStopped
 from whitebox.tasks.classify import Classify
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,7 +93,8 @@ def children(pid):
         return [int(c) for c in f.read().split()]
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the started process in /proc")
+@pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"),
+                    reason="finds the started process in /proc/<pid>/task/<pid>/children")
 def test_a_killed_process_stops_the_run_with_a_message(tmp_path):
     run = long_run(tmp_path)
     workers = [c for c in children(run.pid)
@@ -142,6 +145,52 @@ def test_bcast_is_from_process_zero_only():
     assert comm.bcast("x") == "x"
     with pytest.raises(ValueError, match="root must be 0"):
         comm.bcast("x", root=1)
+
+
+def pair():
+    """Process 0's and process 1's communicators over one pipe, in this process."""
+    zero, one = multiprocessing.Pipe()
+    return ProcessComm(0, 2, [zero]), ProcessComm(1, 2, [one])
+
+
+def test_a_failed_process_is_named_with_its_error():
+    zero, one = pair()
+    one.links[0].send(("error", "ValueError: bad data"))
+    with pytest.raises(ProcessesStopped, match="process 1 stopped: ValueError: bad data"):
+        zero.Barrier()
+
+
+def test_sending_to_a_process_that_ended_says_so():
+    zero, one = pair()
+    one.links[0].send(("error", "MemoryError: "))
+    one.links[0].close()
+    with pytest.raises(ProcessesStopped, match="process 1 stopped: MemoryError"):
+        zero.bcast("the segment's name")
+    zero, one = pair()
+    zero.links[0].close()
+    with pytest.raises(ProcessesStopped, match="process 0 stopped"):
+        one.bcast(None)
+
+
+def test_processes_out_of_step_raise_instead_of_reading_each_others_data():
+    zero, one = pair()
+    one.links[0].send(("meet", ("allreduce", 7)))          # process 1 is in an allreduce
+    with pytest.raises(ProcessesStopped, match="process 1 is out of step"):
+        zero.Barrier()                                      # process 0 at the start barrier
+    zero, one = pair()
+    zero.links[0].send(("go", "barrier"))
+    with pytest.raises(ProcessesStopped, match="process 0 is out of step"):
+        one.bcast(None)
+
+
+def test_an_in_process_run_leaves_no_process_behind(tmp_path):
+    """train() from Python: the started process has ended when train() returns."""
+    cfg = make_config(Classify, dict(processes=2, epochs=1, n_train=96, n_test=32,
+                                     out=str(tmp_path), figures=False, progress=False),
+                      fast=True)
+    history = train_run(Classify, cfg)
+    assert len(history) == 1
+    assert multiprocessing.active_children() == []
 
 
 def test_a_loss_that_couples_the_rows_is_not_split(tmp_path):

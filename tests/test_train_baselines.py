@@ -100,9 +100,10 @@ def test_crate_settings_are_refused_for_a_baseline(tmp_path, capsys, task, flag,
 
 def test_vit_on_two_mpi_ranks_follows_one_process(tmp_path):
     """--distributed: two ranks, each half of every batch, the curve of one process."""
-    from test_distributed import assert_same_curve, curve, mpirun, train
+    from common_checks import assert_same_curve, read_curve
+    from test_distributed import mpirun, train
     mpirun()
     train(tmp_path / "one", "--model", "vit")
     out = train(tmp_path / "two", "--model", "vit", ranks=2)
     assert "ViT --model vit, standard attention" in out and "2 MPI ranks" in out
-    assert_same_curve(curve(tmp_path / "two"), curve(tmp_path / "one"))
+    assert_same_curve(read_curve(tmp_path / "two"), read_curve(tmp_path / "one"))

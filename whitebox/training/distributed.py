@@ -74,6 +74,7 @@ class DataParallel:
         self.comm = comm if comm is not None else MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.writer = self.rank == 0
+        self.flag = f"--processes {self.size}" if self.local else "--distributed"  # for messages
 
     def close(self):
         """Free what the run's copies share (the shared memory of --processes)."""
@@ -86,8 +87,7 @@ class DataParallel:
 
     def shard(self, batch):
         """This rank's contiguous rows of every array in a batch tuple."""
-        return split_batch(batch, self.size, "--processes" if self.local
-                           else "--distributed")[self.rank]
+        return split_batch(batch, self.size, self.flag)[self.rank]
 
     def allreduce(self, model, sums):
         """Replace every gradient by the count-weighted mean over ranks; sum the metric sums.

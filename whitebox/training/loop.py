@@ -100,6 +100,15 @@ class Training:
         self.dp, self.folder = distributed.setup(cfg, task)   # dp None unless split over processes
         self.writer = self.dp is None or self.dp.writer  # only rank 0 prints and writes files
         self.say = tqdm.write if self.writer else (lambda line: None)  # above any progress bar
+        try:
+            self._prepare(task, cfg)
+        except BaseException:
+            if self.dp:
+                self.dp.close()         # --processes: the started processes end too
+            raise
+
+    def _prepare(self, task, cfg):
+        """The constructor's work after the run folder is known: data, model, optimizer."""
         if cfg.resume:
             saved = self.folder.open_for_resume()
             _check_resumable(task, cfg, saved)
@@ -112,10 +121,9 @@ class Training:
         self.task.setup(rng)
         self.model = model = self.task.build_model().to(cfg.backend)
         if self.dp and not self.task.step_splits(model):
-            split = "--distributed" if cfg.distributed else f"--processes {cfg.processes}"
             raise ValueError(f"the loss of --task {cfg.task} couples the rows of a batch, so "
                              f"its batches cannot be split over processes: train it without "
-                             f"{split}")
+                             f"{self.dp.flag}")
         if not cfg.resume:
             # only now that the data and the model are known to work: an earlier run in
             # the folder is moved aside (or deleted) by a run that can start

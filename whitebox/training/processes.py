@@ -26,12 +26,16 @@ The collective calls are those of an mpi4py communicator, so
   * ``bcast``: process 0 sends the object down the pipe to each other one.
 
 Every meeting goes through process 0 over the pipes, so a process that
-stops (an error, a kill, Ctrl-C) closes its pipe and the others raise at
-once instead of waiting forever; one that fails sends its error first, and
-process 0 names it. Ctrl-C reaches every process of the terminal's group:
-process 0 reports it and the others leave quietly.
+stops (an error, a kill) closes its pipe and the others raise at once
+instead of waiting forever; one that fails sends its error first, and
+process 0 names it. The started processes ignore Ctrl-C: process 0 reports
+it, and at the end of a run, or when it stops, it closes its pipes, waits
+for the others to end and removes the shared memory.
 """
+import contextlib
 import multiprocessing
+import signal
+import threading
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -47,11 +51,14 @@ class ProcessComm:
     """Rank ``rank`` of ``size`` processes: the subset of an mpi4py communicator training uses.
 
     ``links`` are the pipes: in process 0 one per other process (rank 1
-    first), in the others the one to process 0.
+    first), in the others the one to process 0; ``workers``, in process 0,
+    the started processes. Every message is a pair (kind, value), and each
+    side checks that the kind is the one the call expects, so processes
+    that fell out of step raise instead of reading each other's data.
     """
 
-    def __init__(self, rank, size, links):
-        self.rank, self.size, self.links = rank, size, links
+    def __init__(self, rank, size, links, workers=()):
+        self.rank, self.size, self.links, self.workers = rank, size, links, list(workers)
         self.blocks, self.memory, self.calls = {}, [], 0
 
     def Get_rank(self):
@@ -60,28 +67,26 @@ class ProcessComm:
     def Get_size(self):
         return self.size
 
-    def Barrier(self):
-        """Every process arrives here before any leaves."""
+    def Barrier(self, tag="barrier"):
+        """Every process arrives here (with the same ``tag``) before any leaves."""
         if self.rank == 0:
             for r, link in enumerate(self.links, start=1):
-                news = self._receive(link, r)
-                if news is not None:                         # ("error", what happened)
-                    raise ProcessesStopped(f"process {r} stopped: {news[1]}")
-            for link in self.links:
-                link.send(None)
+                self._expect(link, r, "meet", tag)
+            for r, link in enumerate(self.links, start=1):
+                self._send(link, r, ("go", tag))
         else:
-            self.links[0].send(None)
-            self._receive(self.links[0], 0)
+            self._send(self.links[0], 0, ("meet", tag))
+            self._expect(self.links[0], 0, "go", tag)
 
     def bcast(self, obj, root=0):
         """Process 0's ``obj`` in every process (only root 0 is supported)."""
         if root != 0:
             raise ValueError(f"root must be 0, got {root!r}")
         if self.rank == 0:
-            for link in self.links:
-                link.send(obj)
+            for r, link in enumerate(self.links, start=1):
+                self._send(link, r, ("bcast", obj))
             return obj
-        return self._receive(self.links[0], 0)
+        return self._expect(self.links[0], 0, "bcast")
 
     def Allreduce(self, sendbuf, recvbuf, op=None):
         """Sum ``recvbuf`` (a float64 vector) over the processes, in place in every one.
@@ -95,41 +100,81 @@ class ProcessComm:
         block = self.blocks[n][self.calls % 2]
         self.calls += 1
         block[self.rank] = recvbuf
-        self.Barrier()
+        self.Barrier(("allreduce", n))
         np.sum(block, axis=0, out=recvbuf)
 
-    @staticmethod
-    def _receive(link, rank):
+    # ------------------------------------------------------------ messages
+    def _send(self, link, rank, message):
         try:
-            return link.recv()
+            link.send(message)
+        except OSError:                 # its end is closed: it stopped (and may have said why)
+            raise ProcessesStopped(self._last_words(link, rank)) from None
+
+    def _expect(self, link, rank, kind, tag=None):
+        """The value of the next message from ``rank``, which must be (kind, tag) or (kind, x)."""
+        try:
+            got, value = link.recv()
         except (EOFError, OSError):
             raise ProcessesStopped(f"process {rank} stopped") from None
+        if got == "error":
+            raise ProcessesStopped(f"process {rank} stopped: {value}")
+        if got != kind or (tag is not None and value != tag):
+            raise ProcessesStopped(f"process {rank} is out of step: it sent {got!r} "
+                                   f"({value!r}) where {kind!r} ({tag!r}) was due")
+        return value
 
+    @staticmethod
+    def _last_words(link, rank):
+        try:
+            if link.poll(0):
+                got, value = link.recv()
+                if got == "error":
+                    return f"process {rank} stopped: {value}"
+        except (EOFError, OSError, ValueError, TypeError):
+            pass
+        return f"process {rank} stopped"
+
+    # ------------------------------------------------------------ shared memory
     def _share_blocks(self, n):
         """Two (size, n) float64 blocks in shared memory, for sums of n numbers.
 
-        Process 0 makes the segment and sends its name. (Spawned processes
-        share process 0's resource tracker, so attaching registers nothing
-        new, and process 0's unlink leaves nothing behind.)
+        Process 0 makes the segment and sends its name; the others attach to
+        it. (Spawned processes report to process 0's resource tracker, which
+        keeps one entry per name, so process 0's unlink leaves none behind.)
         """
         nbytes = 2 * self.size * n * 8
         if self.rank == 0:
             memory = shared_memory.SharedMemory(create=True, size=nbytes)
+            self.memory.append(memory)          # before anything can fail: close() frees it
             self.bcast(memory.name)
         else:
             memory = shared_memory.SharedMemory(name=self.bcast(None))
-        self.memory.append(memory)
+            self.memory.append(memory)
         both = np.ndarray((2, self.size, n), dtype=np.float64, buffer=memory.buf)
         return both[0], both[1]
 
     def close(self):
-        """Free the shared memory (process 0 removes it)."""
+        """Free the shared memory; in process 0 also end the others.
+
+        Process 0 removes the segments, closes its pipes (a process still
+        waiting for it then stops) and waits up to 10 s for each started
+        process to end before it terminates it.
+        """
         self.blocks = {}
         for memory in self.memory:
             memory.close()
             if self.rank == 0:
                 memory.unlink()
         self.memory = []
+        if self.rank == 0:
+            for link in self.links:
+                link.close()
+            for worker in self.workers:
+                worker.join(10.0)
+                if worker.is_alive():
+                    worker.terminate()
+                    worker.join()
+            self.links, self.workers = [], []
 
 
 def current():
@@ -141,18 +186,34 @@ def launch(task, cfg):
     """Start processes 1..N-1 of ``cfg.processes`` training ``task`` (the Task subclass) with
     ``cfg``; this one becomes process 0.
 
-    Returns process 0's ProcessComm; the started processes end with the run
-    (and stop when this process ends first).
+    The started processes ignore Ctrl-C (SIGINT): process 0 reports it and
+    its close() ends them. Returns process 0's ProcessComm.
     """
     context = multiprocessing.get_context("spawn")
-    links = []
-    for rank in range(1, cfg.processes):
-        mine, theirs = context.Pipe()
-        context.Process(target=_run, args=(task, cfg, rank, theirs),
-                        name=f"whitebox-process-{rank}", daemon=True).start()
-        theirs.close()
-        links.append(mine)
-    return ProcessComm(0, cfg.processes, links)
+    links, workers = [], []
+    with sigint_ignored():              # inherited by the started interpreters
+        for rank in range(1, cfg.processes):
+            mine, theirs = context.Pipe()
+            worker = context.Process(target=_run, args=(task, cfg, rank, theirs),
+                                     name=f"whitebox-process-{rank}", daemon=True)
+            worker.start()
+            theirs.close()
+            links.append(mine)
+            workers.append(worker)
+    return ProcessComm(0, cfg.processes, links, workers)
+
+
+@contextlib.contextmanager
+def sigint_ignored():
+    """SIGINT ignored inside the block (outside the main thread: left as it is)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _run(task, cfg, rank, link):
@@ -164,8 +225,6 @@ def _run(task, cfg, rank, link):
     _COMM = ProcessComm(rank, cfg.processes, [link])
     try:
         Training(task, cfg).run()
-    except KeyboardInterrupt:
-        link.poll(5.0)     # process 0 got Ctrl-C too: let it stop first, and report it
     except ProcessesStopped:
         pass               # process 0 stopped, and says why
     except BaseException as err:

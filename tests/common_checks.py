@@ -90,9 +90,9 @@ def read_curve(out):
         return [json.loads(line) for line in f]
 
 
-def assert_same_curve(a, b):
-    """Two runs' records agree epoch by epoch in loss and accuracy, up to float32 rounding."""
+def assert_same_curve(a, b, keys=("train_loss", "test_loss", "train_acc", "test_acc")):
+    """Two runs' records agree epoch by epoch in ``keys``, up to float32 rounding."""
     assert [r["epoch"] for r in a] == [r["epoch"] for r in b]
     for ra, rb in zip(a, b):
-        for k in ("train_loss", "test_loss", "train_acc", "test_acc"):
+        for k in keys:
             np.testing.assert_allclose(ra[k], rb[k], rtol=2e-5, atol=1e-6, err_msg=k)

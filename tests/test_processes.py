@@ -197,3 +197,17 @@ def test_a_loss_that_couples_the_rows_is_not_split(tmp_path):
     assert r.returncode == 2
     assert "couples the rows of a batch" in r.stderr and "--processes 2" in r.stderr, r.stderr
     assert not os.path.exists(tmp_path / "metrics.jsonl")
+
+
+def test_an_unguarded_script_is_told_what_to_do(tmp_path):
+    """The started processes import the script again: unguarded, it would start a run in
+    each; the run stops with the reason instead of hanging."""
+    script = tmp_path / "unguarded.py"
+    script.write_text("from whitebox.train import run\n"
+                      f"run(processes=2, fast=True, out={str(tmp_path / 'run')!r}, "
+                      "figures=False, progress=False)\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=ENV,
+                       timeout=120)
+    assert r.returncode != 0
+    assert "process 1 stopped while starting" in r.stderr, r.stderr[-2000:]
+    assert "if __name__ == '__main__':" in r.stderr

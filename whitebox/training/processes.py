@@ -60,6 +60,7 @@ class ProcessComm:
     def __init__(self, rank, size, links, workers=()):
         self.rank, self.size, self.links, self.workers = rank, size, links, list(workers)
         self.blocks, self.memory, self.calls = {}, [], 0
+        self.heard = set()              # the ranks a message has come from
 
     def Get_rank(self):
         return self.rank
@@ -115,24 +116,33 @@ class ProcessComm:
         try:
             got, value = link.recv()
         except (EOFError, OSError):
-            raise ProcessesStopped(f"process {rank} stopped") from None
+            raise ProcessesStopped(self._stopped(rank)) from None
         if got == "error":
-            raise ProcessesStopped(f"process {rank} stopped: {value}")
+            raise ProcessesStopped(self._stopped(rank, value))
         if got != kind or (tag is not None and value != tag):
             raise ProcessesStopped(f"process {rank} is out of step: it sent {got!r} "
                                    f"({value!r}) where {kind!r} ({tag!r}) was due")
+        self.heard.add(rank)
         return value
 
-    @staticmethod
-    def _last_words(link, rank):
+    def _last_words(self, link, rank):
         try:
             if link.poll(0):
                 got, value = link.recv()
                 if got == "error":
-                    return f"process {rank} stopped: {value}"
+                    return self._stopped(rank, value)
         except (EOFError, OSError, ValueError, TypeError):
             pass
-        return f"process {rank} stopped"
+        return self._stopped(rank)
+
+    def _stopped(self, rank, error=None):
+        """Why the run cannot go on: ``rank`` stopped (with ``error``, where it sent one)."""
+        text = f"process {rank} stopped" + (f": {error}" if error else "")
+        if rank and rank not in self.heard and not error:
+            text += (" while starting (its error is printed above; a script that starts a "
+                     "run with --processes must do so under if __name__ == '__main__':, "
+                     "as the processes import it again)")
+        return text
 
     # ------------------------------------------------------------ shared memory
     def _share_blocks(self, n):

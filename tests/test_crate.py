@@ -107,6 +107,22 @@ def test_whole_model_gradient_check(pool):
     assert set(errs) == set(m.state_dict()) | {"input 0"}
 
 
+def test_shifted_patch_tokens_gradient_check_and_names():
+    """patch_shift: the embedding reads 5x wider patches, every name stays, gradients hold
+    (the input gradient too, through the shifted copies)."""
+    m = tiny(patch_shift=1)
+    labels = np.array([0, 2])
+    errs = check_module(m, [images()], loss=lambda z: wb.losses.cross_entropy(z, labels),
+                        tol=1e-6, floor=1e-4)
+    assert set(errs) == set(m.state_dict()) | {"input 0"}
+    assert list(m.state_dict()) == list(tiny().state_dict())
+    assert m.state_dict()["to_patch_embedding.2.weight"].shape == (6, 5 * 32)
+    assert m.config["patch_shift"] == 1 and "patch_shift" not in tiny().config
+    for bad in (-1, 8, 1.5, True):
+        with pytest.raises(ValueError, match="patch_shift must be an integer"):
+            tiny(patch_shift=bad)
+
+
 def test_whole_model_gradient_check_random_upstream():
     # tol as test_whole_model_gradient_check: the central differences' round-off,
     # about eps |L| / h, reaches 3e-11 on this model's entries near 1e-5 (3 tol * floor

@@ -130,6 +130,19 @@ def loop_mse(pred, target):
 # ------------------------------------------------------------------- table
 
 DROP_P, DROP_SEED = 0.3, 7
+def loop_shifted_patches(x, s):
+    """Pixel by pixel: channel block k > 0 holds x read s pixels along diagonal k, zero outside."""
+    B, C, H, W = x.shape
+    out = np.zeros((B, 5 * C, H, W))
+    out[:, :C] = x
+    for k, (dy, dx) in enumerate(((-1, -1), (-1, 1), (1, -1), (1, 1)), start=1):
+        for i in range(H):
+            for j in range(W):
+                if 0 <= i + dy * s < H and 0 <= j + dx * s < W:
+                    out[:, k * C:(k + 1) * C, i, j] = x[:, :, i + dy * s, j + dx * s]
+    return out
+
+
 PATCH = (2, 3)                     # non-square, so p1 and p2 cannot be swapped unnoticed
 IMAGE_SHAPE = (2, 3, 4, 6)         # (B, C, H, W) -> 2 x 2 patches of 2 x 3 pixels
 IDS = np.array([[1, 3, 1], [0, 1, 3]])   # repeated ids: their rows must accumulate
@@ -219,6 +232,9 @@ OPS = [
     Op("unpatchify", _n((2, 4, 18)), lambda P: F.unpatchify_forward(P, IMAGE_SHAPE, PATCH),
        lambda d, c: (F.unpatchify_backward(d, c),),
        lambda P: loop_unpatchify(P, IMAGE_SHAPE, *PATCH), (0,)),
+    Op("shifted_patches", _n(IMAGE_SHAPE), lambda x: F.shifted_patches_forward(x, 1),
+       lambda d, c: (F.shifted_patches_backward(d, c),),
+       lambda x: loop_shifted_patches(x, 1), (0,)),
     Op("cross_entropy", _n((4, 5)), _ce_fwd, _ce_bwd,
        lambda z: loop_cross_entropy(z, LABELS), (0,)),
     Op("cross_entropy_smoothed", _n((4, 5)), _ces_fwd, _ces_bwd,

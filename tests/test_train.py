@@ -88,8 +88,9 @@ def test_layer_measures_match_the_checkpointed_model(tmp_path, mnist_folder):
     assert rc[0] > 1 and 0 < nonzero[-1] < 1
 
 
-@pytest.mark.parametrize("augment", [(), ("--rotate", "10", "--zoom", "0.1", "--warp", "1")],
-                         ids=["shifts", "distortions"])
+@pytest.mark.parametrize("augment", [(), ("--rotate", "10", "--zoom", "0.1", "--warp", "1"),
+                                     ("--patch-shift", "2")],
+                         ids=["shifts", "distortions", "shifted-patch-tokens"])
 def test_resume_continues_exactly(tmp_path, mnist_folder, capsys, augment):
     straight = _run(tmp_path / "a", mnist_folder, "--epochs", "2", "--no-figures", *augment)
     first = _run(tmp_path / "b", mnist_folder, "--epochs", "2", "--stop-after", "1",
@@ -341,13 +342,14 @@ def test_resume_of_a_run_saved_before_the_distortions_keeps_them_off(tmp_path, m
          "--rotate", "15")
     config = json.loads((out / "config.json").read_text())
     assert config["options"]["rotate"] == 15.0
-    for name in ("rotate", "zoom", "warp"):
+    for name in ("rotate", "zoom", "warp", "patch_shift"):
         del config["options"][name]
     (out / "config.json").write_text(json.dumps(config))
     history = train_job.main(["--out", str(out), "--resume", "--no-progress", "--no-figures"])
     assert len(history) == 2
     saved = json.loads((out / "config.json").read_text())["options"]
-    assert (saved["rotate"], saved["zoom"], saved["warp"]) == (0.0, 0.0, 0.0)
+    assert (saved["rotate"], saved["zoom"], saved["warp"], saved["patch_shift"]) == \
+        (0.0, 0.0, 0.0, 0)
 
 
 def test_resume_reads_a_config_with_a_renamed_setting(tmp_path):

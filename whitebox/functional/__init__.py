@@ -11,6 +11,7 @@ from .layernorm import layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward
 from .patches import (patchify_backward, patchify_forward, unpatchify,
                       unpatchify_backward, unpatchify_forward)
+from .shifted_patches import shifted_patches_backward, shifted_patches_forward
 from .softmax import (causal_mask, softmax_backward, softmax_fast_backward,
                       softmax_fast_forward, softmax_forward)
 from .ista import ista_backward, ista_forward

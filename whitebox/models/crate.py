@@ -15,11 +15,18 @@ transformer's (``attention_kind="mhsa"``: MultiHeadAttention instead of MSSA;
 ``mlp="mlp"``: the GELU MLP with its residual instead of the ISTA step), the
 same shared ResidualBlock with other children (:class:`HybridLayer`); the
 defaults build CRATE itself, layer for layer and name for name.
+
+``patch_shift=s`` > 0 departs from the official input: shifted patch tokens
+(Lee et al. 2021, functional/shifted_patches.py) stack the images with four
+diagonal shifts of themselves by s pixels before the patches are cut, so the
+embedding reads 5 p1 p2 C numbers per patch; every name stays the same.
 """
+
+import numpy as np
 
 from ..functional._checks import check_positive_int
 from ..nn import CRATELayer, Dropout, LayerNorm, Linear, Module, ModuleList, Patchify, \
-    Sequential
+    Sequential, ShiftedPatches
 from ..nn.crate_layers import CAPTURE_KEYS, ISTA, MSSA, PreNorm, TwoHalves, \
     attention_options
 from ..nn.layers import _rng
@@ -131,13 +138,14 @@ class CRATE(ImageModel):
     of whitebox.nn.MSSA, e.g. dict(out="tied", scale="rate", eps=1.0,
     kappa=1.0, update="exact"); each departure can be switched off alone.
     attention_kind ("mssa" | "mhsa") and mlp ("ista" | "mlp"): the ablation's
-    hybrids (HybridLayer); the defaults are CRATE.
+    hybrids (HybridLayer); the defaults are CRATE. patch_shift: 0 (official)
+    or the shift in pixels of shifted patch tokens (module docstring).
     """
 
     def __init__(self, image_size, patch_size, num_classes, dim, depth, heads, dim_head=64,
                  channels=3, pool="cls", ista_step=0.1, ista_lambda=0.1, dropout=0.0,
                  emb_dropout=0.0, dtype="float32", seed=0, attention=None,
-                 attention_kind="mssa", mlp="ista"):
+                 attention_kind="mssa", mlp="ista", patch_shift=0):
         super().__init__(dtype)
         attention = attention_options(attention)
         self._set_geometry(image_size, patch_size, channels)
@@ -146,6 +154,10 @@ class CRATE(ImageModel):
             check_positive_int(name, v)
         if pool not in POOLS:
             raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+        if not isinstance(patch_shift, (int, np.integer)) or isinstance(patch_shift, bool) \
+                or not 0 <= patch_shift < min(self.image_hw):
+            raise ValueError(f"patch_shift must be an integer number of pixels in [0, "
+                             f"{min(self.image_hw)}) (the image side), got {patch_shift!r}")
         self.config = dict(image_size=image_size, patch_size=patch_size,
                            num_classes=num_classes, dim=dim, depth=depth, heads=heads,
                            dim_head=dim_head, channels=channels, pool=pool,
@@ -157,10 +169,13 @@ class CRATE(ImageModel):
             self.config["attention_kind"] = attention_kind
         if mlp != MLP_KINDS[0]:
             self.config["mlp"] = mlp
+        if patch_shift:
+            self.config["patch_shift"] = int(patch_shift)
         if (attention_kind, mlp) != (ATTENTION_KINDS[0], MLP_KINDS[0]):
             self.ATTENTION = f"ablation {attention_kind.upper()} + {mlp.upper()}"  # the header
         self.pool, self.dim = pool, dim
-        patch_dim = self.patch_dim
+        self.shifted = ShiftedPatches(int(patch_shift), dtype=dtype) if patch_shift else None
+        patch_dim = self.patch_dim * (5 if patch_shift else 1)
         rng = _rng(seed)
 
         self.to_patch_embedding = Sequential(
@@ -184,6 +199,8 @@ class CRATE(ImageModel):
         ("z_half"), LN2(Z^{l+1/2}) ("ista_in") and Z^{l+1} ("z").
         """
         images = self._images(images)
+        if self.shifted is not None:
+            images = self.shifted(images)                          # (B, 5C, H, W)
         x = self.dropout(self._tokens(self.to_patch_embedding(images)))  # (B, N, d)
         self.captured = {k: [] for k in CAPTURE_KEYS} if capture else None
         x = self.transformer(x, self.captured)
@@ -193,7 +210,8 @@ class CRATE(ImageModel):
         """Accumulate every parameter gradient; return the gradient w.r.t. the images."""
         dx = self.transformer.backward(self._classify_backward(dlogits, self.pool))
         dx = self._tokens_backward(self.dropout.backward(dx))      # (B, n, d)
-        return self.to_patch_embedding.backward(dx)
+        dx = self.to_patch_embedding.backward(dx)
+        return dx if self.shifted is None else self.shifted.backward(dx)
 
     def extra_repr(self):
         c = self.config

@@ -4,14 +4,15 @@ from .block import ResidualBlock
 from .crate_layers import CRATELayer, ISTA, MSSA, OvercompleteISTA, PreNorm
 from .decoder_layers import DecoderLayer
 from .layers import (GELU, Dropout, Embedding, Identity, LayerNorm, Linear, Patchify, ReLU,
-                     Softmax, Unpatchify)
+                     ShiftedPatches, Softmax, Unpatchify)
 from .lm_layers import LMAttention, LMBlock
 from .module import Module, ModuleList, Sequential
 from .patch_embed import PatchConv, PatchEmbed
 from .transformer import MLP, MultiHeadAttention, TransformerBlock
 
 __all__ = ["Module", "Sequential", "ModuleList", "Linear", "LayerNorm", "ReLU", "GELU",
-           "Softmax", "Dropout", "Embedding", "Patchify", "Unpatchify", "Identity",
+           "Softmax", "Dropout", "Embedding", "Patchify", "Unpatchify", "ShiftedPatches",
+           "Identity",
            "PreNorm", "MSSA", "ISTA", "OvercompleteISTA", "CRATELayer",
            "DecoderLayer", "PatchConv", "PatchEmbed",
            "LMAttention", "LMBlock", "AlphaLayer", "ResidualBlock",

@@ -186,6 +186,25 @@ class Patchify(Module):
         return f"patch_size={self.patch_size}"
 
 
+class ShiftedPatches(Module):
+    """(B, C, H, W) -> (B, 5C, H, W): the images and four diagonal shifts of them by ``shift``
+    pixels, the input of shifted patch tokens (functional.shifted_patches; no parameters)."""
+
+    def __init__(self, shift, dtype="float32"):
+        super().__init__(dtype)
+        self.shift = shift
+
+    def forward(self, images):
+        out, self._cache = F.shifted_patches_forward(images, self.shift)
+        return out
+
+    def backward(self, dout):
+        return F.shifted_patches_backward(dout, self._take_cache())
+
+    def extra_repr(self):
+        return f"shift={self.shift}"
+
+
 class Unpatchify(Module):
     """(B, n, p1*p2*C) -> (B, C, H, W), the inverse of Patchify (no parameters)."""
 

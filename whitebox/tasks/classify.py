@@ -32,7 +32,8 @@ from ..models import CRATE, CRATEAlpha, ViT
 from ..models.crate import ATTENTION_KINDS, MLP_KINDS
 from ..nn.crate_layers import OUTS, SCALES
 from ..rate import layer_measures
-from ..settings import NONNEG, OPTIONAL_POSITIVE, POSITIVE_INT, PROBABILITY, Check, setting
+from ..settings import (COUNT, NONNEG, OPTIONAL_POSITIVE, POSITIVE_INT, PROBABILITY, Check,
+                        setting)
 from .base import STANDARD_LAYER_TITLES, Task, refuse_unused
 from .images import (DEFAULT_DISTORTION, DEFAULT_OUT, NUM_CLASSES, ImageOptions, load_split,
                      resolve_patch)
@@ -54,6 +55,10 @@ class ClassifyOptions(ImageOptions):
                           "pixels (default: MNIST 1.5, else 0)",
                           Check(float, low=0, optional=True))
     label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy", PROBABILITY)
+    patch_shift: int = setting(0, "shifted patch tokens (CRATE): stack each image with 4 "
+                               "copies of it shifted diagonally by this many pixels before the "
+                               "patches are cut (Lee et al. 2021); 0: the official input",
+                               COUNT)
     dim: int = setting(96, "token width d", POSITIVE_INT)
     depth: int = setting(4, "number of CRATE layers", POSITIVE_INT)
     heads: int = setting(4, "attention heads K", POSITIVE_INT)
@@ -101,7 +106,8 @@ class Classify(Task):
     # 8 x 8 digits shifted by 2 pixels, 16 steps: below chance; unshifted, 40 steps: 41-55%
     fast_by_dataset = {"digits": dict(epochs=5, lr=1e-2, max_shift=0)}
     renamed = {"attention_step": "attention_update"}
-    introduced = dict(rotate=0.0, zoom=0.0, warp=0.0)   # runs saved before the distortions
+    introduced = dict(rotate=0.0, zoom=0.0, warp=0.0,   # runs saved before the distortions
+                      patch_shift=0)                    # and before shifted patch tokens
 
     @classmethod
     def resolve(cls, options):
@@ -164,8 +170,8 @@ class Classify(Task):
             # --dropout is its drop_rate and attn_drop, as CRATE's inside every layer
             refuse_unused(self, ("ista_step", "ista_lambda", "emb_dropout",
                                  "attention_out", "attention_scale", "attention_update",
-                                 "attention_eps", "attention_kappa", "attention_kind", "mlp"),
-                           "vit")
+                                 "attention_eps", "attention_kappa", "attention_kind", "mlp",
+                                 "patch_shift"), "vit")
             if o.dim % o.heads:
                 raise ValueError(f"--dim ({o.dim}) must be divisible by --heads ({o.heads}) "
                                  "with --model vit (each head is dim // heads wide)")
@@ -173,7 +179,7 @@ class Classify(Task):
                        dim=o.dim, depth=o.depth, heads=o.heads, channels=C, dropout=o.dropout,
                        attn_drop=o.dropout, dtype="float32", seed=self.cfg.seed)
         if self.cfg.model == "crate-alpha":
-            refuse_unused(self, ("attention_kind", "mlp"), "crate-alpha")
+            refuse_unused(self, ("attention_kind", "mlp", "patch_shift"), "crate-alpha")
             if o.dropout or o.emb_dropout:
                 raise ValueError("CRATE-alpha has no dropout: --dropout and --emb-dropout "
                                  f"must be 0 with --model crate-alpha, got {o.dropout} and "
@@ -201,7 +207,7 @@ class Classify(Task):
                      ista_step=o.ista_step, ista_lambda=o.ista_lambda, dropout=o.dropout,
                      emb_dropout=o.emb_dropout, dtype="float32", seed=self.cfg.seed,
                      attention=self.attention(), attention_kind=o.attention_kind,
-                     mlp=o.mlp)
+                     mlp=o.mlp, patch_shift=o.patch_shift)
 
     # ------------------------------------------------ one epoch
     def batches(self):

@@ -16,6 +16,7 @@ from ..backend import get_array_module
 from ._checks import check_array
 
 DIAGONALS = ((-1, -1), (-1, 1), (1, -1), (1, 1))
+COPIES = 1 + len(DIAGONALS)        # the image and its shifts: channels are multiplied by this
 
 
 def shift(x, dy, dx):

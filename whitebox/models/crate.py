@@ -25,6 +25,7 @@ embedding reads 5 p1 p2 C numbers per patch; every name stays the same.
 import numpy as np
 
 from ..functional._checks import check_positive_int
+from ..functional.shifted_patches import COPIES
 from ..nn import CRATELayer, Dropout, LayerNorm, Linear, Module, ModuleList, Patchify, \
     Sequential, ShiftedPatches
 from ..nn.crate_layers import CAPTURE_KEYS, ISTA, MSSA, PreNorm, TwoHalves, \
@@ -175,7 +176,7 @@ class CRATE(ImageModel):
             self.ATTENTION = f"ablation {attention_kind.upper()} + {mlp.upper()}"  # the header
         self.pool, self.dim = pool, dim
         self.shifted = ShiftedPatches(int(patch_shift), dtype=dtype) if patch_shift else None
-        patch_dim = self.patch_dim * (5 if patch_shift else 1)
+        patch_dim = self.patch_dim * (COPIES if patch_shift else 1)
         rng = _rng(seed)
 
         self.to_patch_embedding = Sequential(

@@ -164,6 +164,33 @@ def test_replica_points_tied_references_at_twins():
                 assert id(value) not in originals, f"{type(m).__name__}.{name}"
 
 
+def test_snapshot_shares_nothing_training_changes():
+    """Module.snapshot (the held-out evaluation in a second thread): copies of the parameters,
+    a weight shared by two modules still shared, copies of the generators, its own caches."""
+    model = CRATE(image_size=28, patch_size=7, num_classes=10, dim=32, depth=1, heads=2,
+                  dim_head=16, channels=1, dropout=0.1, seed=0)
+    head, shared = model.mlp_head[1], model.transformer.layers[0][0].fn.to_out[0]
+    head._params["extra"] = shared.param("bias")       # one array in two modules
+    snap = model.snapshot()
+    for (name, p), (_, q) in zip(model.parameters().items(), snap.parameters().items()):
+        assert p is not q and np.array_equal(p, q), name
+    assert snap.mlp_head[1].param("extra") is snap.transformer.layers[0][0].fn.to_out[0].param(
+        "bias")
+    originals = {id(g) for g in model.generators().values()}
+    assert originals and not originals & {id(g) for g in snap.generators().values()}
+    images, _ = _images(4)
+    model.eval(), snap.eval()
+    expected = model(images)
+    model.train()
+    assert not snap.training
+    model(images)                                       # a training forward draws dropout
+    for p in model.parameters().values():
+        p += 1
+    np.testing.assert_array_equal(snap(images), expected)
+    assert [g.bit_generator.state for g in snap.generators().values()] != \
+        [g.bit_generator.state for g in model.generators().values()]
+
+
 def test_plan_shards_dropout_but_not_a_coupled_loss():
     def crate(dropout):
         return CRATE(28, 7, 10, 16, 1, 2, 8, channels=1, dropout=dropout)

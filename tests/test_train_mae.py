@@ -108,3 +108,14 @@ def test_one_mae_training_step_reads_nothing_back(monkeypatch):
     optimizer.step()
     assert Counting.reads == [], f"the step read device values back: {Counting.reads}"
     assert isinstance(loss, Counting) and loss.shape == ()
+
+
+def test_evaluation_in_a_second_thread_changes_no_number(tmp_path, mnist_folder):
+    aside = _run(tmp_path / "on", mnist_folder, "--epochs", "2", "--no-figures", "--eval-thread")
+    here = _run(tmp_path / "off", mnist_folder, "--epochs", "2", "--no-figures",
+                "--no-eval-thread")
+    assert _without_times(aside) == _without_times(here)
+    a = load_arrays(tmp_path / "on" / "checkpoint.npz")
+    b = load_arrays(tmp_path / "off" / "checkpoint.npz")
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)

@@ -175,6 +175,12 @@ def atomic_write_npz(path, arrays):
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+def _host_copy(a):
+    """A NumPy array that no later in-place update of ``a`` reaches."""
+    host = to_numpy(a)
+    return host.copy() if host is a else host
+
+
 def _check_model(model, who, hint):
     if not isinstance(model, Module):
         raise TypeError(f"{who}: model must be a whitebox Module, got {type(model).__name__}"
@@ -193,7 +199,21 @@ def save_checkpoint(path, model, optimizer=None, *, step=0, epoch=0, rng=None, s
     Returns: the path.
     """
     path = os.fspath(path)
-    _check_model(model, "save_checkpoint", "a dict of arrays is written by "
+    arrays = checkpoint_arrays(model, optimizer, step=step, epoch=epoch, rng=rng,
+                               scheduler=scheduler, extra=extra, who="save_checkpoint")
+    atomic_write_npz(path, arrays)
+    return path
+
+
+def checkpoint_arrays(model, optimizer=None, *, step=0, epoch=0, rng=None, scheduler=None,
+                      extra=None, who="checkpoint_arrays"):
+    """The arrays :func:`save_checkpoint` writes, as NumPy COPIES: the state as it is now.
+
+    Inputs as save_checkpoint. ``atomic_write_npz(path, arrays)`` writes
+    them later (the training loop does, once an epoch's evaluation in a
+    second thread has ended, while the parameters have moved on).
+    """
+    _check_model(model, who, "a dict of arrays is written by "
                  "whitebox.checkpoint.atomic_write_npz")
     for name, v in (("step", step), ("epoch", epoch)):
         if not is_int(v):
@@ -202,14 +222,14 @@ def save_checkpoint(path, model, optimizer=None, *, step=0, epoch=0, rng=None, s
             raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
     if extra is not None and not isinstance(extra, dict):
         raise TypeError(f"extra must be a JSON-able dict or None, got {type(extra).__name__}")
-    arrays = {f"model/{name}": to_numpy(p) for name, p in model.parameters().items()}
+    arrays = {f"model/{name}": _host_copy(p) for name, p in model.parameters().items()}
     meta = {"format": FORMAT, "version": VERSION, "step": int(step), "epoch": int(epoch),
             "extra": extra, "optimizer": None, "scheduler": None, "rng": _rng_states(rng)}
     if optimizer is not None:
         sd = optimizer.state_dict()
         for pname, buffers in sd.pop("state").items():
             for bname, buf in buffers.items():
-                arrays[f"optim/{pname}/{bname}"] = to_numpy(buf)
+                arrays[f"optim/{pname}/{bname}"] = _host_copy(buf)
         meta["optimizer"] = _to_json(sd)
     if scheduler is not None:
         meta["scheduler"] = _to_json(scheduler.state_dict())
@@ -219,8 +239,7 @@ def save_checkpoint(path, model, optimizer=None, *, step=0, epoch=0, rng=None, s
         raise TypeError(f"extra must be JSON-able (plain dicts, lists, numbers, strings): {e}") \
             from None
     arrays["__meta__"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-    atomic_write_npz(path, arrays)
-    return path
+    return arrays
 
 
 # ---------------------------------------------------------------- reading

@@ -163,6 +163,12 @@ def build_parser(task, fast=False):
                                 "--distributed (needs mpi4py)")
     run_flags.add_argument("--debug", action="store_true",
                            help="show the traceback of an error that stops the run")
+    aside = run_flags.add_mutually_exclusive_group()
+    aside.add_argument("--eval-thread", dest="eval_thread", action="store_true", default=None,
+                       help="evaluate each epoch in a second thread while the next one trains "
+                            "(default: when a second core is free and the task allows it)")
+    aside.add_argument("--no-eval-thread", dest="eval_thread", action="store_false",
+                       help="evaluate each epoch before the next one starts")
     bars = run_flags.add_mutually_exclusive_group()
     bars.add_argument("--progress", dest="progress", action="store_true", default=None,
                       help="progress bars even when stderr is not a terminal")
@@ -194,11 +200,12 @@ def config_from_args(argv=None):
     parser = build_parser(task, first.fast)
     args = vars(parser.parse_args(argv))
     flags = {"resume", "overwrite", "fast", "no_figures", "progress", "task", "distributed",
-             "debug"}
+             "debug", "eval_thread"}
     given = {k: v for k, v in args.items() if k not in flags}
     runtime = dict(resume=args["resume"], overwrite=args["overwrite"],
                    distributed=args["distributed"],
-                   figures=not args["no_figures"], progress=args["progress"])
+                   figures=not args["no_figures"], progress=args["progress"],
+                   eval_thread=args["eval_thread"])
     if not args["resume"]:
         return make_config(task, dict(given, **runtime), fast=first.fast)
     out = given.get("out") or make_config(task, given, fast=first.fast).out

@@ -7,6 +7,8 @@ of child ``qkv`` of child ``fn`` reads ``fn.qkv.weight``. ``forward`` keeps a
 cache; ``backward(dout)`` consumes it, ADDS into the gradients (so a weight
 used twice gets both contributions) and returns the gradient of the input.
 """
+import copy
+
 import numpy as np
 
 from .. import backend
@@ -224,6 +226,29 @@ class Module:
                 if isinstance(value, Module) and id(value) in twins:
                     object.__setattr__(twin, name, twins[id(value)])
         return copy
+
+    def snapshot(self):
+        """A twin that shares NOTHING that training changes: the model as it is now.
+
+        Its parameters are copies (a weight tied between two modules stays
+        one array) and its generators copies, so it can be evaluated in
+        another thread while this module trains on (whitebox.training.loop
+        does), and gives the numbers this module would have given now.
+        """
+        twin, copies = self.replica(), {}
+        for _, mod in twin.named_modules():
+            params = {}
+            for name, value in mod._params.items():
+                if id(value) not in copies:
+                    copies[id(value)] = value.copy()
+                params[name] = copies[id(value)]
+            object.__setattr__(mod, "_params", params)
+            rng = mod.__dict__.get("rng")
+            if isinstance(rng, np.random.Generator):
+                if id(rng) not in copies:
+                    copies[id(rng)] = copy.deepcopy(rng)
+                object.__setattr__(mod, "rng", copies[id(rng)])
+        return twin
 
     def _replicate(self, twins):
         twin = object.__new__(type(self))

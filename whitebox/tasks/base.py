@@ -37,6 +37,10 @@ class Task:
     renamed = {}              # old setting name -> new one, for config.json of earlier runs
     introduced = {}           # setting added later -> the value runs saved before it had
     description = ""
+    # True when evaluate(model) reads only the model it is given and fixed held-out data
+    # (it draws from no generator and keeps nothing): then the loop may evaluate a
+    # snapshot of the model in a second thread while the next epoch trains (--eval-thread).
+    evaluate_is_pure = False
 
     # A run split over processes (--processes, --distributed) tells each copy of the task
     # its place, (rank, size), and how to add numbers over the copies; an evaluation

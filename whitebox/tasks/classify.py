@@ -97,6 +97,7 @@ class Classify(Task):
     models = ("crate", "crate-alpha", "vit")
     runtime_options = ("data",)
     description = "image classification with cross-entropy"
+    evaluate_is_pure = True      # fixed held-out images and probe batch
     defaults = dict(epochs=40)
     # a few epochs: no label smoothing, and whole-pixel shifts only (the distortions slow
     # the first epochs down)

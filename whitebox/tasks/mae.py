@@ -72,6 +72,7 @@ class MaskedAutoencoding(Task):
     models = ("crate", "mae")
     runtime_options = ("data",)
     description = "masked autoencoding of images with CRATE-MAE (--model mae: the standard MAE)"
+    evaluate_is_pure = True      # fixed held-out images and masks, a deterministic probe
     defaults = dict(epochs=150, batch_size=128, lr=5e-3, warmup_epochs=1.0, max_shift=0)
     fast = dict(n_train=512, n_test=256, epochs=2, batch_size=64, dim=32, depth=1,
                 decoder_depth=1, heads=2, measure_size=64)

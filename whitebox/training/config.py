@@ -50,12 +50,16 @@ class TrainConfig:
     figures: bool = setting(True, "draw figures at the end", Check(bool), flag=False)
     progress: bool = setting(None, "progress bars (default: only when stderr is a terminal)",
                              Check(bool, optional=True), flag=False)
+    eval_thread: bool = setting(None, "evaluate each epoch in a second thread while the next one "
+                                "trains (default: on NumPy, one process, one thread, when the "
+                                "task allows it and the machine has a second core)",
+                                Check(bool, optional=True), flag=False)
     options: dict = dataclasses.field(default_factory=dict)
 
 
 # Settings that may change between an interrupted run and its resumption.
 RUNTIME_FIELDS = ("backend", "threads", "processes", "distributed", "out", "resume", "overwrite",
-                  "stop_after", "figures", "progress")
+                  "stop_after", "figures", "progress", "eval_thread")
 
 
 def split_settings(task, settings):
@@ -106,6 +110,15 @@ def validate(task, cfg):
     if cfg.processes > 1 and cfg.backend != "numpy":
         raise ValueError(f"--processes {cfg.processes} trains copies on the CPU cores: use it "
                          f"with --backend numpy, got --backend {cfg.backend}")
+    if cfg.eval_thread:
+        if cfg.backend != "numpy":
+            raise ValueError(f"--eval-thread runs on NumPy, got --backend {cfg.backend}")
+        if cfg.processes > 1 or cfg.distributed:
+            raise ValueError("--eval-thread with a run split over processes: their evaluation "
+                             "is shared between them at every epoch's end; leave it out")
+        if not task.evaluate_is_pure:
+            raise ValueError(f"--eval-thread: --task {task.name} cannot evaluate in a second "
+                             "thread (its evaluation keeps state of its own); leave it out")
     if cfg.out is None:         # a folder per task and model: runs/mnist, runs/mnist-crate-alpha
         cfg.out = task.default_out(cfg.options) + \
             ("" if cfg.model == task.models[0] else f"-{cfg.model}")

@@ -16,6 +16,18 @@ see whitebox/tasks/base.py) with the settings ``cfg`` (a TrainConfig):
      metrics.jsonl and checkpoint.npz rewritten atomically, with Ctrl-C held
      back until both are written. At the end the task draws its figures.
 
+Held-out evaluation in a second thread (``--eval-thread``; by default on
+NumPy when one process of one thread trains, the task allows it and the
+machine has a second core): after epoch k's steps the loop copies the
+checkpoint's arrays and takes a snapshot of the model (``Module.snapshot``),
+starts the task's ``evaluate`` on the snapshot in a second thread, and
+trains epoch k + 1 meanwhile; after those steps it collects epoch k's
+metrics, prints its line and writes its metrics and checkpoint. Every
+number, file and resume is the one of a run without the thread (tested); a
+stop (Ctrl-C, an error) still ends the epoch evaluated aside first. Epoch
+k's ``seconds`` are its steps and the wait for its evaluation, so the
+epochs' seconds still add up to the run's.
+
 The BLAS thread count (``cfg.threads``) and, on NumPy, the kept freed
 memory (whitebox.memory) hold only inside ``run()``; the process's own
 settings come back after it, also after an error or Ctrl-C.
@@ -39,7 +51,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import atomic_write_npz, checkpoint_arrays, load_checkpoint
 from ..functional import fused
 from ..memory import keeping_freed_memory
 from ..optim import AdamW, WarmupCosine, clip_grad_norm
@@ -173,6 +185,8 @@ class Training:
                 scope.enter_context(limited(1))   # one BLAS thread inside each shard's thread
                 shards = threaded.ShardThreads(self.model, cfg.threads)
                 scope.callback(shards.close)
+            self.aside = EvaluationThread() if self._evaluates_aside(shards) else None
+            self.pending = None       # the epoch whose evaluation runs aside: its record, ...
             self.say(self.header(shards))
             cores = available_cores()
             if cfg.backend == "numpy" and cfg.threads * cfg.processes > cores:
@@ -188,10 +202,16 @@ class Training:
             try:
                 for epoch in range(self.start_epoch + 1, last_epoch + 1):
                     self._epoch(epoch, shards)
+                self._end_pending()
             except KeyboardInterrupt:
+                self._end_pending()       # the epoch evaluated aside still gets its checkpoint
                 raise Interrupted(self.current_epoch, self.in_epoch,
                                   self.folder.checkpoint if self.saved_epoch else None,
                                   self.saved_epoch) from None
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._end_pending()   # keep the last whole epoch; the error is the news
+                raise
             train_seconds = time.perf_counter() - train_start
         figures_start = time.perf_counter()
         if cfg.figures and self.history and self.writer:
@@ -209,6 +229,44 @@ class Training:
         return self.history
 
     def _epoch(self, epoch, shards):
+        """Train one epoch; evaluate it here, or aside while the next one trains."""
+        tic = time.perf_counter()
+        record = self._train_epoch(epoch, shards)
+        if self.aside is None:
+            record.update(self.task.evaluate(self.model))
+            seconds = time.perf_counter() - tic
+            self._end_epoch(record, seconds, self._checkpoint_state())
+            return
+        with interrupts_deferred():
+            state = self._checkpoint_state()      # as of now: the next epoch moves it on
+            snapshot = self.model.snapshot()
+            seconds = time.perf_counter() - tic
+            earlier = self._collect_aside()
+            self.aside.start(self.task.evaluate, snapshot)
+            self.pending = (record, seconds, state)
+            if earlier:
+                self._end_epoch(*earlier)
+
+    def _collect_aside(self):
+        """The epoch evaluated aside, once its evaluation is done: (record with the
+        evaluation, seconds with the wait for it, checkpoint state); None if none."""
+        if self.pending is None:
+            return None
+        tic = time.perf_counter()
+        evaluation = self.aside.result()
+        (record, seconds, state), self.pending = self.pending, None
+        record.update(evaluation)
+        return record, seconds + time.perf_counter() - tic, state
+
+    def _end_pending(self):
+        """End the epoch still evaluated aside (after the last epoch, or on a stop)."""
+        with interrupts_deferred():
+            earlier = self._collect_aside()
+            if earlier:
+                self._end_epoch(*earlier)
+
+    def _train_epoch(self, epoch, shards):
+        """The steps of one epoch; returns its record (training metrics, lr, step time)."""
         cfg, task, model = self.cfg, self.task, self.model
         progress = self.writer and (sys.stderr.isatty() if cfg.progress is None else cfg.progress)
         tic = time.perf_counter()
@@ -239,27 +297,49 @@ class Training:
             if progress and (i % LOG_EVERY == 0 or i == self.steps_per_epoch - 1):
                 bar.set_postfix(loss=f"{float(loss):.3f}")
         count = float(totals.pop("count"))
-        record = dict(epoch=epoch, step=self.step,
-                      **{f"train_{k}": float(v) / count for k, v in totals.items()})
         step_seconds = (time.perf_counter() - tic) / self.steps_per_epoch  # the sums waited
-        record.update(task.evaluate(model))
-        seconds = time.perf_counter() - tic
-        self.elapsed += seconds
-        record.update(lr=float(self.optimizer.lr), seconds=seconds, elapsed=self.elapsed,
-                      step_seconds=step_seconds)
-        self.history.append(record)
         self.epoch = epoch
-        self.say(task.epoch_line(record) + f" | {seconds:.1f}s")
+        return dict(epoch=epoch, step=self.step,
+                    **{f"train_{k}": float(v) / count for k, v in totals.items()},
+                    lr=float(self.optimizer.lr), step_seconds=step_seconds)
+
+    def _checkpoint_state(self):
+        """What checkpoint.npz holds for the epoch just trained (copies; None where this
+        process writes no files)."""
+        if not self.writer:
+            return None
+        return checkpoint_arrays(self.model, self.optimizer, step=self.step, epoch=self.epoch,
+                                 rng=self.generators, scheduler=self.schedule,
+                                 extra={"config": as_dict(self.cfg), "run_id": self.folder.run_id,
+                                        "task": self.task.state()})
+
+    def _end_epoch(self, record, seconds, state):
+        """Print an evaluated epoch's line and write its metrics and checkpoint.
+
+        ``seconds``: the epoch's own time, its steps and its evaluation (or,
+        evaluated aside, the wait for it), so the epochs' seconds add up to
+        the run's time less the files' writing.
+        """
+        self.elapsed += seconds
+        record.update(seconds=seconds, elapsed=self.elapsed)
+        self.history.append(record)
+        self.say(self.task.epoch_line(record) + f" | {seconds:.1f}s")
         # Metrics first, then the checkpoint: after a crash in between, resume
         # drops the metric line of the epoch the checkpoint does not hold.
         with interrupts_deferred():
             self.folder.write_metrics(self.history)
-            if self.writer:
-                save_checkpoint(self.folder.checkpoint, model, self.optimizer, step=self.step,
-                                epoch=epoch, rng=self.generators, scheduler=self.schedule,
-                                extra={"config": as_dict(cfg), "run_id": self.folder.run_id,
-                                       "task": task.state()})
-            self.saved_epoch = epoch
+            if state is not None:
+                atomic_write_npz(self.folder.checkpoint, state)
+            self.saved_epoch = record["epoch"]
+
+    def _evaluates_aside(self, shards):
+        """Whether held-out evaluation runs in a second thread (--eval-thread; default: when
+        the task allows it and a core is free of this run's training threads)."""
+        cfg = self.cfg
+        if cfg.eval_thread is not None:
+            return cfg.eval_thread                 # validate() refused a run that cannot
+        return (cfg.backend == "numpy" and self.dp is None and self.task.evaluate_is_pure
+                and shards is None and cfg.threads < available_cores())
 
     def header(self, shards):
         """The first line: the task, the whole model and how the run uses the machine."""
@@ -279,12 +359,43 @@ class Training:
             machine = "numpy, 1 thread"
         if fused.enabled() and cfg.backend == "numpy":
             machine += " | fused loops (Numba)"
+        if self.aside:
+            machine += " | evaluation in a second thread"
         machine += f" | {self.dp.describe()}" if self.dp else " | no MPI"
         return (f"{self.task.name}: {type(model).__name__} --model {cfg.model}, {attention}, "
                 f"{model.num_params():,} parameters | {self.task.describe()} | {cfg.epochs} "
                 f"epochs of {self.steps_per_epoch} steps of {cfg.batch_size} | {machine} | "
                 f"out {cfg.out}"
                 + (f" | resuming after epoch {self.start_epoch}" if cfg.resume else ""))
+
+
+class EvaluationThread:
+    """Runs one evaluation at a time in a second thread: ``start(fn, *args)``, then ``result()``.
+
+    NumPy lets go of Python's lock inside its array loops and BLAS, so an
+    evaluation of large held-out batches mostly runs beside the training
+    steps of the next epoch rather than between them.
+    """
+
+    def __init__(self):
+        self._thread = None
+
+    def start(self, fn, *args):
+        def work():
+            try:
+                self._result = fn(*args)
+            except BaseException as error:      # handed to result(), in the training thread
+                self._error = error
+        self._result = self._error = None
+        self._thread = threading.Thread(target=work, name="whitebox-evaluate", daemon=True)
+        self._thread.start()
+
+    def result(self):
+        """Wait for the evaluation; returns its value or raises its error."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
 
 
 def available_cores():

@@ -1,0 +1,181 @@
+"""Held-out evaluation in a second thread (--eval-thread): the same numbers, files and stops.
+
+The runs read a tiny MNIST look-alike written as idx files into tmp_path.
+Each forces the thread on or off, so the checks hold on a one-core machine
+too, where the default leaves it off.
+"""
+import json
+
+import numpy as np
+import pytest
+from conftest import write_bar_mnist
+
+from whitebox import train as train_job
+from whitebox.checkpoint import checkpoint_arrays, load_arrays, load_checkpoint, save_checkpoint
+from whitebox.models import CRATE
+from whitebox.optim import AdamW
+from whitebox.tasks.classify import Classify
+from whitebox.tasks.lm import LanguageModel
+from whitebox.tasks.ssl import SSL
+from whitebox.training import loop, make_config
+from whitebox.training.config import validate
+from whitebox.training.loop import TIME_KEYS
+
+ON, OFF = "--eval-thread", "--no-eval-thread"
+
+
+@pytest.fixture(scope="module")
+def mnist_folder(tmp_path_factory):
+    return write_bar_mnist(tmp_path_factory.mktemp("mnist"))
+
+
+def _run(out, folder, *flags):
+    return train_job.main(["--fast", "--dataset", "mnist", "--data", str(folder), "--out",
+                           str(out), "--no-progress", "--no-figures", *flags])
+
+
+def _metrics(out):
+    with open(out / "metrics.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+def _without_times(history):
+    return [{k: v for k, v in r.items() if k not in TIME_KEYS + ("run",)} for r in history]
+
+
+def _assert_same_checkpoints(a, b):
+    a, b = load_arrays(a / "checkpoint.npz"), load_arrays(b / "checkpoint.npz")
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_the_thread_changes_no_number(tmp_path, mnist_folder, capsys):
+    aside = _run(tmp_path / "on", mnist_folder, "--epochs", "3", "--dropout", "0.1", ON)
+    header = capsys.readouterr().out.splitlines()[0]
+    here = _run(tmp_path / "off", mnist_folder, "--epochs", "3", "--dropout", "0.1", OFF)
+    assert "evaluation in a second thread" in header
+    assert "evaluation in a second thread" not in capsys.readouterr().out.splitlines()[0]
+    assert _without_times(aside) == _without_times(here)
+    assert _without_times(_metrics(tmp_path / "on")) == _without_times(here)
+    assert [r["epoch"] for r in aside] == [1, 2, 3]
+    _assert_same_checkpoints(tmp_path / "on", tmp_path / "off")
+    state = load_checkpoint(tmp_path / "on" / "checkpoint.npz", CRATE(
+        image_size=28, patch_size=7, num_classes=10, dim=32, depth=2, heads=2, dim_head=16,
+        channels=1, dropout=0.1))
+    assert state["epoch"] == 3
+
+
+def test_the_epoch_seconds_add_up(tmp_path, mnist_folder):
+    history = _run(tmp_path / "run", mnist_folder, "--epochs", "3", ON)
+    seconds = [r["seconds"] for r in history]
+    assert all(s > 0 for s in seconds)
+    np.testing.assert_allclose([r["elapsed"] for r in history], np.cumsum(seconds))
+    assert all(r["step_seconds"] * 3 <= r["seconds"] for r in history)   # 3 steps per epoch
+
+
+def test_resume_continues_exactly(tmp_path, mnist_folder):
+    straight = _run(tmp_path / "a", mnist_folder, "--epochs", "3", OFF)
+    first = _run(tmp_path / "b", mnist_folder, "--epochs", "3", "--stop-after", "2", ON)
+    assert [r["epoch"] for r in first] == [1, 2]
+    assert [r["epoch"] for r in _metrics(tmp_path / "b")] == [1, 2]
+    resumed = _run(tmp_path / "b", mnist_folder, "--resume", ON)
+    assert _without_times(resumed) == _without_times(straight)
+    _assert_same_checkpoints(tmp_path / "a", tmp_path / "b")
+
+
+def test_ctrl_c_keeps_the_epoch_evaluated_aside(tmp_path, mnist_folder, monkeypatch, capsys):
+    """Stopped in epoch 2 while epoch 1 is evaluated aside: epoch 1 is still written."""
+    straight = _run(tmp_path / "a", mnist_folder, "--epochs", "2", OFF)
+    calls, step = [], Classify.train_step
+
+    def interrupted_at_the_fifth(self, model, batch):     # 3 steps per epoch: epoch 2, step 2
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return step(self, model, batch)
+    monkeypatch.setattr(Classify, "train_step", interrupted_at_the_fifth)
+    out = tmp_path / "b"
+    with pytest.raises(SystemExit):
+        _run(out, mnist_folder, "--epochs", "2", ON)
+    assert "(epoch 1); continue with --resume" in capsys.readouterr().err
+    assert [r["epoch"] for r in _metrics(out)] == [1]
+    monkeypatch.setattr(Classify, "train_step", step)
+    resumed = _run(out, mnist_folder, "--resume")
+    assert _without_times(resumed) == _without_times(straight)
+
+
+def test_a_failing_step_still_keeps_the_epoch_evaluated_aside(tmp_path, mnist_folder,
+                                                              monkeypatch):
+    calls, step = [], Classify.train_step
+
+    def fails_in_epoch_2(self, model, batch):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("a step failed")
+        return step(self, model, batch)
+    monkeypatch.setattr(Classify, "train_step", fails_in_epoch_2)
+    cfg = make_config(Classify, dict(dataset="mnist", data=str(mnist_folder), epochs=2,
+                                     out=str(tmp_path / "run"), figures=False, progress=False,
+                                     eval_thread=True), fast=True)
+    with pytest.raises(RuntimeError, match="a step failed"):
+        loop.train(Classify, cfg)
+    assert [r["epoch"] for r in _metrics(tmp_path / "run")] == [1]
+    assert load_arrays(tmp_path / "run" / "checkpoint.npz")
+
+
+def test_a_failing_evaluation_stops_the_run_with_its_error(tmp_path, mnist_folder,
+                                                           monkeypatch):
+    evaluate = Classify.evaluate
+
+    def fails_at_epoch_2(self, model):
+        if len(self.seen) == 1:
+            raise ValueError("the evaluation failed")
+        self.seen.append(1)
+        return evaluate(self, model)
+    monkeypatch.setattr(Classify, "seen", [], raising=False)
+    monkeypatch.setattr(Classify, "evaluate", fails_at_epoch_2)
+    with pytest.raises(ValueError, match="the evaluation failed"):
+        _run(tmp_path / "run", mnist_folder, "--epochs", "3", "--debug", ON)
+    assert [r["epoch"] for r in _metrics(tmp_path / "run")] == [1]
+
+
+def test_the_default_needs_a_free_core_and_one_process_thread(tmp_path, mnist_folder,
+                                                               monkeypatch, capsys):
+    monkeypatch.setattr(loop, "available_cores", lambda: 1)
+    _run(tmp_path / "one-core", mnist_folder, "--epochs", "1")
+    assert "evaluation in a second thread" not in capsys.readouterr().out
+    monkeypatch.setattr(loop, "available_cores", lambda: 2)
+    _run(tmp_path / "two-cores", mnist_folder, "--epochs", "1")
+    assert "evaluation in a second thread" in capsys.readouterr().out
+    _run(tmp_path / "shards", mnist_folder, "--epochs", "1", "--threads", "2")
+    assert "evaluation in a second thread" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("task,settings,message", [
+    (Classify, dict(processes=2), "split over processes"),
+    (Classify, dict(distributed=True), "split over processes"),
+    (Classify, dict(backend="cupy"), "runs on NumPy, got --backend cupy"),
+    (LanguageModel, {}, "--task lm cannot evaluate in a second thread"),
+    (SSL, {}, "--task ssl cannot evaluate in a second thread"),
+])
+def test_refusals_name_the_reason(task, settings, message):
+    with pytest.raises(ValueError, match=message):
+        validate(task, make_config(task, dict(settings, eval_thread=True)))
+
+
+def test_checkpoint_arrays_are_copies_and_what_save_checkpoint_writes(tmp_path):
+    model = CRATE(image_size=8, patch_size=4, num_classes=3, dim=8, depth=1, heads=2,
+                  dim_head=4, channels=1)
+    optimizer = AdamW(model)
+    arrays = checkpoint_arrays(model, optimizer, step=2, epoch=1)
+    before = {k: v.copy() for k, v in arrays.items()}
+    save_checkpoint(tmp_path / "c.npz", model, optimizer, step=2, epoch=1)
+    for p in model.parameters().values():
+        p += 1
+    for name in arrays:
+        np.testing.assert_array_equal(arrays[name], before[name], err_msg=name)
+    written = dict(np.load(tmp_path / "c.npz"))
+    assert written.keys() == arrays.keys()
+    for name in arrays:
+        np.testing.assert_array_equal(written[name], arrays[name], err_msg=name)

@@ -3,12 +3,15 @@
     python benchmarks/bench_threads.py [--repeats 3] [--epochs 2]
     python benchmarks/bench_threads.py --train-args="--dim 256 --depth 8 --batch-size 128 --n-train 1024"
     python benchmarks/bench_threads.py --threads 1 --processes 1 2 --epochs 10
+    python benchmarks/bench_threads.py --threads 1 --eval-thread on off --epochs 10
 
 With --threads 2 the training splits each batch into 2 shards run by 2
 threads (whitebox/training/threaded.py); --threads 1 runs one thread. With
 --processes 2 two processes each train a copy on half of every batch
 (whitebox/training/processes.py); every thread count is timed with every
-process count.
+process count. --eval-thread on off times the held-out evaluation in a
+second thread (--eval-thread) against before the next epoch
+(--no-eval-thread); without it the training command picks its default.
 
 Runs `python -m whitebox.train --epochs E --no-figures` alternating between
 thread counts, first on the machine as it is (labelled "idle" only when its
@@ -40,9 +43,12 @@ def has_threads_flag():
     return "--threads" in out
 
 
-def one_run(threads, epochs, flag, out, extra=(), processes=1):
+EVAL_FLAGS = {"default": [], "on": ["--eval-thread"], "off": ["--no-eval-thread"]}
+
+
+def one_run(threads, epochs, flag, out, extra=(), processes=1, evaluation="default"):
     cmd = [sys.executable, "-m", "whitebox.train", "--epochs", str(epochs), "--no-figures",
-           "--no-progress", "--out", out, *extra]
+           "--no-progress", "--out", out, *extra, *EVAL_FLAGS[evaluation]]
     if processes > 1:
         cmd += ["--processes", str(processes)]
     env = dict(os.environ)
@@ -75,6 +81,8 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--processes", type=int, nargs="+", default=[1])
+    ap.add_argument("--eval-thread", nargs="+", default=["default"], choices=sorted(EVAL_FLAGS),
+                    help="held-out evaluation in a second thread: on, off, or the default")
     ap.add_argument("--train-args", default="", help="more flags for the training command "
                     "(one string, e.g. a larger model: \"--dim 256 --depth 8\")")
     args = ap.parse_args(argv)
@@ -83,9 +91,10 @@ def main(argv=None):
     print(f"python -m whitebox.train --epochs {args.epochs} --no-figures {args.train_args}, "
           "threads via "
           f"{'--threads' if flag else 'environment variables'}; median of {args.repeats}")
-    print("| machine | threads | processes | wall s | training s | CPU s | last line |")
-    print("|---|---|---|---|---|---|---|")
-    settings = [(n, p) for p in args.processes for n in args.threads]
+    print("| machine | threads | processes | evaluation thread | wall s | training s | CPU s | "
+          "last line |")
+    print("|---|---|---|---|---|---|---|---|")
+    settings = [(n, p, e) for e in args.eval_thread for p in args.processes for n in args.threads]
     with tempfile.TemporaryDirectory() as tmp:
         for busy_too in (False, True):
             busy = None
@@ -98,16 +107,16 @@ def main(argv=None):
             try:
                 results = {setting: [] for setting in settings}
                 for _ in range(args.repeats):
-                    for n, p in settings:
-                        results[n, p].append(one_run(n, args.epochs, flag,
-                                                     os.path.join(tmp, "r"), extra, p))
+                    for n, p, e in settings:
+                        results[n, p, e].append(one_run(n, args.epochs, flag,
+                                                        os.path.join(tmp, "r"), extra, p, e))
             finally:
                 if busy is not None:
                     busy.kill()
                     busy.wait()
-            for (n, p), rs in results.items():
+            for (n, p, e), rs in results.items():
                 wall, cpu, train = (statistics.median(r[i] for r in rs) for i in (0, 1, 3))
-                print(f"| {condition} | {n} | {p} | {wall:.1f} | {train:.1f} | {cpu:.1f} | "
+                print(f"| {condition} | {n} | {p} | {e} | {wall:.1f} | {train:.1f} | {cpu:.1f} | "
                       f"{rs[-1][2]} |", flush=True)
 
 

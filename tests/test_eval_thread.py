@@ -15,7 +15,6 @@ from whitebox.checkpoint import checkpoint_arrays, load_arrays, load_checkpoint,
 from whitebox.models import CRATE
 from whitebox.optim import AdamW
 from whitebox.tasks.classify import Classify
-from whitebox.tasks.lm import LanguageModel
 from whitebox.tasks.ssl import SSL
 from whitebox.training import loop, make_config
 from whitebox.training.config import validate
@@ -140,7 +139,7 @@ def test_a_failing_evaluation_stops_the_run_with_its_error(tmp_path, mnist_folde
     assert [r["epoch"] for r in _metrics(tmp_path / "run")] == [1]
 
 
-def test_the_default_needs_a_free_core_and_one_process_thread(tmp_path, mnist_folder,
+def test_the_default_needs_a_core_free_of_the_training_threads(tmp_path, mnist_folder,
                                                                monkeypatch, capsys):
     monkeypatch.setattr(loop, "available_cores", lambda: 1)
     _run(tmp_path / "one-core", mnist_folder, "--epochs", "1")
@@ -150,13 +149,15 @@ def test_the_default_needs_a_free_core_and_one_process_thread(tmp_path, mnist_fo
     assert "evaluation in a second thread" in capsys.readouterr().out
     _run(tmp_path / "shards", mnist_folder, "--epochs", "1", "--threads", "2")
     assert "evaluation in a second thread" not in capsys.readouterr().out
+    monkeypatch.setattr(loop, "available_cores", lambda: 3)
+    _run(tmp_path / "shards-3-cores", mnist_folder, "--epochs", "1", "--threads", "2")
+    assert "evaluation in a second thread" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("task,settings,message", [
     (Classify, dict(processes=2), "split over processes"),
     (Classify, dict(distributed=True), "split over processes"),
     (Classify, dict(backend="cupy"), "runs on NumPy, got --backend cupy"),
-    (LanguageModel, {}, "--task lm cannot evaluate in a second thread"),
     (SSL, {}, "--task ssl cannot evaluate in a second thread"),
 ])
 def test_refusals_name_the_reason(task, settings, message):

@@ -125,3 +125,21 @@ def test_one_training_step_reads_nothing_back(device_like, task_name):
     optimizer.step()
     assert Counting.reads == [], f"the step read device values back: {Counting.reads}"
     assert loss.shape == ()
+
+
+@pytest.mark.parametrize("task", ["lm", "mlm"])
+def test_evaluation_in_a_second_thread_changes_no_number(tmp_path, capsys, task):
+    flags = ("--threads", "1", "--data", str(_write(tmp_path, TEXT)))
+    aside = _run(task, tmp_path / "on", *flags, "--eval-thread")
+    on = capsys.readouterr().out.strip().splitlines()
+    here = _run(task, tmp_path / "off", *flags, "--no-eval-thread")
+    off = capsys.readouterr().out.strip().splitlines()
+    assert "evaluation in a second thread" in on[0] and "second thread" not in off[0]
+    assert _without_times(aside) == _without_times(here)
+    shown = lambda lines: [re.sub(r" \| [\d.]+s$", "", line) for line in lines[1:]
+                           if not line.startswith("wall time")]     # no times
+    assert shown(on) == shown(off)       # epoch lines, samples (or filled-in masks), last line
+    a, b = load_arrays(tmp_path / "on" / "checkpoint.npz"), load_arrays(tmp_path / "off" /
+                                                                       "checkpoint.npz")
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)

@@ -166,7 +166,8 @@ def build_parser(task, fast=False):
     aside = run_flags.add_mutually_exclusive_group()
     aside.add_argument("--eval-thread", dest="eval_thread", action="store_true", default=None,
                        help="evaluate each epoch in a second thread while the next one trains "
-                            "(default: when a second core is free and the task allows it)")
+                            "(default: when the run's threads leave a core free and the task "
+                            "allows it)")
     aside.add_argument("--no-eval-thread", dest="eval_thread", action="store_false",
                        help="evaluate each epoch before the next one starts")
     bars = run_flags.add_mutually_exclusive_group()
@@ -262,7 +263,7 @@ def main(argv=None):
                          if training.saved_epoch else "start again without --resume\n"))
         sys.exit(1)
     if distributed.is_writer(cfg):                  # the last lines, not one per rank
-        print(training.task.summary(history))
+        print(training.task.summary(history, training.model))
         last = history[-1]["epoch"] if history else 0
         if last < cfg.epochs:
             print(f"stopped after epoch {last} of {cfg.epochs}; continue with --resume")

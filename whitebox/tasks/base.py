@@ -138,8 +138,8 @@ class Task:
     def figures(self, model, history, out):
         """Draw the run's figures into ``out``."""
 
-    def summary(self, history):
-        """The last line the job prints."""
+    def summary(self, history, model):
+        """The last line(s) the job prints, from the metrics and the trained model."""
         raise NotImplementedError
 
 

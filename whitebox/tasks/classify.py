@@ -269,7 +269,7 @@ class Classify(Task):
                              predictions=backend.to_numpy(logits.argmax(axis=1)))
         model.captured = None
 
-    def summary(self, history):
+    def summary(self, history, model):
         return f"test accuracy: {100 * history[-1]['test_acc']:.1f}%"
 
 

@@ -70,6 +70,7 @@ class LanguageModel(Task):
     models = ("crate", "gpt")
     runtime_options = ("data",)
     description = "causal (GPT-style) character language model"
+    evaluate_is_pure = True      # fixed held-out windows and probe windows
     standard = "gpt"                             # --model of the standard transformer
     CRATE_ONLY = ("variant", "expansion", "ista_step", "ista_lambda")
     # threads=2: each batch in two shards at once (training/threaded.py); measured 1.5x
@@ -102,7 +103,6 @@ class LanguageModel(Task):
         self.probe = backend.to_device(self.x_test[:o.measure_size], self.cfg.backend)
         self.baseline = bigram_cross_entropy(self.train_ids, self.test_ids,
                                              self.tokenizer.vocab_size)
-        self.model = None
 
     def _refuse_other_tokenizer(self):
         path = RunFolder(self.cfg.out).checkpoint
@@ -186,7 +186,6 @@ class LanguageModel(Task):
 
     def evaluate(self, model):
         """Held-out nats per character (eval mode), and the per-layer measures."""
-        self.model = model
         model.eval()
         total = 0.0
         where = self.cfg.backend
@@ -211,8 +210,8 @@ class LanguageModel(Task):
     def probe_windows(self):
         return self.x_test[:max(self.opt.measure_size, 64)]
 
-    def sample_lines(self, n=None, length=None):
-        """``n`` lines sampled from the trained model, each from a held-out prompt."""
+    def sample_lines(self, model, n=None, length=None):
+        """``n`` lines sampled from ``model``, each from a held-out prompt."""
         o = self.opt
         n = o.samples if n is None else n
         length = o.block_size * 2 if length is None else length
@@ -221,14 +220,14 @@ class LanguageModel(Task):
         for i in range(n):
             start = int(rng.integers(0, len(self.test_ids) - 16))
             prompt = self.test_ids[start:start + 16][None]
-            out = self.model.generate(backend.to_device(prompt, self.cfg.backend), length,
+            out = model.generate(backend.to_device(prompt, self.cfg.backend), length,
                                       temperature=o.temperature, rng=rng)
             text = self.tokenizer.decode(backend.to_numpy(out[0]))
             lines.append(f"  sample {i + 1}: {text[:16]!r} -> {text[16:]!r}")
         return lines
 
-    def summary(self, history):
-        lines = self.sample_lines() if self.model is not None else []
+    def summary(self, history, model):
+        lines = self.sample_lines(model)
         return "\n".join(lines + [f"test loss: {history[-1]['test_loss']:.3f} nats/char "
                                   f"(bigram baseline {self.baseline:.3f})"])
 

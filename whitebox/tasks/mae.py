@@ -272,7 +272,7 @@ class MaskedAutoencoding(Task):
         fig.suptitle(f"held-out images, {self.opt.mask_ratio:.0%} of the patches removed")
         return plots.save(fig, path)
 
-    def summary(self, history):
+    def summary(self, history, model):
         last = history[-1]
         if last["probe_acc"] is None:
             probe = "linear probe: scikit-learn is not installed, so no probe was fitted"

@@ -87,7 +87,6 @@ class MaskedLanguageModel(LanguageModel):
 
     def evaluate(self, model):
         """Masked loss and accuracy on the fixed held-out masking, and the per-layer measures."""
-        self.model = model
         model.eval()
         where = self.cfg.backend
         total_loss = correct = count = 0.0
@@ -117,11 +116,11 @@ class MaskedLanguageModel(LanguageModel):
         plot_atoms(model, self.probe_windows(), self.tokenizer, os.path.join(out, "atoms.png"),
                    right=12, name=self.atoms_name())
 
-    def fill_in_lines(self, n=None):
-        """Held-out windows with their masks filled in by the model's top guess."""
+    def fill_in_lines(self, model, n=None):
+        """Held-out windows with their masks filled in by ``model``'s top guess."""
         n = self.opt.samples if n is None else n
         x = self.test_inputs[:n]
-        logits = backend.to_numpy(self.model(backend.to_device(x, self.cfg.backend)))
+        logits = backend.to_numpy(model.eval()(backend.to_device(x, self.cfg.backend)))
         lines = []
         for i in range(len(x)):
             chosen = self.test_targets[i] != -1
@@ -132,8 +131,8 @@ class MaskedLanguageModel(LanguageModel):
                          f"{self.tokenizer.decode(guess)!r}")
         return lines
 
-    def summary(self, history):
-        lines = self.fill_in_lines() if self.model is not None else []
+    def summary(self, history, model):
+        lines = self.fill_in_lines(model)
         return "\n".join(lines + [
             f"test masked accuracy: {100 * history[-1]['test_acc']:.1f}% (unigram baseline "
             f"{100 * self.baseline:.1f}%)"])

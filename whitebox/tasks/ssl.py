@@ -374,7 +374,7 @@ class SSL(Task):
             ax.legend()
         plots.save(fig, os.path.join(out, "ssl_curves.png"))
 
-    def summary(self, history):
+    def summary(self, history, model):
         h = history[-1]
         return (f"test k-NN accuracy: {100 * h['knn']:.1f}% (raw pixels {100 * h['knn_raw']:.1f}%,"
                 f" untrained network {100 * h['knn_untrained']:.1f}%)")

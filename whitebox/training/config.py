@@ -51,8 +51,8 @@ class TrainConfig:
     progress: bool = setting(None, "progress bars (default: only when stderr is a terminal)",
                              Check(bool, optional=True), flag=False)
     eval_thread: bool = setting(None, "evaluate each epoch in a second thread while the next one "
-                                "trains (default: on NumPy, one process, one thread, when the "
-                                "task allows it and the machine has a second core)",
+                                "trains (default: on NumPy in one process, when the task "
+                                "allows it and the run's threads leave a core free)",
                                 Check(bool, optional=True), flag=False)
     options: dict = dataclasses.field(default_factory=dict)
 

@@ -17,8 +17,8 @@ see whitebox/tasks/base.py) with the settings ``cfg`` (a TrainConfig):
      back until both are written. At the end the task draws its figures.
 
 Held-out evaluation in a second thread (``--eval-thread``; by default on
-NumPy when one process of one thread trains, the task allows it and the
-machine has a second core): after epoch k's steps the loop copies the
+NumPy in one process when the task allows it and the run's threads leave a
+core free): after epoch k's steps the loop copies the
 checkpoint's arrays and takes a snapshot of the model (``Module.snapshot``),
 starts the task's ``evaluate`` on the snapshot in a second thread, and
 trains epoch k + 1 meanwhile; after those steps it collects epoch k's
@@ -185,7 +185,7 @@ class Training:
                 scope.enter_context(limited(1))   # one BLAS thread inside each shard's thread
                 shards = threaded.ShardThreads(self.model, cfg.threads)
                 scope.callback(shards.close)
-            self.aside = EvaluationThread() if self._evaluates_aside(shards) else None
+            self.aside = EvaluationThread() if self._evaluates_aside() else None
             self.pending = None       # the epoch whose evaluation runs aside: its record, ...
             self.say(self.header(shards))
             cores = available_cores()
@@ -213,6 +213,7 @@ class Training:
                     self._end_pending()   # keep the last whole epoch; the error is the news
                 raise
             train_seconds = time.perf_counter() - train_start
+        self.model.eval()     # as the last evaluation leaves it, also when that ran aside
         figures_start = time.perf_counter()
         if cfg.figures and self.history and self.writer:
             self.task.figures(self.model, self.history, cfg.out)
@@ -332,14 +333,15 @@ class Training:
                 atomic_write_npz(self.folder.checkpoint, state)
             self.saved_epoch = record["epoch"]
 
-    def _evaluates_aside(self, shards):
-        """Whether held-out evaluation runs in a second thread (--eval-thread; default: when
-        the task allows it and a core is free of this run's training threads)."""
+    def _evaluates_aside(self):
+        """Whether held-out evaluation runs in a second thread (--eval-thread; default: on
+        NumPy, in one process, when the task allows it and a core is free of the run's
+        training threads)."""
         cfg = self.cfg
         if cfg.eval_thread is not None:
             return cfg.eval_thread                 # validate() refused a run that cannot
         return (cfg.backend == "numpy" and self.dp is None and self.task.evaluate_is_pure
-                and shards is None and cfg.threads < available_cores())
+                and cfg.threads < available_cores())
 
     def header(self, shards):
         """The first line: the task, the whole model and how the run uses the machine."""

@@ -13,6 +13,8 @@ line. One epoch of the loop, with a task ``t``:
                                                   # (or on shards: training/threaded.py)
         clip, optimizer step, schedule step
     record = {train_<k>: sums[k] / count} | t.evaluate(model)
+                                   # (or of a snapshot, in a second thread while the next
+                                   # epoch trains, when t.evaluate_is_pure: --eval-thread)
 
 Nothing in a step converts device values to Python numbers: ``loss`` and the
 ``sums`` stay 0-d arrays until the loop logs them.

@@ -5,6 +5,11 @@ Each forces the thread on or off, so the checks hold on a one-core machine
 too, where the default leaves it off.
 """
 import json
+import os
+import re
+import signal
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -49,7 +54,27 @@ def _assert_same_checkpoints(a, b):
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
-def test_the_thread_changes_no_number(tmp_path, mnist_folder, capsys):
+@pytest.fixture
+def evaluation_overlaps_a_step(monkeypatch):
+    """Each evaluation in the second thread starts only after the training thread's next
+    optimizer step (or 1 s), so a snapshot that shared the parameters would be caught."""
+    stepped, step, evaluate = threading.Event(), AdamW.step, Classify.evaluate
+
+    def step_and_tell(self):
+        step(self)
+        stepped.set()
+
+    def evaluate_after_a_step(self, model):
+        if threading.current_thread() is not threading.main_thread():
+            stepped.clear()
+            stepped.wait(1.0)
+        return evaluate(self, model)
+    monkeypatch.setattr(AdamW, "step", step_and_tell)
+    monkeypatch.setattr(Classify, "evaluate", evaluate_after_a_step)
+
+
+def test_the_thread_changes_no_number(tmp_path, mnist_folder, capsys,
+                                      evaluation_overlaps_a_step):
     aside = _run(tmp_path / "on", mnist_folder, "--epochs", "3", "--dropout", "0.1", ON)
     header = capsys.readouterr().out.splitlines()[0]
     here = _run(tmp_path / "off", mnist_folder, "--epochs", "3", "--dropout", "0.1", OFF)
@@ -65,12 +90,23 @@ def test_the_thread_changes_no_number(tmp_path, mnist_folder, capsys):
     assert state["epoch"] == 3
 
 
-def test_the_epoch_seconds_add_up(tmp_path, mnist_folder):
+def test_an_epoch_counts_the_wait_for_its_evaluation(tmp_path, mnist_folder, monkeypatch,
+                                                     capsys):
+    """An evaluation far longer than the next epoch's steps: each epoch's seconds hold the
+    wait for it, and the epochs' seconds add up to the run's time (less the files)."""
+    evaluate = Classify.evaluate
+
+    def slow(self, model):
+        time.sleep(0.2)
+        return evaluate(self, model)
+    monkeypatch.setattr(Classify, "evaluate", slow)
     history = _run(tmp_path / "run", mnist_folder, "--epochs", "3", ON)
+    training = float(re.search(r"3 epochs ([\d.]+) s", capsys.readouterr().out).group(1))
     seconds = [r["seconds"] for r in history]
-    assert all(s > 0 for s in seconds)
+    assert all(s >= 0.2 for s in seconds), seconds
+    assert 0.6 <= sum(seconds) <= training + 0.05
     np.testing.assert_allclose([r["elapsed"] for r in history], np.cumsum(seconds))
-    assert all(r["step_seconds"] * 3 <= r["seconds"] for r in history)   # 3 steps per epoch
+    assert [list(r)[-4:] for r in history] == [["lr", "seconds", "elapsed", "step_seconds"]] * 3
 
 
 def test_resume_continues_exactly(tmp_path, mnist_folder):
@@ -102,6 +138,58 @@ def test_ctrl_c_keeps_the_epoch_evaluated_aside(tmp_path, mnist_folder, monkeypa
     monkeypatch.setattr(Classify, "train_step", step)
     resumed = _run(out, mnist_folder, "--resume")
     assert _without_times(resumed) == _without_times(straight)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT to this process")
+def test_a_second_ctrl_c_while_the_stop_waits_still_says_where(tmp_path, mnist_folder,
+                                                                monkeypatch, capsys):
+    """Ctrl-C in epoch 2, and again while the stop waits for epoch 1's evaluation: epoch 1 is
+    written and the run still says where it stopped and how to resume."""
+    first = threading.Event()
+    calls, step, evaluate = [], Classify.train_step, Classify.evaluate
+
+    def ctrl_c_in_epoch_2(self, model, batch):
+        calls.append(1)
+        if len(calls) == 4:
+            first.set()
+            raise KeyboardInterrupt
+        return step(self, model, batch)
+
+    def evaluate_through_a_second_ctrl_c(self, model):
+        if threading.current_thread() is not threading.main_thread():
+            first.wait(10)
+            time.sleep(0.2)                         # the stop now waits for this evaluation
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+        return evaluate(self, model)
+    monkeypatch.setattr(Classify, "train_step", ctrl_c_in_epoch_2)
+    monkeypatch.setattr(Classify, "evaluate", evaluate_through_a_second_ctrl_c)
+    with pytest.raises(SystemExit):
+        _run(tmp_path / "run", mnist_folder, "--epochs", "2", ON)
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "(epoch 1); continue with --resume")
+    assert [r["epoch"] for r in _metrics(tmp_path / "run")] == [1]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT to this process")
+def test_ctrl_c_while_an_epoch_waits_for_the_evaluation_before_drops_that_epoch(
+        tmp_path, mnist_folder, monkeypatch, capsys):
+    """Ctrl-C while epoch 2's end waits for epoch 1's evaluation: epoch 1 is written and no
+    evaluation of epoch 2 starts (a run without the thread drops epoch 2 the same way)."""
+    evaluate, started = Classify.evaluate, []
+
+    def slow_evaluate(self, model):
+        started.append(1)
+        if len(started) == 1:
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+            time.sleep(0.6)
+        return evaluate(self, model)
+    monkeypatch.setattr(Classify, "evaluate", slow_evaluate)
+    with pytest.raises(SystemExit):
+        _run(tmp_path / "run", mnist_folder, "--epochs", "3", ON)
+    assert "interrupted at epoch 2 step 3; checkpoint at" in capsys.readouterr().err
+    assert started == [1]
+    assert [r["epoch"] for r in _metrics(tmp_path / "run")] == [1]
 
 
 def test_a_failing_step_still_keeps_the_epoch_evaluated_aside(tmp_path, mnist_folder,

@@ -204,12 +204,15 @@ class Training:
                     self._epoch(epoch, shards)
                 self._end_pending()
             except KeyboardInterrupt:
-                self._end_pending()       # the epoch evaluated aside still gets its checkpoint
+                # the epoch evaluated aside still gets its checkpoint; a second Ctrl-C while
+                # it waits, or its failed evaluation, leaves the one before
+                with contextlib.suppress(Exception, KeyboardInterrupt):
+                    self._end_pending()
                 raise Interrupted(self.current_epoch, self.in_epoch,
                                   self.folder.checkpoint if self.saved_epoch else None,
                                   self.saved_epoch) from None
             except BaseException:
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception, KeyboardInterrupt):
                     self._end_pending()   # keep the last whole epoch; the error is the news
                 raise
             train_seconds = time.perf_counter() - train_start
@@ -238,15 +241,16 @@ class Training:
             seconds = time.perf_counter() - tic
             self._end_epoch(record, seconds, self._checkpoint_state())
             return
-        with interrupts_deferred():
+        with interrupts_deferred() as caught:
             state = self._checkpoint_state()      # as of now: the next epoch moves it on
             snapshot = self.model.snapshot()
             seconds = time.perf_counter() - tic
             earlier = self._collect_aside()
-            self.aside.start(self.task.evaluate, snapshot)
-            self.pending = (record, seconds, state)
             if earlier:
                 self._end_epoch(*earlier)
+            if not caught:   # after a Ctrl-C this epoch is dropped, as without the thread
+                self.aside.start(self.task.evaluate, snapshot)
+                self.pending = (record, seconds, state)
 
     def _collect_aside(self):
         """The epoch evaluated aside, once its evaluation is done: (record with the
@@ -322,7 +326,8 @@ class Training:
         the run's time less the files' writing.
         """
         self.elapsed += seconds
-        record.update(seconds=seconds, elapsed=self.elapsed)
+        lr, step_seconds = record.pop("lr"), record.pop("step_seconds")     # the earlier order
+        record.update(lr=lr, seconds=seconds, elapsed=self.elapsed, step_seconds=step_seconds)
         self.history.append(record)
         self.say(self.task.epoch_line(record) + f" | {seconds:.1f}s")
         # Metrics first, then the checkpoint: after a crash in between, resume
@@ -408,22 +413,32 @@ def available_cores():
         return os.cpu_count() or 1
 
 
+_held = None      # the Ctrl-Cs held back by the outermost interrupts_deferred block now open
+
+
 @contextlib.contextmanager
 def interrupts_deferred():
     """Ctrl-C (SIGINT) inside the block raises KeyboardInterrupt only when the block ends.
 
-    So the files written inside are written whole. Outside the main thread
-    (where Python delivers signals) the block changes nothing.
+    So the files written inside are written whole. The block gives the list
+    of the Ctrl-Cs held so far, so its code can skip work not yet begun. A
+    block inside another leaves the holding to the outer one. Outside the
+    main thread (where Python delivers signals) the block changes nothing.
     """
+    global _held
     previous = signal.getsignal(signal.SIGINT)
     if threading.current_thread() is not threading.main_thread() or previous is None:
-        yield
+        yield []
         return
-    caught = []
+    if _held is not None:
+        yield _held
+        return
+    caught = _held = []
     signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
     try:
-        yield
+        yield caught
     finally:
+        _held = None
         signal.signal(signal.SIGINT, previous)
     if caught:
         raise KeyboardInterrupt

@@ -119,27 +119,6 @@ def test_resume_continues_exactly(tmp_path, mnist_folder):
     _assert_same_checkpoints(tmp_path / "a", tmp_path / "b")
 
 
-def test_ctrl_c_keeps_the_epoch_evaluated_aside(tmp_path, mnist_folder, monkeypatch, capsys):
-    """Stopped in epoch 2 while epoch 1 is evaluated aside: epoch 1 is still written."""
-    straight = _run(tmp_path / "a", mnist_folder, "--epochs", "2", OFF)
-    calls, step = [], Classify.train_step
-
-    def interrupted_at_the_fifth(self, model, batch):     # 3 steps per epoch: epoch 2, step 2
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-        return step(self, model, batch)
-    monkeypatch.setattr(Classify, "train_step", interrupted_at_the_fifth)
-    out = tmp_path / "b"
-    with pytest.raises(SystemExit):
-        _run(out, mnist_folder, "--epochs", "2", ON)
-    assert "(epoch 1); continue with --resume" in capsys.readouterr().err
-    assert [r["epoch"] for r in _metrics(out)] == [1]
-    monkeypatch.setattr(Classify, "train_step", step)
-    resumed = _run(out, mnist_folder, "--resume")
-    assert _without_times(resumed) == _without_times(straight)
-
-
 @pytest.mark.skipif(os.name != "posix", reason="sends SIGINT to this process")
 def test_a_second_ctrl_c_while_the_stop_waits_still_says_where(tmp_path, mnist_folder,
                                                                 monkeypatch, capsys):

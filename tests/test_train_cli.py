@@ -107,8 +107,11 @@ def test_a_user_error_in_a_real_process_exits_2_without_a_traceback(tmp_path, mn
 
 
 # ------------------------------------------------------------------ Ctrl-C
+@pytest.mark.parametrize("evaluation", ["--eval-thread", "--no-eval-thread"])
 def test_ctrl_c_says_where_and_the_checkpoint_resumes_exactly(tmp_path, mnist_folder,
-                                                               monkeypatch, capsys):
+                                                               monkeypatch, capsys, evaluation):
+    """With the evaluation in a second thread, epoch 1, evaluated aside when the Ctrl-C comes
+    in epoch 2, is still written."""
     straight = train_job.main(_argv(tmp_path / "a", mnist_folder, "--epochs", "2"))
     calls = []
     step = Classify.train_step
@@ -121,7 +124,7 @@ def test_ctrl_c_says_where_and_the_checkpoint_resumes_exactly(tmp_path, mnist_fo
     monkeypatch.setattr(Classify, "train_step", interrupted_at_the_fifth)
     out = tmp_path / "b"
     with pytest.raises(SystemExit) as stop:
-        train_job.main(_argv(out, mnist_folder, "--epochs", "2"))
+        train_job.main(_argv(out, mnist_folder, "--epochs", "2", evaluation))
     err = capsys.readouterr().err
     assert stop.value.code == 130 and "Traceback" not in err
     checkpoint = os.path.join(str(out), "checkpoint.npz")

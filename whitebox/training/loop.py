@@ -285,10 +285,11 @@ class Training:
             if self.dp:
                 batch = self.dp.shard(batch)
             model.zero_grad()
-            if shards:
-                loss, sums = shards.step(task.train_step, batch)
-            else:
-                loss, sums = task.train_step(model, batch)
+            with self.dp.shard_draws(model) if self.dp else contextlib.nullcontext():
+                if shards:
+                    loss, sums = shards.step(task.train_step, batch)
+                else:
+                    loss, sums = task.train_step(model, batch)
             if self.dp:
                 sums = self.dp.allreduce(model, sums)     # gradients of the whole global batch
             if cfg.grad_clip:

@@ -54,7 +54,7 @@ import numpy as np
 from ..backend import to_device, to_numpy
 from .processes import ProcessComm, current, launch
 from .runs import RunFolder
-from .threaded import shard_generator, split_batch
+from .threaded import draw_as_shard, generator_slots, split_batch
 
 
 def _mpi():
@@ -101,13 +101,10 @@ class DataParallel:
         if self.size == 1 or not model.draws_in_training():
             yield
             return
-        slots = [(mod, mod.rng) for _, mod in model.named_modules()
-                 if isinstance(mod.__dict__.get("rng"), np.random.Generator)]
+        slots = generator_slots(model, model)           # (module, its generator g)
         own = list({id(g): g for _, g in slots}.values())
         if self.rank:
-            derived = {id(g): shard_generator(g, self.rank) for g in own}
-            for mod, g in slots:
-                object.__setattr__(mod, "rng", derived[id(g)])
+            draw_as_shard(slots, self.rank)
         try:
             yield
         finally:

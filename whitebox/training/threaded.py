@@ -96,7 +96,7 @@ def shard_generator(g, i):
     return np.random.Generator(type(g.bit_generator)(seq))
 
 
-def _generator_slots(model, twin):
+def generator_slots(model, twin):
     """(module of twin, the model's generator) for every module holding one as ``rng``
     (the attribute Module.generators reads)."""
     slots = []
@@ -105,6 +105,16 @@ def _generator_slots(model, twin):
         if isinstance(g, np.random.Generator):
             slots.append((other, g))
     return slots
+
+
+def draw_as_shard(slots, i):
+    """Point each slot's module at ``shard_generator(g, i)`` of its generator g (one derived
+    generator per distinct g, as modules may share one); ``slots`` from generator_slots."""
+    derived = {}
+    for module, g in slots:
+        if id(g) not in derived:
+            derived[id(g)] = shard_generator(g, i)
+        object.__setattr__(module, "rng", derived[id(g)])
 
 
 def plan(cfg, task, model):
@@ -132,7 +142,7 @@ class ShardThreads:
         self.model, self.workers = model, workers
         self.replicas = [model] + [model.replica() for _ in range(workers - 1)]
         self._names = sorted(model.grads())
-        self._slots = [_generator_slots(model, r) for r in self.replicas[1:]]
+        self._slots = [generator_slots(model, r) for r in self.replicas[1:]]
         self._pool = ThreadPoolExecutor(workers - 1, thread_name_prefix="whitebox-shard")
         # the threads end with the engine, even when a run stops on an error before close()
         self._finalizer = weakref.finalize(self, self._pool.shutdown, wait=False)
@@ -167,13 +177,8 @@ class ShardThreads:
 
     def _seed_replicas(self, parts):
         """Point replica i's generator attributes at shard_generator(g, i) of the model's g."""
-        derived = {}
         for i, slots in enumerate(self._slots[:parts - 1], start=1):
-            for twin, g in slots:
-                key = (id(g), i)
-                if key not in derived:
-                    derived[key] = shard_generator(g, i)
-                object.__setattr__(twin, "rng", derived[key])
+            draw_as_shard(slots, i)
 
     @staticmethod
     def _run(train_step, replica, shard):

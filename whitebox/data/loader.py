@@ -8,7 +8,7 @@ at the end.
 import numpy as np
 
 from .. import backend
-from ..functional._checks import check_array, check_class_labels, check_finite
+from ..functional._checks import check_array, check_class_labels, check_finite, is_int
 from .augment import random_distort, random_shift
 
 
@@ -129,7 +129,7 @@ class BatchLoader:
                 raise ValueError(f"{name} must be a number in [0, {high or 'inf'}), "
                                  f"got {value!r}")
         if not (isinstance(part, tuple) and len(part) == 2
-                and all(isinstance(v, (int, np.integer)) for v in part)
+                and all(is_int(v) for v in part)
                 and 0 <= part[0] < part[1]):
             raise ValueError(f"part must be (rank, size) with 0 <= rank < size, got {part!r}")
         distort = bool(rotate or zoom or warp)

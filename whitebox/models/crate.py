@@ -22,9 +22,7 @@ diagonal shifts of themselves by s pixels before the patches are cut, so the
 embedding reads 5 p1 p2 C numbers per patch; every name stays the same.
 """
 
-import numpy as np
-
-from ..functional._checks import check_positive_int
+from ..functional._checks import check_positive_int, is_int
 from ..functional.shifted_patches import COPIES
 from ..nn import CRATELayer, Dropout, LayerNorm, Linear, Module, ModuleList, Patchify, \
     Sequential, ShiftedPatches
@@ -155,8 +153,7 @@ class CRATE(ImageModel):
             check_positive_int(name, v)
         if pool not in POOLS:
             raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
-        if not isinstance(patch_shift, (int, np.integer)) or isinstance(patch_shift, bool) \
-                or not 0 <= patch_shift < min(self.image_hw):
+        if not is_int(patch_shift) or not 0 <= patch_shift < min(self.image_hw):
             raise ValueError(f"patch_shift must be an integer number of pixels in [0, "
                              f"{min(self.image_hw)}) (the image side), got {patch_shift!r}")
         self.config = dict(image_size=image_size, patch_size=patch_size,

@@ -221,7 +221,7 @@ class LanguageModel(Task):
             start = int(rng.integers(0, len(self.test_ids) - 16))
             prompt = self.test_ids[start:start + 16][None]
             out = model.generate(backend.to_device(prompt, self.cfg.backend), length,
-                                      temperature=o.temperature, rng=rng)
+                                 temperature=o.temperature, rng=rng)
             text = self.tokenizer.decode(backend.to_numpy(out[0]))
             lines.append(f"  sample {i + 1}: {text[:16]!r} -> {text[16:]!r}")
         return lines

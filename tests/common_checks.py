@@ -1,6 +1,7 @@
 """Checks several test files share: a table row of a functional pair (``Op``) and its
 float32 check, state dicts equal key by key, the whole-model gradient check of a token
-model, one training step against a PyTorch twin, and two runs' metric curves."""
+model, one training step against a PyTorch twin, and two runs' metric curves and
+checkpoints."""
 import json
 import os
 from dataclasses import dataclass
@@ -88,6 +89,15 @@ def read_curve(out):
     """The per-epoch records of the run in ``out`` (its metrics.jsonl)."""
     with open(os.path.join(out, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f]
+
+
+def assert_same_checkpoint(a, b):
+    """The checkpoint.npz files of the run folders ``a`` and ``b`` hold equal arrays."""
+    from whitebox.checkpoint import load_arrays
+    a, b = (load_arrays(os.path.join(out, "checkpoint.npz")) for out in (a, b))
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
 def assert_same_curve(a, b, keys=("train_loss", "test_loss", "train_acc", "test_acc")):

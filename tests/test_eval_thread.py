@@ -4,7 +4,6 @@ The runs read a tiny MNIST look-alike written as idx files into tmp_path.
 Each forces the thread on or off, so the checks hold on a one-core machine
 too, where the default leaves it off.
 """
-import json
 import os
 import re
 import signal
@@ -13,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from common_checks import assert_same_checkpoint, read_curve
 from conftest import write_bar_mnist
 
 from whitebox import train as train_job
@@ -38,20 +38,8 @@ def _run(out, folder, *flags):
                            str(out), "--no-progress", "--no-figures", *flags])
 
 
-def _metrics(out):
-    with open(out / "metrics.jsonl") as f:
-        return [json.loads(line) for line in f]
-
-
 def _without_times(history):
     return [{k: v for k, v in r.items() if k not in TIME_KEYS + ("run",)} for r in history]
-
-
-def _assert_same_checkpoints(a, b):
-    a, b = load_arrays(a / "checkpoint.npz"), load_arrays(b / "checkpoint.npz")
-    assert a.keys() == b.keys()
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
 @pytest.fixture
@@ -81,9 +69,9 @@ def test_the_thread_changes_no_number(tmp_path, mnist_folder, capsys,
     assert "evaluation in a second thread" in header
     assert "evaluation in a second thread" not in capsys.readouterr().out.splitlines()[0]
     assert _without_times(aside) == _without_times(here)
-    assert _without_times(_metrics(tmp_path / "on")) == _without_times(here)
+    assert _without_times(read_curve(tmp_path / "on")) == _without_times(here)
     assert [r["epoch"] for r in aside] == [1, 2, 3]
-    _assert_same_checkpoints(tmp_path / "on", tmp_path / "off")
+    assert_same_checkpoint(tmp_path / "on", tmp_path / "off")
     state = load_checkpoint(tmp_path / "on" / "checkpoint.npz", CRATE(
         image_size=28, patch_size=7, num_classes=10, dim=32, depth=2, heads=2, dim_head=16,
         channels=1, dropout=0.1))
@@ -113,10 +101,10 @@ def test_resume_continues_exactly(tmp_path, mnist_folder):
     straight = _run(tmp_path / "a", mnist_folder, "--epochs", "3", OFF)
     first = _run(tmp_path / "b", mnist_folder, "--epochs", "3", "--stop-after", "2", ON)
     assert [r["epoch"] for r in first] == [1, 2]
-    assert [r["epoch"] for r in _metrics(tmp_path / "b")] == [1, 2]
+    assert [r["epoch"] for r in read_curve(tmp_path / "b")] == [1, 2]
     resumed = _run(tmp_path / "b", mnist_folder, "--resume", ON)
     assert _without_times(resumed) == _without_times(straight)
-    _assert_same_checkpoints(tmp_path / "a", tmp_path / "b")
+    assert_same_checkpoint(tmp_path / "a", tmp_path / "b")
 
 
 @pytest.mark.skipif(os.name != "posix", reason="sends SIGINT to this process")
@@ -151,7 +139,7 @@ def test_a_second_ctrl_c_while_the_stop_waits_still_says_where(tmp_path, mnist_f
     assert isinstance(stopped, SystemExit), repr(stopped)
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
         "(epoch 1); continue with --resume")
-    assert [r["epoch"] for r in _metrics(tmp_path / "run")] == [1]
+    assert [r["epoch"] for r in read_curve(tmp_path / "run")] == [1]
 
 
 @pytest.mark.skipif(os.name != "posix", reason="sends SIGINT to this process")
@@ -172,7 +160,7 @@ def test_ctrl_c_while_an_epoch_waits_for_the_evaluation_before_drops_that_epoch(
         _run(tmp_path / "run", mnist_folder, "--epochs", "3", ON)
     assert "interrupted at epoch 2 step 3; checkpoint at" in capsys.readouterr().err
     assert started == [1]
-    assert [r["epoch"] for r in _metrics(tmp_path / "run")] == [1]
+    assert [r["epoch"] for r in read_curve(tmp_path / "run")] == [1]
 
 
 def test_a_failing_step_still_keeps_the_epoch_evaluated_aside(tmp_path, mnist_folder,
@@ -190,7 +178,7 @@ def test_a_failing_step_still_keeps_the_epoch_evaluated_aside(tmp_path, mnist_fo
                                      eval_thread=True), fast=True)
     with pytest.raises(RuntimeError, match="a step failed"):
         loop.train(Classify, cfg)
-    assert [r["epoch"] for r in _metrics(tmp_path / "run")] == [1]
+    assert [r["epoch"] for r in read_curve(tmp_path / "run")] == [1]
     assert load_arrays(tmp_path / "run" / "checkpoint.npz")
 
 
@@ -207,7 +195,7 @@ def test_a_failing_evaluation_stops_the_run_with_its_error(tmp_path, mnist_folde
     monkeypatch.setattr(Classify, "evaluate", fails_at_epoch_2)
     with pytest.raises(ValueError, match="the evaluation failed"):
         _run(tmp_path / "run", mnist_folder, "--epochs", "3", "--debug", ON)
-    assert [r["epoch"] for r in _metrics(tmp_path / "run")] == [1]
+    assert [r["epoch"] for r in read_curve(tmp_path / "run")] == [1]
 
 
 def test_the_default_needs_a_core_free_of_the_training_threads(tmp_path, mnist_folder,

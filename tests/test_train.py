@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from common_checks import assert_same_checkpoint
 from conftest import write_bar_mnist
 
 from whitebox import train as train_job
@@ -99,10 +100,7 @@ def test_resume_continues_exactly(tmp_path, mnist_folder, capsys, augment):
     resumed = _run(tmp_path / "b", mnist_folder, "--resume")   # flags come from config.json
     assert _without_times(resumed) == _without_times(straight)
     assert _without_times(_read_metrics(tmp_path / "b")) == _without_times(straight)
-    a = load_arrays(tmp_path / "a" / "checkpoint.npz")
-    b = load_arrays(tmp_path / "b" / "checkpoint.npz")
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert_same_checkpoint(tmp_path / "a", tmp_path / "b")
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("test accuracy: ")
 
 
@@ -126,10 +124,7 @@ def test_resume_with_dropout_continues_exactly(tmp_path, mnist_folder):
     _run(tmp_path / "b", mnist_folder, *flags, "--stop-after", "1")
     resumed = _run(tmp_path / "b", mnist_folder, "--resume")
     assert _without_times(resumed) == _without_times(straight)
-    a = load_arrays(tmp_path / "a" / "checkpoint.npz")
-    b = load_arrays(tmp_path / "b" / "checkpoint.npz")
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert_same_checkpoint(tmp_path / "a", tmp_path / "b")
 
     # Dropout really ran: the checkpointed generators moved away from their initial state.
     cfg, task, model = load_run(str(tmp_path / "b"), checkpoint=False)

@@ -2,9 +2,9 @@
 exact resume, threads, the per-layer measures and the figures; CRATE stays each task's default."""
 import numpy as np
 import pytest
+from common_checks import assert_same_checkpoint
 
 from whitebox import train as train_job
-from whitebox.checkpoint import load_arrays
 from whitebox.training.loop import TIME_KEYS
 
 TEXT = ("Python is a programming language that lets you work quickly and integrate "
@@ -70,10 +70,7 @@ def test_mae_resume_equals_an_uninterrupted_run(tmp_path):
     resumed = train_job.main(["--out", str(tmp_path / "b"), "--resume", "--no-progress",
                               "--task", "mae"])
     assert _without_times(resumed) == _without_times(straight)
-    a, b = (load_arrays(tmp_path / x / "checkpoint.npz") for x in "ab")
-    assert set(a) == set(b)
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert_same_checkpoint(tmp_path / "a", tmp_path / "b")
 
 
 def test_vit_on_two_threads_matches_one(tmp_path, capsys):

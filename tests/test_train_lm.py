@@ -4,9 +4,9 @@ import re
 
 import numpy as np
 import pytest
+from common_checks import assert_same_checkpoint
 
 from whitebox import train as train_job
-from whitebox.checkpoint import load_arrays
 from whitebox.training.loop import TIME_KEYS
 
 from test_no_sync import Counting, device_like, on_device  # noqa: F401  (a fixture)
@@ -67,10 +67,7 @@ def test_resume_continues_exactly(tmp_path, text_file, task):
     resumed = train_job.main(["--task", task, "--out", str(tmp_path / "b"), "--resume",
                               "--no-progress"])
     assert _without_times(resumed) == _without_times(straight)
-    a, b = load_arrays(tmp_path / "a" / "checkpoint.npz"), load_arrays(tmp_path / "b" /
-                                                                        "checkpoint.npz")
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert_same_checkpoint(tmp_path / "a", tmp_path / "b")
 
 
 def test_checkpoint_of_another_tokenizer_is_refused_and_nothing_changes(tmp_path, text_file):
@@ -139,7 +136,4 @@ def test_evaluation_in_a_second_thread_changes_no_number(tmp_path, capsys, task)
     shown = lambda lines: [re.sub(r" \| [\d.]+s$", "", line) for line in lines[1:]
                            if not line.startswith("wall time")]     # no times
     assert shown(on) == shown(off)       # epoch lines, samples (or filled-in masks), last line
-    a, b = load_arrays(tmp_path / "on" / "checkpoint.npz"), load_arrays(tmp_path / "off" /
-                                                                       "checkpoint.npz")
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert_same_checkpoint(tmp_path / "on", tmp_path / "off")

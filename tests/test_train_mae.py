@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+from common_checks import assert_same_checkpoint
 from conftest import write_bar_mnist
 
 from whitebox import train as train_job
@@ -71,10 +72,7 @@ def test_resume_continues_exactly(tmp_path, mnist_folder):
     assert len(first) == 1
     resumed = _run(tmp_path / "b", mnist_folder, "--resume")
     assert _without_times(resumed) == _without_times(straight)
-    a = load_arrays(tmp_path / "a" / "checkpoint.npz")
-    b = load_arrays(tmp_path / "b" / "checkpoint.npz")
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert_same_checkpoint(tmp_path / "a", tmp_path / "b")
 
 
 def test_bad_flags_are_refused_before_any_work(tmp_path, mnist_folder, capsys):
@@ -115,7 +113,4 @@ def test_evaluation_in_a_second_thread_changes_no_number(tmp_path, mnist_folder)
     here = _run(tmp_path / "off", mnist_folder, "--epochs", "2", "--no-figures",
                 "--no-eval-thread")
     assert _without_times(aside) == _without_times(here)
-    a = load_arrays(tmp_path / "on" / "checkpoint.npz")
-    b = load_arrays(tmp_path / "off" / "checkpoint.npz")
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert_same_checkpoint(tmp_path / "on", tmp_path / "off")

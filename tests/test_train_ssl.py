@@ -4,6 +4,7 @@ import re
 
 import numpy as np
 import pytest
+from common_checks import assert_same_checkpoint
 
 from whitebox import train as train_job
 from whitebox.checkpoint import load_arrays
@@ -58,10 +59,7 @@ def test_resume_continues_exactly(tmp_path, loss, model):
     assert len(_run(tmp_path / "b", *flags, "--stop-after", "1")) == 1
     resumed = _run(tmp_path / "b", "--resume")
     assert _without_times(resumed) == _without_times(straight)
-    a = load_arrays(tmp_path / "a" / "checkpoint.npz")
-    b = load_arrays(tmp_path / "b" / "checkpoint.npz")
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert_same_checkpoint(tmp_path / "a", tmp_path / "b")
 
 
 def test_vit_refuses_what_it_cannot_build(tmp_path, capsys):

@@ -181,6 +181,9 @@ def _host_copy(a):
     return host.copy() if host is a else host
 
 
+_WRITE_ARRAYS = "a dict of arrays is written by whitebox.checkpoint.atomic_write_npz"
+
+
 def _check_model(model, who, hint):
     if not isinstance(model, Module):
         raise TypeError(f"{who}: model must be a whitebox Module, got {type(model).__name__}"
@@ -199,22 +202,21 @@ def save_checkpoint(path, model, optimizer=None, *, step=0, epoch=0, rng=None, s
     Returns: the path.
     """
     path = os.fspath(path)
-    arrays = checkpoint_arrays(model, optimizer, step=step, epoch=epoch, rng=rng,
-                               scheduler=scheduler, extra=extra, who="save_checkpoint")
-    atomic_write_npz(path, arrays)
+    _check_model(model, "save_checkpoint", _WRITE_ARRAYS)
+    atomic_write_npz(path, checkpoint_arrays(model, optimizer, step=step, epoch=epoch, rng=rng,
+                                             scheduler=scheduler, extra=extra))
     return path
 
 
 def checkpoint_arrays(model, optimizer=None, *, step=0, epoch=0, rng=None, scheduler=None,
-                      extra=None, who="checkpoint_arrays"):
+                      extra=None):
     """The arrays :func:`save_checkpoint` writes, as NumPy COPIES: the state as it is now.
 
     Inputs as save_checkpoint. ``atomic_write_npz(path, arrays)`` writes
     them later (the training loop does, once an epoch's evaluation in a
     second thread has ended, while the parameters have moved on).
     """
-    _check_model(model, who, "a dict of arrays is written by "
-                 "whitebox.checkpoint.atomic_write_npz")
+    _check_model(model, "checkpoint_arrays", _WRITE_ARRAYS)
     for name, v in (("step", step), ("epoch", epoch)):
         if not is_int(v):
             raise TypeError(f"{name} must be an integer, got {v!r}")

@@ -274,8 +274,8 @@ class Module:
 
     @property
     def backend(self):
-        for a in self.parameters().values():
-            return backend.backend_name(a)
+        for _, mod, name in self._named_slots():        # the first parameter says
+            return backend.backend_name(mod._params[name])
         return backend.default_backend()
 
     @property

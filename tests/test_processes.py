@@ -66,6 +66,39 @@ def test_three_processes_with_random_masks(tmp_path):
     assert_same_curve(read_curve(tmp_path / "three"), one, keys=("train_loss", "test_mse"))
 
 
+TEXT = ["--fast", "--epochs", "1", "--eval-windows", "150", "--no-figures", "--no-progress",
+        "--threads", "1"]
+
+
+@pytest.mark.parametrize("task", ["lm", "mlm", "mae"])
+def test_processes_share_the_held_out_batches(tmp_path, task):
+    """Each process scores its share of the held-out batches (three batches of 64 windows,
+    two of 500 images) and the sums are added: the record written is one process's, every
+    measure and the probe included."""
+    flags = ["--task", task] + (TEXT if task != "mae" else SMALL + ["--n-test", "600"])
+    runs = {}
+    for n in (1, 2):
+        out = tmp_path / str(n)
+        cmd = [sys.executable, "-m", "whitebox.train", *flags, "--out", str(out)]
+        r = subprocess.run(cmd + (["--processes", "2"] if n > 1 else []), capture_output=True,
+                           text=True, env=ENV, timeout=300)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+        runs[n] = read_curve(out)
+    one, two = runs[1], runs[2]
+    assert [sorted(r) for r in two] == [sorted(r) for r in one]
+    keys = [k for k in one[0] if k.startswith(("train_", "test_"))] + \
+        (["probe_acc"] if task == "mae" else [])
+    assert_same_curve(two, one, keys=keys)
+
+
+def test_evaluation_share_is_every_size_th_batch_from_the_rank():
+    task = Classify.__new__(Classify)
+    assert list(task.evaluation_share(range(7))) == list(range(7))   # one process: all
+    task.part = (1, 3)
+    assert list(task.evaluation_share(range(7))) == [1, 4]
+    assert not task.writes
+
+
 def test_two_processes_resume_exactly(tmp_path):
     train(tmp_path / "whole", processes=2)
     train(tmp_path / "split", "--stop-after", "1", processes=2)

@@ -20,6 +20,7 @@ Nothing in a step converts device values to Python numbers: ``loss`` and the
 ``sums`` stay 0-d arrays until the loop logs them.
 """
 import dataclasses
+import itertools
 
 
 @dataclasses.dataclass
@@ -45,8 +46,9 @@ class Task:
     evaluate_is_pure = False
 
     # A run split over processes (--processes, --distributed) tells each copy of the task
-    # its place, (rank, size), and how to add numbers over the copies; an evaluation
-    # may take its share of the held-out batches and add the sums (Classify does).
+    # its place, (rank, size), and how to add numbers over the copies: an evaluation
+    # takes its share of the held-out batches (evaluation_share), adds the sums
+    # (add_parts), and leaves what only the written record needs to the first copy.
     part = (0, 1)
 
     def __init__(self, cfg):
@@ -56,6 +58,17 @@ class Task:
     def add_parts(sums):
         """A dict of Python numbers summed over the run's processes (one process: itself)."""
         return sums
+
+    def evaluation_share(self, batches):
+        """The held-out batches (any iterable) this process evaluates: every size-th from
+        its rank; all of them in a run of one process."""
+        rank, size = self.part
+        return itertools.islice(batches, rank, None, size)
+
+    @property
+    def writes(self):
+        """Whether this copy's record is the one written (the first process's, or the only)."""
+        return self.part[0] == 0
 
     # ------------------------------------------------ settings
     @classmethod

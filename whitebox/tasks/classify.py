@@ -231,17 +231,15 @@ class Classify(Task):
         its record (the one written) keeps.
         """
         model.eval()
-        rank, size = self.part
         sums = dict(loss=0.0, correct=0.0)
-        for i, (images, labels) in enumerate(self.test_loader):
-            if i % size == rank:
-                logits = model(images)
-                loss, _ = losses.cross_entropy(logits, labels)
-                sums["loss"] += float(loss) * len(labels)
-                sums["correct"] += float((logits.argmax(axis=1) == labels).sum())
+        for images, labels in self.evaluation_share(self.test_loader):
+            logits = model(images)
+            loss, _ = losses.cross_entropy(logits, labels)
+            sums["loss"] += float(loss) * len(labels)
+            sums["correct"] += float((logits.argmax(axis=1) == labels).sum())
         sums, count = self.add_parts(sums), self.counts[1]
         record = dict(test_loss=sums["loss"] / count, test_acc=sums["correct"] / count)
-        if rank == 0:
+        if self.writes:
             record["rc"], record["nonzero"] = layer_measures(model, self.probe)
         return record
 

@@ -185,16 +185,22 @@ class LanguageModel(Task):
         return loss, {"loss": loss * n, "count": n}
 
     def evaluate(self, model):
-        """Held-out nats per character (eval mode), and the per-layer measures."""
+        """Held-out nats per character (eval mode), and the per-layer measures.
+
+        Split over processes, each evaluates its share of the batches and the
+        first adds the measures (its record is the one written).
+        """
         model.eval()
         total = 0.0
         where = self.cfg.backend
-        for i in range(0, len(self.x_test), 64):
+        for i in self.evaluation_share(range(0, len(self.x_test), 64)):
             x = backend.to_device(self.x_test[i:i + 64], where)
             y = backend.to_device(self.y_test[i:i + 64], where)
             total += float(token_cross_entropy_forward(model(x), y)[0]) * len(x)
-        rc, nonzero = layer_measures(model, self.probe)
-        return dict(test_loss=total / len(self.x_test), rc=rc, nonzero=nonzero)
+        record = dict(test_loss=self.add_parts(dict(loss=total))["loss"] / len(self.x_test))
+        if self.writes:
+            record["rc"], record["nonzero"] = layer_measures(model, self.probe)
+        return record
 
     def epoch_line(self, record):
         return (f"epoch {record['epoch']:3d} | train loss {record['train_loss']:.4f} | "

@@ -191,18 +191,24 @@ class MaskedAutoencoding(Task):
         return pred, backend.to_numpy(mask)
 
     def evaluate(self, model):
-        """Held-out masked MSE (pixels), per-layer measures and the linear probe (eval mode)."""
+        """Held-out masked MSE (pixels), per-layer measures and the linear probe (eval mode).
+
+        Split over processes, each evaluates its share of the batches and the
+        first adds the measures and the probe (its record is the one written).
+        """
         model.eval()
         p = self.opt.patch
         err = 0.0
-        for start in range(0, self.counts[1], 500):
+        for start in self.evaluation_share(range(0, self.counts[1], 500)):
             stop = min(start + 500, self.counts[1])
             pred, mask = self._predict(model, start, stop)
             target = patchify_forward(self.test_images[start:stop], p)[0]
             err += float((((pred - target) ** 2).mean(axis=-1) * mask).sum())
+        err = self.add_parts(dict(err=err))["err"]
         record = dict(test_mse=err / float(self.test_mask.sum()), baseline=self.baseline)
-        record.update(self.layer_measures(model))
-        record.update(probe_acc=self.probe(model), pixel_probe_acc=self.pixel_probe)
+        if self.writes:
+            record.update(self.layer_measures(model))
+            record.update(probe_acc=self.probe(model), pixel_probe_acc=self.pixel_probe)
         return record
 
     def layer_measures(self, model):

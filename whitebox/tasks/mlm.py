@@ -86,22 +86,26 @@ class MaskedLanguageModel(LanguageModel):
         return loss, {"loss": loss * n, "acc": correct, "count": n}
 
     def evaluate(self, model):
-        """Masked loss and accuracy on the fixed held-out masking, and the per-layer measures."""
+        """Masked loss and accuracy on the fixed held-out masking, and the per-layer measures
+        (split over processes: as the causal model's, lm.py)."""
         model.eval()
         where = self.cfg.backend
-        total_loss = correct = count = 0.0
-        for i in range(0, len(self.test_inputs), 64):
+        sums = dict(loss=0.0, correct=0.0, count=0.0)
+        for i in self.evaluation_share(range(0, len(self.test_inputs), 64)):
             x = backend.to_device(self.test_inputs[i:i + 64], where)
             y = backend.to_device(self.test_targets[i:i + 64], where)
             logits = model(x)
             chosen = y != -1
             n = float(chosen.sum())
-            total_loss += float(token_cross_entropy_forward(logits, y)[0]) * n
-            correct += float(((logits.argmax(axis=-1) == y) & chosen).sum())
-            count += n
-        rc, nonzero = layer_measures(model, self.probe)
-        return dict(test_loss=total_loss / count, test_acc=correct / count, rc=rc,
-                    nonzero=nonzero)
+            sums["loss"] += float(token_cross_entropy_forward(logits, y)[0]) * n
+            sums["correct"] += float(((logits.argmax(axis=-1) == y) & chosen).sum())
+            sums["count"] += n
+        sums = self.add_parts(sums)
+        record = dict(test_loss=sums["loss"] / sums["count"],
+                      test_acc=sums["correct"] / sums["count"])
+        if self.writes:
+            record["rc"], record["nonzero"] = layer_measures(model, self.probe)
+        return record
 
     def epoch_line(self, record):
         return (f"epoch {record['epoch']:3d} | train loss {record['train_loss']:.4f} acc "

@@ -24,10 +24,11 @@ is not used. Rank 0 alone touches the run folder: it removes what a killed
 write left, moves an earlier run aside, writes config.json, metrics.jsonl,
 checkpoints and figures, and prints; the other ranks wait until it has
 prepared the folder (SharedRun), never write or remove anything there,
-and read the checkpoint on --resume. Every rank evaluates; a task may share
-the held-out batches out between the ranks and add the sums
-(``Task.part``/``add_parts``: the classifier does), and every rank distorts
-only its own rows of a batch (``BatchLoader(part=)``).
+and read the checkpoint on --resume. Every rank evaluates its share of the
+held-out batches and the sums are added (``Task.evaluation_share``,
+``add_parts``); rank 0 alone adds the per-layer measures and probes its
+record alone keeps. Every rank distorts only its own rows of a batch
+(``BatchLoader(part=)``).
 
 ``--processes N`` (processes.py) runs this same scheme on one machine
 without MPI: its communicator has the calls of mpi4py's that are used here.

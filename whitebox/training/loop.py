@@ -330,7 +330,7 @@ class Training:
         lr, step_seconds = record.pop("lr"), record.pop("step_seconds")     # the earlier order
         record.update(lr=lr, seconds=seconds, elapsed=self.elapsed, step_seconds=step_seconds)
         self.history.append(record)
-        if self.writer:       # the other processes' records hold their share of the metrics
+        if self.writer:       # the other processes' records lack the measures and probes
             self.say(self.task.epoch_line(record) + f" | {seconds:.1f}s")
         # Metrics first, then the checkpoint: after a crash in between, resume
         # drops the metric line of the epoch the checkpoint does not hold.

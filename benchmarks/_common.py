@@ -6,8 +6,11 @@ one), so every benchmark warns when the load it starts at is high, and the
 tables label the machine "idle" only when it was. (No benchmark draws a
 progress bar; the training runs they start pass --no-progress.)
 """
+import contextlib
 import os
+import subprocess
 import sys
+import time
 
 LOADED = 0.5    # load average per core above which a machine does not count as idle
 
@@ -51,6 +54,19 @@ def machine_state():
     if load is None:
         return f"load unknown, {n} cores"
     return f"{'LOADED' if is_loaded(load, n) else 'idle'} (load {load:.1f}, {n} cores)"
+
+
+@contextlib.contextmanager
+def one_busy_process():
+    """Inside the block another process keeps one core busy (``python -c "while True:
+    pass"``), as a laptop running something else would; it is killed after the block."""
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)                          # running before the first timing
+        yield busy
+    finally:
+        busy.kill()
+        busy.wait()
 
 
 def warn_if_loaded(what="timings", stream=None):

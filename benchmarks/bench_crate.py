@@ -3,6 +3,7 @@
     python benchmarks/bench_crate.py                      # 2 threads, all configs
     python benchmarks/bench_crate.py --threads 1 --configs mnist-demo
     python benchmarks/bench_crate.py --backend cupy       # on a GPU (PyTorch on CUDA too)
+    python benchmarks/bench_crate.py --beside-busy        # and whitebox beside a busy process
 
 One run measures, for each config, alternating step by step so all columns
 see the same machine state (medians):
@@ -31,6 +32,10 @@ leaves malloc alone).
 With --cpu-time the run also reports every column's CPU time per step at ONE
 thread (time.process_time; taken from the same steps when --threads 1),
 which other processes on the machine disturb far less than wall time.
+With --beside-busy it then times whitebox's columns alone (no PyTorch step
+between them: PyTorch's threads would share the cores too), first on the
+machine as it is, then beside one busy process (`python -c "while True:
+pass"`), and prints the ratio of the two.
 """
 import argparse
 import contextlib
@@ -44,7 +49,7 @@ import tracemalloc
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine_state, warn_if_loaded  # noqa: E402
+from _common import machine_state, one_busy_process, warn_if_loaded  # noqa: E402
 import whitebox as wb
 from whitebox import backend, memory, threads
 from whitebox.functional import fused
@@ -147,22 +152,37 @@ def shard_step(model, batch):
     return loss, {"count": len(y)}
 
 
-def sharded_runner(engine, batch, step=shard_step):
+def sharded_runner(engine, batch, step=shard_step, switch_blas=True):
     """``engine.step`` (a ShardThreads) as training runs it: gradients zeroed, one BLAS
-    thread inside each shard's thread. Returns a function running one step (its loss)."""
+    thread inside each shard's thread. Returns a function running one step (its loss).
+
+    switch_blas: set the BLAS pool to one thread at every step, for benchmarks whose
+    other columns use more; False where the caller holds it at one around the whole
+    timing, as training holds it for the whole run (each switch rescans the loaded
+    libraries, about a millisecond: 3-20% of a small model's step).
+    """
     def run():
+        engine.model.zero_grad()
+        return engine.step(step, batch)[0]
+
+    def run_switching():
         with threads.limited(1):
-            engine.model.zero_grad()
-            return engine.step(step, batch)[0]
-    return run
+            return run()
+    return run_switching if switch_blas else run
+
+
+def sharded(workers, backend_name):
+    """Whether whitebox's step runs in batch shards (training/threaded.py) at ``workers``."""
+    return workers > 1 and backend_name == "numpy"
 
 
 def whitebox_runner(model, x, y, workers):
     """The whitebox step as training runs it with --threads workers (training/threaded.py):
-    on NumPy with workers > 1, the batch in `workers` shards at once, BLAS at one thread each."""
-    if workers < 2 or backend.backend_name(x) != "numpy":
+    on NumPy with workers > 1, the batch in `workers` shards at once, BLAS at one thread
+    each, the caller holding the pool at one thread (``bench``)."""
+    if not sharded(workers, backend.backend_name(x)):
         return lambda: whitebox_step(model, x, y)
-    return sharded_runner(ShardThreads(model, workers), (x, y))
+    return sharded_runner(ShardThreads(model, workers), (x, y), switch_blas=False)
 
 
 def without_fused_loops(run):
@@ -342,7 +362,9 @@ def peak_memory(runners, backend_name, torch, extra):
 
 
 def bench(name, backend_name, torch, nthreads, repeats, warmup, compile_, peak):
-    with threads.limited(nthreads):
+    # whitebox's shards each use one BLAS thread, held for the whole timing as training
+    # holds it for the whole run; PyTorch's threads are its own (set_num_threads)
+    with threads.limited(1 if sharded(nthreads, backend_name) else nthreads):
         if torch is not None:
             torch.set_num_threads(nthreads)
         model, x, runners, notes, extra = build(name, backend_name, torch, compile_, nthreads)
@@ -358,6 +380,19 @@ def bench(name, backend_name, torch, nthreads, repeats, warmup, compile_, peak):
                 cpu_ms={k: 1e3 * v for k, v in cpu.items()},
                 peak={k: flops[k] and flops[k] / v / peak for k, v in med.items()},
                 mem_wb=mem_wb, mem_torch=mem_torch, compile_s=extra.get("compile_s"))
+
+
+def beside_busy(configs, backend_name, nthreads, repeats, warmup):
+    """whitebox's columns alone in the process (no PyTorch step between them, whose threads
+    would take turns on the cores too), on the machine as it is and then beside one busy
+    process: {config: (ms as it is, ms beside the busy process)}, each a dict by column."""
+    def times():
+        return {n: bench(n, backend_name, None, nthreads, repeats, warmup, False, 1.0)["ms"]
+                for n in configs}
+    as_it_is = times()
+    with one_busy_process():
+        busy = times()
+    return {n: (as_it_is[n], busy[n]) for n in configs}
 
 
 def cpu_time_ratios(name, torch, repeats, compile_):
@@ -402,6 +437,9 @@ def main(argv=None):
                     help="also time every column at one thread by CPU time")
     ap.add_argument("--malloc-default", action="store_true",
                     help="leave malloc's thresholds alone (no keep_freed_memory)")
+    ap.add_argument("--beside-busy", action="store_true",
+                    help="then time whitebox alone, as the machine is and beside one busy "
+                         "process (the ratio of the two)")
     args = ap.parse_args(argv)
     warn_if_loaded()
     kept = not args.malloc_default and memory.keep_freed_memory()
@@ -459,6 +497,22 @@ def main(argv=None):
                 print(f"| {n} | {c['whitebox']:.1f} | {fmt(e, '.1f', '-')} | "
                       f"{fmt(k, '.1f', 'failed')} | {fmt(e and c['whitebox'] / e, '.2f', '-')} | "
                       f"{fmt(k and c['whitebox'] / k, '.2f', '-')} |", flush=True)
+    if args.beside_busy and args.backend == "numpy":
+        state = machine_state()
+        busy = beside_busy(args.configs, args.backend, args.threads, args.repeats, args.warmup)
+        print(f"\nwhitebox alone (no PyTorch step between), {args.threads} thread(s), median of "
+              f"{args.repeats}: the machine as it is ({state}) and beside one busy process")
+        print("| config | whitebox ms | beside one busy process ms | ratio | NumPy only ms | "
+              "beside one busy process ms | ratio |")
+        print("|---|---|---|---|---|---|---|")
+        for n, (quiet, loaded) in busy.items():
+            cells = []
+            for col in ("whitebox", "numpy-only"):
+                q, b = quiet.get(col), loaded.get(col)
+                cells += [fmt(q, ".1f", "n/a"), fmt(b, ".1f", "n/a"),
+                          fmt(q and b / q, ".2f", "n/a")]
+            print(f"| {n} | " + " | ".join(cells) + " |", flush=True)
+        rows = [dict(r, beside_busy=busy[r["config"]]) for r in rows]
     return rows
 
 

@@ -14,10 +14,9 @@ beside one busy process (`python -c "while True: pass"`), as a laptop
 running something else would be.
 """
 import argparse
+import contextlib
 import os
-import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -26,7 +25,7 @@ from whitebox.models import CRATE
 from whitebox.training.threaded import ShardThreads
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine_state, warn_if_loaded  # noqa: E402
+from _common import one_busy_process, warn_if_loaded  # noqa: E402
 from bench_crate import shard_step, sharded_runner, time_runners  # noqa: E402
 
 # short name -> (label, (batch, image side, patch, dim, depth, heads, dim_head))
@@ -78,24 +77,16 @@ def main(argv=None):
     memory.keep_freed_memory()                   # as training runs
     rows = []
     for busy_too in (False, True):
-        busy = None
         if busy_too:
-            busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-            time.sleep(0.5)
-            condition = "one busy process"
+            condition, beside = "one busy process", one_busy_process()
         else:
-            warn_if_loaded("the 'as it is' timings")
-            condition = machine_state()
-        try:
+            condition, beside = warn_if_loaded("the 'as it is' timings"), contextlib.nullcontext()
+        with beside:
             for name in args.models:
                 label, config = MODELS[name]
                 run, x = runners(*config)
                 wall, _ = time_runners(run, x, None, args.repeats, 2)
                 rows.append((label, condition, wall))
-        finally:
-            if busy is not None:
-                busy.kill()
-                busy.wait()
     print(f"\none float32 training step, ms (median of {args.repeats}, alternating), "
           f"{os.cpu_count()} cores")
     print("| model | machine | 1 thread | 2 shards | 2 BLAS threads | 1 thread / 2 shards |")

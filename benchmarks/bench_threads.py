@@ -24,6 +24,7 @@ when the training command has that flag, else through the BLAS environment
 variables.
 """
 import argparse
+import contextlib
 import os
 import re
 import resource
@@ -34,7 +35,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine_state, warn_if_loaded  # noqa: E402
+from _common import one_busy_process, warn_if_loaded  # noqa: E402
 
 
 def has_threads_flag():
@@ -97,23 +98,17 @@ def main(argv=None):
     settings = [(n, p, e) for e in args.eval_thread for p in args.processes for n in args.threads]
     with tempfile.TemporaryDirectory() as tmp:
         for busy_too in (False, True):
-            busy = None
             if busy_too:
-                busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                condition = "one busy process"
+                condition, beside = "one busy process", one_busy_process()
             else:
-                warn_if_loaded("the 'as it is' timings")
-                condition = machine_state()
-            try:
+                condition = warn_if_loaded("the 'as it is' timings")
+                beside = contextlib.nullcontext()
+            with beside:
                 results = {setting: [] for setting in settings}
                 for _ in range(args.repeats):
                     for n, p, e in settings:
                         results[n, p, e].append(one_run(n, args.epochs, flag,
                                                         os.path.join(tmp, "r"), extra, p, e))
-            finally:
-                if busy is not None:
-                    busy.kill()
-                    busy.wait()
             for (n, p, e), rs in results.items():
                 wall, cpu, train = (statistics.median(r[i] for r in rs) for i in (0, 1, 3))
                 print(f"| {condition} | {n} | {p} | {e} | {wall:.1f} | {train:.1f} | {cpu:.1f} | "

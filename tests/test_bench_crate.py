@@ -54,6 +54,22 @@ def test_table_says_when_torch_is_missing(bench, monkeypatch, capsys):
     assert rows[0]["ms"]["whitebox"] > 0
 
 
+def test_beside_busy_times_whitebox_alone_idle_and_loaded(bench, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "load_torch", lambda: None)
+    monkeypatch.setitem(bench.CONFIGS, "mnist-demo", dict(
+        image_size=8, patch_size=4, channels=1, num_classes=3, dim=8, depth=1, heads=2,
+        dim_head=4, batch=4))
+    rows = bench.main(["--configs", "mnist-demo", "--threads", "2", "--repeats", "1",
+                       "--warmup", "0", "--gemm-size", "64", "--beside-busy"])
+    quiet, busy = rows[0]["beside_busy"]
+    assert set(quiet) == set(busy) == set(rows[0]["ms"]) and all(v > 0 for v in busy.values())
+    out = capsys.readouterr().out
+    assert "beside one busy process" in out
+    line = [s for s in out.splitlines() if s.startswith("| mnist-demo")][-1]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert float(cells[3]) == pytest.approx(busy["whitebox"] / quiet["whitebox"], abs=0.006)
+
+
 def test_every_config_runs_against_its_torch_twin(bench, monkeypatch, capsys):
     pytest.importorskip("torch")
     tiny = dict(image_size=8, patch_size=4, channels=1, num_classes=3, dim=8, depth=1,
@@ -120,3 +136,10 @@ def test_bench_shards_takes_short_model_names():
     assert shards.model_name("Quickstart (d 96, L 4, patch 7)") == "quickstart"
     with pytest.raises(SystemExit):
         shards.main(["--models", "resnet"])
+
+
+def test_one_busy_process_runs_inside_the_block_only():
+    common = load_script("benchmarks/_common.py")
+    with common.one_busy_process() as busy:
+        assert busy.poll() is None                    # running
+    assert busy.poll() is not None                    # killed and reaped

@@ -40,11 +40,18 @@ def test_gemm_flops_by_hand(bench):
     assert bench.gemm_flops(cfg, folded=False) == layer_common + 18 * T * d * d + ends
 
 
-def test_table_says_when_torch_is_missing(bench, monkeypatch, capsys):
+TINY = dict(image_size=8, patch_size=4, channels=1, num_classes=3, dim=8, depth=1, heads=2,
+            dim_head=4, batch=2)
+
+
+def tiny_without_torch(bench, monkeypatch, **changes):
+    """"mnist-demo" made tiny, and PyTorch missing as far as the benchmark can tell."""
     monkeypatch.setattr(bench, "load_torch", lambda: None)
-    monkeypatch.setitem(bench.CONFIGS, "mnist-demo", dict(
-        image_size=8, patch_size=4, channels=1, num_classes=3, dim=8, depth=1, heads=2,
-        dim_head=4, batch=2))
+    monkeypatch.setitem(bench.CONFIGS, "mnist-demo", dict(TINY, **changes))
+
+
+def test_table_says_when_torch_is_missing(bench, monkeypatch, capsys):
+    tiny_without_torch(bench, monkeypatch)
     rows = bench.main(["--configs", "mnist-demo", "--threads", "1", "--repeats", "1",
                        "--warmup", "0", "--gemm-size", "256", "--cpu-time"])
     out = capsys.readouterr().out
@@ -55,10 +62,7 @@ def test_table_says_when_torch_is_missing(bench, monkeypatch, capsys):
 
 
 def test_beside_busy_times_whitebox_alone_idle_and_loaded(bench, monkeypatch, capsys):
-    monkeypatch.setattr(bench, "load_torch", lambda: None)
-    monkeypatch.setitem(bench.CONFIGS, "mnist-demo", dict(
-        image_size=8, patch_size=4, channels=1, num_classes=3, dim=8, depth=1, heads=2,
-        dim_head=4, batch=4))
+    tiny_without_torch(bench, monkeypatch, batch=4)          # two shards of two
     rows = bench.main(["--configs", "mnist-demo", "--threads", "2", "--repeats", "1",
                        "--warmup", "0", "--gemm-size", "64", "--beside-busy"])
     quiet, busy = rows[0]["beside_busy"]
@@ -72,10 +76,8 @@ def test_beside_busy_times_whitebox_alone_idle_and_loaded(bench, monkeypatch, ca
 
 def test_every_config_runs_against_its_torch_twin(bench, monkeypatch, capsys):
     pytest.importorskip("torch")
-    tiny = dict(image_size=8, patch_size=4, channels=1, num_classes=3, dim=8, depth=1,
-                heads=2, dim_head=4, batch=2)
-    monkeypatch.setitem(bench.CONFIGS, "mnist-demo", tiny)
-    monkeypatch.setitem(bench.CONFIGS, "alpha-tiny", dict(tiny, family="CRATE-alpha"))
+    monkeypatch.setitem(bench.CONFIGS, "mnist-demo", TINY)
+    monkeypatch.setitem(bench.CONFIGS, "alpha-tiny", dict(TINY, family="CRATE-alpha"))
     rows = bench.main(["--configs", "mnist-demo", "alpha-tiny", "--threads", "1", "--repeats",
                        "1", "--warmup", "0", "--gemm-size", "64", "--no-compile"])
     assert [sorted(r["ms"]) for r in rows] == [["eager", "whitebox"]] * 2

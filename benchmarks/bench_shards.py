@@ -12,6 +12,11 @@ First on the machine as it is (labelled "idle" only when its load average
 is below half a process per core, else "LOADED", with a warning), then
 beside one busy process (`python -c "while True: pass"`), as a laptop
 running something else would be.
+Alternating step by step keeps the columns under the same machine state,
+but OpenBLAS's threads spin for a while after each call of the "2 BLAS
+threads" column and slow the column after it, most of all beside the busy
+process (the Quickstart's one-thread step: 16.4 ms alone there, 29 ms in
+this rotation). `bench_crate.py --beside-busy` times the shards alone.
 """
 import argparse
 import contextlib

@@ -176,13 +176,13 @@ def sharded(workers, backend_name):
     return workers > 1 and backend_name == "numpy"
 
 
-def whitebox_runner(model, x, y, workers):
+def whitebox_runner(model, x, y, workers, switch_blas=True):
     """The whitebox step as training runs it with --threads workers (training/threaded.py):
     on NumPy with workers > 1, the batch in `workers` shards at once, BLAS at one thread
-    each, the caller holding the pool at one thread (``bench``)."""
+    each (switch_blas: as ``sharded_runner``; ``bench`` holds the pool itself)."""
     if not sharded(workers, backend.backend_name(x)):
         return lambda: whitebox_step(model, x, y)
-    return sharded_runner(ShardThreads(model, workers), (x, y), switch_blas=False)
+    return sharded_runner(ShardThreads(model, workers), (x, y), switch_blas=switch_blas)
 
 
 def without_fused_loops(run):
@@ -276,15 +276,16 @@ def model_and_inputs(name):
     return model_cls(**cfg, dtype="float32", seed=0), x_np, y_np
 
 
-def build(name, backend_name, torch, compile_, workers=1):
-    """The whitebox model, its inputs, and the PyTorch runners that can be built."""
+def build(name, backend_name, torch, compile_, workers=1, switch_blas=True):
+    """The whitebox model, its inputs, and the PyTorch runners that can be built
+    (switch_blas: as ``sharded_runner``)."""
     model, x_np, y_np = model_and_inputs(name)
     family = CONFIGS[name].get("family", "CRATE")
     twin = FAMILIES[family][1]
     if backend_name == "cupy":
         model.to("cupy")
     x, y = backend.to_device(x_np, backend_name), backend.to_device(y_np, backend_name)
-    runners = {"whitebox": whitebox_runner(model, x, y, workers)}
+    runners = {"whitebox": whitebox_runner(model, x, y, workers, switch_blas)}
     if fused.enabled() and backend_name == "numpy":
         runners["numpy-only"] = without_fused_loops(runners["whitebox"])
     notes, extra = [], {}
@@ -367,7 +368,8 @@ def bench(name, backend_name, torch, nthreads, repeats, warmup, compile_, peak):
     with threads.limited(1 if sharded(nthreads, backend_name) else nthreads):
         if torch is not None:
             torch.set_num_threads(nthreads)
-        model, x, runners, notes, extra = build(name, backend_name, torch, compile_, nthreads)
+        model, x, runners, notes, extra = build(name, backend_name, torch, compile_, nthreads,
+                                                switch_blas=False)
         for line in notes:
             print(line, flush=True)
         med, cpu = time_runners(runners, x, torch, repeats, warmup)
@@ -497,7 +499,9 @@ def main(argv=None):
                 print(f"| {n} | {c['whitebox']:.1f} | {fmt(e, '.1f', '-')} | "
                       f"{fmt(k, '.1f', 'failed')} | {fmt(e and c['whitebox'] / e, '.2f', '-')} | "
                       f"{fmt(k and c['whitebox'] / k, '.2f', '-')} |", flush=True)
-    if args.beside_busy and args.backend == "numpy":
+    if args.beside_busy and args.backend != "numpy":
+        print("\n--beside-busy times the CPU (NumPy) steps; left out on a GPU")
+    elif args.beside_busy:
         state = machine_state()
         busy = beside_busy(args.configs, args.backend, args.threads, args.repeats, args.warmup)
         print(f"\nwhitebox alone (no PyTorch step between), {args.threads} thread(s), median of "

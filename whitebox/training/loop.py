@@ -245,9 +245,7 @@ class Training:
             state = self._checkpoint_state()      # as of now: the next epoch moves it on
             snapshot = self.model.snapshot()
             seconds = time.perf_counter() - tic
-            earlier = self._collect_aside()
-            if earlier:
-                self._end_epoch(*earlier)
+            self._end_pending()                   # the epoch before, evaluated meanwhile
             if not caught:   # after a Ctrl-C this epoch is dropped, as without the thread
                 self.aside.start(self.task.evaluate, snapshot)
                 self.pending = (record, seconds, state)
@@ -264,7 +262,8 @@ class Training:
         return record, seconds + time.perf_counter() - tic, state
 
     def _end_pending(self):
-        """End the epoch still evaluated aside (after the last epoch, or on a stop)."""
+        """End the epoch still evaluated aside, if any (once the next epoch has trained,
+        after the last epoch, or on a stop)."""
         with interrupts_deferred():
             earlier = self._collect_aside()
             if earlier:

@@ -69,6 +69,13 @@ def one_busy_process():
         busy.wait()
 
 
+def as_it_is_then_busy(what="the 'as it is' timings"):
+    """(label, context) for the machine as it is (warning when it is loaded), then for
+    one busy process beside the timings: ``for label, beside in ...: with beside: ...``."""
+    yield warn_if_loaded(what), contextlib.nullcontext()
+    yield "one busy process", one_busy_process()
+
+
 def warn_if_loaded(what="timings", stream=None):
     """Print one line to stderr when the machine is loaded; returns machine_state()."""
     state = machine_state()

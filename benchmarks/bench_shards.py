@@ -19,7 +19,6 @@ process (the Quickstart's one-thread step: 16.4 ms alone there, 29 ms in
 this rotation). `bench_crate.py --beside-busy` times the shards alone.
 """
 import argparse
-import contextlib
 import os
 import sys
 
@@ -30,7 +29,7 @@ from whitebox.models import CRATE
 from whitebox.training.threaded import ShardThreads
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import one_busy_process, warn_if_loaded  # noqa: E402
+from _common import as_it_is_then_busy  # noqa: E402
 from bench_crate import shard_step, sharded_runner, time_runners  # noqa: E402
 
 # short name -> (label, (batch, image side, patch, dim, depth, heads, dim_head))
@@ -81,11 +80,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     memory.keep_freed_memory()                   # as training runs
     rows = []
-    for busy_too in (False, True):
-        if busy_too:
-            condition, beside = "one busy process", one_busy_process()
-        else:
-            condition, beside = warn_if_loaded("the 'as it is' timings"), contextlib.nullcontext()
+    for condition, beside in as_it_is_then_busy():
         with beside:
             for name in args.models:
                 label, config = MODELS[name]

@@ -24,7 +24,6 @@ when the training command has that flag, else through the BLAS environment
 variables.
 """
 import argparse
-import contextlib
 import os
 import re
 import resource
@@ -35,7 +34,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import one_busy_process, warn_if_loaded  # noqa: E402
+from _common import as_it_is_then_busy  # noqa: E402
 
 
 def has_threads_flag():
@@ -97,12 +96,7 @@ def main(argv=None):
     print("|---|---|---|---|---|---|---|---|")
     settings = [(n, p, e) for e in args.eval_thread for p in args.processes for n in args.threads]
     with tempfile.TemporaryDirectory() as tmp:
-        for busy_too in (False, True):
-            if busy_too:
-                condition, beside = "one busy process", one_busy_process()
-            else:
-                condition = warn_if_loaded("the 'as it is' timings")
-                beside = contextlib.nullcontext()
+        for condition, beside in as_it_is_then_busy():
             with beside:
                 results = {setting: [] for setting in settings}
                 for _ in range(args.repeats):

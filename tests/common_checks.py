@@ -91,6 +91,14 @@ def read_curve(out):
         return [json.loads(line) for line in f]
 
 
+def without_times(history, *also):
+    """A run's records without their timings (loop.TIME_KEYS) and the keys ``also`` (e.g.
+    "run", which differs between runs), to compare runs number for number."""
+    from whitebox.training.loop import TIME_KEYS
+    drop = TIME_KEYS + also
+    return [{k: v for k, v in r.items() if k not in drop} for r in history]
+
+
 def assert_same_checkpoint(a, b):
     """The checkpoint.npz files of the run folders ``a`` and ``b`` hold equal arrays."""
     from whitebox.checkpoint import load_arrays

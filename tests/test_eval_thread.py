@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from common_checks import assert_same_checkpoint, read_curve
+from common_checks import assert_same_checkpoint, read_curve, without_times
 from conftest import write_bar_mnist
 
 from whitebox import train as train_job
@@ -23,7 +23,6 @@ from whitebox.tasks.classify import Classify
 from whitebox.tasks.ssl import SSL
 from whitebox.training import loop, make_config
 from whitebox.training.config import validate
-from whitebox.training.loop import TIME_KEYS
 
 ON, OFF = "--eval-thread", "--no-eval-thread"
 
@@ -36,10 +35,6 @@ def mnist_folder(tmp_path_factory):
 def _run(out, folder, *flags):
     return train_job.main(["--fast", "--dataset", "mnist", "--data", str(folder), "--out",
                            str(out), "--no-progress", "--no-figures", *flags])
-
-
-def _without_times(history):
-    return [{k: v for k, v in r.items() if k not in TIME_KEYS + ("run",)} for r in history]
 
 
 @pytest.fixture
@@ -68,8 +63,8 @@ def test_the_thread_changes_no_number(tmp_path, mnist_folder, capsys,
     here = _run(tmp_path / "off", mnist_folder, "--epochs", "3", "--dropout", "0.1", OFF)
     assert "evaluation in a second thread" in header
     assert "evaluation in a second thread" not in capsys.readouterr().out.splitlines()[0]
-    assert _without_times(aside) == _without_times(here)
-    assert _without_times(read_curve(tmp_path / "on")) == _without_times(here)
+    assert without_times(aside, "run") == without_times(here, "run")
+    assert without_times(read_curve(tmp_path / "on"), "run") == without_times(here, "run")
     assert [r["epoch"] for r in aside] == [1, 2, 3]
     assert_same_checkpoint(tmp_path / "on", tmp_path / "off")
     state = load_checkpoint(tmp_path / "on" / "checkpoint.npz", CRATE(
@@ -103,7 +98,7 @@ def test_resume_continues_exactly(tmp_path, mnist_folder):
     assert [r["epoch"] for r in first] == [1, 2]
     assert [r["epoch"] for r in read_curve(tmp_path / "b")] == [1, 2]
     resumed = _run(tmp_path / "b", mnist_folder, "--resume", ON)
-    assert _without_times(resumed) == _without_times(straight)
+    assert without_times(resumed, "run") == without_times(straight, "run")
     assert_same_checkpoint(tmp_path / "a", tmp_path / "b")
 
 

@@ -16,9 +16,8 @@ import time
 
 import pytest
 
-from common_checks import assert_same_curve, read_curve
+from common_checks import assert_same_curve, read_curve, without_times
 from whitebox.training import make_config, train as train_run
-from whitebox.training.loop import TIME_KEYS
 from whitebox.training.processes import ProcessComm, ProcessesStopped
 from whitebox.tasks.classify import Classify
 
@@ -261,5 +260,4 @@ def test_dropout_on_uneven_shards_resumes_exactly(tmp_path):
     train(tmp_path / "split", *flags, "--stop-after", "1", processes=3)
     train(tmp_path / "split", *flags, "--resume", processes=3)
     whole, split = read_curve(tmp_path / "whole"), read_curve(tmp_path / "split")
-    assert [{k: v for k, v in r.items() if k not in TIME_KEYS + ("run",)} for r in split] == \
-        [{k: v for k, v in r.items() if k not in TIME_KEYS + ("run",)} for r in whole]
+    assert without_times(split, "run") == without_times(whole, "run")

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from common_checks import assert_same_checkpoint
+from common_checks import assert_same_checkpoint, without_times
 from conftest import write_bar_mnist
 
 from whitebox import train as train_job
@@ -47,10 +47,6 @@ def _read_metrics(out):
     """The metric records, without the run id every line carries."""
     with open(out / "metrics.jsonl") as f:
         return [{k: v for k, v in json.loads(line).items() if k != "run"} for line in f]
-
-
-def _without_times(history):
-    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in history]
 
 
 def test_fast_run_writes_metrics_checkpoint_figures(tmp_path, mnist_folder, capsys):
@@ -98,8 +94,8 @@ def test_resume_continues_exactly(tmp_path, mnist_folder, capsys, augment):
                  "--no-figures", *augment)
     assert len(first) == 1
     resumed = _run(tmp_path / "b", mnist_folder, "--resume")   # flags come from config.json
-    assert _without_times(resumed) == _without_times(straight)
-    assert _without_times(_read_metrics(tmp_path / "b")) == _without_times(straight)
+    assert without_times(resumed) == without_times(straight)
+    assert without_times(_read_metrics(tmp_path / "b")) == without_times(straight)
     assert_same_checkpoint(tmp_path / "a", tmp_path / "b")
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("test accuracy: ")
 
@@ -123,7 +119,7 @@ def test_resume_with_dropout_continues_exactly(tmp_path, mnist_folder):
     straight = _run(tmp_path / "a", mnist_folder, *flags)
     _run(tmp_path / "b", mnist_folder, *flags, "--stop-after", "1")
     resumed = _run(tmp_path / "b", mnist_folder, "--resume")
-    assert _without_times(resumed) == _without_times(straight)
+    assert without_times(resumed) == without_times(straight)
     assert_same_checkpoint(tmp_path / "a", tmp_path / "b")
 
     # Dropout really ran: the checkpointed generators moved away from their initial state.

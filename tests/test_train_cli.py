@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 import pytest
+from common_checks import without_times
 from conftest import write_bar_mnist
 
 from whitebox import backend
@@ -46,10 +47,6 @@ def _refusal(capsys, argv):
     last = err.strip().splitlines()[-1]
     assert ERROR.fullmatch(last), err
     return last
-
-
-def _without_times(history):
-    return [{k: v for k, v in r.items() if k not in loop.TIME_KEYS} for r in history]
 
 
 # ------------------------------------------------------------------ refusals
@@ -93,7 +90,7 @@ def test_resume_reads_the_task_from_the_run_folder(tmp_path, capsys):
     straight = train_job.main([*flags, "--out", str(tmp_path / "a")])
     train_job.main([*flags, "--out", str(tmp_path / "b"), "--stop-after", "1"])
     resumed = train_job.main(["--resume", "--out", str(tmp_path / "b"), "--no-progress"])
-    assert _without_times(resumed) == _without_times(straight)
+    assert without_times(resumed) == without_times(straight)
     assert "test loss:" in capsys.readouterr().out
 
 
@@ -133,7 +130,7 @@ def test_ctrl_c_says_where_and_the_checkpoint_resumes_exactly(tmp_path, mnist_fo
         "continue with --resume")
     monkeypatch.setattr(Classify, "train_step", step)
     resumed = train_job.main(_argv(out, mnist_folder, "--resume"))
-    assert _without_times(resumed) == _without_times(straight)
+    assert without_times(resumed) == without_times(straight)
 
 
 def test_ctrl_c_before_the_first_checkpoint_says_so(tmp_path, mnist_folder, monkeypatch,

@@ -4,10 +4,9 @@ import re
 
 import numpy as np
 import pytest
-from common_checks import assert_same_checkpoint
+from common_checks import assert_same_checkpoint, without_times
 
 from whitebox import train as train_job
-from whitebox.training.loop import TIME_KEYS
 
 from test_no_sync import Counting, device_like, on_device  # noqa: F401  (a fixture)
 
@@ -18,11 +17,6 @@ TEXT = ("Python is a programming language that lets you work quickly and integra
 def _run(task, out, *flags):
     return train_job.main(["--task", task, "--fast", "--out", str(out), "--no-progress",
                            *flags])
-
-
-def _without_times(history):
-    return [{k: v for k, v in h.items() if k not in TIME_KEYS + ("run",)}
-            for h in history]
 
 
 @pytest.fixture
@@ -66,7 +60,7 @@ def test_resume_continues_exactly(tmp_path, text_file, task):
     assert len(first) == 1
     resumed = train_job.main(["--task", task, "--out", str(tmp_path / "b"), "--resume",
                               "--no-progress"])
-    assert _without_times(resumed) == _without_times(straight)
+    assert without_times(resumed, "run") == without_times(straight, "run")
     assert_same_checkpoint(tmp_path / "a", tmp_path / "b")
 
 
@@ -132,7 +126,7 @@ def test_evaluation_in_a_second_thread_changes_no_number(tmp_path, capsys, task)
     here = _run(task, tmp_path / "off", *flags, "--no-eval-thread")
     off = capsys.readouterr().out.strip().splitlines()
     assert "evaluation in a second thread" in on[0] and "second thread" not in off[0]
-    assert _without_times(aside) == _without_times(here)
+    assert without_times(aside, "run") == without_times(here, "run")
     shown = lambda lines: [re.sub(r" \| [\d.]+s$", "", line) for line in lines[1:]
                            if not line.startswith("wall time")]     # no times
     assert shown(on) == shown(off)       # epoch lines, samples (or filled-in masks), last line

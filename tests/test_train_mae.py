@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 import pytest
-from common_checks import assert_same_checkpoint
+from common_checks import assert_same_checkpoint, without_times
 from conftest import write_bar_mnist
 
 from whitebox import train as train_job
@@ -31,10 +31,6 @@ def _run(out, folder, *flags):
     argv = ["--task", "mae", "--fast", "--dataset", "mnist", "--data", str(folder),
             "--out", str(out), "--no-progress", *flags]
     return train_job.main(argv)
-
-
-def _without_times(history):
-    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in history]
 
 
 def test_fast_run_prints_the_masked_mse_and_draws_figures(tmp_path, mnist_folder, capsys):
@@ -71,7 +67,7 @@ def test_resume_continues_exactly(tmp_path, mnist_folder):
                  "--no-figures")
     assert len(first) == 1
     resumed = _run(tmp_path / "b", mnist_folder, "--resume")
-    assert _without_times(resumed) == _without_times(straight)
+    assert without_times(resumed) == without_times(straight)
     assert_same_checkpoint(tmp_path / "a", tmp_path / "b")
 
 
@@ -112,5 +108,5 @@ def test_evaluation_in_a_second_thread_changes_no_number(tmp_path, mnist_folder)
     aside = _run(tmp_path / "on", mnist_folder, "--epochs", "2", "--no-figures", "--eval-thread")
     here = _run(tmp_path / "off", mnist_folder, "--epochs", "2", "--no-figures",
                 "--no-eval-thread")
-    assert _without_times(aside) == _without_times(here)
+    assert without_times(aside) == without_times(here)
     assert_same_checkpoint(tmp_path / "on", tmp_path / "off")

@@ -4,11 +4,10 @@ import re
 
 import numpy as np
 import pytest
-from common_checks import assert_same_checkpoint
+from common_checks import assert_same_checkpoint, without_times
 
 from whitebox import train as train_job
 from whitebox.checkpoint import load_arrays
-from whitebox.training.loop import TIME_KEYS
 
 pytest.importorskip("sklearn")      # the bundled digits
 
@@ -16,10 +15,6 @@ pytest.importorskip("sklearn")      # the bundled digits
 def _run(out, *flags):
     return train_job.main(["--task", "ssl", "--fast", "--out", str(out), "--no-progress",
                            "--threads", "1", *flags])
-
-
-def _without_times(history):
-    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in history]
 
 
 @pytest.mark.parametrize("model", ["crate", "vit"])
@@ -58,7 +53,7 @@ def test_resume_continues_exactly(tmp_path, loss, model):
     straight = _run(tmp_path / "a", *flags)
     assert len(_run(tmp_path / "b", *flags, "--stop-after", "1")) == 1
     resumed = _run(tmp_path / "b", "--resume")
-    assert _without_times(resumed) == _without_times(straight)
+    assert without_times(resumed) == without_times(straight)
     assert_same_checkpoint(tmp_path / "a", tmp_path / "b")
 
 
@@ -82,4 +77,4 @@ def test_dino_run_saved_before_head_bn_resumes_without_it(tmp_path):
     del config["options"]["head_bn"]
     (out / "config.json").write_text(json.dumps(config))
     resumed = _run(out, "--resume")
-    assert _without_times(resumed) == _without_times(straight)
+    assert without_times(resumed) == without_times(straight)
